@@ -1,0 +1,47 @@
+//! `plugin`: a user-supplied WebAssembly component implementing the `shoal:backend` world.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::keypath::KeyPath;
+use crate::validate::{Problems, Validate};
+
+/// Which component to run, what it is told, and where it may connect.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBackend {
+    /// Path to the `.wasm` component; relative paths are relative to the working directory.
+    pub plugin: PathBuf,
+    /// The WIT world it implements, when not the default `shoal:backend` one.
+    #[serde(default)]
+    pub world: Option<String>,
+    /// Settings passed to the plugin as they are; shoal does not interpret them.
+    #[serde(default = "empty_mapping")]
+    pub config: Value,
+    /// Hosts the plugin may reach over HTTP; nothing else is allowed.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn empty_mapping() -> Value {
+    Value::Mapping(Mapping::new())
+}
+
+impl Validate for PluginBackend {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        problems.require(
+            self.plugin.extension().is_some_and(|e| e == "wasm"),
+            &at.key("plugin"),
+            "is not a .wasm file",
+            "the path of a WebAssembly component, like plugins/my-store.wasm",
+        );
+        problems.require(
+            self.config.is_mapping(),
+            &at.key("config"),
+            "must be a mapping of keys",
+            "keys and values for the plugin, like `bucket: blobs`",
+        );
+    }
+}

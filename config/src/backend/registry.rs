@@ -1,0 +1,95 @@
+//! `registry_blob` / `registry_tag`: a Docker registry as a read-only backend, which is how
+//! shoal mirrors docker.io, ghcr.io or ECR.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::keypath::KeyPath;
+use crate::secret::Secret;
+use crate::validate::{Problems, Validate};
+
+/// Where the upstream registry is and how to authenticate to it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryBackend {
+    /// Registry host, e.g. `index.docker.io` or `host.docker.internal:5000`.
+    pub address: String,
+    /// Per-request timeout [60s].
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Credentials and TLS.
+    #[serde(default)]
+    pub security: RegistrySecurity,
+    /// Extra hosts the backend may reach, e.g. the CDN a registry redirects blob reads to.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `security:` of a registry backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrySecurity {
+    /// Username and password; empty strings mean anonymous pulls.
+    pub basic: Option<BasicAuth>,
+    /// TLS to the registry.
+    pub tls: TlsConfig,
+    /// A Docker credential helper, e.g. `ecr-login` (Docker's own camelCase key).
+    #[serde(rename = "credsStore")]
+    pub creds_store: Option<String>,
+}
+
+/// `security.basic`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret,
+}
+
+/// `security.tls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Client-side settings.
+    pub client: TlsClientConfig,
+}
+
+/// `security.tls.client`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsClientConfig {
+    /// Talk plain HTTP, for a local insecure registry [false].
+    pub disabled: bool,
+    /// Client certificate (PEM) for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Extra CA bundle (PEM) to trust.
+    pub ca: Option<PathBuf>,
+}
+
+impl Validate for RegistryBackend {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        problems.require(
+            !self.address.trim().is_empty(),
+            &at.key("address"),
+            "is empty",
+            "a registry host such as index.docker.io",
+        );
+        let client = &self.security.tls.client;
+        problems.require(
+            client.cert.is_some() == client.key.is_some(),
+            &at.key("security").key("tls").key("client"),
+            "`cert` and `key` must be set together",
+            "both paths, or neither",
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Hash-ring membership and health: a role's own ring (`cluster:`, `hashring:`), the clusters it
+//! calls (`origin:`, `build_index:`), and the agent's tracker client (`tracker:`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::hosts::Hosts;
+use crate::keypath::KeyPath;
+use crate::validate::{Problems, Validate};
+
+/// The ring this role belongs to, with active health checks between members (`cluster:`).
+/// Absent means a ring of one; when the section is present, `hosts` is required.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Members of the ring.
+    #[serde(deserialize_with = "crate::hosts::required")]
+    pub hosts: Option<Hosts>,
+    /// Active health checks.
+    #[serde(default)]
+    pub healthcheck: ActiveHealthCheck,
+}
+
+impl ClusterConfig {
+    /// True when the file had no `cluster:` section, so it is left out of the effective config.
+    pub fn is_unset(&self) -> bool {
+        self.hosts.is_none()
+    }
+}
+
+/// Members ping each other; `fails` misses in a row mark a host down, `passes` successes mark
+/// it up again (`cluster.healthcheck`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActiveHealthCheck {
+    /// Thresholds.
+    pub filter: HealthFilter,
+    /// Ping schedule.
+    pub monitor: HealthMonitor,
+    /// How long one ping may take [3s].
+    pub timeout: Duration,
+}
+
+impl Default for ActiveHealthCheck {
+    fn default() -> Self {
+        ActiveHealthCheck {
+            filter: HealthFilter::default(),
+            monitor: HealthMonitor::default(),
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// `cluster.healthcheck.filter`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthFilter {
+    /// Consecutive failures that mark a host unhealthy [3].
+    pub fails: u32,
+    /// Consecutive successes that mark it healthy again [2].
+    pub passes: u32,
+}
+
+impl Default for HealthFilter {
+    fn default() -> Self {
+        HealthFilter {
+            fails: 3,
+            passes: 2,
+        }
+    }
+}
+
+/// `cluster.healthcheck.monitor`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthMonitor {
+    /// Time between pings [30s].
+    pub interval: Duration,
+}
+
+impl Default for HealthMonitor {
+    fn default() -> Self {
+        HealthMonitor {
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Rendezvous-hash settings for the ring (`hashring:`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HashRingConfig {
+    /// Owners of each blob [3, Kraken's default; the reference's example sets 2].
+    pub max_replica: u32,
+    /// How often membership is re-resolved (DNS) [10s, as Kraken].
+    pub refresh_interval: Duration,
+}
+
+impl Default for HashRingConfig {
+    fn default() -> Self {
+        HashRingConfig {
+            max_replica: 3,
+            refresh_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Another cluster this role sends requests to (`origin:`, `build_index:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteCluster {
+    /// Its members; unset means this role runs without it.
+    pub hosts: Option<Hosts>,
+}
+
+/// The tracker ring as seen by agents and origins (`tracker:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerClientConfig {
+    /// Tracker members.
+    pub hosts: Option<Hosts>,
+    /// Passive health checking of those members.
+    pub cluster: PassiveCluster,
+}
+
+/// `tracker.cluster`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassiveCluster {
+    /// Failure counting on real requests.
+    pub healthcheck: PassiveHealthCheck,
+}
+
+/// Failed announces count against a tracker; `fails` within `fail_timeout` take it out of
+/// rotation for `fail_timeout` (`tracker.cluster.healthcheck`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassiveHealthCheck {
+    /// Failures that mark a host unhealthy [3].
+    pub fails: u32,
+    /// The window for counting and the time out of rotation [5m].
+    pub fail_timeout: Duration,
+}
+
+impl Default for PassiveHealthCheck {
+    fn default() -> Self {
+        PassiveHealthCheck {
+            fails: 3,
+            fail_timeout: Duration::from_mins(5),
+        }
+    }
+}
+
+impl Validate for ClusterConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        let filter = at.key("healthcheck").key("filter");
+        problems.at_least_one(self.healthcheck.filter.fails.into(), &filter.key("fails"));
+        problems.at_least_one(self.healthcheck.filter.passes.into(), &filter.key("passes"));
+        problems.require(
+            !self.healthcheck.monitor.interval.is_zero(),
+            &at.key("healthcheck").key("monitor").key("interval"),
+            "must be longer than 0s",
+            "a duration like 30s",
+        );
+    }
+}
+
+impl Validate for HashRingConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        problems.at_least_one(self.max_replica.into(), &at.key("max_replica"));
+    }
+}
+
+impl Validate for TrackerClientConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        let check = at.key("cluster").key("healthcheck");
+        problems.at_least_one(self.cluster.healthcheck.fails.into(), &check.key("fails"));
+    }
+}

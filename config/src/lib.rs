@@ -1,0 +1,56 @@
+//! Configuration for every shoal role: typed serde structs with Kraken's keys and defaults,
+//! `extends` layering, `${ENV}` substitution, and errors that name the file, the key path, the
+//! value and what was expected.
+//!
+//! The binary calls [`load`] with the role's struct (e.g. [`AgentConfig`]) and [`process_env`],
+//! or [`check`] for `shoal config check ROLE FILE`.
+
+mod auth;
+mod backend;
+mod bandwidth;
+mod cluster;
+mod decode;
+mod duration;
+mod env;
+mod error;
+mod hosts;
+mod keypath;
+mod layering;
+mod load;
+mod net;
+mod observe;
+mod peerstore;
+mod role;
+mod roles;
+mod scheduler;
+mod secret;
+mod store;
+mod validate;
+
+pub use auth::{AuthConfig, GcsAuth, GcsCredentials, S3Auth, S3Credentials};
+pub use backend::{
+    Backend, BackendEntry, BackoffConfig, BasicAuth, FsBackend, GcsBackend, HdfsBackend,
+    HttpBackend, NamePath, NamespacePattern, PluginBackend, RegistryBackend, RegistrySecurity,
+    S3Backend, TlsClientConfig, TlsConfig,
+};
+pub use bandwidth::BandwidthConfig;
+pub use cluster::{
+    ActiveHealthCheck, ClusterConfig, HashRingConfig, HealthFilter, HealthMonitor, PassiveCluster,
+    PassiveHealthCheck, RemoteCluster, TrackerClientConfig,
+};
+pub use duration::{DURATION_FORM, Duration, DurationError};
+pub use env::{EnvLookup, process_env};
+pub use error::{ConfigError, Problem};
+pub use hosts::Hosts;
+pub use load::{RoleConfig, check, load, load_str, render};
+pub use net::{Cidr, CidrError, HostPort, HostPortError};
+pub use observe::{LogConfig, LogLevel, MetricsConfig};
+pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
+pub use role::Role;
+pub use roles::{
+    AgentConfig, AgentPeer, AgentRegistry, BuildIndexConfig, DevConfig, OriginConfig, OriginPeer,
+    ProxyConfig, ProxyRegistry, TagCacheConfig, TrackerConfig, WritebackConfig,
+};
+pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig};
+pub use secret::{REDACTED, Secret, with_secrets_exposed};
+pub use store::{CleanupConfig, StoreConfig};

@@ -1,0 +1,81 @@
+//! The build-index: tag to digest, backed by a storage backend and replicated to remote
+//! build-indexes.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::any_addr;
+use crate::auth::AuthConfig;
+use crate::backend::{BackendEntry, validate_backends};
+use crate::cluster::ClusterConfig;
+use crate::duration::Duration;
+use crate::keypath::KeyPath;
+use crate::load::sealed;
+use crate::observe::{LogConfig, MetricsConfig};
+use crate::validate::{Problems, Validate};
+
+/// `build-index.yaml`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuildIndexConfig {
+    /// Where the tag server listens [0.0.0.0:15004].
+    pub listen: SocketAddr,
+    /// Storage backends by namespace.
+    pub backends: Vec<BackendEntry>,
+    /// Credentials the backends name.
+    pub auth: AuthConfig,
+    /// Remote build-indexes that tags are replicated to; unset means none.
+    #[serde(skip_serializing_if = "ClusterConfig::is_unset")]
+    pub cluster: ClusterConfig,
+    /// Local cache of resolved tags.
+    pub tag_cache: TagCacheConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+impl Default for BuildIndexConfig {
+    fn default() -> Self {
+        BuildIndexConfig {
+            listen: any_addr(15004),
+            backends: Vec::new(),
+            auth: AuthConfig::default(),
+            cluster: ClusterConfig::default(),
+            tag_cache: TagCacheConfig::default(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// `tag_cache:`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TagCacheConfig {
+    /// Time-to-idle of a cached tag [6h].
+    pub tti: Duration,
+    /// Most tags cached; unset means only `tti` bounds the cache.
+    pub capacity: Option<u64>,
+}
+
+impl Default for TagCacheConfig {
+    fn default() -> Self {
+        TagCacheConfig {
+            tti: Duration::from_hours(6),
+            capacity: None,
+        }
+    }
+}
+
+impl sealed::Role for BuildIndexConfig {
+    fn check(&self, problems: &mut Problems) {
+        let root = KeyPath::root();
+        validate_backends(&self.backends, &self.auth, problems);
+        self.cluster.validate(&root.key("cluster"), problems);
+        if let Some(capacity) = self.tag_cache.capacity {
+            problems.at_least_one(capacity, &root.key("tag_cache").key("capacity"));
+        }
+    }
+}

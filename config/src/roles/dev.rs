@@ -1,0 +1,92 @@
+//! `shoal dev`: every role in one process, with the origin's `backends:` and `auth:` at the top
+//! level and a local folder as the backend when none is given.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::local_addr;
+use crate::auth::AuthConfig;
+use crate::backend::{
+    Backend, BackendEntry, FsBackend, NamePath, NamespacePattern, validate_backends,
+};
+use crate::bandwidth::BandwidthConfig;
+use crate::keypath::KeyPath;
+use crate::load::sealed;
+use crate::observe::{LogConfig, MetricsConfig};
+use crate::scheduler::SchedulerConfig;
+use crate::store::StoreConfig;
+use crate::validate::{Problems, Validate};
+
+/// `dev.yaml`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevConfig {
+    /// The one registry port, for both push and pull [127.0.0.1:5000].
+    pub listen: SocketAddr,
+    /// Where every role keeps its files [./shoal-data].
+    pub data_dir: PathBuf,
+    /// Storage backends by namespace [one `fs` backend under `data_dir/backend`].
+    pub backends: Vec<BackendEntry>,
+    /// Credentials the backends name.
+    pub auth: AuthConfig,
+    /// P2P settings of the embedded agent and origin.
+    pub scheduler: SchedulerConfig,
+    /// On-disk cache settings of the embedded agent and origin.
+    pub store: StoreConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+impl Default for DevConfig {
+    fn default() -> Self {
+        DevConfig {
+            listen: local_addr(5000),
+            data_dir: PathBuf::from("./shoal-data"),
+            backends: Vec::new(),
+            auth: AuthConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl DevConfig {
+    /// The backend used when the file lists none: every namespace in a local folder.
+    pub fn default_backend(&self) -> BackendEntry {
+        BackendEntry {
+            namespace: NamespacePattern::any(),
+            backend: Backend::Fs(FsBackend {
+                root: self.data_dir.join("backend"),
+                name_path: NamePath::Identity,
+            }),
+            bandwidth: BandwidthConfig::default(),
+        }
+    }
+}
+
+impl sealed::Role for DevConfig {
+    fn finish(&mut self) {
+        if self.backends.is_empty() {
+            self.backends.push(self.default_backend());
+        }
+    }
+
+    fn check(&self, problems: &mut Problems) {
+        let root = KeyPath::root();
+        problems.require(
+            !self.data_dir.as_os_str().is_empty(),
+            &root.key("data_dir"),
+            "is empty",
+            "a folder path, like ./shoal-data",
+        );
+        validate_backends(&self.backends, &self.auth, problems);
+        self.scheduler.validate(&root.key("scheduler"), problems);
+        self.store.validate(&root.key("store"), problems);
+    }
+}

@@ -1,0 +1,71 @@
+//! The tracker: who has which torrent, in peer-set time windows.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::any_addr;
+use crate::cluster::{ClusterConfig, RemoteCluster};
+use crate::duration::Duration;
+use crate::keypath::KeyPath;
+use crate::load::sealed;
+use crate::observe::{LogConfig, MetricsConfig};
+use crate::peerstore::PeerStoreConfig;
+use crate::validate::{Problems, Validate};
+
+/// `tracker.yaml`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// Where the announce server listens [0.0.0.0:15003].
+    pub listen: SocketAddr,
+    /// Where announces are kept.
+    pub peerstore: PeerStoreConfig,
+    /// The origins, for metainfo and as seeders of last resort.
+    pub origin: RemoteCluster,
+    /// The interval peers are told to announce at [3s].
+    pub announce_interval: Duration,
+    /// Most peers handed out per announce [50]; `max_peers_returned` is accepted too.
+    #[serde(alias = "max_peers_returned")]
+    pub peer_handout_limit: u32,
+    /// The tracker ring; unset means a ring of one.
+    #[serde(skip_serializing_if = "ClusterConfig::is_unset")]
+    pub cluster: ClusterConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            listen: any_addr(15003),
+            peerstore: PeerStoreConfig::default(),
+            origin: RemoteCluster::default(),
+            announce_interval: Duration::from_secs(3),
+            peer_handout_limit: 50,
+            cluster: ClusterConfig::default(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl sealed::Role for TrackerConfig {
+    fn check(&self, problems: &mut Problems) {
+        let root = KeyPath::root();
+        self.peerstore.validate(&root.key("peerstore"), problems);
+        self.cluster.validate(&root.key("cluster"), problems);
+        problems.at_least_one(
+            self.peer_handout_limit.into(),
+            &root.key("peer_handout_limit"),
+        );
+        problems.require(
+            !self.announce_interval.is_zero(),
+            &root.key("announce_interval"),
+            "must be longer than 0s",
+            "a duration like 3s",
+        );
+    }
+}

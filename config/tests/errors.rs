@@ -1,0 +1,196 @@
+//! Error messages name the key path, the value and what was expected.
+
+use shoal_config::{
+    AgentConfig, BuildIndexConfig, ConfigError, OriginConfig, TrackerConfig, load_str,
+};
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn error<T: shoal_config::RoleConfig + std::fmt::Debug>(yaml: &str) -> ConfigError {
+    match load_str::<T>(yaml, &no_env) {
+        Ok(config) => panic!("expected an error, loaded {config:?}"),
+        Err(e) => e,
+    }
+}
+
+const S3_AUTH: &str =
+    "auth:\n  s3:\n    kraken-user:\n      s3: {aws_access_key_id: k, aws_secret_access_key: s}\n";
+
+#[test]
+fn unknown_key_with_path_and_suggestion() {
+    let yaml = format!(
+        "backends:\n  - namespace: .*\n    backend:\n      s3:\n        regon: us-west-1\n        bucket: b\n        username: kraken-user\n{S3_AUTH}"
+    );
+    let err = error::<OriginConfig>(&yaml);
+    let text = err.to_string();
+    assert!(text.contains("backends[0].backend.s3.regon"), "{text}");
+    assert!(text.contains("unknown key `regon`"), "{text}");
+    assert!(text.contains("did you mean `region`?"), "{text}");
+    assert!(text.contains("<inline>"), "{text}");
+}
+
+#[test]
+fn unknown_key_deep_in_scheduler() {
+    let err = error::<AgentConfig>("scheduler:\n  conn:\n    bandwith:\n      enable: true\n");
+    let text = err.to_string();
+    assert!(text.contains("scheduler.conn.bandwith"), "{text}");
+    assert!(text.contains("did you mean `bandwidth`?"), "{text}");
+}
+
+#[test]
+fn unknown_backend_kind_suggests_the_kind() {
+    let err = error::<OriginConfig>("backends:\n  - namespace: .*\n    backend:\n      s4: {}\n");
+    let text = err.to_string();
+    assert!(text.contains("backends[0].backend.s4"), "{text}");
+    assert!(text.contains("did you mean `s3`?"), "{text}");
+}
+
+#[test]
+fn two_backend_kinds_in_one_item() {
+    let yaml = "backends:\n  - namespace: .*\n    backend:\n      fs: {root: /a}\n      http: {download_url: 'http://h/%s'}\n";
+    let text = error::<OriginConfig>(yaml).to_string();
+    assert!(text.contains("backends[0].backend"), "{text}");
+    assert!(
+        text.contains("2 backend kinds given") && text.contains("exactly one"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_duration_with_path_and_value() {
+    let err = error::<AgentConfig>("scheduler:\n  seeder_tti: 5 minutes\n");
+    let problem = &err.problems()[0];
+    assert_eq!(problem.path, "scheduler.seeder_tti");
+    let text = err.to_string();
+    assert!(text.contains("\"5 minutes\""), "{text}");
+    assert!(text.contains("a duration like 30s, 5m or 6h"), "{text}");
+
+    let text = error::<AgentConfig>("scheduler:\n  seeder_tti: 5\n").to_string();
+    assert!(
+        text.contains("scheduler.seeder_tti") && text.contains("30s, 5m or 6h"),
+        "{text}"
+    );
+}
+
+#[test]
+fn wrong_type_names_path_value_and_type() {
+    let err = error::<AgentConfig>(
+        "scheduler:\n  conn:\n    bandwidth:\n      egress_bits_per_sec: lots\n",
+    );
+    let problem = &err.problems()[0];
+    assert_eq!(problem.path, "scheduler.conn.bandwidth.egress_bits_per_sec");
+    assert_eq!(problem.value.as_deref(), Some("\"lots\""));
+    assert_eq!(problem.expected.as_deref(), Some("u64"));
+
+    let err = error::<AgentConfig>("scheduler:\n  connstate:\n    max_open_conn: -1\n");
+    assert_eq!(err.problems()[0].path, "scheduler.connstate.max_open_conn");
+}
+
+#[test]
+fn bad_listen_address_shows_the_value() {
+    let err = error::<AgentConfig>("registry:\n  listen: localhost\n");
+    let problem = &err.problems()[0];
+    assert_eq!(problem.path, "registry.listen");
+    assert_eq!(problem.value.as_deref(), Some("\"localhost\""));
+}
+
+#[test]
+fn bad_regex_names_the_item() {
+    let yaml = "backends:\n  - namespace: a/.*\n    backend: {fs: {root: /a}}\n  - namespace: b/.*\n    backend: {fs: {root: /b}}\n  - namespace: 'c/(.*'\n    backend: {fs: {root: /c}}\n";
+    let text = error::<BuildIndexConfig>(yaml).to_string();
+    assert!(text.contains("backends[2].namespace"), "{text}");
+    assert!(text.contains("regular expression"), "{text}");
+}
+
+#[test]
+fn missing_auth_user_names_the_username_key() {
+    let yaml = format!(
+        "backends:\n  - namespace: .*\n    backend:\n      s3: {{region: r, bucket: b, username: kraken-usr}}\n{S3_AUTH}"
+    );
+    let err = error::<OriginConfig>(&yaml);
+    let text = err.to_string();
+    assert!(text.contains("backends[0].backend.s3.username"), "{text}");
+    assert!(text.contains("kraken-usr"), "{text}");
+    assert!(text.contains("did you mean `kraken-user`?"), "{text}");
+
+    let yaml =
+        "backends:\n  - namespace: .*\n    backend:\n      gcs: {bucket: b, username: nobody}\n";
+    let text = error::<OriginConfig>(yaml).to_string();
+    assert!(text.contains("backends[0].backend.gcs.username"), "{text}");
+    assert!(text.contains("auth.gcs.nobody"), "{text}");
+}
+
+#[test]
+fn validation_collects_every_problem() {
+    let yaml = "hashring: {max_replica: 0}\n\
+                cluster:\n  hosts: {dns: origin:15002}\n  healthcheck: {filter: {fails: 0, passes: 0}}\n\
+                backends:\n  - namespace: .*\n    backend: {http: {download_url: 'http://h/no-placeholder'}}\n";
+    let err = error::<OriginConfig>(yaml);
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "hashring.max_replica",
+        "cluster.healthcheck.filter.fails",
+        "cluster.healthcheck.filter.passes",
+        "backends[0].backend.http.download_url",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    let text = err.to_string();
+    assert!(
+        text.starts_with("invalid configuration (4 problems)"),
+        "{text}"
+    );
+    assert!(text.contains("%s"), "{text}");
+}
+
+#[test]
+fn hosts_need_exactly_one_form() {
+    let text =
+        error::<OriginConfig>("cluster:\n  hosts:\n    static: [a:1]\n    dns: b:1\n").to_string();
+    assert!(
+        text.contains("cluster.hosts") && text.contains("exactly one"),
+        "{text}"
+    );
+    let text = error::<OriginConfig>("cluster:\n  hosts: {}\n").to_string();
+    assert!(
+        text.contains("cluster.hosts") && text.contains("no hosts given"),
+        "{text}"
+    );
+    let text = error::<OriginConfig>("cluster:\n  healthcheck: {timeout: 1s}\n").to_string();
+    assert!(text.contains("missing required key `hosts`"), "{text}");
+    let text = error::<TrackerConfig>("origin:\n  hosts:\n    static: [origin1]\n").to_string();
+    assert!(
+        text.contains("origin.hosts.static[0]") && text.contains("host:port"),
+        "{text}"
+    );
+}
+
+#[test]
+fn peerstore_is_one_backend() {
+    let text = error::<TrackerConfig>("peerstore:\n  redis: {}\n  memory: {}\n").to_string();
+    assert!(
+        text.contains("peerstore") && text.contains("exactly one"),
+        "{text}"
+    );
+    let text = error::<TrackerConfig>("peerstore:\n  reddis: {}\n").to_string();
+    assert!(text.contains("did you mean `redis`?"), "{text}");
+}
+
+#[test]
+fn secrets_are_not_echoed() {
+    let yaml = "peerstore:\n  redis:\n    password: 12345678\n";
+    let text = error::<TrackerConfig>(yaml).to_string();
+    assert!(text.contains("peerstore.redis.password"), "{text}");
+    assert!(!text.contains("12345678"), "{text}");
+}
+
+#[test]
+fn yaml_syntax_errors_carry_a_location() {
+    let err = error::<AgentConfig>("scheduler: [\nstore: 1\n");
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    assert!(err.to_string().contains("line"), "{err}");
+    let text = error::<AgentConfig>("- a\n- b\n").to_string();
+    assert!(text.contains("not a mapping"), "{text}");
+}

@@ -1,0 +1,18 @@
+//! `shoal`: one binary for every role. `main` only parses flags and hands off.
+
+mod cli;
+mod dev;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `HEAD`/`GET`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{Call, Registry, set};
+use crate::digest::Digest;
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::name::RepoName;
+use crate::range::{ByteRange, parse_range};
+
+pub(super) async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    d: &Digest,
+    call: &Call,
+) -> ApiResult<Response> {
+    let blob = reg.store.open_blob(repo, d).await?;
+    let len = blob.len();
+    let range = parse_range(call.header(header::RANGE), len);
+    let (status, start, count) = match range {
+        ByteRange::Full => (StatusCode::OK, 0, len),
+        ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        ByteRange::Unsatisfiable => {
+            return Err(RegistryError::new(
+                ErrorCode::RangeInvalid,
+                format!(
+                    "range {:?} lies outside blob {d} of {len} bytes",
+                    call.header(header::RANGE).unwrap_or("")
+                ),
+            )
+            .with_header(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+            ));
+        }
+    };
+    let body = if call.method == Method::HEAD {
+        Body::empty()
+    } else {
+        blob.into_body(start, count)
+    };
+    let mut resp = (status, body).into_response();
+    set(&mut resp, "content-length", count.to_string());
+    set(&mut resp, "content-type", "application/octet-stream");
+    set(&mut resp, "docker-content-digest", d.to_string());
+    set(&mut resp, "accept-ranges", "bytes");
+    set(&mut resp, "etag", format!("\"{d}\""));
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            &mut resp,
+            "content-range",
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    Ok(resp)
+}
+
+pub(super) async fn delete(reg: &Registry, repo: &RepoName, d: &Digest) -> ApiResult<Response> {
+    reg.store.unlink_blob(repo, d).await?;
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    set(&mut resp, "docker-content-digest", d.to_string());
+    Ok(resp)
+}

@@ -1,0 +1,85 @@
+//! `HEAD`/`GET`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{Call, Registry, set};
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, accepts};
+use crate::name::{Reference, RepoName};
+
+pub(super) async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    r: &Reference,
+    call: &Call,
+) -> ApiResult<Response> {
+    let m = reg.store.get_manifest(repo, r).await?;
+    let accept: Vec<&str> = call
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !accepts(&accept, &m.media_type) {
+        return Err(RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "manifest {r} is a {}, which the Accept header does not allow",
+                m.media_type
+            ),
+        ));
+    }
+    let len = m.bytes.len();
+    let body = if call.method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(m.bytes)
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    set(&mut resp, "content-type", &m.media_type);
+    set(&mut resp, "content-length", len.to_string());
+    set(&mut resp, "docker-content-digest", m.digest.to_string());
+    set(&mut resp, "etag", format!("\"{}\"", m.digest));
+    Ok(resp)
+}
+
+pub(super) async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    r: &Reference,
+    call: &Call,
+    body: Body,
+) -> ApiResult<Response> {
+    let content_type = call.header(header::CONTENT_TYPE).map(str::to_owned);
+    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| {
+            RegistryError::new(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "manifest body could not be read or exceeds {MAX_MANIFEST_BYTES} bytes: {e}"
+                ),
+            )
+        })?;
+    let manifest = Manifest::parse(&bytes, content_type.as_deref())?;
+    let digest = reg.store.put_manifest(repo, r, bytes, &manifest).await?;
+    let mut resp = StatusCode::CREATED.into_response();
+    set(
+        &mut resp,
+        "location",
+        format!("/v2/{repo}/manifests/{digest}"),
+    );
+    set(&mut resp, "docker-content-digest", digest.to_string());
+    set(&mut resp, "content-length", "0");
+    if let Some(subject) = &manifest.subject {
+        set(&mut resp, "oci-subject", subject.digest.to_string());
+    }
+    Ok(resp)
+}
+
+pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &Reference) -> ApiResult<Response> {
+    reg.store.delete_manifest(repo, r).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}

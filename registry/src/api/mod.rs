@@ -1,0 +1,148 @@
+//! The OCI Distribution API over axum. One fallback handler parses the path into a [`Route`]
+//! (repository names contain slashes, which axum's matcher cannot capture) and dispatches on
+//! route and method; every error leaves through [`RegistryError`]'s one `IntoResponse`.
+
+mod blobs;
+mod listing;
+mod manifests;
+pub mod route;
+mod uploads;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::store::LocalStore;
+pub use route::Route;
+
+/// What the API serves from.
+pub struct Registry {
+    /// The content store.
+    pub store: LocalStore,
+}
+
+/// Builds the router for the whole `/v2/` API plus `/health`.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .fallback(dispatch)
+        .with_state(registry)
+}
+
+/// Everything a handler needs from the request besides the route.
+pub(crate) struct Call {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: HashMap<String, String>,
+}
+
+impl Call {
+    pub fn header(&self, name: header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().map(url_pairs).unwrap_or_default();
+    let call = Call {
+        method: parts.method,
+        headers: parts.headers,
+        query,
+    };
+    let mut resp = match route::parse(parts.uri.path()) {
+        Ok(Ok(route)) => handle(&reg, route, call, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Ok(Err(route::NotFound)) => {
+            let msg = format!("no such endpoint: {}", parts.uri.path());
+            let mut resp = RegistryError::new(ErrorCode::Unsupported, msg).into_response();
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            resp
+        }
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    resp
+}
+
+/// Decodes an `application/x-www-form-urlencoded` query string.
+fn url_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request body travels beside [`Call`]: it is `Send` but not `Sync`, and handlers borrow the call.
+async fn handle(reg: &Registry, route: Route, call: Call, body: Body) -> ApiResult<Response> {
+    use Method as M;
+    match (route, call.method.clone()) {
+        (Route::Base, M::GET | M::HEAD) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
+        (Route::Blob(repo, d), M::GET | M::HEAD) => blobs::get(reg, &repo, &d, &call).await,
+        (Route::Blob(repo, d), M::DELETE) => blobs::delete(reg, &repo, &d).await,
+        (Route::UploadStart(repo), M::POST) => uploads::start(reg, &repo, &call, body).await,
+        (Route::Upload(repo, id), M::GET) => uploads::status(reg, &repo, &id).await,
+        (Route::Upload(repo, id), M::PATCH) => uploads::patch(reg, &repo, &id, &call, body).await,
+        (Route::Upload(repo, id), M::PUT) => uploads::put(reg, &repo, &id, &call, body).await,
+        (Route::Upload(repo, id), M::DELETE) => uploads::cancel(reg, &repo, &id).await,
+        (Route::Manifest(repo, r), M::GET | M::HEAD) => manifests::get(reg, &repo, &r, &call).await,
+        (Route::Manifest(repo, r), M::PUT) => manifests::put(reg, &repo, &r, &call, body).await,
+        (Route::Manifest(repo, r), M::DELETE) => manifests::delete(reg, &repo, &r).await,
+        (Route::Tags(repo), M::GET) => listing::tags(reg, &repo, &call).await,
+        (Route::Catalog, M::GET) => listing::catalog(reg, &call).await,
+        (Route::Referrers(repo, d), M::GET) => listing::referrers(reg, &repo, &d, &call).await,
+        (route, method) => Err(RegistryError::new(
+            ErrorCode::Unsupported,
+            format!("{method} is not supported on {route:?}"),
+        )),
+    }
+}
+
+/// Adds a header whose value was built from validated parts (names, digests, numbers).
+pub(crate) fn set(resp: &mut Response, name: &'static str, value: impl AsRef<str>) {
+    if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+        resp.headers_mut().insert(name, v);
+    }
+}

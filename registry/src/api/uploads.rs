@@ -1,0 +1,145 @@
+//! `POST/PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/...`: monolithic, chunked and
+//! cross-repository-mount uploads.
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{Call, Registry, set};
+use crate::digest::Digest;
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::name::RepoName;
+use crate::range::parse_content_range;
+use crate::store::UploadStatus;
+
+fn query_digest(call: &Call, key: &str) -> ApiResult<Option<Digest>> {
+    call.query
+        .get(key)
+        .map(|v| {
+            v.parse().map_err(|e: crate::digest::DigestError| {
+                RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+            })
+        })
+        .transpose()
+}
+
+fn created(repo: &RepoName, d: &Digest) -> Response {
+    let mut resp = StatusCode::CREATED.into_response();
+    set(&mut resp, "location", format!("/v2/{repo}/blobs/{d}"));
+    set(&mut resp, "docker-content-digest", d.to_string());
+    set(&mut resp, "content-length", "0");
+    resp
+}
+
+fn in_progress(repo: &RepoName, status: UploadStatus, code: StatusCode) -> Response {
+    let mut resp = code.into_response();
+    set(
+        &mut resp,
+        "location",
+        format!("/v2/{repo}/blobs/uploads/{}", status.id),
+    );
+    set(&mut resp, "docker-upload-uuid", status.id.to_string());
+    let end = status.offset.saturating_sub(1);
+    set(&mut resp, "range", format!("0-{end}"));
+    set(&mut resp, "content-length", "0");
+    resp
+}
+
+/// The start byte of a chunk's `Content-Range`, checked against `Content-Length`.
+fn chunk_start(call: &Call) -> ApiResult<Option<u64>> {
+    let Some(raw) = call.header(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let (start, end) = parse_content_range(raw).ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::BlobUploadInvalid,
+            format!("Content-Range {raw:?} is malformed: expected <start>-<end>"),
+        )
+    })?;
+    if let Some(len) = call
+        .header(header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        && len != end - start + 1
+    {
+        return Err(RegistryError::new(
+            ErrorCode::SizeInvalid,
+            format!(
+                "Content-Range {raw:?} covers {} bytes but Content-Length is {len}",
+                end - start + 1
+            ),
+        ));
+    }
+    Ok(Some(start))
+}
+
+pub(super) async fn start(
+    reg: &Registry,
+    repo: &RepoName,
+    call: &Call,
+    body: Body,
+) -> ApiResult<Response> {
+    if let Some(d) = query_digest(call, "mount")? {
+        let from: Option<RepoName> = call.query.get("from").and_then(|f| f.parse().ok());
+        let mountable = match &from {
+            Some(from) => reg.store.repo_has_blob(from, &d).await?,
+            None => false,
+        };
+        if mountable {
+            reg.store.link_blob(repo, &d).await?;
+            return Ok(created(repo, &d));
+        }
+        // Not mountable: the spec says to fall back to an ordinary upload session.
+    } else if let Some(d) = query_digest(call, "digest")? {
+        reg.store
+            .put_blob(repo, &d, body.into_data_stream())
+            .await?;
+        return Ok(created(repo, &d));
+    }
+    let status = reg.store.start_upload(repo).await?;
+    Ok(in_progress(repo, status, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn status(reg: &Registry, repo: &RepoName, id: &str) -> ApiResult<Response> {
+    let status = reg.store.upload_status(repo, id).await?;
+    Ok(in_progress(repo, status, StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn patch(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+    call: &Call,
+    body: Body,
+) -> ApiResult<Response> {
+    let start = chunk_start(call)?;
+    let status = reg
+        .store
+        .append_upload(repo, id, start, body.into_data_stream())
+        .await?;
+    Ok(in_progress(repo, status, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+    call: &Call,
+    body: Body,
+) -> ApiResult<Response> {
+    let d = query_digest(call, "digest")?.ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::DigestInvalid,
+            "closing an upload needs ?digest=<algorithm>:<hex>",
+        )
+    })?;
+    let start = chunk_start(call)?;
+    reg.store
+        .finish_upload(repo, id, &d, start, body.into_data_stream())
+        .await?;
+    Ok(created(repo, &d))
+}
+
+pub(super) async fn cancel(reg: &Registry, repo: &RepoName, id: &str) -> ApiResult<Response> {
+    reg.store.cancel_upload(repo, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

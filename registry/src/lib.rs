@@ -1,0 +1,19 @@
+//! shoal's registry core: the OCI Distribution Spec v1.1 API, its error codes, parsed digests,
+//! names and references, manifest validation, and the content-addressed local store.
+//!
+//! The agent, proxy and `shoal dev` all serve this one router; what differs is the store
+//! behind it.
+
+pub mod api;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod name;
+pub mod range;
+pub mod store;
+
+pub use api::{Registry, router};
+pub use digest::{Algorithm, Digest, Digester};
+pub use error::{ErrorCode, RegistryError};
+pub use name::{Reference, RepoName, Tag};
+pub use store::LocalStore;

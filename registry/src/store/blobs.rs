@@ -1,0 +1,237 @@
+//! Blob reads, repository membership, and streaming ingestion with digest verification.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+
+use super::{LocalStore, exists, publish, remove_optional};
+use crate::digest::{Digest, Digester};
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::name::RepoName;
+
+/// Size of each read when streaming a blob out.
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// An open blob, ready to stream a byte range of it.
+pub struct BlobReader {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl BlobReader {
+    /// Total size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for a zero-length blob.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A response body streaming `len` bytes from `offset`, read on a blocking thread in 1 MiB
+    /// chunks through a small bounded channel: memory stays bounded whatever the blob size.
+    pub fn into_body(self, offset: u64, len: u64) -> Body {
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let file = self.file;
+        tokio::task::spawn_blocking(move || {
+            let mut pos = offset;
+            let end = offset + len;
+            while pos < end {
+                let want = READ_CHUNK.min((end - pos) as usize);
+                let mut buf = BytesMut::zeroed(want);
+                let res = match file.read_at(&mut buf, pos) {
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than recorded",
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        pos += n as u64;
+                        Ok(buf.freeze())
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let failed = res.is_err();
+                if tx.blocking_send(res).is_err() || failed {
+                    return; // client went away, or the read failed and the body aborts
+                }
+            }
+        });
+        Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+}
+
+impl LocalStore {
+    /// Size of a blob anywhere in the store, if present.
+    pub async fn blob_size(&self, d: &Digest) -> io::Result<Option<u64>> {
+        match tokio::fs::metadata(self.blob_path(d)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `repo` holds blob `d` (linked into the repository and present).
+    pub async fn repo_has_blob(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        let link = self.layer_link(repo, d);
+        let blob = self.blob_path(d);
+        tokio::task::spawn_blocking(move || Ok(exists(&link)? && exists(&blob)?))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Opens blob `d` of `repo` for reading, `BLOB_UNKNOWN` when the repository lacks it.
+    pub async fn open_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<BlobReader> {
+        let link = self.layer_link(repo, d);
+        let blob = self.blob_path(d);
+        let opened = tokio::task::spawn_blocking(move || -> io::Result<Option<BlobReader>> {
+            if !exists(&link)? {
+                return Ok(None);
+            }
+            match std::fs::File::open(&blob) {
+                Ok(file) => {
+                    let len = file.metadata()?.len();
+                    Ok(Some(BlobReader { file, len }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(io::Error::other)??;
+        opened.ok_or_else(|| blob_unknown(repo, d))
+    }
+
+    /// Makes blob `d` part of `repo` (it must already be in the store).
+    pub async fn link_blob(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
+        let link = self.layer_link(repo, d);
+        if tokio::fs::try_exists(&link).await? {
+            return Ok(());
+        }
+        self.write_atomic(&link, Vec::new()).await
+    }
+
+    /// Removes blob `d` from `repo`; `BLOB_UNKNOWN` when it was not there. The content itself
+    /// stays until garbage collection, since other repositories may share it.
+    pub async fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
+        if remove_optional(&self.layer_link(repo, d)).await? {
+            Ok(())
+        } else {
+            Err(blob_unknown(repo, d))
+        }
+    }
+
+    /// Streams a whole blob into the store (monolithic upload), verifying `expected`.
+    /// Nothing becomes visible unless the digest matches.
+    pub async fn put_blob<S, E>(
+        &self,
+        repo: &RepoName,
+        expected: &Digest,
+        body: S,
+    ) -> ApiResult<u64>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let tmp = self.tmp_path();
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut digester = Digester::new(expected.algorithm());
+        let res = ingest(&mut file, body, &mut digester).await;
+        let res = match res {
+            Ok(n) if digester.current() == *expected => Ok(n),
+            Ok(_) => Err(digest_mismatch(expected, &digester.current())),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(n) => {
+                self.commit_file(file, &tmp, expected).await?;
+                self.link_blob(repo, expected).await?;
+                Ok(n)
+            }
+            Err(e) => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs a fully written, verified file and renames it to its content address.
+    pub(super) async fn commit_file(
+        &self,
+        file: tokio::fs::File,
+        tmp: &Path,
+        d: &Digest,
+    ) -> io::Result<()> {
+        file.sync_all().await?;
+        drop(file);
+        let dest = self.blob_path(d);
+        let tmp = tmp.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if exists(&dest)? {
+                // Same content already stored: keep the existing file, drop the copy.
+                return std::fs::remove_file(&tmp);
+            }
+            publish(&tmp, &dest)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// Appends a body stream to `file`, feeding `digester`; returns the number of bytes written.
+/// A body that fails mid-way (client gone) is an error; the caller decides what to roll back.
+pub(super) async fn ingest<S, E>(
+    file: &mut tokio::fs::File,
+    mut body: S,
+    digester: &mut Digester,
+) -> ApiResult<u64>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut out = tokio::io::BufWriter::with_capacity(READ_CHUNK, file);
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            RegistryError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("reading the request body failed: {e}"),
+            )
+        })?;
+        out.write_all(&chunk).await?;
+        digester.update(&chunk);
+        n += chunk.len() as u64;
+    }
+    out.flush().await?;
+    Ok(n)
+}
+
+/// The `BLOB_UNKNOWN` error for a repository.
+pub(crate) fn blob_unknown(repo: &RepoName, d: &Digest) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::BlobUnknown,
+        format!("blob {d} is unknown to repository {repo}"),
+    )
+    .with_detail(serde_json::json!({ "digest": d.to_string() }))
+}
+
+/// The `DIGEST_INVALID` error for content that hashed to something else.
+pub(crate) fn digest_mismatch(expected: &Digest, actual: &Digest) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::DigestInvalid,
+        format!("uploaded content has digest {actual}, not the {expected} the client named"),
+    )
+    .with_detail(
+        serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() }),
+    )
+}
