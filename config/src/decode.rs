@@ -4,17 +4,22 @@
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use crate::error::Problem;
+use crate::error::{ConfigError, Problem};
 use crate::keypath::KeyPath;
 use crate::layering::Layered;
 use crate::secret::SECRET_KEYS;
 
 /// Deserializes the merged document, reporting the first type error with its location.
-pub(crate) fn decode<T: DeserializeOwned>(layered: &Layered, value: Value) -> Result<T, Problem> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    layered: &Layered,
+    value: Value,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value.clone()).map_err(|err| {
         let path = KeyPath::from_serde(err.path());
         let raw = err.inner().to_string();
-        describe(layered, &value, &path, &raw)
+        ConfigError::Invalid {
+            problems: vec![describe(layered, &value, &path, &raw)],
+        }
     })
 }
 

@@ -5,6 +5,9 @@
 //! The binary calls [`load`] with the role's struct (e.g. [`AgentConfig`]) and [`process_env`],
 //! or [`check`] for `shoal config check ROLE FILE`.
 
+// Every public item says why it exists; the compiler holds us to it.
+#![warn(missing_docs)]
+
 mod auth;
 mod backend;
 mod bandwidth;

@@ -117,9 +117,7 @@ fn resolve<T: RoleConfig>(layered: Layered, env: EnvLookup<'_>) -> Result<T, Con
         return Err(ConfigError::Invalid { problems });
     }
     strip_nulls(&mut doc);
-    let mut config: T = decode(&layered, doc.clone()).map_err(|problem| ConfigError::Invalid {
-        problems: vec![problem],
-    })?;
+    let mut config: T = decode(&layered, doc.clone())?;
     config.finish();
     let mut problems = Problems::default();
     config.check(&mut problems);

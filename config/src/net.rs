@@ -70,9 +70,9 @@ impl FromStr for HostPort {
             }
             (host, port)
         };
-        let port = port
-            .parse::<u16>()
-            .ok()
+        let port = Some(port)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
             .filter(|p| *p != 0)
             .ok_or_else(|| err("the port must be a number from 1 to 65535"))?;
         Ok(HostPort::new(host, port))
@@ -141,9 +141,9 @@ impl FromStr for Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
+            Some(p) => Some(p)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u8>().ok())
                 .filter(|p| *p <= max)
                 .ok_or_else(|| err("the prefix length is out of range"))?,
         };
@@ -218,7 +218,7 @@ mod tests {
         let one: Cidr = "::1".parse().unwrap();
         assert!(one.contains("::1".parse().unwrap()));
         assert_eq!(one.to_string(), "::1/128");
-        for bad in ["10.0.0.0/33", "nope/8", "10.0.0.0/x"] {
+        for bad in ["10.0.0.0/33", "nope/8", "10.0.0.0/x", "10.0.0.0/+8"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }

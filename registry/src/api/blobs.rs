@@ -39,7 +39,7 @@ pub(super) async fn get(
     let body = if call.method == Method::HEAD {
         Body::empty()
     } else {
-        blob.into_body(start, count)
+        blob.into_body(start, count)?
     };
     let mut resp = (status, body).into_response();
     set(&mut resp, "content-length", count.to_string());

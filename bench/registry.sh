@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Benchmarks shoal dev (release build) against its baselines, in one run, and prints ratios:
+#  (a) GET of a cached 1 GiB blob: shoal vs Debian's nginx serving the same file from disk
+#      (same client, curl to /dev/null; median of N runs each; goal >= 0.9x nginx);
+#  (b) manifest GET requests/s with wrk: shoal vs Debian's docker-registry (distribution 2.8)
+#      holding the same manifest (goal >= 2x).
+# Everything listens on 127.0.0.1 with free ports and is stopped on exit.
+# Usage: bench/registry.sh [BLOB_MIB (default 1024)] [RUNS (default 5)] [WRK_SECONDS (default 10)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BLOB_MIB=${1:-1024}
+RUNS=${2:-5}
+WRK_SECS=${3:-10}
+
+for tool in nginx wrk docker-registry curl python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
+done
+cargo build --release --bin shoal >&2
+SHOAL=target/release/shoal
+
+WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)
+chmod 755 "$WORK" # nginx workers run as an unprivileged user
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+
+# --- servers -------------------------------------------------------------------------------
+SHOAL_PORT=$(free_port)
+RUST_LOG=warn "$SHOAL" dev --listen "127.0.0.1:$SHOAL_PORT" --data-dir "$WORK/shoal" 2>"$WORK/shoal.log" &
+PIDS+=($!)
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx/www" "$WORK/nginx/tmp"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 2;
+error_log $WORK/nginx/error.log warn;
+pid $WORK/nginx/nginx.pid;
+daemon off;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path $WORK/nginx/tmp; proxy_temp_path $WORK/nginx/tmp;
+  fastcgi_temp_path $WORK/nginx/tmp; uwsgi_temp_path $WORK/nginx/tmp; scgi_temp_path $WORK/nginx/tmp;
+  server { listen 127.0.0.1:$NGINX_PORT; root $WORK/nginx/www; }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+REG_PORT=$(free_port)
+cat >"$WORK/registry.yml" <<CONF
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $WORK/distribution }, delete: { enabled: true } }
+http: { addr: 127.0.0.1:$REG_PORT }
+CONF
+docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$SHOAL_PORT/v2/"
+wait_http "http://127.0.0.1:$REG_PORT/v2/"
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.05; done
+
+# --- (a) 1 GiB blob --------------------------------------------------------------------------
+head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
+DIGEST="sha256:$(sha256sum "$WORK/blob" | cut -d' ' -f1)"
+curl -fsS -X POST -T - <"$WORK/blob" -H 'Content-Type: application/octet-stream' \
+  "http://127.0.0.1:$SHOAL_PORT/v2/bench/blob/blobs/uploads/?digest=$DIGEST" -o /dev/null
+cp "$WORK/blob" "$WORK/nginx/www/blob"
+rm "$WORK/blob"
+sync
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+measure() { # URL -> bytes/s per run, RUNS lines
+  for _ in $(seq 1 "$RUNS"); do curl -fsS -o /dev/null -w '%{speed_download}\n' "$1"; done
+}
+# Warm the page cache for both (the same file content, read once each).
+curl -fsS -o /dev/null "http://127.0.0.1:$SHOAL_PORT/v2/bench/blob/blobs/$DIGEST"
+curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/blob"
+S_BLOB=$(measure "http://127.0.0.1:$SHOAL_PORT/v2/bench/blob/blobs/$DIGEST" | median)
+N_BLOB=$(measure "http://127.0.0.1:$NGINX_PORT/blob" | median)
+
+# --- (b) manifest GET rps --------------------------------------------------------------------
+push_image() { # BASE_URL: pushes a config + layer + manifest as bench/app:v1 through the upload API
+  local base=$1 cfg='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' d_cfg d_layer loc
+  local layer="$WORK/layer.bin"
+  d_cfg="sha256:$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)"
+  d_layer="sha256:$(sha256sum "$layer" | cut -d' ' -f1)"
+  for pair in "$d_cfg|cfg" "$d_layer|layer"; do
+    local d=${pair%%|*} kind=${pair##*|}
+    loc=$(curl -fsS -X POST -D - -o /dev/null "$base/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+    case "$loc" in http*) ;; *) loc="$base$loc" ;; esac
+    case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+    if [ "$kind" = cfg ]; then
+      printf '%s' "$cfg" | curl -fsS -X PUT --data-binary @- -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$d" -o /dev/null
+    else
+      curl -fsS -X PUT --data-binary @"$layer" -H 'Content-Type: application/octet-stream' "$loc${sep}digest=$d" -o /dev/null
+    fi
+  done
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":4096}]}' \
+    "$d_cfg" "${#cfg}" "$d_layer" >"$WORK/manifest.json"
+  curl -fsS -X PUT --data-binary @"$WORK/manifest.json" -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+    "$base/v2/bench/app/manifests/v1" -o /dev/null
+}
+head -c 4096 /dev/urandom >"$WORK/layer.bin"
+push_image "http://127.0.0.1:$SHOAL_PORT"
+push_image "http://127.0.0.1:$REG_PORT"
+ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+for url in "http://127.0.0.1:$SHOAL_PORT" "http://127.0.0.1:$REG_PORT"; do
+  cmp <(curl -fsS -H "$ACCEPT" "$url/v2/bench/app/manifests/v1") "$WORK/manifest.json" \
+    || { echo "manifest differs on $url" >&2; exit 1; }
+done
+rps() { # URL -> requests/s; refuses a run with any non-2xx answer
+  local out; out=$(wrk -t2 -c32 -d"${WRK_SECS}s" -H "$ACCEPT" "$1/v2/bench/app/manifests/v1")
+  if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers from $1:" >&2; echo "$out" >&2; exit 1; fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+S_RPS=$(rps "http://127.0.0.1:$SHOAL_PORT")
+R_RPS=$(rps "http://127.0.0.1:$REG_PORT")
+
+# --- report ----------------------------------------------------------------------------------
+python3 - "$BLOB_MIB" "$S_BLOB" "$N_BLOB" "$S_RPS" "$R_RPS" <<'PY'
+import sys
+mib, s_blob, n_blob, s_rps, r_rps = sys.argv[1], *map(float, sys.argv[2:])
+print(f"(a) GET of a cached {mib} MiB blob, median MB/s: shoal {s_blob/1e6:.0f}, nginx {n_blob/1e6:.0f}, "
+      f"ratio {s_blob/n_blob:.2f}x (goal >= 0.9x)")
+print(f"(b) manifest GET req/s (wrk -t2 -c32): shoal {s_rps:.0f}, docker-registry {r_rps:.0f}, "
+      f"ratio {s_rps/r_rps:.2f}x (goal >= 2x)")
+PY
