@@ -1,0 +1,141 @@
+//! The plugins compiled with the workspace (host/build.rs) and embedded in the binary, and
+//! how a `backends:` entry becomes a running [`WasmBackend`].
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use shoal_config::Backend as BackendConfig;
+
+use super::allow::AllowedHosts;
+use super::backend::WasmBackend;
+use super::bindings::backend::BackendPre;
+use super::bindings::health::PolicyPre;
+use super::engine::{LoadError, PluginEngine};
+use super::health::WasmPolicy;
+use super::state::Grants;
+
+/// The `fs` backend component.
+pub(crate) const FS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_FS"));
+/// The `http` backend component.
+pub(crate) const HTTP: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HTTP"));
+
+/// Default per-request timeout of outbound HTTP when the backend's config sets none.
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl PluginEngine {
+    /// The running plugin for one `backends:` item's `backend:`, with `secrets` from its
+    /// `auth:` entry. Built-in kinds run the embedded component; `plugin:` loads its file.
+    pub fn backend(
+        &self,
+        config: &BackendConfig,
+        secrets: BTreeMap<String, String>,
+    ) -> Result<WasmBackend, LoadError> {
+        let kind = config.kind();
+        let (name, wasm): (String, Cow<'static, [u8]>) = match config {
+            BackendConfig::Fs(_) => (kind.to_owned(), Cow::Borrowed(FS)),
+            BackendConfig::Http(_) => (kind.to_owned(), Cow::Borrowed(HTTP)),
+            BackendConfig::Plugin(p) => {
+                let name = plugin_name(&p.plugin);
+                let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
+                    plugin: name.clone(),
+                    path: p.plugin.clone(),
+                    source,
+                })?;
+                (name, Cow::Owned(bytes))
+            }
+            _ => {
+                return Err(LoadError::Config {
+                    plugin: kind.to_owned(),
+                    message: format!("no built-in plugin for the `{kind}` backend yet"),
+                });
+            }
+        };
+        let config_err = |message: String| LoadError::Config {
+            plugin: name.clone(),
+            message,
+        };
+        let block = match config {
+            BackendConfig::Plugin(p) => p.config.clone(),
+            other => other.plugin_config(),
+        };
+        let config_json = serde_json::to_string(&block)
+            .map_err(|e| config_err(format!("config cannot be passed as JSON: {e}")))?;
+        let hosts = AllowedHosts::for_backend(config).map_err(|e| config_err(e.to_string()))?;
+        let preopen = match config {
+            BackendConfig::Fs(fs) => {
+                std::fs::create_dir_all(&fs.root).map_err(|e| {
+                    config_err(format!("cannot create root {}: {e}", fs.root.display()))
+                })?;
+                Some(fs.root.canonicalize().map_err(|e| {
+                    config_err(format!("cannot open root {}: {e}", fs.root.display()))
+                })?)
+            }
+            _ => None,
+        };
+        let http_timeout = match config {
+            BackendConfig::Http(c) => c.timeout.into(),
+            BackendConfig::RegistryBlob(c) | BackendConfig::RegistryTag(c) => c.timeout.into(),
+            _ => DEFAULT_HTTP_TIMEOUT,
+        };
+        let grants = Grants {
+            name: name.as_str().into(),
+            config_json,
+            secrets,
+            hosts,
+            preopen,
+            http_timeout,
+        };
+        let component = self.component(&name, &wasm)?;
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            plugin: name.clone(),
+            message: format!("{e:#}"),
+        };
+        let pre = self
+            .inner
+            .backend_linker
+            .instantiate_pre(&component)
+            .map_err(link_err)?;
+        let pre = BackendPre::new(pre).map_err(link_err)?;
+        Ok(WasmBackend::new(self.inner.clone(), pre, grants))
+    }
+
+    /// A health policy from component bytes, configured with `config` (handed to the
+    /// plugin as JSON). Policies get no network and no files.
+    pub fn policy(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        config: &serde_json::Value,
+    ) -> Result<WasmPolicy, LoadError> {
+        let grants = Grants {
+            name: name.into(),
+            config_json: config.to_string(),
+            secrets: BTreeMap::new(),
+            hosts: AllowedHosts::default(),
+            preopen: None,
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+        };
+        let component = self.component(name, wasm)?;
+        let link_err = |e: wasmtime::Error| LoadError::Link {
+            plugin: name.to_owned(),
+            message: format!("{e:#}"),
+        };
+        let pre = self
+            .inner
+            .policy_linker
+            .instantiate_pre(&component)
+            .map_err(link_err)?;
+        let pre = PolicyPre::new(pre).map_err(link_err)?;
+        Ok(WasmPolicy::new(self.inner.clone(), pre, grants))
+    }
+}
+
+/// A custom plugin's name: its file name without `.wasm`.
+fn plugin_name(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}

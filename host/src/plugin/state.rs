@@ -1,0 +1,168 @@
+//! Everything one store holds: the WASI and wasi-http contexts, the resource table, the
+//! memory limits and what the operator granted (config, secrets, hosts). One struct, built
+//! fresh for every call, so nothing a plugin did survives a trap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
+
+use super::allow::AllowedHosts;
+use super::bindings::backend::shoal::backend::{config, log};
+
+/// What the operator's YAML grants one plugin; shared by all its stores.
+#[derive(Debug)]
+pub(crate) struct Grants {
+    /// The plugin's name in logs and errors (`fs`, `http`, or the file name of a custom one).
+    pub(crate) name: Arc<str>,
+    /// The backend's YAML block, as JSON.
+    pub(crate) config_json: String,
+    /// Secrets from the matching `auth:` entry.
+    pub(crate) secrets: BTreeMap<String, String>,
+    /// Where outbound HTTP may go.
+    pub(crate) hosts: AllowedHosts,
+    /// The only directory the plugin sees, as its `/` (the `fs` backend's root).
+    pub(crate) preopen: Option<std::path::PathBuf>,
+    /// Timeout for each outbound request (connect, first byte, between bytes).
+    pub(crate) http_timeout: Duration,
+}
+
+/// The `T` of `Store<T>` for every plugin.
+pub(crate) struct PluginState {
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) limits: StoreLimits,
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: Outbound,
+}
+
+impl PluginState {
+    pub(crate) fn new(grants: Arc<Grants>, memory_bytes: usize) -> wasmtime::Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        // No environment, arguments, stdin, network sockets or name lookups: plugins reach
+        // the outside only through `wasi:http`, and that passes `Outbound`.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if let Some(root) = &grants.preopen {
+            wasi.preopened_dir(root, "/", wasmtime_wasi::FsPerms::ReadWrite)?;
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(memory_bytes)
+            .instances(64)
+            .tables(64)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        Ok(PluginState {
+            outbound: Outbound {
+                hosts: grants.hosts.clone(),
+                timeout: grants.http_timeout,
+                plugin: grants.name.clone(),
+            },
+            grants,
+            limits,
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+        })
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// The one choke point of a plugin's outgoing HTTP: the allow-list, then the default client.
+struct Outbound {
+    hosts: AllowedHosts,
+    timeout: Duration,
+    plugin: Arc<str>,
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if !self.hosts.permits(request.uri()) {
+            tracing::warn!(
+                plugin = %self.plugin,
+                uri = %request.uri(),
+                allowed = %self.hosts,
+                "plugin request denied: host not granted"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // A plugin may shorten the timeouts, never drop them.
+        let t = self.timeout;
+        let cap = |v: Option<Duration>| Some(v.map_or(t, |v| v.min(t)));
+        let options = options.unwrap_or_default();
+        let options = RequestOptions {
+            connect_timeout: cap(options.connect_timeout),
+            first_byte_timeout: cap(options.first_byte_timeout),
+            between_bytes_timeout: cap(options.between_bytes_timeout),
+        };
+        Box::new(async move {
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+impl config::Host for PluginState {
+    fn get_config(&mut self) -> String {
+        self.grants.config_json.clone()
+    }
+
+    fn get_secret(&mut self, key: String) -> Option<String> {
+        self.grants.secrets.get(&key).cloned()
+    }
+}
+
+impl log::Host for PluginState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let plugin = &*self.grants.name;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}

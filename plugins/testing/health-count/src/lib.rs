@@ -1,0 +1,41 @@
+//! Test fixture for the `shoal:health/policy` world: a host is unhealthy after `fails`
+//! consecutive failed observations and healthy again after one pass. The state lives in the
+//! component's memory between calls.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use shoal_plugin_sdk::bindings::export_policy;
+use shoal_plugin_sdk::health::Guest;
+
+#[derive(Deserialize)]
+struct Config {
+    fails: u32,
+}
+
+thread_local! {
+    static FAILS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+}
+
+struct Policy;
+
+impl Guest for Policy {
+    fn observe(host: String, ok: bool, _now_ms: u64) {
+        FAILS.with(|f| {
+            let mut f = f.borrow_mut();
+            if ok {
+                f.remove(&host);
+            } else {
+                *f.entry(host).or_default() += 1;
+            }
+        });
+    }
+
+    fn healthy(host: String, _now_ms: u64) -> bool {
+        let limit = shoal_plugin_sdk::config::load::<Config>().map_or(3, |c| c.fails);
+        FAILS.with(|f| f.borrow().get(&host).copied().unwrap_or(0) < limit)
+    }
+}
+
+export_policy!(Policy);

@@ -1,0 +1,53 @@
+//! Test fixture: a plugin that never returns (the host's epoch deadline must stop it).
+//!
+//! `stat` of a name starting with `hostile` misbehaves; any other name answers with the
+//! name's length as size, so a test can check that the next call succeeds.
+
+use shoal_plugin_sdk::backend::{
+    BlobInfo, BlobStream, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
+};
+use shoal_plugin_sdk::bindings::export_backend;
+
+struct Plugin;
+
+impl Guest for Plugin {
+    type Reader = NoReader;
+
+    fn stat(_: String, name: String) -> Result<BlobInfo, Error> {
+        if name.starts_with("hostile") {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        Ok(BlobInfo {
+            size: name.len() as u64,
+        })
+    }
+
+    fn download(_: String, _: String, _: Option<ByteRange>) -> Result<BlobStream, Error> {
+        Err(Error::Invalid("test plugin".into()))
+    }
+
+    fn upload(_: String, _: String, _: u64, _: InputStream) -> Result<(), Error> {
+        Err(Error::Invalid("test plugin".into()))
+    }
+
+    fn list(_: String, _: String, _: Option<String>, _: u32) -> Result<ListPage, Error> {
+        Err(Error::Invalid("test plugin".into()))
+    }
+
+    fn delete(_: String, _: String) -> Result<(), Error> {
+        Err(Error::Invalid("test plugin".into()))
+    }
+}
+
+pub struct NoReader;
+
+impl GuestReader for NoReader {
+    fn read(&self, _: u64) -> Result<Option<Vec<u8>>, Error> {
+        Ok(None)
+    }
+}
+
+export_backend!(Plugin);
