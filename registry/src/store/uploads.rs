@@ -137,17 +137,7 @@ impl LocalStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let upload = self.upload(repo, id).await?;
-        let mut u = upload.lock().await;
-        if u.closed {
-            return Err(upload_unknown(id));
-        }
-        if let Some(start) = start
-            && start != u.offset
-        {
-            return Err(out_of_order(start, u.offset));
-        }
-        append_locked(&mut u, body).await?;
+        let u = self.append_checked(repo, id, start, body).await?;
         Ok(UploadStatus {
             id: id.parse().map_err(|_| upload_unknown(id))?,
             offset: u.offset,
@@ -168,17 +158,7 @@ impl LocalStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let upload = self.upload(repo, id).await?;
-        let mut u = upload.lock().await;
-        if u.closed {
-            return Err(upload_unknown(id));
-        }
-        if let Some(start) = start
-            && start != u.offset
-        {
-            return Err(out_of_order(start, u.offset));
-        }
-        append_locked(&mut u, body).await?;
+        let mut u = self.append_checked(repo, id, start, body).await?;
         let data = u.dir.join("data");
         let actual = match expected.algorithm() {
             Algorithm::Sha256 => u.sha256.current(),
@@ -202,6 +182,32 @@ impl LocalStore {
         self.link_blob(repo, expected).await?;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         Ok(size)
+    }
+
+    /// Locks an open session, checks that a chunk starting at `start` continues it, and appends
+    /// the body; returns the session still locked.
+    async fn append_checked<S, E>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: S,
+    ) -> ApiResult<tokio::sync::OwnedMutexGuard<Upload>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut u = self.upload(repo, id).await?.lock_owned().await;
+        if u.closed {
+            return Err(upload_unknown(id));
+        }
+        if let Some(start) = start
+            && start != u.offset
+        {
+            return Err(out_of_order(start, u.offset));
+        }
+        append_locked(&mut u, body).await?;
+        Ok(u)
     }
 
     /// Cancels a session and deletes its bytes.
