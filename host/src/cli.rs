@@ -5,13 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-// The plugin host. Declared here rather than in main.rs only to keep this change inside the
-// files it owns; until the roles use backends from config, the binary uses `plugin check`
-// and the tests (host/tests/plugin_*.rs) the rest.
-#[path = "plugin/mod.rs"]
-#[allow(dead_code, unused_imports)]
-pub(crate) mod plugin;
+use shoal_host::plugin;
 
 /// shoal: a peer-to-peer container registry mirror with sandboxed WebAssembly storage backends.
 #[derive(Parser, Debug)]

@@ -1,9 +1,7 @@
 //! The built-in `fs` and `http` plugins, driven through the native `Backend` trait: a round
 //! trip against a temporary folder, and reads from a real HTTP server on 127.0.0.1:0.
 
-#[path = "../src/plugin/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod plugin;
+use shoal_host::plugin;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};

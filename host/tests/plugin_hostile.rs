@@ -3,9 +3,7 @@
 //! breaker, which closes after its cool-down. Also the `.cwasm` cache, a health policy
 //! with state, and `plugin check`.
 
-#[path = "../src/plugin/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod plugin;
+use shoal_host::plugin;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
