@@ -56,3 +56,57 @@ pub struct GcsCredentials {
     /// The service account's JSON key.
     pub access_blob: Secret,
 }
+
+impl AuthConfig {
+    /// The secrets a backend's plugin receives through its `config` import: the `auth:` entry
+    /// its `username` names, flattened to key/value pairs (`aws_access_key_id`,
+    /// `aws_secret_access_key`, `aws_session_token`; `access_blob`). Empty for kinds that
+    /// take no `auth:` entry; the loader has already checked that every named user exists.
+    pub fn secrets_for(&self, backend: &crate::Backend) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        match backend {
+            crate::Backend::S3(c) => {
+                if let Some(a) = self.s3.get(&c.username) {
+                    let k = &a.s3;
+                    out.insert("aws_access_key_id".into(), k.aws_access_key_id.clone());
+                    out.insert(
+                        "aws_secret_access_key".into(),
+                        k.aws_secret_access_key.expose().to_owned(),
+                    );
+                    if let Some(t) = &k.aws_session_token {
+                        out.insert("aws_session_token".into(), t.expose().to_owned());
+                    }
+                }
+            }
+            crate::Backend::Gcs(c) => {
+                if let Some(a) = self.gcs.get(&c.username) {
+                    out.insert("access_blob".into(), a.gcs.access_blob.expose().to_owned());
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_follow_the_backends_username() {
+        let auth: AuthConfig = serde_yaml_ng::from_str(
+            "s3:\n  alice:\n    s3:\n      aws_access_key_id: AKID\n      aws_secret_access_key: shh\n",
+        )
+        .unwrap();
+        let s3: crate::Backend =
+            serde_yaml_ng::from_str("s3:\n  region: us-east-1\n  bucket: b\n  username: alice\n")
+                .unwrap();
+        let secrets = auth.secrets_for(&s3);
+        assert_eq!(secrets["aws_access_key_id"], "AKID");
+        assert_eq!(secrets["aws_secret_access_key"], "shh");
+        assert!(!secrets.contains_key("aws_session_token"));
+        let fs: crate::Backend = serde_yaml_ng::from_str("fs:\n  root: /tmp/x\n").unwrap();
+        assert!(auth.secrets_for(&fs).is_empty());
+    }
+}

@@ -23,6 +23,7 @@ mod load;
 mod net;
 mod observe;
 mod peerstore;
+mod plugins;
 mod role;
 mod roles;
 mod scheduler;
@@ -49,6 +50,7 @@ pub use load::{RoleConfig, check, load, load_str, render};
 pub use net::{Cidr, CidrError, HostPort, HostPortError};
 pub use observe::{LogConfig, LogLevel, MetricsConfig};
 pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
+pub use plugins::PluginsConfig;
 pub use role::Role;
 pub use roles::{
     AgentConfig, AgentPeer, AgentRegistry, BuildIndexConfig, DevConfig, OriginConfig, OriginPeer,

@@ -194,3 +194,25 @@ fn yaml_syntax_errors_carry_a_location() {
     let text = error::<AgentConfig>("- a\n- b\n").to_string();
     assert!(text.contains("not a mapping"), "{text}");
 }
+
+#[test]
+fn plugin_limits_are_checked_with_their_paths() {
+    let err = error::<OriginConfig>("plugins:\n  call_timeout: 0s\n  memory_bytes: 1024\n");
+    let text = err.to_string();
+    assert!(text.contains("plugins.call_timeout"), "{text}");
+    assert!(text.contains("plugins.memory_bytes"), "{text}");
+    assert!(text.contains("1048576 or more"), "{text}");
+    let ok = load_str::<shoal_config::DevConfig>(
+        "plugins:\n  call_timeout: 2s\n  breaker_threshold: 3\n",
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(
+        ok.plugins.call_timeout.get(),
+        std::time::Duration::from_secs(2)
+    );
+    assert_eq!(
+        ok.plugins.breaker_cool_down.get(),
+        std::time::Duration::from_secs(30)
+    );
+}

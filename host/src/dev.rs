@@ -1,20 +1,22 @@
 //! `shoal dev`: every role in one process on one port, with the embedded local store.
 //!
-//! Today this is the registry API over the content-addressed local store. The agent, origin,
-//! tracker, build-index and proxy roles plug in behind the same router as they land (see
-//! docs/architecture.md); the flags and the data directory layout stay as they are.
+//! The registry API serves from the local store, which caches the `backends:` list: pushes are
+//! written through to the backend the namespace routes to, and misses are fetched from it.
+//! Without a config the one backend is the embedded `fs` plugin over `<data_dir>/backend`.
+//! The agent, origin, tracker, build-index and proxy roles plug in behind the same router as
+//! they land (see docs/architecture.md); the flags and the data directory layout stay.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use shoal_config::{AuthConfig, BackendEntry, DevConfig, PluginsConfig};
+use shoal_host::plugin::{PluginEngine, PluginLimits};
+use shoal_host::storage::{NamespaceRouter, PluginBacking};
 use shoal_registry::{LocalStore, Registry};
 
 use crate::cli::DevArgs;
-
-const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
-const DEFAULT_DATA_DIR: &str = "./shoal-data";
 
 /// The settings `shoal dev` runs with after flags and config file are combined.
 #[derive(Debug)]
@@ -22,43 +24,45 @@ struct DevSettings {
     listen: SocketAddr,
     data_dir: PathBuf,
     log_level: String,
+    backends: Vec<BackendEntry>,
+    auth: AuthConfig,
+    plugins: PluginsConfig,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
-    let mut listen: SocketAddr = DEFAULT_LISTEN.parse().expect("constant address");
-    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
-    let mut log_level = "info".to_owned();
-    if let Some(path) = &args.config {
-        let cfg: shoal_config::DevConfig = shoal_config::load(path, &shoal_config::process_env)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        // Refuse what this build cannot honour rather than ignore it silently.
-        if cfg.backends != [cfg.default_backend()] {
-            anyhow::bail!(
-                "{}: backends: other backends need the WASM plugin host, which this build does not \
-                 have yet; shoal dev stores everything in its data directory",
-                path.display()
-            );
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let cfg: DevConfig = shoal_config::load(path, &shoal_config::process_env)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Refuse what this build cannot honour rather than ignore it silently.
+            if cfg.metrics.listen.is_some() {
+                anyhow::bail!(
+                    "{}: metrics.listen: metrics are not served by this build yet",
+                    path.display()
+                );
+            }
+            cfg
         }
-        if cfg.metrics.listen.is_some() {
-            anyhow::bail!(
-                "{}: metrics.listen: metrics are not served by this build yet",
-                path.display()
-            );
-        }
-        listen = cfg.listen;
-        data_dir = cfg.data_dir.clone();
-        log_level = cfg.log.level.as_str().to_owned();
-    }
+        None => DevConfig::default(),
+    };
+    // The default backend lives under the data directory, wherever the flag puts it.
+    let defaulted = cfg.backends.is_empty() || cfg.backends == [cfg.default_backend()];
     if let Some(l) = args.listen {
-        listen = l;
+        cfg.listen = l;
     }
     if let Some(d) = args.data_dir {
-        data_dir = d;
+        cfg.data_dir = d;
+    }
+    if defaulted {
+        cfg.backends = vec![cfg.default_backend()];
     }
     Ok(DevSettings {
-        listen,
-        data_dir,
-        log_level,
+        listen: cfg.listen,
+        log_level: cfg.log.level.as_str().to_owned(),
+        data_dir: cfg.data_dir,
+        backends: cfg.backends,
+        auth: cfg.auth,
+        plugins: cfg.plugins,
     })
 }
 
@@ -76,16 +80,32 @@ fn init_logging(level: &str) {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
     init_logging(&s.log_level);
-    let store = LocalStore::open(&s.data_dir)
+    let store = LocalStore::open(s.data_dir.join("cache"))
         .await
         .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
-    let router = shoal_registry::router(Arc::new(Registry { store }));
+    let engine = PluginEngine::new(
+        PluginLimits::from_config(&s.plugins),
+        Some(s.data_dir.join("plugin-cache")),
+    )
+    .context("starting the plugin engine")?;
+    let router = NamespaceRouter::load(&engine, &s.backends, &s.auth)
+        .context("loading the storage backends")?;
+    for route in router.routes() {
+        tracing::info!(
+            namespace = route.pattern.as_str(),
+            backend = route.backend.name(),
+            "storage backend"
+        );
+    }
+    let backing = Arc::new(PluginBacking::new(Arc::new(router)));
+    let registry = Arc::new(Registry::with_backing(store, backing));
+    let app = shoal_registry::router(registry);
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(data_dir = %s.data_dir.display(), "shoal dev listening on http://{addr}");
-    crate::serve::serve(listener, router, crate::serve::signal()).await?;
+    crate::serve::serve(listener, app, crate::serve::signal()).await?;
     tracing::info!("shoal dev stopped");
     Ok(())
 }

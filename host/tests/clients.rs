@@ -7,109 +7,18 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::daemons::{Containerd, Dockerd};
-use common::image::{self, BuiltImage, Digest};
+use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
+use common::image::{self, Digest};
+use common::skopeo::{skopeo, skopeo_inspect_raw, skopeo_pull, skopeo_push};
 use common::{
-    DevServer, block_on, command, require, require_python_module, require_root, run, run_ok,
+    DevServer, assert_same_blobs, block_on, command, json, require, require_python_module,
+    require_root, run, run_ok, tempdir,
 };
 use serde_json::Value;
-
-/// skopeo without the machine's signature policy (a test cannot depend on /etc/containers).
-fn skopeo() -> Command {
-    let mut cmd = command("skopeo");
-    cmd.arg("--insecure-policy");
-    cmd
-}
-
-/// `skopeo copy` from the OCI layout at `layout` (tag `tag`) to `HOST/reference`, failing if
-/// skopeo would have to change a digest.
-fn skopeo_push(server: &DevServer, layout: &Path, tag: &str, reference: &str, all: bool) {
-    let mut cmd = skopeo();
-    cmd.args(["copy", "--preserve-digests", "--dest-tls-verify=false"]);
-    if all {
-        cmd.arg("--all");
-    }
-    cmd.arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("docker://{}/{reference}", server.host_port()));
-    run_ok(&mut cmd);
-}
-
-/// `skopeo copy` from `HOST/reference` into a new OCI layout at `out`, tagged `tag`.
-fn skopeo_pull(server: &DevServer, reference: &str, out: &Path, tag: &str, all: bool) {
-    let mut cmd = skopeo();
-    cmd.args(["copy", "--preserve-digests", "--src-tls-verify=false"]);
-    if all {
-        cmd.arg("--all");
-    }
-    cmd.arg(format!("docker://{}/{reference}", server.host_port()))
-        .arg(format!("oci:{}:{tag}", out.display()));
-    run_ok(&mut cmd);
-}
-
-/// `skopeo inspect --raw`: the manifest bytes exactly as the registry serves them.
-fn skopeo_inspect_raw(server: &DevServer, reference: &str) -> Vec<u8> {
-    run_ok(
-        skopeo()
-            .args(["inspect", "--tls-verify=false", "--raw"])
-            .arg(format!("docker://{}/{reference}", server.host_port())),
-    )
-}
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
-}
-
-/// Asserts that two OCI layouts hold the same blobs, byte for byte.
-fn assert_same_blobs(expected: &Path, actual: &Path) {
-    let expected = image::read_layout_blobs(expected);
-    let actual = image::read_layout_blobs(actual);
-    let names = |blobs: &std::collections::BTreeMap<Digest, Vec<u8>>| {
-        blobs.keys().cloned().collect::<BTreeSet<_>>()
-    };
-    assert_eq!(
-        names(&expected),
-        names(&actual),
-        "the pulled layout has other blobs than the pushed one"
-    );
-    // Equal names imply equal bytes (read_layout_blobs checked each file against its name).
-}
-
-fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .expect("creating a temporary directory")
-}
-
-/// A GET or HEAD straight to the server, for what no client command shows (status codes,
-/// headers after a delete).
-fn http(method: &str, url: &str, accept: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    block_on(async {
-        let response = reqwest::Client::new()
-            .request(method.parse().expect("an HTTP method"), url)
-            .header("Accept", accept)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: body: {e}"))
-            .to_vec();
-        (status, headers, body)
-    })
-}
-
-const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 #[test]
 fn skopeo_round_trips_an_image_with_identical_digests() {
@@ -731,57 +640,6 @@ fn docker_pushes_an_image_with_mounted_layers() {
         "RepoDigests {repo_digests:?} lacks {expected}"
     );
     assert_eq!(id, built.config_digest.as_str());
-}
-
-/// Pushes every blob of `image` from the layout at `layout`, then its manifest as `name:tag`,
-/// the way the simplest client does: POST, then one PUT with the whole blob and its digest.
-async fn push_over_http(
-    client: &reqwest::Client,
-    server: &DevServer,
-    name: &str,
-    tag: &str,
-    layout: &Path,
-    image: &BuiltImage,
-) {
-    let blobs = image::read_layout_blobs(layout);
-    for digest in std::iter::once(&image.config_digest).chain(&image.layer_digests) {
-        let started = client
-            .post(server.url(&format!("/v2/{name}/blobs/uploads/")))
-            .send()
-            .await
-            .expect("POST upload");
-        assert_eq!(
-            started.status().as_u16(),
-            202,
-            "POST /v2/{name}/blobs/uploads/"
-        );
-        let location = started.headers()["location"]
-            .to_str()
-            .expect("Location")
-            .to_owned();
-        let location = if location.starts_with('/') {
-            server.url(&location)
-        } else {
-            location
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let done = client
-            .put(format!("{location}{separator}digest={digest}"))
-            .header("Content-Type", "application/octet-stream")
-            .body(blobs[digest].clone())
-            .send()
-            .await
-            .expect("PUT upload");
-        assert_eq!(done.status().as_u16(), 201, "PUT {location} for {digest}");
-    }
-    let put = client
-        .put(server.url(&format!("/v2/{name}/manifests/{tag}")))
-        .header("Content-Type", image::OCI_MANIFEST)
-        .body(image.manifest.clone())
-        .send()
-        .await
-        .expect("PUT manifest");
-    assert_eq!(put.status().as_u16(), 201, "PUT /v2/{name}/manifests/{tag}");
 }
 
 #[test]

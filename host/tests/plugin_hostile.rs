@@ -101,11 +101,11 @@ async fn a_host_not_granted_is_denied_before_any_connection() {
     let config = format!("{{target: \"http://{addr}/steal\"}}");
     let p = load(&engine, SNEAK, &config, &["granted.example"]);
     match p.stat("ns", "hostile").await {
-        Err(BackendError::Unauthorized { plugin, message }) => {
+        Err(BackendError::HostDenied { plugin, url }) => {
             assert_eq!(plugin, "shoal_test_plugin_sneak");
-            assert!(message.contains("denied"), "{message}");
+            assert_eq!(url, format!("http://{addr}/steal"));
         }
-        other => panic!("expected Unauthorized, got {other:?}"),
+        other => panic!("expected HostDenied, got {other:?}"),
     }
     assert_eq!(p.stat("ns", "ok").await.unwrap().size, 2);
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection was made");

@@ -5,6 +5,7 @@
 //! behind it.
 
 pub mod api;
+pub mod backing;
 pub mod digest;
 pub mod error;
 pub mod manifest;
@@ -13,6 +14,7 @@ pub mod range;
 pub mod store;
 
 pub use api::{Registry, router};
+pub use backing::{Backing, BodyStream};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ErrorCode, RegistryError};
 pub use name::{Reference, RepoName, Tag};

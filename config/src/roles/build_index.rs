@@ -13,6 +13,7 @@ use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
+use crate::plugins::PluginsConfig;
 use crate::validate::{Problems, Validate};
 
 /// `build-index.yaml`.
@@ -34,6 +35,8 @@ pub struct BuildIndexConfig {
     pub log: LogConfig,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Limits of the backend plugins.
+    pub plugins: PluginsConfig,
 }
 
 impl Default for BuildIndexConfig {
@@ -46,6 +49,7 @@ impl Default for BuildIndexConfig {
             tag_cache: TagCacheConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -77,5 +81,7 @@ impl sealed::Role for BuildIndexConfig {
         if let Some(capacity) = self.tag_cache.capacity {
             problems.at_least_one(capacity, &root.key("tag_cache").key("capacity"));
         }
+        self.plugins
+            .validate(&KeyPath::root().key("plugins"), problems);
     }
 }

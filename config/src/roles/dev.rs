@@ -15,6 +15,7 @@ use crate::bandwidth::BandwidthConfig;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
+use crate::plugins::PluginsConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
@@ -39,6 +40,8 @@ pub struct DevConfig {
     pub log: LogConfig,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Limits of the backend plugins.
+    pub plugins: PluginsConfig,
 }
 
 impl Default for DevConfig {
@@ -52,6 +55,7 @@ impl Default for DevConfig {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -88,5 +92,6 @@ impl sealed::Role for DevConfig {
         validate_backends(&self.backends, &self.auth, problems);
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
+        self.plugins.validate(&root.key("plugins"), problems);
     }
 }

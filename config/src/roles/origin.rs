@@ -13,6 +13,7 @@ use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
+use crate::plugins::PluginsConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
@@ -46,6 +47,8 @@ pub struct OriginConfig {
     pub log: LogConfig,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Limits of the backend plugins.
+    pub plugins: PluginsConfig,
 }
 
 impl Default for OriginConfig {
@@ -63,6 +66,7 @@ impl Default for OriginConfig {
             tracker: TrackerClientConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -95,5 +99,7 @@ impl sealed::Role for OriginConfig {
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
         self.tracker.validate(&root.key("tracker"), problems);
+        self.plugins
+            .validate(&KeyPath::root().key("plugins"), problems);
     }
 }

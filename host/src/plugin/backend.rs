@@ -125,6 +125,23 @@ impl Shared {
         }
     }
 
+    /// A WIT error from a call made in `store`; a refused outbound request outranks
+    /// whatever the plugin made of it.
+    fn call_error(
+        &self,
+        store: &Store<PluginState>,
+        e: wit_types::Error,
+        name: &str,
+    ) -> BackendError {
+        match store.data().denied() {
+            Some(url) => BackendError::HostDenied {
+                plugin: self.plugin(),
+                url: url.to_owned(),
+            },
+            None => self.guest_error(e, name),
+        }
+    }
+
     fn guest_error(&self, e: wit_types::Error, name: &str) -> BackendError {
         let plugin = self.plugin();
         match e {
@@ -173,7 +190,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_stat(&mut store, namespace, name)
             .await;
-        let info = s.settle(result)?.map_err(|e| s.guest_error(e, name))?;
+        let info = s
+            .settle(result)?
+            .map_err(|e| s.call_error(&store, e, name))?;
         Ok(BlobInfo { size: info.size })
     }
 
@@ -193,7 +212,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_download(&mut store, namespace, name, range)
             .await;
-        let blob = s.settle(result)?.map_err(|e| s.guest_error(e, name))?;
+        let blob = s
+            .settle(result)?
+            .map_err(|e| s.call_error(&store, e, name))?;
         let body = match blob.body {
             Body::Incoming(resource) => {
                 let body = store
@@ -236,7 +257,7 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_upload(&mut store, namespace, name, size, stream)
             .await;
-        s.settle(result)?.map_err(|e| s.guest_error(e, name))
+        s.settle(result)?.map_err(|e| s.call_error(&store, e, name))
     }
 
     async fn list(
@@ -258,7 +279,9 @@ impl Backend for WasmBackend {
                 limit,
             )
             .await;
-        let page = s.settle(result)?.map_err(|e| s.guest_error(e, prefix))?;
+        let page = s
+            .settle(result)?
+            .map_err(|e| s.call_error(&store, e, prefix))?;
         Ok(ListPage {
             names: page.names,
             continuation: page.continuation,
@@ -272,7 +295,7 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_delete(&mut store, namespace, name)
             .await;
-        s.settle(result)?.map_err(|e| s.guest_error(e, name))
+        s.settle(result)?.map_err(|e| s.call_error(&store, e, name))
     }
 }
 

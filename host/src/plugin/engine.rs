@@ -46,6 +46,20 @@ impl Default for PluginLimits {
     }
 }
 
+impl PluginLimits {
+    /// The limits a role's `plugins:` block sets; the epoch tick stays at its default.
+    pub fn from_config(c: &shoal_config::PluginsConfig) -> Self {
+        PluginLimits {
+            memory_bytes: usize::try_from(c.memory_bytes).unwrap_or(usize::MAX),
+            call_timeout: c.call_timeout.get(),
+            breaker_threshold: c.breaker_threshold,
+            breaker_cool_down: c.breaker_cool_down.get(),
+            max_instances: c.max_instances,
+            ..PluginLimits::default()
+        }
+    }
+}
+
 /// Why a plugin could not be loaded or prepared.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

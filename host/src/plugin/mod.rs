@@ -105,6 +105,9 @@ pub enum BackendError {
     /// The plugin crashed: a panic, its deadline, its memory cap. Its store was discarded.
     #[error("plugin {plugin} trapped: {message}")]
     Trapped { plugin: String, message: String },
+    /// The plugin tried to reach a URL its config does not grant; the request never left.
+    #[error("plugin {plugin} tried to reach {url}, which its config does not grant")]
+    HostDenied { plugin: String, url: String },
     /// The plugin trapped too often in a row; it is not called until the cool-down ends.
     #[error("plugin {plugin} is paused after repeated traps; next try in {retry_in:?}")]
     BreakerOpen { plugin: String, retry_in: Duration },
@@ -121,6 +124,7 @@ impl BackendError {
             | BackendError::Invalid { plugin, .. }
             | BackendError::Other { plugin, .. }
             | BackendError::Trapped { plugin, .. }
+            | BackendError::HostDenied { plugin, .. }
             | BackendError::BreakerOpen { plugin, .. } => plugin,
         }
     }

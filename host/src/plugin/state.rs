@@ -67,6 +67,7 @@ impl PluginState {
                 hosts: grants.hosts.clone(),
                 timeout: grants.http_timeout,
                 plugin: grants.name.clone(),
+                denied: None,
             },
             grants,
             limits,
@@ -74,6 +75,12 @@ impl PluginState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
         })
+    }
+
+    /// The first URL the allow-list refused during this store's life, if any: a plugin that
+    /// tried to leave its grant is at fault whatever error it then reports.
+    pub(crate) fn denied(&self) -> Option<&str> {
+        self.outbound.denied.as_deref()
     }
 }
 
@@ -101,6 +108,7 @@ struct Outbound {
     hosts: AllowedHosts,
     timeout: Duration,
     plugin: Arc<str>,
+    denied: Option<String>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -122,6 +130,7 @@ impl WasiHttpHooks for Outbound {
                 allowed = %self.hosts,
                 "plugin request denied: host not granted"
             );
+            self.denied.get_or_insert_with(|| request.uri().to_string());
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         // A plugin may shorten the timeouts, never drop them.

@@ -8,8 +8,11 @@
 #![allow(dead_code)]
 
 pub mod daemons;
+pub mod http;
 pub mod image;
+pub mod skopeo;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// How long `shoal dev` may take to print its listening line. A debug build on a loaded 2-core
 /// machine starts in well under a second; the slack is for CI running other test binaries.
@@ -43,18 +48,31 @@ impl DevServer {
             .tempdir()
             .expect("creating a data directory");
         let path = dir.path().to_owned();
-        DevServer::spawn(path, Some(dir))
+        DevServer::spawn(path, Some(dir), None)
     }
 
     /// Starts `shoal dev` on a data directory the caller owns, e.g. to restart on the same data.
     pub fn start_in(data_dir: &Path) -> DevServer {
-        DevServer::spawn(data_dir.to_owned(), None)
+        DevServer::spawn(data_dir.to_owned(), None, None)
     }
 
-    fn spawn(data_dir: PathBuf, owned: Option<tempfile::TempDir>) -> DevServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
+    /// Starts `shoal dev --config CONFIG` on a data directory the caller owns.
+    pub fn start_with_config(data_dir: &Path, config: &Path) -> DevServer {
+        DevServer::spawn(data_dir.to_owned(), None, Some(config))
+    }
+
+    fn spawn(
+        data_dir: PathBuf,
+        owned: Option<tempfile::TempDir>,
+        config: Option<&Path>,
+    ) -> DevServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        let mut child = cmd
             // The listening line is logged at info; a RUST_LOG that hides it makes startup fail
             // with the message below.
             .env(
@@ -361,6 +379,33 @@ pub fn poll_until(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+pub fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// Asserts that two OCI layouts hold the same blobs, byte for byte.
+pub fn assert_same_blobs(expected: &Path, actual: &Path) {
+    let expected = image::read_layout_blobs(expected);
+    let actual = image::read_layout_blobs(actual);
+    let names = |blobs: &std::collections::BTreeMap<image::Digest, Vec<u8>>| {
+        blobs.keys().cloned().collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        names(&expected),
+        names(&actual),
+        "the pulled layout has other blobs than the pushed one"
+    );
+    // Equal names imply equal bytes (read_layout_blobs checked each file against its name).
+}
+
+pub fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("creating a temporary directory")
 }
 
 #[cfg(test)]

@@ -16,7 +16,12 @@ pub(super) async fn get(
     d: &Digest,
     call: &Call,
 ) -> ApiResult<Response> {
-    let blob = reg.store.open_blob(repo, d).await?;
+    let blob = match reg.store.open_blob(repo, d).await {
+        Err(e) if e.code == ErrorCode::BlobUnknown && reg.fill_blob(repo, d).await? => {
+            reg.store.open_blob(repo, d).await?
+        }
+        other => other?,
+    };
     let len = blob.len();
     let range = parse_range(call.header(header::RANGE), len);
     let (status, start, count) = match range {

@@ -15,7 +15,12 @@ pub(super) async fn get(
     r: &Reference,
     call: &Call,
 ) -> ApiResult<Response> {
-    let m = reg.store.get_manifest(repo, r).await?;
+    let m = match reg.store.get_manifest(repo, r).await {
+        Err(e) if e.code == ErrorCode::ManifestUnknown && reg.fill_manifest(repo, r).await? => {
+            reg.store.get_manifest(repo, r).await?
+        }
+        other => other?,
+    };
     let accept: Vec<&str> = call
         .headers
         .get_all(header::ACCEPT)
@@ -65,6 +70,7 @@ pub(super) async fn put(
         })?;
     let manifest = Manifest::parse(&bytes, content_type.as_deref())?;
     let digest = reg.store.put_manifest(repo, r, bytes, &manifest).await?;
+    reg.persist_manifest(repo, r, &digest).await?;
     let mut resp = StatusCode::CREATED.into_response();
     set(
         &mut resp,
@@ -80,6 +86,7 @@ pub(super) async fn put(
 }
 
 pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &Reference) -> ApiResult<Response> {
-    reg.store.delete_manifest(repo, r).await?;
+    let removed = reg.store.delete_manifest(repo, r).await?;
+    reg.forget_tags(repo, &removed).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -17,14 +17,37 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::backing::{Backing, Fills};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::store::LocalStore;
 pub use route::Route;
 
-/// What the API serves from.
+/// What the API serves from: the local store, and the durable storage behind it.
 pub struct Registry {
-    /// The content store.
+    /// The content store; a cache when there is a backing.
     pub store: LocalStore,
+    /// Where pushes are written through to and misses are fetched from.
+    pub(crate) backing: Option<Arc<dyn Backing>>,
+    pub(crate) fills: Fills,
+}
+
+impl Registry {
+    /// A registry over the local store alone.
+    pub fn new(store: LocalStore) -> Self {
+        Registry {
+            store,
+            backing: None,
+            fills: Fills::default(),
+        }
+    }
+
+    /// A registry whose local store caches `backing`.
+    pub fn with_backing(store: LocalStore, backing: Arc<dyn Backing>) -> Self {
+        Registry {
+            backing: Some(backing),
+            ..Registry::new(store)
+        }
+    }
 }
 
 /// Builds the router for the whole `/v2/` API plus `/health`.

@@ -86,6 +86,7 @@ pub(super) async fn start(
         };
         if mountable {
             reg.store.link_blob(repo, &d).await?;
+            reg.persist_blob(repo, &d).await?;
             return Ok(created(repo, &d));
         }
         // Not mountable: the spec says to fall back to an ordinary upload session.
@@ -93,6 +94,7 @@ pub(super) async fn start(
         reg.store
             .put_blob(repo, &d, body.into_data_stream())
             .await?;
+        reg.persist_blob(repo, &d).await?;
         return Ok(created(repo, &d));
     }
     let status = reg.store.start_upload(repo).await?;
@@ -136,6 +138,7 @@ pub(super) async fn put(
     reg.store
         .finish_upload(repo, id, &d, start, body.into_data_stream())
         .await?;
+    reg.persist_blob(repo, &d).await?;
     Ok(created(repo, &d))
 }
 

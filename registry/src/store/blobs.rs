@@ -74,6 +74,11 @@ fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
 }
 
 impl LocalStore {
+    /// Where blob `d`'s content lives once committed (it may not be there).
+    pub fn blob_file(&self, d: &Digest) -> std::path::PathBuf {
+        self.blob_path(d)
+    }
+
     /// Size of a blob anywhere in the store, if present.
     pub async fn blob_size(&self, d: &Digest) -> io::Result<Option<u64>> {
         match tokio::fs::metadata(self.blob_path(d)).await {

@@ -9,7 +9,7 @@ use super::{LocalStore, MANIFEST_CACHE_BYTES, exists, read_optional, remove_opti
 use crate::digest::{Algorithm, Digest, Digester};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::manifest::{Descriptor, Manifest};
-use crate::name::{Reference, RepoName};
+use crate::name::{Reference, RepoName, Tag};
 
 /// A manifest as stored: its digest, the media type it was pushed with, and its exact bytes.
 #[derive(Clone, Debug)]
@@ -80,12 +80,65 @@ impl LocalStore {
             )
             .with_detail(serde_json::json!({ "missing": missing })));
         }
-        let blob = self.blob_path(&digest);
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        self.record_manifest(repo, &digest, bytes, manifest, tag)
+            .await?;
+        Ok(digest)
+    }
+
+    /// Stores a manifest fetched from the storage backend: the digest is checked, the
+    /// references are not (the backend holds the whole image; layers are fetched on demand).
+    pub async fn adopt_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+        manifest: &Manifest,
+        tag: Option<&Tag>,
+    ) -> ApiResult<()> {
+        let mut h = Digester::new(digest.algorithm());
+        h.update(&bytes);
+        let actual = h.current();
+        if actual != *digest {
+            return Err(super::blobs::digest_mismatch(digest, &actual));
+        }
+        self.record_manifest(repo, digest, bytes, manifest, tag)
+            .await
+    }
+
+    /// Whether `repo` holds manifest `d`.
+    pub async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        tokio::fs::try_exists(self.revision_link(repo, d)).await
+    }
+
+    /// Points `tag` of `repo` at `d`.
+    pub async fn set_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> io::Result<()> {
+        self.write_atomic(
+            &self.tag_path(repo, tag.as_str()),
+            d.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    /// The writes of a manifest whose checks passed: content, revision link, referrer
+    /// entry, tag.
+    async fn record_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        bytes: Bytes,
+        manifest: &Manifest,
+        tag: Option<&Tag>,
+    ) -> ApiResult<()> {
+        let blob = self.blob_path(digest);
         if !tokio::fs::try_exists(&blob).await? {
             self.write_atomic(&blob, bytes.to_vec()).await?;
         }
         self.write_atomic(
-            &self.revision_link(repo, &digest),
+            &self.revision_link(repo, digest),
             manifest.media_type.clone().into_bytes(),
         )
         .await?;
@@ -107,15 +160,11 @@ impl LocalStore {
                 .map_err(|e| RegistryError::internal("encoding a referrer", e))?;
             self.write_atomic(&entry, json).await?;
         }
-        if let Reference::Tag(tag) = reference {
-            self.write_atomic(
-                &self.tag_path(repo, tag.as_str()),
-                digest.to_string().into_bytes(),
-            )
-            .await?;
+        if let Some(tag) = tag {
+            self.set_tag(repo, tag, digest).await?;
         }
-        self.cache_manifest(&digest, &bytes);
-        Ok(digest)
+        self.cache_manifest(digest, &bytes);
+        Ok(())
     }
 
     /// Resolves a tag to a digest.
@@ -182,13 +231,19 @@ impl LocalStore {
     }
 
     /// Deletes a tag, or a manifest by digest together with every tag pointing at it and its
-    /// referrers entry.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> ApiResult<()> {
+    /// referrers entry. Returns the tags removed.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> ApiResult<Vec<Tag>> {
+        let mut removed = Vec::new();
         match reference {
             Reference::Tag(t) => {
                 if !remove_optional(&self.tag_path(repo, t.as_str())).await? {
                     return Err(manifest_unknown(repo, reference));
                 }
+                removed.push(t.clone());
             }
             Reference::Digest(d) => {
                 let stored = self.get_manifest(repo, reference).await?;
@@ -202,6 +257,9 @@ impl LocalStore {
                         .is_some_and(|v| v.trim_ascii() == d.to_string().as_bytes())
                     {
                         remove_optional(&path).await?;
+                        if let Ok(tag) = tag.parse() {
+                            removed.push(tag);
+                        }
                     }
                 }
                 if let Ok(m) = Manifest::parse(&stored.bytes, Some(&stored.media_type))
@@ -216,7 +274,7 @@ impl LocalStore {
                 }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// All tags of `repo`, sorted; `NAME_UNKNOWN` when the repository does not exist.

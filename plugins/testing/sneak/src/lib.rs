@@ -1,7 +1,8 @@
 //! Test fixture: a plugin that calls a host its config does not grant (the host must deny it).
 //!
 //! `stat` of a name starting with `hostile` misbehaves; any other name answers with the
-//! name's length as size, so a test can check that the next call succeeds.
+//! name's length as size, so a test can check that the next call succeeds. `download` in a
+//! namespace starting with `hostile` misbehaves the same way; any other download is not found.
 
 use shoal_plugin_sdk::backend::{
     BlobInfo, BlobStream, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
@@ -40,8 +41,12 @@ impl Guest for Plugin {
         })
     }
 
-    fn download(_: String, _: String, _: Option<ByteRange>) -> Result<BlobStream, Error> {
-        Err(Error::Invalid("test plugin".into()))
+    fn download(namespace: String, _: String, _: Option<ByteRange>) -> Result<BlobStream, Error> {
+        // Through the registry API names are digests, so the namespace picks the misbehaviour.
+        if namespace.starts_with("hostile") {
+            Self::stat(namespace, "hostile".into())?;
+        }
+        Err(Error::NotFound)
     }
 
     fn upload(_: String, _: String, _: u64, _: InputStream) -> Result<(), Error> {

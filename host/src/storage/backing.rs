@@ -1,0 +1,200 @@
+//! [`PluginBacking`]: the registry's durable storage over the namespace router, with Kraken's
+//! naming. The namespace is the repository; a blob is named by its digest's hex (as Kraken's
+//! origin names it, so an existing Kraken bucket reads as is; other algorithms keep their
+//! `alg:` prefix), a tag by `<repository>:<tag>`, whose content is the digest it points at
+//! (as Kraken's build-index stores tags).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use shoal_registry::error::ApiResult;
+use shoal_registry::{
+    Algorithm, Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag,
+};
+
+use super::router::{NamespaceRouter, Route};
+use crate::plugin::{BackendError, ByteStream};
+
+/// The most a tag object may hold: a digest string and some slack.
+const MAX_TAG_BYTES: usize = 1024;
+/// Read size when streaming a committed blob to a backend.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// The registry's [`Backing`] over plugins, routed by namespace.
+#[derive(Debug)]
+pub struct PluginBacking {
+    router: Arc<NamespaceRouter>,
+}
+
+impl PluginBacking {
+    /// Backing over `router`.
+    pub fn new(router: Arc<NamespaceRouter>) -> Self {
+        PluginBacking { router }
+    }
+
+    fn route(&self, repo: &RepoName) -> Option<&Route> {
+        let route = self.router.route(repo.as_str());
+        if route.is_none() {
+            tracing::warn!(namespace = %repo, "no `backends:` entry matches this namespace");
+        }
+        route
+    }
+
+    /// The route for a write, which has nowhere to go without one.
+    fn route_for_write(&self, repo: &RepoName) -> ApiResult<&Route> {
+        self.route(repo).ok_or_else(|| {
+            RegistryError::new(
+                ErrorCode::Denied,
+                format!(
+                    "namespace {repo} matches no `backends:` entry, so nothing can be stored \
+                     there"
+                ),
+            )
+        })
+    }
+}
+
+/// A blob's object name.
+fn blob_name(d: &Digest) -> String {
+    match d.algorithm() {
+        Algorithm::Sha256 => d.hex().to_owned(),
+        _ => d.to_string(),
+    }
+}
+
+/// A tag's object name.
+fn tag_name(repo: &RepoName, tag: &Tag) -> String {
+    format!("{repo}:{}", tag.as_str())
+}
+
+/// A backend failure as the API reports it: the code the client can act on, and a message
+/// naming the plugin and the namespace.
+fn api_error(repo: &RepoName, e: BackendError) -> RegistryError {
+    let code = match &e {
+        BackendError::NotFound { .. } => ErrorCode::BlobUnknown,
+        BackendError::Unauthorized { .. } => ErrorCode::Unauthorized,
+        BackendError::Throttled { .. } => ErrorCode::TooManyRequests,
+        BackendError::Invalid { .. } => ErrorCode::Denied,
+        BackendError::Unavailable { .. }
+        | BackendError::Trapped { .. }
+        | BackendError::BreakerOpen { .. } => ErrorCode::Unavailable,
+        BackendError::Other { .. } | BackendError::HostDenied { .. } => ErrorCode::Unknown,
+    };
+    tracing::warn!(namespace = %repo, plugin = e.plugin(), "storage backend call failed: {e}");
+    RegistryError::new(code, format!("storage backend for namespace {repo}: {e}"))
+        .with_detail(serde_json::json!({ "plugin": e.plugin(), "namespace": repo.as_str() }))
+}
+
+/// A committed file as a stream of 1 MiB chunks.
+async fn file_stream(path: &Path) -> std::io::Result<ByteStream> {
+    let file = tokio::fs::File::open(path).await?;
+    Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        UPLOAD_CHUNK,
+    )))
+}
+
+#[async_trait::async_trait]
+impl Backing for PluginBacking {
+    async fn put_blob(&self, repo: &RepoName, d: &Digest, path: &Path, size: u64) -> ApiResult<()> {
+        let route = self.route_for_write(repo)?;
+        let name = blob_name(d);
+        // Content-addressed: a copy of the right size is this content already.
+        match route.backend.stat(repo.as_str(), &name).await {
+            Ok(info) if info.size == size => return Ok(()),
+            Ok(_) | Err(BackendError::NotFound { .. }) => {}
+            Err(e) => return Err(api_error(repo, e)),
+        }
+        let mut body = file_stream(path).await?;
+        if let Some(limit) = &route.egress {
+            body = limit.clone().pace(body);
+        }
+        route
+            .backend
+            .upload(repo.as_str(), &name, size, body)
+            .await
+            .map_err(|e| api_error(repo, e))
+    }
+
+    async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
+        let Some(route) = self.route(repo) else {
+            return Ok(None);
+        };
+        match route
+            .backend
+            .download(repo.as_str(), &blob_name(d), None)
+            .await
+        {
+            Ok(download) => {
+                let body = match &route.ingress {
+                    Some(limit) => limit.clone().pace(download.body),
+                    None => download.body,
+                };
+                Ok(Some(body))
+            }
+            Err(BackendError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(api_error(repo, e)),
+        }
+    }
+
+    async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
+        let route = self.route_for_write(repo)?;
+        let content = bytes::Bytes::from(d.to_string());
+        let size = content.len() as u64;
+        let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(content)]));
+        route
+            .backend
+            .upload(repo.as_str(), &tag_name(repo, tag), size, body)
+            .await
+            .map_err(|e| api_error(repo, e))
+    }
+
+    async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
+        let Some(route) = self.route(repo) else {
+            return Ok(None);
+        };
+        let name = tag_name(repo, tag);
+        let mut body = match route.backend.download(repo.as_str(), &name, None).await {
+            Ok(download) => download.body,
+            Err(BackendError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(api_error(repo, e)),
+        };
+        let mut raw = Vec::new();
+        while let Some(chunk) = body.next().await {
+            raw.extend_from_slice(&chunk?);
+            if raw.len() > MAX_TAG_BYTES {
+                break;
+            }
+        }
+        let bad = |why: String| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "storage backend {} for namespace {repo}: tag object {name} {why}",
+                    route.backend.name()
+                ),
+            )
+        };
+        if raw.len() > MAX_TAG_BYTES {
+            return Err(bad(format!("is over {MAX_TAG_BYTES} bytes, not a digest")));
+        }
+        let text = String::from_utf8(raw).map_err(|_| bad("is not text".into()))?;
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| bad(format!("does not hold a digest: {e}")))
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<()> {
+        let route = self.route_for_write(repo)?;
+        match route
+            .backend
+            .delete(repo.as_str(), &tag_name(repo, tag))
+            .await
+        {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(api_error(repo, e)),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! `shoal dev` storing and serving through its backend plugins: the embedded `fs` plugin by
+//! default, several backends routed by namespace, bandwidth limits, and hostile plugins that
+//! each cost one request through the registry API.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
+use common::image::{self, Digest};
+use common::skopeo::{skopeo_inspect_raw, skopeo_pull, skopeo_push};
+use common::{DevServer, assert_same_blobs, block_on, json, poll_until, require, tempdir};
+
+/// Stops a server with SIGTERM and checks it exited cleanly.
+fn stop(mut server: DevServer) {
+    let status = server
+        .terminate(Duration::from_secs(15))
+        .expect("shoal dev stops on SIGTERM");
+    assert!(status.success(), "shoal dev exited with {status}");
+}
+
+/// Asserts that the fs backend under `root` holds every blob of `digests` under its hex name.
+fn assert_backend_holds(root: &Path, digests: &[&Digest]) {
+    for d in digests {
+        let path = root.join(d.hex());
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("the fs backend lacks {d} at {}: {e}", path.display()));
+        assert_eq!(
+            Digest::of(&bytes),
+            **d,
+            "{} holds other bytes",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn skopeo_round_trip_is_served_from_the_fs_plugin_once_the_cache_is_gone() {
+    if !require("skopeo") {
+        return;
+    }
+    let data = tempdir("shoal-fs-plugin-");
+    let work = tempdir("shoal-fs-plugin-layout-");
+    let layout = work.path().join("in");
+    let built = image::write_image_layout(&layout, "v1", "fs-plugin");
+
+    let server = DevServer::start_in(data.path());
+    skopeo_push(&server, &layout, "v1", "test/app:v1", false);
+    stop(server);
+
+    // Written through the fs plugin, under Kraken's names: blobs by hex, tags as repo:tag.
+    let backend = data.path().join("backend");
+    let mut all: Vec<&Digest> = vec![&built.manifest_digest, &built.config_digest];
+    all.extend(&built.layer_digests);
+    assert_backend_holds(&backend, &all);
+    let tag = std::fs::read_to_string(backend.join("test/app:v1")).expect("tag object");
+    assert_eq!(tag.trim(), built.manifest_digest.as_str());
+
+    // Lose the local cache: everything now has to come back through the plugin.
+    std::fs::remove_dir_all(data.path().join("cache")).expect("removing the cache");
+    let server = DevServer::start_in(data.path());
+    assert_eq!(
+        skopeo_inspect_raw(&server, "test/app:v1"),
+        built.manifest,
+        "the manifest bytes (and so its digest) are unchanged"
+    );
+    let out = work.path().join("out");
+    skopeo_pull(&server, "test/app:v1", &out, "v1", false);
+    assert_same_blobs(&layout, &out);
+    assert_eq!(
+        image::layout_digest_for_tag(&out, "v1"),
+        built.manifest_digest
+    );
+    assert!(
+        data.path().join("cache/blobs").is_dir(),
+        "fetched content is cached locally again"
+    );
+    stop(server);
+}
+
+#[test]
+fn namespaces_route_to_their_own_backends_with_bandwidth_limits() {
+    let data = tempdir("shoal-routes-");
+    let work = tempdir("shoal-routes-layout-");
+    let team = data.path().join("team-store");
+    let rest = data.path().join("other-store");
+    let config = data.path().join("dev.yaml");
+    // The catch-all is paced at 400 Mbit/s each way: the limiter sits in the path of every
+    // transfer without slowing the test much.
+    std::fs::write(
+        &config,
+        format!(
+            "backends:\n\
+             \x20 - namespace: team-a/.*\n\
+             \x20   backend:\n\
+             \x20     fs:\n\
+             \x20       root: {}\n\
+             \x20 - namespace: .*\n\
+             \x20   backend:\n\
+             \x20     fs:\n\
+             \x20       root: {}\n\
+             \x20   bandwidth:\n\
+             \x20     enable: true\n\
+             \x20     egress_bits_per_sec: 400000000\n\
+             \x20     ingress_bits_per_sec: 400000000\n",
+            team.display(),
+            rest.display()
+        ),
+    )
+    .unwrap();
+    let team_layout = work.path().join("team");
+    let team_image = image::write_image_layout(&team_layout, "v1", "team-a");
+    let other_layout = work.path().join("other");
+    let other_image = image::write_image_layout(&other_layout, "v1", "other");
+
+    let server = DevServer::start_with_config(data.path(), &config);
+    block_on(async {
+        let client = reqwest::Client::new();
+        push_over_http(
+            &client,
+            &server,
+            "team-a/app",
+            "v1",
+            &team_layout,
+            &team_image,
+        )
+        .await;
+        push_over_http(
+            &client,
+            &server,
+            "other/app",
+            "v1",
+            &other_layout,
+            &other_image,
+        )
+        .await;
+    });
+    stop(server);
+
+    assert_backend_holds(&team, &team_image.layer_digests.iter().collect::<Vec<_>>());
+    assert_backend_holds(&rest, &other_image.layer_digests.iter().collect::<Vec<_>>());
+    for d in &team_image.layer_digests {
+        assert!(
+            !rest.join(d.hex()).exists(),
+            "team-a's {d} leaked into the catch-all"
+        );
+    }
+    for d in &other_image.layer_digests {
+        assert!(
+            !team.join(d.hex()).exists(),
+            "other's {d} leaked into team-a's store"
+        );
+    }
+    assert!(team.join("team-a/app:v1").is_file());
+    assert!(rest.join("other/app:v1").is_file());
+
+    // A cold cache pulls each namespace from its own backend.
+    std::fs::remove_dir_all(data.path().join("cache")).unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+    for (name, built) in [("team-a/app", &team_image), ("other/app", &other_image)] {
+        let (status, _, body) = http(
+            "GET",
+            &server.url(&format!("/v2/{name}/manifests/v1")),
+            ACCEPT_MANIFESTS,
+        );
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(body, built.manifest);
+        for d in &built.layer_digests {
+            let (status, _, body) =
+                http("GET", &server.url(&format!("/v2/{name}/blobs/{d}")), "*/*");
+            assert_eq!(status, 200, "{name} blob {d}");
+            assert_eq!(Digest::of(&body), *d);
+        }
+    }
+    // The wrong namespace does not see the other's content.
+    let d = &team_image.layer_digests[0];
+    let (status, _, _) = http(
+        "GET",
+        &server.url(&format!("/v2/other/app/blobs/{d}")),
+        "*/*",
+    );
+    assert_eq!(status, 404);
+    stop(server);
+}
+
+/// The registry's error body: code and message of the first error.
+fn error_of(body: &[u8]) -> (String, String) {
+    let v = json(body);
+    let e = &v["errors"][0];
+    (
+        e["code"].as_str().unwrap_or_default().to_owned(),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
+    let data = tempdir("shoal-hostile-api-");
+    // A server the sneaking plugin would reach if the host let it.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/steal", trap.local_addr().unwrap());
+    let plugin = |kind: &str, path: &str, extra: &str| {
+        format!(
+            "  - namespace: (hostile|calm)/{kind}\n\
+             \x20   backend:\n\
+             \x20     plugin:\n\
+             \x20       plugin: {path}\n{extra}"
+        )
+    };
+    let sneak_extra = format!(
+        "        config: {{target: \"{target}\"}}\n        allowed_hosts: [granted.example]\n"
+    );
+    let config = data.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "plugins:\n  call_timeout: 2s\n  memory_bytes: 33554432\n  breaker_threshold: 3\n  \
+             breaker_cool_down: 2s\nbackends:\n{}{}{}{}",
+            plugin("panic", env!("SHOAL_TEST_PLUGIN_PANIC"), ""),
+            plugin("spin", env!("SHOAL_TEST_PLUGIN_SPIN"), ""),
+            plugin("hog", env!("SHOAL_TEST_PLUGIN_HOG"), ""),
+            plugin("sneak", env!("SHOAL_TEST_PLUGIN_SNEAK"), &sneak_extra),
+        ),
+    )
+    .unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+    let blob = Digest::of(b"whatever");
+    let get = |ns: &str| http("GET", &server.url(&format!("/v2/{ns}/blobs/{blob}")), "*/*");
+
+    for (kind, code, says) in [
+        ("panic", "UNAVAILABLE", "unreachable"),
+        ("spin", "UNAVAILABLE", "deadline"),
+        ("hog", "UNAVAILABLE", "memory"),
+        ("sneak", "UNKNOWN", "does not grant"),
+    ] {
+        let (status, _, body) = get(&format!("hostile/{kind}"));
+        assert!(status >= 500, "{kind}: status {status}");
+        let (got_code, message) = error_of(&body);
+        assert_eq!(got_code, code, "{kind}: {message}");
+        assert!(
+            message.contains(&format!("shoal_test_plugin_{kind}")),
+            "{kind}: the error names the plugin: {message}"
+        );
+        assert!(message.contains(says), "{kind}: {message}");
+        // The next request to the same plugin is answered normally.
+        let (status, _, body) = get(&format!("calm/{kind}"));
+        assert_eq!(
+            status,
+            404,
+            "{kind} after its failure: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(error_of(&body).0, "BLOB_UNKNOWN");
+    }
+    // The sneaking plugin's request never left the host.
+    trap.set_nonblocking(true).unwrap();
+    assert!(
+        trap.accept().is_err(),
+        "the plugin reached a host it was not granted"
+    );
+
+    // Three traps in a row open the panicking plugin's breaker; it answers again after the
+    // cool-down.
+    for _ in 0..3 {
+        assert_eq!(get("hostile/panic").0, 503);
+    }
+    let (status, _, body) = get("calm/panic");
+    assert_eq!(status, 503);
+    assert!(
+        error_of(&body).1.contains("paused"),
+        "{}",
+        error_of(&body).1
+    );
+    assert!(
+        poll_until(Duration::from_secs(30), || get("calm/panic").0 == 404),
+        "the breaker closes after its cool-down"
+    );
+    // Other plugins and the process were never affected.
+    assert_eq!(get("calm/hog").0, 404);
+    assert_eq!(http("GET", &server.url("/v2/"), "*/*").0, 200);
+    stop(server);
+}

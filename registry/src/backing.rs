@@ -1,0 +1,250 @@
+//! The durable storage behind the local store: the origin's storage backends (plugins), as
+//! the API sees them.
+//!
+//! The local store is a cache in front of a [`Backing`]. What a client pushes is committed
+//! locally and then written through to the backing before the push is acknowledged; what a
+//! client asks for and the local store lacks is fetched from the backing, verified against its
+//! digest, committed locally, and served. The registry crate knows nothing of plugins: the
+//! host implements this trait over its namespace router.
+//!
+//! The backing is consulted only for content the local store has never held. A blob or
+//! manifest a client deleted from one repository stays known locally (other repositories may
+//! share it), so it is not brought back from the backing; tags are deleted in both places.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::api::Registry;
+use crate::digest::Digest;
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use crate::name::{Reference, RepoName, Tag};
+
+/// Blob bytes from a backing; an `Err` item means the transfer broke off.
+pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+/// Durable storage for blobs (manifests are blobs too) and tags, keyed by repository.
+///
+/// Errors are registry errors already: the implementation chooses the code (`UNAUTHORIZED`,
+/// `UNAVAILABLE`, ...) and a message that names the backend and the namespace.
+#[async_trait::async_trait]
+pub trait Backing: Send + Sync {
+    /// Stores blob `d` of `repo`, whose verified content is the file at `path` (`size` bytes).
+    async fn put_blob(&self, repo: &RepoName, d: &Digest, path: &Path, size: u64) -> ApiResult<()>;
+
+    /// Blob `d` of `repo`, or `None` when the backing does not hold it.
+    async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>>;
+
+    /// Points `tag` of `repo` at `d`.
+    async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()>;
+
+    /// What `tag` of `repo` points at, or `None` when the backing has no such tag.
+    async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>>;
+
+    /// Removes `tag` of `repo`; a tag that is not there is not an error.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<()>;
+}
+
+/// One fetch per digest at a time: a second request for content being fetched waits for the
+/// first and then finds it in the local store.
+#[derive(Default)]
+pub(crate) struct Fills {
+    inflight: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Fills {
+    async fn lock(&self, d: &Digest) -> FillGuard<'_> {
+        let slot = self
+            .inflight
+            .lock()
+            .expect("fill map lock")
+            .entry(d.clone())
+            .or_default()
+            .clone();
+        let guard = slot.clone().lock_owned().await;
+        FillGuard {
+            fills: self,
+            digest: d.clone(),
+            slot,
+            _guard: guard,
+        }
+    }
+}
+
+/// Held while one fetch of a digest runs; forgets the slot when the last waiter is done.
+struct FillGuard<'a> {
+    fills: &'a Fills,
+    digest: Digest,
+    slot: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for FillGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.fills.inflight.lock().expect("fill map lock");
+        // The map's reference, this guard's, and the lock guard's own: nobody else waits.
+        if Arc::strong_count(&self.slot) <= 3 {
+            map.remove(&self.digest);
+        }
+    }
+}
+
+impl Registry {
+    /// Writes a committed blob of `repo` through to the backing, if there is one. When that
+    /// fails the blob is unlinked from the repository again, so the client's retry uploads it
+    /// once more instead of finding it present and skipping it.
+    pub(crate) async fn persist_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
+        let Some(backing) = &self.backing else {
+            return Ok(());
+        };
+        let res = async {
+            let path = self.store.blob_file(d);
+            let size = self.store.blob_size(d).await?.ok_or_else(|| {
+                RegistryError::internal("persisting a blob", format!("{d} vanished from the store"))
+            })?;
+            backing.put_blob(repo, d, &path, size).await
+        }
+        .await;
+        if res.is_err() {
+            let _ = self.store.unlink_blob(repo, d).await;
+        }
+        res
+    }
+
+    /// Writes a committed manifest, and the tag that named it, through to the backing. When
+    /// that fails the tag is removed locally, so the next read asks the backing, which still
+    /// holds what it held before the push.
+    pub(crate) async fn persist_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        d: &Digest,
+    ) -> ApiResult<()> {
+        let Some(backing) = &self.backing else {
+            return Ok(());
+        };
+        let res = async {
+            let path = self.store.blob_file(d);
+            let size = self.store.blob_size(d).await?.ok_or_else(|| {
+                RegistryError::internal("persisting a manifest", format!("{d} vanished"))
+            })?;
+            backing.put_blob(repo, d, &path, size).await?;
+            if let Reference::Tag(tag) = reference {
+                backing.put_tag(repo, tag, d).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if res.is_err()
+            && let Reference::Tag(_) = reference
+        {
+            let _ = self.store.delete_manifest(repo, reference).await;
+        }
+        res
+    }
+
+    /// Removes tags from the backing after they were removed locally.
+    pub(crate) async fn forget_tags(&self, repo: &RepoName, tags: &[Tag]) -> ApiResult<()> {
+        if let Some(backing) = &self.backing {
+            for tag in tags {
+                backing.delete_tag(repo, tag).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings blob `d` of `repo` into the local store from the backing. `Ok(false)` when
+    /// there is nothing to fetch: no backing, content the store already knows (and so was
+    /// deleted from this repository on purpose), or content the backing does not hold.
+    pub(crate) async fn fill_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<bool> {
+        let Some(backing) = &self.backing else {
+            return Ok(false);
+        };
+        let _fill = self.fills.lock(d).await;
+        if self.store.repo_has_blob(repo, d).await? {
+            return Ok(true); // a concurrent request fetched it
+        }
+        if self.store.blob_size(d).await?.is_some() {
+            return Ok(false);
+        }
+        let Some(body) = backing.get_blob(repo, d).await? else {
+            return Ok(false);
+        };
+        self.store
+            .put_blob(repo, d, body)
+            .await
+            .map_err(|e| fetched_corrupt(repo, d, e))?;
+        Ok(true)
+    }
+
+    /// Brings manifest `reference` of `repo` into the local store from the backing, tag
+    /// included. `Ok(false)` as for [`Registry::fill_blob`].
+    pub(crate) async fn fill_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> ApiResult<bool> {
+        let Some(backing) = &self.backing else {
+            return Ok(false);
+        };
+        let (digest, tag) = match reference {
+            Reference::Digest(d) => (d.clone(), None),
+            Reference::Tag(t) => match backing.get_tag(repo, t).await? {
+                Some(d) => (d, Some(t)),
+                None => return Ok(false),
+            },
+        };
+        let _fill = self.fills.lock(&digest).await;
+        if self.store.has_manifest(repo, &digest).await? {
+            // Known locally (fetched concurrently, or only the tag was missing).
+            if let Some(t) = tag {
+                self.store.set_tag(repo, t, &digest).await?;
+            }
+            return Ok(true);
+        }
+        if self.store.blob_size(&digest).await?.is_some() && tag.is_none() {
+            return Ok(false);
+        }
+        let Some(body) = backing.get_blob(repo, &digest).await? else {
+            return Ok(false);
+        };
+        let bytes = read_capped(body, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| fetched_corrupt(repo, &digest, e))?;
+        let manifest =
+            Manifest::parse(&bytes, None).map_err(|e| fetched_corrupt(repo, &digest, e))?;
+        self.store
+            .adopt_manifest(repo, &digest, bytes, &manifest, tag)
+            .await
+            .map_err(|e| fetched_corrupt(repo, &digest, e))?;
+        Ok(true)
+    }
+}
+
+/// Reads a small body whole, refusing more than `cap` bytes.
+async fn read_capped(mut body: BodyStream, cap: usize) -> Result<Bytes, String> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("the transfer broke off: {e}"))?;
+        if out.len() + chunk.len() > cap {
+            return Err(format!("it is larger than the {cap}-byte manifest limit"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Content from the backing that failed verification: the backend is at fault, not the client.
+fn fetched_corrupt(repo: &RepoName, d: &Digest, cause: impl std::fmt::Display) -> RegistryError {
+    tracing::error!(%repo, digest = %d, %cause, "content from the storage backend was rejected");
+    RegistryError::new(
+        ErrorCode::Unavailable,
+        format!("{d} of repository {repo} from the storage backend was rejected: {cause}"),
+    )
+}

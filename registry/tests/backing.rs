@@ -1,0 +1,321 @@
+//! The local store as a cache over a [`Backing`]: write-through on push, verified fetch on
+//! a miss, no resurrection of deleted content, and a failed write-through that leaves the
+//! push retryable. The backing here is an in-memory map with switches for failures; the real
+//! one (the plugin router) is tested in host/tests.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::http::{Method, StatusCode};
+use bytes::Bytes;
+use common::backed;
+use shoal_registry::error::ApiResult;
+use shoal_registry::manifest::OCI_MANIFEST;
+use shoal_registry::{Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag};
+
+#[derive(Default)]
+struct Memory {
+    blobs: Mutex<HashMap<String, Bytes>>,
+    tags: Mutex<HashMap<String, Digest>>,
+    fetches: AtomicUsize,
+    refuse_writes: AtomicBool,
+    corrupt_reads: AtomicBool,
+}
+
+impl Memory {
+    fn tag(&self, repo: &str, tag: &str) -> Option<Digest> {
+        self.tags
+            .lock()
+            .unwrap()
+            .get(&format!("{repo}:{tag}"))
+            .cloned()
+    }
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.blobs.lock().unwrap().contains_key(&d.to_string())
+    }
+    fn refuse(&self) -> ApiResult<()> {
+        if self.refuse_writes.load(Ordering::SeqCst) {
+            Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                "memory: refusing writes",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backing for Memory {
+    async fn put_blob(
+        &self,
+        _repo: &RepoName,
+        d: &Digest,
+        path: &Path,
+        size: u64,
+    ) -> ApiResult<()> {
+        self.refuse()?;
+        let data = std::fs::read(path).unwrap();
+        assert_eq!(data.len() as u64, size);
+        self.blobs
+            .lock()
+            .unwrap()
+            .insert(d.to_string(), data.into());
+        Ok(())
+    }
+
+    async fn get_blob(&self, _repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let Some(mut data) = self.blobs.lock().unwrap().get(&d.to_string()).cloned() else {
+            return Ok(None);
+        };
+        if self.corrupt_reads.load(Ordering::SeqCst) {
+            let mut v = data.to_vec();
+            v[0] ^= 0xff;
+            data = v.into();
+        }
+        // Two chunks, so the store sees a stream, not one buffer.
+        let (a, b) = data.split_at(data.len() / 2);
+        let chunks = vec![Ok(Bytes::copy_from_slice(a)), Ok(Bytes::copy_from_slice(b))];
+        Ok(Some(Box::pin(futures_util::stream::iter(chunks))))
+    }
+
+    async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
+        self.refuse()?;
+        self.tags
+            .lock()
+            .unwrap()
+            .insert(format!("{repo}:{}", tag.as_str()), d.clone());
+        Ok(())
+    }
+
+    async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
+        Ok(self.tag(repo.as_str(), tag.as_str()))
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<()> {
+        self.refuse()?;
+        self.tags
+            .lock()
+            .unwrap()
+            .remove(&format!("{repo}:{}", tag.as_str()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn pushes_write_through_and_a_cold_cache_serves_from_the_backing() {
+    let memory = Arc::new(Memory::default());
+    let first = backed(memory.clone()).await;
+    let layer = vec![7u8; 100_000];
+    let manifest = first.image("team/app", OCI_MANIFEST, &layer).await;
+    let r = first
+        .push_manifest("team/app", "v1", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let manifest_digest = Digest::sha256_of(manifest.as_bytes());
+    let layer_digest = Digest::sha256_of(&layer);
+    assert!(memory.has_blob(&layer_digest));
+    assert!(memory.has_blob(&manifest_digest));
+    assert_eq!(memory.tag("team/app", "v1"), Some(manifest_digest.clone()));
+
+    // A second registry with an empty local store: everything comes from the backing.
+    let cold = backed(memory.clone()).await;
+    let r = cold.get("/v2/team/app/manifests/v1").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.body, manifest.as_bytes());
+    assert_eq!(r.header("content-type"), OCI_MANIFEST);
+    assert_eq!(
+        r.header("docker-content-digest"),
+        manifest_digest.to_string()
+    );
+    let r = cold
+        .get(&format!("/v2/team/app/blobs/{layer_digest}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, layer);
+    let fetched = memory.fetches.load(Ordering::SeqCst);
+    assert_eq!(fetched, 2, "the manifest and the layer, once each");
+
+    // Now cached: served locally, the backing is not asked again.
+    assert_eq!(
+        cold.get(&format!("/v2/team/app/blobs/{layer_digest}"))
+            .await
+            .body,
+        layer
+    );
+    assert_eq!(
+        cold.get("/v2/team/app/manifests/v1").await.status,
+        StatusCode::OK
+    );
+    let r = cold
+        .get(&format!("/v2/team/app/manifests/{manifest_digest}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(memory.fetches.load(Ordering::SeqCst), fetched);
+
+    // Unknown content is still unknown.
+    let nothing = Digest::sha256_of(b"nothing");
+    let r = cold.get(&format!("/v2/team/app/blobs/{nothing}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+    );
+    let r = cold.get("/v2/team/app/manifests/v2").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+}
+
+#[tokio::test]
+async fn corrupt_content_from_the_backing_is_refused_and_not_stored() {
+    let memory = Arc::new(Memory::default());
+    let first = backed(memory.clone()).await;
+    let d = first.push_blob("a", b"the real bytes").await;
+    memory.corrupt_reads.store(true, Ordering::SeqCst);
+    let cold = backed(memory.clone()).await;
+    let r = cold.get(&format!("/v2/a/blobs/{d}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    );
+    assert!(
+        r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage backend")
+    );
+    assert!(
+        !cold
+            .dir
+            .path()
+            .join("blobs/sha256")
+            .join(&d.hex()[..2])
+            .join(d.hex())
+            .exists()
+    );
+    // Once the backing serves the right bytes again, so does the registry.
+    memory.corrupt_reads.store(false, Ordering::SeqCst);
+    assert_eq!(
+        cold.get(&format!("/v2/a/blobs/{d}")).await.body,
+        b"the real bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_through_fails_the_push_and_leaves_it_retryable() {
+    let memory = Arc::new(Memory::default());
+    let reg = backed(memory.clone()).await;
+    memory.refuse_writes.store(true, Ordering::SeqCst);
+    let data = b"layer bytes".to_vec();
+    let d = Digest::sha256_of(&data);
+    let r = reg
+        .call(
+            Method::POST,
+            &format!("/v2/a/blobs/uploads/?digest={d}"),
+            &[],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The client's HEAD must not find it, or it would skip the retry.
+    let r = reg
+        .call(Method::HEAD, &format!("/v2/a/blobs/{d}"), &[], vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    memory.refuse_writes.store(false, Ordering::SeqCst);
+    reg.push_blob("a", &data).await;
+    assert!(memory.has_blob(&d));
+
+    // Same for a tag: the push fails and the tag is not served.
+    let manifest = reg.image("a", OCI_MANIFEST, &data).await;
+    memory.refuse_writes.store(true, Ordering::SeqCst);
+    let r = reg.push_manifest("a", "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reg.get("/v2/a/manifests/v1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    memory.refuse_writes.store(false, Ordering::SeqCst);
+    let r = reg.push_manifest("a", "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(reg.get("/v2/a/manifests/v1").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deleted_tags_and_blobs_stay_deleted() {
+    let memory = Arc::new(Memory::default());
+    let reg = backed(memory.clone()).await;
+    let manifest = reg.image("a", OCI_MANIFEST, b"layer").await;
+    reg.push_manifest("a", "v1", OCI_MANIFEST, &manifest).await;
+    reg.push_manifest("a", "v2", OCI_MANIFEST, &manifest).await;
+    let r = reg
+        .call(Method::DELETE, "/v2/a/manifests/v1", &[], vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(memory.tag("a", "v1"), None, "deleted in the backing too");
+    assert_eq!(
+        reg.get("/v2/a/manifests/v1").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Deleting the manifest by digest removes the tags pointing at it, everywhere.
+    let d = Digest::sha256_of(manifest.as_bytes());
+    let r = reg
+        .call(Method::DELETE, &format!("/v2/a/manifests/{d}"), &[], vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(memory.tag("a", "v2"), None);
+    assert_eq!(
+        reg.get("/v2/a/manifests/v2").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        reg.get(&format!("/v2/a/manifests/{d}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A deleted blob is not fetched back, though the backing still has it.
+    let layer = Digest::sha256_of(b"layer");
+    let r = reg
+        .call(Method::DELETE, &format!("/v2/a/blobs/{layer}"), &[], vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert!(memory.has_blob(&layer));
+    assert_eq!(
+        reg.get(&format!("/v2/a/blobs/{layer}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_fetch_once() {
+    let memory = Arc::new(Memory::default());
+    let first = backed(memory.clone()).await;
+    let data = vec![3u8; 1 << 20];
+    let d = first.push_blob("a", &data).await;
+    let cold = Arc::new(backed(memory.clone()).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let cold = cold.clone();
+        let uri = format!("/v2/a/blobs/{d}");
+        tasks.spawn(async move { cold.get(&uri).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body.len(), data.len());
+    }
+    assert_eq!(memory.fetches.load(Ordering::SeqCst), 1);
+}
