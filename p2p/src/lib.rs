@@ -1,0 +1,2 @@
+//! shoal's peer-to-peer core.
+#![warn(missing_docs)]
