@@ -2,6 +2,7 @@
 //! metainfo, a malformed frame from a peer, a bitfield that does not fit its torrent, a peer
 //! store that cannot be reached, a rate that cannot be enforced.
 
+use crate::peer_id::PeerId;
 use crate::piece::PieceIndex;
 
 /// Why a metainfo could not be built, decoded, or why a piece failed verification.
@@ -192,6 +193,9 @@ pub enum PickerError {
         /// Pieces in the torrent.
         count: u32,
     },
+    /// An event for a peer that was never added (or already removed).
+    #[error("peer {0} is not connected to this torrent")]
+    UnknownPeer(PeerId),
 }
 
 /// Why the peer store failed; the tracker answers the announce with a server error.

@@ -13,6 +13,7 @@ pub mod bitfield;
 pub mod error;
 pub mod metainfo;
 pub mod peer_id;
+pub mod picker;
 pub mod piece;
 pub mod wire;
 
@@ -22,5 +23,6 @@ pub use error::{
 };
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
+pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};
