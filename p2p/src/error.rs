@@ -198,6 +198,14 @@ pub enum PickerError {
     UnknownPeer(PeerId),
 }
 
+/// Why a hash ring cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// A ring needs at least one host to name an owner.
+    #[error("the hash ring has no hosts: expected at least one host:port")]
+    NoHosts,
+}
+
 /// Why the peer store failed; the tracker answers the announce with a server error.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerStoreError {

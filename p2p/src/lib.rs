@@ -15,14 +15,16 @@ pub mod metainfo;
 pub mod peer_id;
 pub mod picker;
 pub mod piece;
+pub mod ring;
 pub mod wire;
 
 pub use bitfield::Bitfield;
 pub use error::{
-    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, WireError,
+    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError, WireError,
 };
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
 pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
+pub use ring::HashRing;
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};
