@@ -13,6 +13,7 @@ pub mod bitfield;
 pub mod error;
 pub mod metainfo;
 pub mod peer_id;
+pub mod peerstore;
 pub mod picker;
 pub mod piece;
 pub mod ring;
@@ -24,6 +25,7 @@ pub use error::{
 };
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
+pub use peerstore::{InMemoryPeerStore, PeerInfo, PeerSetWindows, PeerStore};
 pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use ring::HashRing;
