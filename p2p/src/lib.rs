@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bandwidth;
 pub mod bitfield;
 pub mod error;
 pub mod metainfo;
@@ -19,6 +20,7 @@ pub mod piece;
 pub mod ring;
 pub mod wire;
 
+pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use bitfield::Bitfield;
 pub use error::{
     BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError, WireError,
