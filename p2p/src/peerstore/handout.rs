@@ -1,9 +1,12 @@
 //! The order the tracker hands peers out in.
 
+use std::collections::HashMap;
+
 use rand::Rng;
 use rand::seq::SliceRandom;
 
 use super::PeerInfo;
+use crate::peer_id::PeerId;
 
 /// The classes peers are handed out in, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +30,26 @@ impl PeerClass {
             PeerClass::Incomplete
         }
     }
+}
+
+/// Merges the live windows' peer sets, oldest window first: a peer's newest announce wins (its
+/// address may have changed), and `complete` sticks, since a peer never loses a blob it
+/// finished while it keeps announcing.
+pub fn merge<W, P>(windows: W) -> Vec<PeerInfo>
+where
+    W: IntoIterator<Item = P>,
+    P: IntoIterator<Item = PeerInfo>,
+{
+    let mut merged: HashMap<PeerId, PeerInfo> = HashMap::new();
+    for window in windows {
+        for mut peer in window {
+            if merged.get(&peer.peer_id).is_some_and(|p| p.complete) {
+                peer.complete = true;
+            }
+            merged.insert(peer.peer_id, peer);
+        }
+    }
+    merged.into_values().collect()
 }
 
 /// Orders peers complete first, then origins, then incomplete, shuffled within each class so

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::{Clock, PeerInfo, PeerSetWindows, PeerStore, SystemClock, hand_out};
+use super::{Clock, PeerInfo, PeerSetWindows, PeerStore, SystemClock, hand_out, merge};
 use crate::error::PeerStoreError;
 use crate::metainfo::InfoHash;
 use crate::peer_id::PeerId;
@@ -98,21 +98,11 @@ impl PeerStore for InMemoryPeerStore {
             return Ok(Vec::new());
         };
         sets.retain(|&w, _| w >= oldest);
-        // Oldest window first, so the newest announce of a peer wins; `complete` sticks, since
-        // a peer never loses a blob it finished while it keeps announcing.
-        let mut merged: HashMap<PeerId, PeerInfo> = HashMap::new();
-        for set in sets.values() {
-            for peer in set.values() {
-                let complete = merged.get(&peer.peer_id).is_some_and(|p| p.complete);
-                let mut peer = peer.clone();
-                peer.complete |= complete;
-                merged.insert(peer.peer_id, peer);
-            }
-        }
+        let merged = merge(sets.values().map(|set| set.values().cloned()));
         if sets.is_empty() {
             torrents.remove(&info_hash);
         }
-        Ok(hand_out(merged.into_values().collect(), limit, rng))
+        Ok(hand_out(merged, limit, rng))
     }
 }
 

@@ -6,7 +6,7 @@
 //! and hand peers out in a fixed class order (see [`hand_out`]).
 //!
 //! [`PeerStore`] is the boundary the tracker service codes against; [`InMemoryPeerStore`] is
-//! the single-tracker store. Every implementation must pass the shared conformance suite in
+//! the single-tracker store, [`RedisPeerStore`] the one several trackers share. Every implementation must pass the shared conformance suite in
 //! `conformance.rs`.
 
 mod clock;
@@ -14,9 +14,12 @@ mod clock;
 pub(crate) mod conformance;
 mod handout;
 mod memory;
+mod record;
+mod redis;
 mod windows;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -25,8 +28,9 @@ use crate::metainfo::InfoHash;
 use crate::peer_id::PeerId;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use handout::{PeerClass, hand_out};
+pub use handout::{PeerClass, hand_out, merge};
 pub use memory::InMemoryPeerStore;
+pub use redis::RedisPeerStore;
 pub use windows::PeerSetWindows;
 
 /// One announce: who the peer is, where to reach it, and what it has.
@@ -53,4 +57,19 @@ pub trait PeerStore: Send + Sync {
     /// Up to `limit` peers of the torrent from the live windows, in hand-out order.
     async fn get(&self, info_hash: InfoHash, limit: usize)
     -> Result<Vec<PeerInfo>, PeerStoreError>;
+}
+
+/// The store the tracker's `peerstore:` section asks for, reading the system clock. Connects to
+/// Redis at once, so a wrong address fails at start rather than on the first announce.
+pub async fn from_config(
+    config: &shoal_config::PeerStoreConfig,
+) -> Result<Arc<dyn PeerStore>, PeerStoreError> {
+    Ok(match config {
+        shoal_config::PeerStoreConfig::Memory(m) => {
+            Arc::new(InMemoryPeerStore::new(PeerSetWindows::from_config(m)?))
+        }
+        shoal_config::PeerStoreConfig::Redis(r) => {
+            Arc::new(RedisPeerStore::connect(r, Arc::new(SystemClock)).await?)
+        }
+    })
 }
