@@ -842,6 +842,40 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Liveness: when the peers together have every piece and answer honestly, picking and
+        /// verifying always finishes, whatever the bitfields, pipeline limit and seed.
+        #[test]
+        fn honest_peers_covering_every_piece_always_finish(
+            n in 1u32..40,
+            limit in 1u32..5,
+            seed in proptest::prelude::any::<u64>(),
+            masks in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..5),
+        ) {
+            let mut p = PiecePicker::with_seed(Bitfield::empty(n), config(limit), seed);
+            let mut covered = Bitfield::empty(n);
+            for (k, mask) in masks.iter().enumerate() {
+                let ones: Vec<u32> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+                for &i in &ones {
+                    covered.set(PieceIndex(i), true);
+                }
+                p.add_peer(peer(k as u8), bits(n, &ones)).unwrap();
+            }
+            // The last peer fills the gaps, so every piece is available somewhere.
+            let gaps: Vec<u32> = (0..n).filter(|&i| !covered.get(PieceIndex(i))).collect();
+            p.add_peer(peer(99), bits(n, &gaps)).unwrap();
+            let now = Instant::now();
+            for _round in 0..=n {
+                for k in (0..masks.len() as u8).chain([99]) {
+                    for i in p.pick(peer(k), now) {
+                        p.piece_verified(peer(k), i).unwrap();
+                    }
+                }
+            }
+            proptest::prop_assert!(p.is_complete());
+        }
+    }
+
     impl PiecePicker {
         fn pieces_requested_from(&self, peer: &PeerId) -> Vec<PieceIndex> {
             self.pieces
