@@ -1,0 +1,564 @@
+//! What a peer needs to download a blob: its digest, length, piece length and one SHA-256 per
+//! piece, so every piece can be checked the moment it arrives (Kraken uses CRC32, which does not
+//! stop a lying peer).
+//!
+//! # Canonical encoding
+//!
+//! Metainfo travels from origin to tracker to agent, and its hash names the torrent, so it has
+//! exactly one byte form (all integers big-endian):
+//!
+//! | field          | bytes           |
+//! |----------------|-----------------|
+//! | magic          | `SHOALMI` + version byte `1` (8 bytes) |
+//! | digest         | u8 length, then the ASCII digest (`sha256:<hex>`) |
+//! | length         | u64, blob bytes |
+//! | piece_length   | u64 |
+//! | piece count    | u32 |
+//! | piece hashes   | 32 bytes each, in piece order |
+//!
+//! [`Metainfo::decode`] accepts only this form (no trailing bytes, counts consistent), so
+//! `decode(encode(m)) == m` and every accepted input re-encodes to itself. A binary form rather
+//! than JSON because JSON has many spellings of one value, and the [`InfoHash`] must not change
+//! with whitespace or key order.
+
+use std::fmt;
+use std::io::Read;
+use std::ops::Range;
+
+use sha2::{Digest as _, Sha256};
+use shoal_registry::{Algorithm, Digest, Digester};
+
+use crate::error::MetainfoError;
+use crate::piece::PieceIndex;
+
+/// Kraken's default piece length, 4 MiB: large enough that per-piece overhead (a request, a
+/// hash, a bitfield bit) is small, small enough that a piece is a short transfer.
+pub const DEFAULT_PIECE_LENGTH: u64 = 4 << 20;
+
+/// The largest piece length accepted, 64 MiB: the wire's frame cap is derived from the piece
+/// length, so this bounds what a peer may make us buffer.
+pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
+
+const MAGIC: &[u8; 8] = b"SHOALMI\x01";
+
+/// The SHA-256 of one piece.
+pub type PieceHash = [u8; 32];
+
+/// The name of a torrent: SHA-256 of its metainfo's canonical encoding. Two peers with the same
+/// info hash agree on every piece boundary and hash, not just on the blob digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 32]);
+
+impl InfoHash {
+    /// The info hash of canonical metainfo bytes.
+    pub fn of(canonical: &[u8]) -> Self {
+        InfoHash(Sha256::digest(canonical).into())
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({self})")
+    }
+}
+
+/// A blob's torrent description; immutable once built, so its info hash is computed once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metainfo {
+    digest: Digest,
+    length: u64,
+    piece_length: u64,
+    piece_hashes: Vec<PieceHash>,
+    info_hash: InfoHash,
+}
+
+fn piece_count_for(length: u64, piece_length: u64) -> u64 {
+    length.div_ceil(piece_length)
+}
+
+fn check_piece_length(piece_length: u64) -> Result<(), MetainfoError> {
+    if piece_length == 0 || piece_length > MAX_PIECE_LENGTH {
+        return Err(MetainfoError::PieceLength(piece_length));
+    }
+    Ok(())
+}
+
+impl Metainfo {
+    /// Assembles a metainfo from its parts, checking the hash count fits the length.
+    pub fn new(
+        digest: Digest,
+        length: u64,
+        piece_length: u64,
+        piece_hashes: Vec<PieceHash>,
+    ) -> Result<Self, MetainfoError> {
+        check_piece_length(piece_length)?;
+        let expected = piece_count_for(length, piece_length);
+        if piece_hashes.len() as u64 != expected || expected > u64::from(u32::MAX) {
+            return Err(MetainfoError::PieceCount {
+                got: piece_hashes.len() as u64,
+                expected,
+                length,
+                piece_length,
+            });
+        }
+        let mut m = Metainfo {
+            digest,
+            length,
+            piece_length,
+            piece_hashes,
+            info_hash: InfoHash([0; 32]),
+        };
+        m.info_hash = InfoHash::of(&m.encode());
+        Ok(m)
+    }
+
+    /// Builds the metainfo of a blob by streaming it once from `reader`, hashing each piece and
+    /// the whole blob; fails if the blob does not hash to `expected`, so an origin never
+    /// publishes pieces of the wrong content.
+    pub fn from_reader<R: Read>(
+        mut reader: R,
+        expected: &Digest,
+        piece_length: u64,
+    ) -> Result<Self, MetainfoError> {
+        let mut builder = MetainfoBuilder::new(expected.algorithm(), piece_length)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            builder.update(&buf[..n]);
+        }
+        builder.finish_verified(expected)
+    }
+
+    /// The blob's content digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Blob length in bytes.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Bytes in every piece but the last.
+    pub fn piece_length(&self) -> u64 {
+        self.piece_length
+    }
+
+    /// Number of pieces; zero for an empty blob.
+    pub fn piece_count(&self) -> u32 {
+        // `new` and `decode` bound the count by u32::MAX.
+        self.piece_hashes.len() as u32
+    }
+
+    /// Every piece's SHA-256, in order.
+    pub fn piece_hashes(&self) -> &[PieceHash] {
+        &self.piece_hashes
+    }
+
+    /// The torrent's name on the wire and at the tracker.
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    /// The byte range of a piece in the blob; the last piece may be short.
+    pub fn piece_range(&self, index: PieceIndex) -> Result<Range<u64>, MetainfoError> {
+        if index.0 >= self.piece_count() {
+            return Err(MetainfoError::NoSuchPiece {
+                index,
+                count: self.piece_count(),
+            });
+        }
+        let start = u64::from(index.0) * self.piece_length;
+        let end = (start + self.piece_length).min(self.length);
+        Ok(start..end)
+    }
+
+    /// Bytes in a piece.
+    pub fn piece_size(&self, index: PieceIndex) -> Result<u64, MetainfoError> {
+        self.piece_range(index).map(|r| r.end - r.start)
+    }
+
+    /// Checks a received piece: right index, right size, right SHA-256. A failure other than
+    /// `NoSuchPiece` means the sender should be blacklisted.
+    pub fn verify_piece(&self, index: PieceIndex, bytes: &[u8]) -> Result<(), MetainfoError> {
+        let expected = self.piece_size(index)?;
+        if bytes.len() as u64 != expected {
+            return Err(MetainfoError::PieceSize {
+                index,
+                got: bytes.len() as u64,
+                expected,
+            });
+        }
+        let hash: PieceHash = Sha256::digest(bytes).into();
+        if hash != self.piece_hashes[index.as_usize()] {
+            return Err(MetainfoError::BadPiece(index));
+        }
+        Ok(())
+    }
+
+    /// The canonical encoding (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let digest = self.digest.to_string();
+        let mut out = Vec::with_capacity(8 + 1 + digest.len() + 20 + 32 * self.piece_hashes.len());
+        out.extend_from_slice(MAGIC);
+        // Digest strings are at most 135 bytes (sha512), so the length fits a byte.
+        out.push(digest.len() as u8);
+        out.extend_from_slice(digest.as_bytes());
+        out.extend_from_slice(&self.length.to_be_bytes());
+        out.extend_from_slice(&self.piece_length.to_be_bytes());
+        out.extend_from_slice(&self.piece_count().to_be_bytes());
+        for h in &self.piece_hashes {
+            out.extend_from_slice(h);
+        }
+        out
+    }
+
+    /// Parses the canonical encoding, rejecting anything [`Metainfo::encode`] would not produce.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MetainfoError> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(MAGIC.len(), "magic")? != MAGIC {
+            return Err(malformed("magic", "expected SHOALMI version 1"));
+        }
+        let digest_len = r.take(1, "digest length")?[0] as usize;
+        let digest = std::str::from_utf8(r.take(digest_len, "digest")?)
+            .map_err(|_| malformed("digest", "not UTF-8"))?
+            .parse::<Digest>()
+            .map_err(|e| malformed("digest", e.to_string()))?;
+        let length = r.u64("length")?;
+        let piece_length = r.u64("piece_length")?;
+        check_piece_length(piece_length)?;
+        let count = r.u32("piece count")?;
+        let expected = piece_count_for(length, piece_length);
+        if u64::from(count) != expected {
+            return Err(MetainfoError::PieceCount {
+                got: count.into(),
+                expected,
+                length,
+                piece_length,
+            });
+        }
+        // Check the bytes are all there before allocating for them.
+        let hash_bytes = (count as usize)
+            .checked_mul(32)
+            .ok_or_else(|| malformed("piece hashes", "count overflows"))?;
+        let raw = r.take(hash_bytes, "piece hashes")?;
+        if r.at != bytes.len() {
+            return Err(malformed(
+                "end",
+                format!("{} bytes after the last piece hash", bytes.len() - r.at),
+            ));
+        }
+        let piece_hashes = raw
+            .chunks_exact(32)
+            .map(|c| {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(c);
+                h
+            })
+            .collect();
+        Metainfo::new(digest, length, piece_length, piece_hashes)
+    }
+}
+
+fn malformed(field: &'static str, reason: impl Into<String>) -> MetainfoError {
+    MetainfoError::Malformed {
+        field,
+        reason: reason.into(),
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], MetainfoError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| malformed(field, "truncated"))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, MetainfoError> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8, field)?);
+        Ok(u64::from_be_bytes(b))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, MetainfoError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4, field)?);
+        Ok(u32::from_be_bytes(b))
+    }
+}
+
+/// Builds a metainfo incrementally, for callers that receive a blob in chunks (an upload, a
+/// backend stream) and must not hold it whole. Hashes pieces and the blob in one pass.
+pub struct MetainfoBuilder {
+    piece_length: u64,
+    blob: Digester,
+    piece: Sha256,
+    in_piece: u64,
+    length: u64,
+    piece_hashes: Vec<PieceHash>,
+}
+
+impl MetainfoBuilder {
+    /// A builder for a blob whose digest uses `algorithm`, cut into `piece_length` pieces.
+    pub fn new(algorithm: Algorithm, piece_length: u64) -> Result<Self, MetainfoError> {
+        check_piece_length(piece_length)?;
+        Ok(MetainfoBuilder {
+            piece_length,
+            blob: Digester::new(algorithm),
+            piece: Sha256::new(),
+            in_piece: 0,
+            length: 0,
+            piece_hashes: Vec::new(),
+        })
+    }
+
+    /// Feeds the next bytes of the blob; chunk boundaries need not match piece boundaries.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.blob.update(data);
+        self.length += data.len() as u64;
+        while !data.is_empty() {
+            let room = (self.piece_length - self.in_piece) as usize;
+            let n = room.min(data.len());
+            self.piece.update(&data[..n]);
+            self.in_piece += n as u64;
+            data = &data[n..];
+            if self.in_piece == self.piece_length {
+                self.piece_hashes
+                    .push(std::mem::take(&mut self.piece).finalize().into());
+                self.in_piece = 0;
+            }
+        }
+    }
+
+    /// The metainfo of everything fed, named by the digest the bytes hash to.
+    pub fn finish(mut self) -> Result<Metainfo, MetainfoError> {
+        if self.in_piece > 0 {
+            self.piece_hashes.push(self.piece.finalize().into());
+        }
+        Metainfo::new(
+            self.blob.current(),
+            self.length,
+            self.piece_length,
+            self.piece_hashes,
+        )
+    }
+
+    /// As [`MetainfoBuilder::finish`], failing if the bytes do not hash to `expected`.
+    pub fn finish_verified(self, expected: &Digest) -> Result<Metainfo, MetainfoError> {
+        let m = self.finish()?;
+        if m.digest() != expected {
+            return Err(MetainfoError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: m.digest().to_string(),
+            });
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn blob(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn build(data: &[u8], piece_length: u64) -> Metainfo {
+        Metainfo::from_reader(data, &Digest::sha256_of(data), piece_length).unwrap()
+    }
+
+    #[test]
+    fn cuts_pieces_with_a_short_last_one() {
+        let data = blob(10);
+        let m = build(&data, 4);
+        assert_eq!(m.piece_count(), 3);
+        assert_eq!(m.piece_range(PieceIndex(2)).unwrap(), 8..10);
+        assert_eq!(m.piece_size(PieceIndex(0)).unwrap(), 4);
+        let h: PieceHash = Sha256::digest(&data[8..10]).into();
+        assert_eq!(m.piece_hashes()[2], h);
+        assert_eq!(m.digest(), &Digest::sha256_of(&data));
+    }
+
+    #[test]
+    fn exact_multiple_has_no_empty_last_piece() {
+        assert_eq!(build(&blob(8), 4).piece_count(), 2);
+    }
+
+    #[test]
+    fn empty_blob_has_no_pieces() {
+        let m = build(&[], DEFAULT_PIECE_LENGTH);
+        assert_eq!(m.piece_count(), 0);
+        assert!(matches!(
+            m.piece_range(PieceIndex(0)),
+            Err(MetainfoError::NoSuchPiece { .. })
+        ));
+    }
+
+    #[test]
+    fn verify_accepts_the_right_piece() {
+        let data = blob(10);
+        let m = build(&data, 4);
+        m.verify_piece(PieceIndex(1), &data[4..8]).unwrap();
+        m.verify_piece(PieceIndex(2), &data[8..]).unwrap();
+    }
+
+    #[test]
+    fn verify_rejects_corrupt_short_and_missing_pieces() {
+        let data = blob(10);
+        let m = build(&data, 4);
+        let mut bad = data[0..4].to_vec();
+        bad[0] ^= 1;
+        assert!(matches!(
+            m.verify_piece(PieceIndex(0), &bad),
+            Err(MetainfoError::BadPiece(PieceIndex(0)))
+        ));
+        assert!(matches!(
+            m.verify_piece(PieceIndex(0), &data[0..3]),
+            Err(MetainfoError::PieceSize { .. })
+        ));
+        assert!(matches!(
+            m.verify_piece(PieceIndex(3), &[]),
+            Err(MetainfoError::NoSuchPiece { .. })
+        ));
+    }
+
+    #[test]
+    fn from_reader_rejects_the_wrong_digest() {
+        let err = Metainfo::from_reader(&b"abc"[..], &Digest::sha256_of(b"abd"), 2).unwrap_err();
+        assert!(matches!(err, MetainfoError::DigestMismatch { .. }));
+    }
+
+    #[test]
+    fn sha512_blobs_are_named_by_sha512() {
+        let mut b = MetainfoBuilder::new(Algorithm::Sha512, 4).unwrap();
+        b.update(b"hello");
+        let m = b.finish().unwrap();
+        assert_eq!(m.digest().algorithm(), Algorithm::Sha512);
+        assert_eq!(Metainfo::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn piece_length_bounds() {
+        assert!(matches!(
+            MetainfoBuilder::new(Algorithm::Sha256, 0),
+            Err(MetainfoError::PieceLength(0))
+        ));
+        assert!(MetainfoBuilder::new(Algorithm::Sha256, MAX_PIECE_LENGTH + 1).is_err());
+        assert!(MetainfoBuilder::new(Algorithm::Sha256, MAX_PIECE_LENGTH).is_ok());
+    }
+
+    #[test]
+    fn new_rejects_a_hash_count_that_does_not_fit() {
+        let err = Metainfo::new(Digest::sha256_of(b""), 10, 4, vec![[0; 32]; 2]).unwrap_err();
+        assert!(matches!(err, MetainfoError::PieceCount { expected: 3, .. }));
+    }
+
+    #[test]
+    fn info_hash_is_the_hash_of_the_encoding_and_tracks_piece_length() {
+        let data = blob(100);
+        let a = build(&data, 16);
+        let b = build(&data, 32);
+        assert_eq!(a.info_hash(), InfoHash::of(&a.encode()));
+        assert_ne!(a.info_hash(), b.info_hash());
+    }
+
+    #[test]
+    fn decode_rejects_trailing_bytes_bad_magic_and_wrong_counts() {
+        let m = build(&blob(10), 4);
+        let mut enc = m.encode();
+        enc.push(0);
+        assert!(matches!(
+            Metainfo::decode(&enc),
+            Err(MetainfoError::Malformed { field: "end", .. })
+        ));
+        let mut enc = m.encode();
+        enc[7] = 2;
+        assert!(matches!(
+            Metainfo::decode(&enc),
+            Err(MetainfoError::Malformed { field: "magic", .. })
+        ));
+        // A count of 2^32-1 with no hashes behind it must fail without allocating 128 GiB.
+        let mut enc = m.encode();
+        let at = enc.len() - 3 * 32 - 4;
+        enc[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Metainfo::decode(&enc).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Metainfo::decode(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics_on_mutated_valid_input(
+            len in 0usize..200, piece in 1u64..64, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)
+        ) {
+            let mut enc = build(&blob(len), piece).encode();
+            for (at, x) in flips {
+                let i = at % enc.len();
+                enc[i] ^= x;
+            }
+            if let Ok(m) = Metainfo::decode(&enc) {
+                prop_assert_eq!(m.encode(), enc);
+            }
+        }
+
+        #[test]
+        fn encode_decode_round_trips(len in 0usize..500, piece in 1u64..128) {
+            let m = build(&blob(len), piece);
+            let back = Metainfo::decode(&m.encode()).unwrap();
+            prop_assert_eq!(back.info_hash(), m.info_hash());
+            prop_assert_eq!(back, m);
+        }
+
+        #[test]
+        fn chunking_does_not_change_the_metainfo(
+            len in 0usize..500, piece in 1u64..64, cuts in proptest::collection::vec(0usize..500, 0..6)
+        ) {
+            let data = blob(len);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            cuts.sort_unstable();
+            let mut b = MetainfoBuilder::new(Algorithm::Sha256, piece).unwrap();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([len]) {
+                b.update(&data[at..c]);
+                at = c;
+            }
+            prop_assert_eq!(b.finish().unwrap(), build(&data, piece));
+        }
+
+        #[test]
+        fn every_piece_verifies(len in 1usize..300, piece in 1u64..64) {
+            let data = blob(len);
+            let m = build(&data, piece);
+            for i in 0..m.piece_count() {
+                let r = m.piece_range(PieceIndex(i)).unwrap();
+                prop_assert!(m.verify_piece(PieceIndex(i), &data[r.start as usize..r.end as usize]).is_ok());
+            }
+        }
+    }
+}

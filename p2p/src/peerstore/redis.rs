@@ -1,0 +1,338 @@
+//! The peer store in Redis, so several trackers behind one name hand out the same peers.
+//!
+//! One Redis hash per torrent and window, `shoal:peerset:<info hash>:<window>`, field = peer id,
+//! value = the [`record`](super::record) bytes. Every write refreshes the key's expiry to the end
+//! of its window's life, so Redis drops old windows by itself; reads only ask for the live
+//! window numbers, so correctness never depends on the expiry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ConnectionAddr, IntoConnectionInfo};
+
+use super::{Clock, PeerInfo, PeerSetWindows, PeerStore, hand_out, merge, record};
+use crate::error::PeerStoreError;
+use crate::metainfo::InfoHash;
+
+/// Announces in Redis, bucketed into [`PeerSetWindows`].
+pub struct RedisPeerStore {
+    windows: PeerSetWindows,
+    clock: Arc<dyn Clock>,
+    conn: ConnectionManager,
+    rng: Mutex<StdRng>,
+}
+
+impl std::fmt::Debug for RedisPeerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPeerStore")
+            .field("windows", &self.windows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection attempts per request before it fails (the manager's default is six, about ten
+/// seconds of backoff).
+const CONNECT_RETRIES: usize = 2;
+
+fn backend(e: redis::RedisError) -> PeerStoreError {
+    PeerStoreError::Backend(e.to_string())
+}
+
+fn key(info_hash: &InfoHash, window: u64) -> String {
+    format!("shoal:peerset:{info_hash}:{window}")
+}
+
+impl RedisPeerStore {
+    /// Connects to the Redis the tracker's `peerstore.redis` section names, with its timeouts
+    /// and password; reconnects by itself later if Redis restarts.
+    pub async fn connect(
+        config: &shoal_config::RedisPeerStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, PeerStoreError> {
+        let windows = PeerSetWindows::new(
+            config.peer_set_window_size.get(),
+            config.max_peer_set_windows,
+        )?;
+        let addr = ConnectionAddr::Tcp(config.addr.host().to_owned(), config.addr.port());
+        let mut info = addr.into_connection_info().map_err(backend)?;
+        if let Some(password) = &config.password {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose());
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(backend)?;
+        let response_timeout = config.read_timeout.get().max(config.write_timeout.get());
+        // Few retries per attempt: while Redis is down an announce fails within seconds instead
+        // of hanging; the connection manager tries again on the next request.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_number_of_retries(CONNECT_RETRIES)
+            .set_connection_timeout(Some(config.dial_timeout.get()))
+            .set_response_timeout(Some(response_timeout));
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(backend)?;
+        Ok(RedisPeerStore {
+            windows,
+            clock,
+            conn,
+            rng: Mutex::new(StdRng::from_rng(&mut rand::rng())),
+        })
+    }
+}
+
+#[async_trait]
+impl PeerStore for RedisPeerStore {
+    async fn update(&self, info_hash: InfoHash, peer: PeerInfo) -> Result<(), PeerStoreError> {
+        let now = self.clock.now();
+        let window = self.windows.current(now);
+        let key = key(&info_hash, window);
+        let ttl_ms = self.windows.remaining(window, now).as_millis().max(1);
+        let ttl_ms = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .hset(&key, peer.peer_id.0.as_slice(), record::encode(&peer))
+            .ignore()
+            .pexpire(&key, ttl_ms)
+            .ignore()
+            .exec_async(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
+    async fn get(
+        &self,
+        info_hash: InfoHash,
+        limit: usize,
+    ) -> Result<Vec<PeerInfo>, PeerStoreError> {
+        let now = self.clock.now();
+        let mut pipe = redis::pipe();
+        for window in self.windows.oldest_live(now)..=self.windows.current(now) {
+            pipe.hgetall(key(&info_hash, window));
+        }
+        let mut conn = self.conn.clone();
+        let sets: Vec<HashMap<Vec<u8>, Vec<u8>>> =
+            pipe.query_async(&mut conn).await.map_err(backend)?;
+        let mut skipped = 0usize;
+        let merged = merge(sets.iter().map(|set| {
+            set.values()
+                .filter_map(|v| {
+                    let peer = record::decode(v);
+                    skipped += usize::from(peer.is_none());
+                    peer
+                })
+                .collect::<Vec<_>>()
+        }));
+        if skipped > 0 {
+            tracing::warn!(%info_hash, skipped, "skipped peer records this build cannot read");
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(hand_out(merged, limit, &mut *rng))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peerstore::conformance;
+    use shoal_config::{Duration, HostPort};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    /// A `redis-server` of the test's own on a free loopback port, killed on drop.
+    struct RedisServer {
+        child: Child,
+        port: u16,
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding a free port")
+    }
+
+    /// Starts Redis, or returns `None` to skip when it is not installed, unless
+    /// `SHOAL_REQUIRE_PEERS=1` (CI), where a missing Redis is a failure.
+    fn start_redis() -> Option<RedisServer> {
+        start_redis_on(free_port())
+    }
+
+    fn start_redis_on(port: u16) -> Option<RedisServer> {
+        let found = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            if std::env::var("SHOAL_REQUIRE_PEERS").as_deref() == Ok("1") {
+                panic!(
+                    "redis-server is not installed and SHOAL_REQUIRE_PEERS=1 is set: run scripts/install-test-deps (as root)"
+                );
+            }
+            eprintln!("skipping: redis-server not installed");
+            return None;
+        }
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = RedisServer { child, port };
+        // Ready when it accepts a connection; poll with a deadline rather than sleep blindly.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    fn config(port: u16) -> shoal_config::RedisPeerStore {
+        shoal_config::RedisPeerStore {
+            addr: HostPort::new("127.0.0.1", port),
+            dial_timeout: Duration::from_secs(5),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        let Some(server) = start_redis() else { return };
+        let port = server.port;
+        conformance::run(|windows, clock| async move {
+            let store = RedisPeerStore::connect(&config(port), clock).await.unwrap();
+            // Each case gets its own windows (the suite's) and a clean database.
+            let mut conn = store.conn.clone();
+            redis::cmd("FLUSHDB").exec_async(&mut conn).await.unwrap();
+            let store = RedisPeerStore { windows, ..store };
+            Box::new(store) as Box<dyn PeerStore>
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn two_trackers_share_one_view() {
+        let Some(server) = start_redis() else { return };
+        let clock: Arc<dyn Clock> = Arc::new(crate::peerstore::SystemClock);
+        let a = RedisPeerStore::connect(&config(server.port), clock.clone())
+            .await
+            .unwrap();
+        let b = RedisPeerStore::connect(&config(server.port), clock)
+            .await
+            .unwrap();
+        let t = InfoHash([3; 32]);
+        a.update(t, conformance::peer(7, true, false))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.get(t, 10).await.unwrap(),
+            vec![conformance::peer(7, true, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn windows_expire_in_redis_too() {
+        let Some(server) = start_redis() else { return };
+        let store = RedisPeerStore::connect(
+            &config(server.port),
+            Arc::new(crate::peerstore::SystemClock),
+        )
+        .await
+        .unwrap();
+        let t = InfoHash([4; 32]);
+        store
+            .update(t, conformance::peer(8, false, false))
+            .await
+            .unwrap();
+        let window = store.windows.current(store.clock.now());
+        let mut conn = store.conn.clone();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key(&t, window))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Default windows: 1h x 5, so the key lives between 4h and 5h from now.
+        assert!((4 * 3_600_000..=5 * 3_600_000).contains(&ttl), "pttl {ttl}");
+    }
+
+    #[tokio::test]
+    async fn unreadable_records_are_skipped_not_fatal() {
+        let Some(server) = start_redis() else { return };
+        let store = RedisPeerStore::connect(
+            &config(server.port),
+            Arc::new(crate::peerstore::SystemClock),
+        )
+        .await
+        .unwrap();
+        let t = InfoHash([5; 32]);
+        store
+            .update(t, conformance::peer(9, false, false))
+            .await
+            .unwrap();
+        let window = store.windows.current(store.clock.now());
+        let mut conn = store.conn.clone();
+        redis::cmd("HSET")
+            .arg(key(&t, window))
+            .arg("junk")
+            .arg("pid:ip:port:complete")
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.get(t, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reconnects_after_redis_restarts() {
+        let Some(server) = start_redis() else { return };
+        let port = server.port;
+        let store = RedisPeerStore::connect(&config(port), Arc::new(crate::peerstore::SystemClock))
+            .await
+            .unwrap();
+        let t = InfoHash([6; 32]);
+        store
+            .update(t, conformance::peer(1, false, false))
+            .await
+            .unwrap();
+        drop(server);
+        assert!(store.get(t, 10).await.is_err(), "Redis is down");
+        let _server = start_redis_on(port).unwrap();
+        // The first requests after the restart may still see the broken connection.
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while store
+            .update(t, conformance::peer(2, false, false))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // A fresh Redis has lost the first announce, and has the second.
+        let peers = store.get(t, 10).await.unwrap();
+        assert_eq!(peers, vec![conformance::peer(2, false, false)]);
+    }
+
+    #[tokio::test]
+    async fn connect_fails_when_nothing_listens() {
+        let mut c = config(free_port());
+        c.dial_timeout = Duration::from_secs(1);
+        let err = RedisPeerStore::connect(&c, Arc::new(crate::peerstore::SystemClock)).await;
+        assert!(matches!(err, Err(PeerStoreError::Backend(_))));
+    }
+}

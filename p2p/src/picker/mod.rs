@@ -1,0 +1,412 @@
+//! Which piece to ask which peer for next: a pure, synchronous state machine. The torrent's
+//! owner feeds it events (a peer's bitfield, an announce, a verified or corrupt piece, a peer
+//! gone, the clock) and sends the requests it returns; it never touches a socket or a clock.
+//!
+//! # States
+//!
+//! Every piece is in exactly one state:
+//!
+//! - **Missing**: not held, no request outstanding. Picked rarest first.
+//! - **Requested**: not held, asked of one peer, or of several in endgame; each request records
+//!   when it was sent so it can time out.
+//! - **Have**: verified and stored. Final.
+//!
+//! # Transitions
+//!
+//! | event | from | to |
+//! |---|---|---|
+//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break, up to `pipeline_limit` per peer) |
+//! | [`pick`](PiecePicker::pick) in endgame | Requested | Requested by one more peer |
+//! | [`piece_verified`](PiecePicker::piece_verified) | Requested / Missing | Have; other requesters are returned to be cancelled |
+//! | [`piece_failed`](PiecePicker::piece_failed) | Requested | Missing (or still Requested from others); the sender is returned for blacklisting |
+//! | [`request_refused`](PiecePicker::request_refused) | Requested | Missing (or still Requested from others); the peer no longer counts as having it |
+//! | [`expire`](PiecePicker::expire) | Requested | Missing once its last request is older than `request_timeout` |
+//! | [`remove_peer`](PiecePicker::remove_peer) | Requested | Missing for pieces only that peer was asked for |
+//!
+//! Endgame starts when no piece is Missing, i.e. every piece still needed is requested from
+//! someone: then a peer with spare pipeline slots is asked for pieces already requested from
+//! others, so one slow peer cannot hold up the last pieces of a blob.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use shoal_config::DispatchConfig;
+
+use crate::bitfield::Bitfield;
+use crate::error::PickerError;
+use crate::peer_id::PeerId;
+use crate::piece::PieceIndex;
+
+/// The picker's knobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PickerConfig {
+    /// Requests outstanding per peer at once (`scheduler.dispatch.pipeline_limit`).
+    pub pipeline_limit: u32,
+    /// How long a request may go unanswered before the piece is asked of someone else.
+    pub request_timeout: Duration,
+}
+
+/// Kraken's dispatcher allows at least 4 s per piece request, and 4 s per MiB of piece.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+const REQUEST_TIMEOUT_PER_MIB: Duration = Duration::from_secs(4);
+
+impl PickerConfig {
+    /// The settings for one torrent: the configured pipeline limit, and a request timeout that
+    /// grows with the piece length (as Kraken's `piece_request_timeout_per_mb`).
+    pub fn new(dispatch: &DispatchConfig, piece_length: u64) -> Self {
+        let mib = piece_length.div_ceil(1 << 20).min(u64::from(u32::MAX)) as u32;
+        PickerConfig {
+            pipeline_limit: dispatch.pipeline_limit.max(1),
+            request_timeout: MIN_REQUEST_TIMEOUT.max(REQUEST_TIMEOUT_PER_MIB * mib),
+        }
+    }
+}
+
+/// A piece's state as seen from outside, for the owner's logs and for tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PieceStatus {
+    /// Not held, not requested.
+    Missing,
+    /// Requested from this many peers (more than one only in endgame).
+    Requested(usize),
+    /// Verified and stored.
+    Have,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Request {
+    peer: PeerId,
+    sent: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum PieceState {
+    Missing,
+    /// Never empty: the last request leaving turns the piece back to Missing.
+    Requested(Vec<Request>),
+    Have,
+}
+
+#[derive(Debug)]
+struct PeerView {
+    bitfield: Bitfield,
+    outstanding: u32,
+}
+
+/// What [`PiecePicker::piece_verified`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// The piece is new: store it, announce it, and cancel it at these peers (endgame).
+    Accepted {
+        /// Peers still asked for this piece, to be sent `CancelPiece`.
+        cancel: Vec<PeerId>,
+    },
+    /// The piece was already held (a late endgame duplicate): drop the bytes.
+    Duplicate,
+}
+
+/// A peer that sent a piece not matching its hash; the owner blacklists and disconnects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a peer that sent a corrupt piece must be blacklisted"]
+pub struct Blacklist(pub PeerId);
+
+/// The piece picker of one torrent; see the module docs for its states and transitions.
+#[derive(Debug)]
+pub struct PiecePicker {
+    pieces: Vec<PieceState>,
+    availability: Vec<u32>,
+    have: Bitfield,
+    peers: HashMap<PeerId, PeerView>,
+    config: PickerConfig,
+    rng: StdRng,
+}
+
+impl PiecePicker {
+    /// A picker for a torrent of `have.len()` pieces, of which `have` are already stored.
+    pub fn new(have: Bitfield, config: PickerConfig) -> Self {
+        Self::with_seed(have, config, rand::random())
+    }
+
+    /// As [`PiecePicker::new`] with a fixed seed for the tie-breaks, so tests are repeatable.
+    pub fn with_seed(have: Bitfield, config: PickerConfig, seed: u64) -> Self {
+        let pieces = (0..have.len())
+            .map(|i| {
+                if have.get(PieceIndex(i)) {
+                    PieceState::Have
+                } else {
+                    PieceState::Missing
+                }
+            })
+            .collect();
+        PiecePicker {
+            pieces,
+            availability: vec![0; have.len() as usize],
+            have,
+            peers: HashMap::new(),
+            config,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn piece_count(&self) -> u32 {
+        self.have.len()
+    }
+
+    fn check_index(&self, index: PieceIndex) -> Result<(), PickerError> {
+        if index.0 >= self.piece_count() {
+            return Err(PickerError::PieceOutOfRange {
+                index,
+                count: self.piece_count(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The pieces held.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// True when every piece is held.
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    /// A piece's state; `None` past the end.
+    pub fn status(&self, index: PieceIndex) -> Option<PieceStatus> {
+        self.pieces.get(index.as_usize()).map(|s| match s {
+            PieceState::Missing => PieceStatus::Missing,
+            PieceState::Requested(r) => PieceStatus::Requested(r.len()),
+            PieceState::Have => PieceStatus::Have,
+        })
+    }
+
+    /// How many peers have a piece, as far as their bitfields and announces say.
+    pub fn availability(&self, index: PieceIndex) -> u32 {
+        self.availability
+            .get(index.as_usize())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests outstanding at a peer.
+    pub fn outstanding(&self, peer: &PeerId) -> u32 {
+        self.peers.get(peer).map_or(0, |p| p.outstanding)
+    }
+
+    /// True when no piece is Missing but some are still needed: duplicates may be requested.
+    pub fn in_endgame(&self) -> bool {
+        !self.is_complete() && !self.pieces.iter().any(|s| matches!(s, PieceState::Missing))
+    }
+
+    /// A peer connected and sent its bitfield (from the handshake). A second bitfield from the
+    /// same peer replaces the first.
+    pub fn add_peer(&mut self, peer: PeerId, bitfield: Bitfield) -> Result<(), PickerError> {
+        bitfield.check_len(self.piece_count())?;
+        // A replaced bitfield keeps the peer's requests, and so its outstanding count.
+        let outstanding = match self.peers.remove(&peer) {
+            Some(old) => {
+                for i in old.bitfield.ones() {
+                    self.availability[i.as_usize()] -= 1;
+                }
+                old.outstanding
+            }
+            None => 0,
+        };
+        for i in bitfield.ones() {
+            self.availability[i.as_usize()] += 1;
+        }
+        self.peers.insert(
+            peer,
+            PeerView {
+                bitfield,
+                outstanding,
+            },
+        );
+        Ok(())
+    }
+
+    /// A peer announced a piece it now has.
+    pub fn peer_announced(&mut self, peer: PeerId, index: PieceIndex) -> Result<(), PickerError> {
+        self.check_index(index)?;
+        let view = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(PickerError::UnknownPeer(peer))?;
+        if !view.bitfield.get(index) {
+            view.bitfield.set(index, true);
+            self.availability[index.as_usize()] += 1;
+        }
+        Ok(())
+    }
+
+    /// A peer disconnected: its pieces no longer count, and pieces only it was asked for go back
+    /// to Missing (returned, for the owner's logs).
+    pub fn remove_peer(&mut self, peer: &PeerId) -> Vec<PieceIndex> {
+        let Some(view) = self.peers.remove(peer) else {
+            return Vec::new();
+        };
+        for i in view.bitfield.ones() {
+            self.availability[i.as_usize()] -= 1;
+        }
+        let mut released = Vec::new();
+        for (i, state) in self.pieces.iter_mut().enumerate() {
+            if let PieceState::Requested(reqs) = state {
+                reqs.retain(|r| r.peer != *peer);
+                if reqs.is_empty() {
+                    *state = PieceState::Missing;
+                    released.push(PieceIndex(i as u32));
+                }
+            }
+        }
+        released
+    }
+
+    /// The pieces to request from `peer` now (possibly none), already marked Requested at
+    /// `now`: rarest first with a random tie-break, or duplicates in endgame.
+    pub fn pick(&mut self, peer: PeerId, now: Instant) -> Vec<PieceIndex> {
+        let Some(view) = self.peers.get(&peer) else {
+            return Vec::new();
+        };
+        let slots = self.config.pipeline_limit.saturating_sub(view.outstanding) as usize;
+        if slots == 0 {
+            return Vec::new();
+        }
+        let endgame = self.in_endgame();
+        // (requesters, availability, index): fewest requesters first only matters in endgame.
+        let mut candidates: Vec<(usize, u32, PieceIndex)> = view
+            .bitfield
+            .ones()
+            .filter_map(|i| match &self.pieces[i.as_usize()] {
+                PieceState::Missing => Some((0, self.availability[i.as_usize()], i)),
+                PieceState::Requested(reqs) if endgame && reqs.iter().all(|r| r.peer != peer) => {
+                    Some((reqs.len(), self.availability[i.as_usize()], i))
+                }
+                _ => None,
+            })
+            .collect();
+        candidates.shuffle(&mut self.rng);
+        candidates.sort_by_key(|&(requesters, avail, _)| (requesters, avail));
+        let picked: Vec<PieceIndex> = candidates
+            .into_iter()
+            .take(slots)
+            .map(|(_, _, i)| i)
+            .collect();
+        for &i in &picked {
+            let request = Request { peer, sent: now };
+            let state = &mut self.pieces[i.as_usize()];
+            match state {
+                PieceState::Requested(reqs) => reqs.push(request),
+                _ => *state = PieceState::Requested(vec![request]),
+            }
+        }
+        if let Some(view) = self.peers.get_mut(&peer) {
+            view.outstanding += picked.len() as u32;
+        }
+        picked
+    }
+
+    /// Drops `peer`'s request for `index`, if any; the piece turns Missing when it was the last.
+    fn release(&mut self, peer: &PeerId, index: PieceIndex) {
+        let state = &mut self.pieces[index.as_usize()];
+        if let PieceState::Requested(reqs) = state {
+            let before = reqs.len();
+            reqs.retain(|r| r.peer != *peer);
+            if reqs.len() < before
+                && let Some(view) = self.peers.get_mut(peer)
+            {
+                view.outstanding = view.outstanding.saturating_sub(1);
+            }
+            if reqs.is_empty() {
+                *state = PieceState::Missing;
+            }
+        }
+    }
+
+    /// A piece from `peer` passed verification and is stored: it becomes Have. Also accepted
+    /// when it was not requested (it arrived after its request timed out): the bytes are good.
+    pub fn piece_verified(
+        &mut self,
+        peer: PeerId,
+        index: PieceIndex,
+    ) -> Result<Verified, PickerError> {
+        self.check_index(index)?;
+        self.release(&peer, index);
+        let state = &mut self.pieces[index.as_usize()];
+        let others = match std::mem::replace(state, PieceState::Have) {
+            PieceState::Have => return Ok(Verified::Duplicate),
+            PieceState::Missing => Vec::new(),
+            PieceState::Requested(reqs) => reqs,
+        };
+        self.have.set(index, true);
+        let mut cancel = Vec::with_capacity(others.len());
+        for r in others {
+            if let Some(view) = self.peers.get_mut(&r.peer) {
+                view.outstanding = view.outstanding.saturating_sub(1);
+            }
+            cancel.push(r.peer);
+        }
+        Ok(Verified::Accepted { cancel })
+    }
+
+    /// A piece from `peer` failed verification: the piece goes back to Missing (unless other
+    /// peers were also asked) and the peer is returned for blacklisting.
+    pub fn piece_failed(
+        &mut self,
+        peer: PeerId,
+        index: PieceIndex,
+    ) -> Result<Blacklist, PickerError> {
+        self.check_index(index)?;
+        self.release(&peer, index);
+        Ok(Blacklist(peer))
+    }
+
+    /// `peer` answered a request with an error: the piece is asked of someone else, and the
+    /// peer no longer counts as having it until it announces it again.
+    pub fn request_refused(&mut self, peer: PeerId, index: PieceIndex) -> Result<(), PickerError> {
+        self.check_index(index)?;
+        self.release(&peer, index);
+        if let Some(view) = self.peers.get_mut(&peer)
+            && view.bitfield.get(index)
+        {
+            view.bitfield.set(index, false);
+            self.availability[index.as_usize()] -= 1;
+        }
+        Ok(())
+    }
+
+    /// Drops every request sent at or before `now - request_timeout`, returning them so the
+    /// owner can cancel them; their pieces turn Missing (unless also requested from a peer that
+    /// is still in time) and are picked again by the next [`pick`](PiecePicker::pick).
+    pub fn expire(&mut self, now: Instant) -> Vec<(PeerId, PieceIndex)> {
+        let timeout = self.config.request_timeout;
+        let mut expired = Vec::new();
+        for (i, state) in self.pieces.iter_mut().enumerate() {
+            let PieceState::Requested(reqs) = state else {
+                continue;
+            };
+            reqs.retain(|r| {
+                let late = now.saturating_duration_since(r.sent) >= timeout;
+                if late {
+                    expired.push((r.peer, PieceIndex(i as u32)));
+                }
+                !late
+            });
+            if reqs.is_empty() {
+                *state = PieceState::Missing;
+            }
+        }
+        for (peer, _) in &expired {
+            if let Some(view) = self.peers.get_mut(peer) {
+                view.outstanding = view.outstanding.saturating_sub(1);
+            }
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests;
