@@ -6,6 +6,14 @@ use std::fmt;
 
 use shoal_config::Backend;
 
+/// Hosts a Docker Hub backend needs besides its address: the registry API, the token server
+/// its `WWW-Authenticate` names, and the CDN it redirects blob reads to.
+const DOCKER_HUB_HOSTS: [&str; 3] = [
+    "registry-1.docker.io",
+    "auth.docker.io",
+    "production.cloudflare.docker.com",
+];
+
 /// One granted host, with or without a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Grant {
@@ -46,6 +54,16 @@ impl AllowedHosts {
         match backend {
             Backend::RegistryBlob(c) | Backend::RegistryTag(c) => {
                 named.push(c.address.clone());
+                // Docker Hub sends clients to its token server and its blob CDN; a registry
+                // elsewhere names its own in `allowed_hosts`.
+                if parse_entry(&c.address).is_some_and(|g| {
+                    matches!(
+                        g.host.as_str(),
+                        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+                    )
+                }) {
+                    named.extend(DOCKER_HUB_HOSTS.iter().map(|h| (*h).to_owned()));
+                }
                 if c.security.creds_store.as_deref() == Some("ecr-login") {
                     let region = c
                         .security
@@ -258,6 +276,27 @@ mod tests {
         assert_eq!(
             AllowedHosts::for_backend(&fs).unwrap(),
             AllowedHosts::default()
+        );
+    }
+
+    #[test]
+    fn docker_hub_grants_its_token_server_and_cdn() {
+        let yaml = "registry_blob:\n  address: index.docker.io\n";
+        let backend: Backend = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = AllowedHosts::for_backend(&backend).unwrap();
+        for url in [
+            "https://index.docker.io/v2/",
+            "https://auth.docker.io/token",
+            "https://production.cloudflare.docker.com/x",
+        ] {
+            assert!(a.permits(&uri(url)), "{url}");
+        }
+        let other: Backend =
+            serde_yaml_ng::from_str("registry_blob:\n  address: ghcr.io\n").unwrap();
+        assert!(
+            !AllowedHosts::for_backend(&other)
+                .unwrap()
+                .permits(&uri("https://auth.docker.io/token"))
         );
     }
 
