@@ -490,3 +490,199 @@ async fn ecr_login_signs_get_authorization_token() {
         }
     }
 }
+
+/// A registry that misbehaves on purpose, one repository per behaviour: `busy` answers 429,
+/// `flaky` fails twice with 500, `moved` wants Basic auth and redirects blob reads to a CDN,
+/// `norange` ignores Range, and `paged` pages its tag list with `n`, `last` and `Link` (as
+/// Distribution 3 and Docker Hub do; the Debian 2.8 registry above returns every tag).
+mod misbehaving {
+    use std::collections::{BTreeMap, HashMap};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderMap, Method, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{any, get};
+
+    pub const TAGS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+    #[derive(Clone, Default)]
+    pub struct Fake {
+        pub hits: Arc<Mutex<HashMap<String, usize>>>,
+        /// The Authorization header of every CDN request.
+        pub cdn_auth: Arc<Mutex<Vec<Option<String>>>>,
+        cdn: Arc<Mutex<Option<SocketAddr>>>,
+    }
+
+    impl Fake {
+        /// Starts the registry and its CDN; returns (registry, cdn).
+        pub async fn start(&self) -> (SocketAddr, SocketAddr) {
+            let cdn = Router::new()
+                .route("/blob", get(cdn_blob))
+                .with_state(self.clone());
+            let cdn_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let cdn_addr = cdn_listener.local_addr().unwrap();
+            *self.cdn.lock().unwrap() = Some(cdn_addr);
+            tokio::spawn(async move { axum::serve(cdn_listener, cdn).await });
+            let app = Router::new()
+                .route("/v2/{*rest}", any(registry))
+                .with_state(self.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (addr, cdn_addr)
+        }
+
+        pub fn hits(&self, repo: &str) -> usize {
+            self.hits.lock().unwrap().get(repo).copied().unwrap_or(0)
+        }
+    }
+
+    async fn cdn_blob(State(f): State<Fake>, headers: HeaderMap) -> Response {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        f.cdn_auth.lock().unwrap().push(auth);
+        "from the cdn".into_response()
+    }
+
+    async fn registry(
+        State(f): State<Fake>,
+        Path(rest): Path<String>,
+        Query(q): Query<BTreeMap<String, String>>,
+        method: Method,
+        headers: HeaderMap,
+    ) -> Response {
+        let repo = rest.split('/').next().unwrap_or("").to_owned();
+        let n = {
+            let mut hits = f.hits.lock().unwrap();
+            let n = hits.entry(repo.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let blob = |body: &'static str| {
+            let len = body.len().to_string();
+            let body = if method == Method::HEAD { "" } else { body };
+            ([(header::CONTENT_LENGTH, len)], body).into_response()
+        };
+        match repo.as_str() {
+            "busy" => StatusCode::TOO_MANY_REQUESTS.into_response(),
+            "flaky" if n <= 2 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            "flaky" | "norange" => blob("finally"),
+            "moved" => {
+                let want = "Basic dTpw"; // u:p
+                if headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) != Some(want.as_bytes())
+                {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, r#"Basic realm="fake""#)],
+                    )
+                        .into_response();
+                }
+                let cdn = f.cdn.lock().unwrap().unwrap();
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, format!("http://{cdn}/blob"))],
+                )
+                    .into_response()
+            }
+            "paged" => {
+                let limit: usize = q.get("n").map_or(100, |n| n.parse().unwrap());
+                let after = q.get("last").cloned().unwrap_or_default();
+                let rest: Vec<&str> = TAGS
+                    .iter()
+                    .copied()
+                    .filter(|t| *t > after.as_str())
+                    .collect();
+                let page: Vec<&str> = rest.iter().copied().take(limit).collect();
+                let body = serde_json::json!({"name": "paged", "tags": page}).to_string();
+                let mut response =
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+                if rest.len() > limit {
+                    let link = format!(
+                        "</v2/paged/tags/list?last={}&n={limit}>; rel=\"next\"",
+                        page.last().unwrap()
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::LINK, link.parse().unwrap());
+                }
+                response
+            }
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_registries_map_to_clear_errors() {
+    let fake = misbehaving::Fake::default();
+    let (addr, cdn) = fake.start().await;
+    let engine = engine();
+    let digest = "ef".repeat(32);
+    let blobs = backend(&engine, &yaml("registry_blob", addr, ""), &[]);
+
+    match blobs.stat("busy", &digest).await {
+        Err(BackendError::Throttled { message, .. }) => {
+            assert!(
+                message.contains("429") && message.contains("gave up"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Throttled, got {other:?}"),
+    }
+    assert_eq!(fake.hits("busy"), 4, "429 is retried, then reported");
+
+    let flaky = blobs.download("flaky", &digest, None).await.unwrap();
+    assert_eq!(read_all(flaky.body).await, b"finally");
+    assert_eq!(fake.hits("flaky"), 3, "two 500s, then the answer");
+
+    let range = ByteRange {
+        offset: 1,
+        length: Some(2),
+    };
+    let ignored = blobs.download("norange", &digest, Some(range)).await;
+    assert!(
+        matches!(ignored, Err(BackendError::Invalid { .. })),
+        "a whole body for a range must not pass as the range: {ignored:?}"
+    );
+
+    // The redirect target must be granted like any host; the credentials stay with the
+    // registry.
+    let moved_yaml = format!(
+        "{}  allowed_hosts: [\"{cdn}\"]\n",
+        yaml("registry_blob", addr, &basic("u", "p"))
+    );
+    let moved = backend(&engine, &moved_yaml, &[]);
+    let body = moved.download("moved", &digest, None).await.unwrap();
+    assert_eq!(read_all(body.body).await, b"from the cdn");
+    assert_eq!(*fake.cdn_auth.lock().unwrap(), [None]);
+    let ungranted = backend(&engine, &yaml("registry_blob", addr, &basic("u", "p")), &[]);
+    let denied = ungranted.download("moved", &digest, None).await;
+    assert!(
+        matches!(denied, Err(BackendError::Unauthorized { .. })),
+        "{denied:?}"
+    );
+
+    let tags = backend(&engine, &yaml("registry_tag", addr, ""), &[]);
+    let mut all = Vec::new();
+    let mut continuation = None;
+    let mut pages = 0;
+    loop {
+        let page = tags.list("paged", "", continuation, 2).await.unwrap();
+        all.extend(page.names);
+        pages += 1;
+        continuation = page.continuation;
+        if continuation.is_none() || pages > 10 {
+            break;
+        }
+    }
+    let want: Vec<String> = misbehaving::TAGS
+        .iter()
+        .map(|t| format!("paged:{t}"))
+        .collect();
+    assert_eq!(all, want);
+    assert_eq!(pages, 3);
+}
