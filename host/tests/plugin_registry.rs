@@ -493,7 +493,8 @@ async fn ecr_login_signs_get_authorization_token() {
 
 /// A registry that misbehaves on purpose, one repository per behaviour: `busy` answers 429,
 /// `flaky` fails twice with 500, `moved` wants Basic auth and redirects blob reads to a CDN,
-/// `norange` ignores Range, and `paged` pages its tag list with `n`, `last` and `Link` (as
+/// `norange` ignores Range, `nodigest` sends manifests without `Docker-Content-Digest`, and
+/// `paged` pages its tag list with `n`, `last` and `Link` (as
 /// Distribution 3 and Docker Hub do; the Debian 2.8 registry above returns every tag).
 mod misbehaving {
     use std::collections::{BTreeMap, HashMap};
@@ -507,6 +508,7 @@ mod misbehaving {
     use axum::routing::{any, get};
 
     pub const TAGS: [&str; 5] = ["a", "b", "c", "d", "e"];
+    pub const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
 
     #[derive(Clone, Default)]
     pub struct Fake {
@@ -571,6 +573,8 @@ mod misbehaving {
             "busy" => StatusCode::TOO_MANY_REQUESTS.into_response(),
             "flaky" if n <= 2 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             "flaky" | "norange" => blob("finally"),
+            // A manifest without Docker-Content-Digest: the plugin hashes it itself.
+            "nodigest" if rest.contains("/manifests/") => blob(MANIFEST),
             "moved" => {
                 let want = "Basic dTpw"; // u:p
                 if headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) != Some(want.as_bytes())
@@ -667,6 +671,14 @@ async fn misbehaving_registries_map_to_clear_errors() {
     );
 
     let tags = backend(&engine, &yaml("registry_tag", addr, ""), &[]);
+    let computed = tags
+        .download("nodigest", "nodigest:v1", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(computed.body).await,
+        registry_peers::digest(misbehaving::MANIFEST.as_bytes()).as_bytes()
+    );
     let mut all = Vec::new();
     let mut continuation = None;
     let mut pages = 0;
