@@ -7,6 +7,8 @@
 //! bundle, issuer, audience, expiry, access); the fake ECR checks the SigV4 signature by
 //! recomputing it from the request as it arrived, with an implementation of its own.
 
+pub mod misbehaving;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -8,6 +8,8 @@
 //! digest the registry does not know as a blob is tried as a manifest, since Kraken stores
 //! manifests as blobs too. For `registry_tag` the name is `<repo>:<tag>` and the download is
 //! the manifest's digest string (`sha256:...`), which is what a build-index stores for a tag.
+//! `stat` of a tag gives the length of that string (Kraken's gives the manifest's length,
+//! which no download of the tag ever has).
 //!
 //! Blob bodies are handed to the host (`body.incoming`) and never cross guest memory.
 
