@@ -81,13 +81,7 @@ impl PluginEngine {
                 map.insert("kind".into(), kind.into());
             }
             if c.security.creds_store.as_deref() == Some("ecr-login") {
-                for (key, var) in ECR_SECRETS {
-                    if !secrets.contains_key(key)
-                        && let Ok(value) = std::env::var(var)
-                    {
-                        secrets.insert(key.to_owned(), value);
-                    }
-                }
+                fill_ecr_secrets(&mut secrets, |var| std::env::var(var).ok());
             }
         }
         let config_json = serde_json::to_string(&block)
@@ -162,10 +156,63 @@ impl PluginEngine {
     }
 }
 
+/// Adds the AWS credentials of `env` to `secrets` when the `auth:` entry grants none of them;
+/// never mixes the two (a key from one identity with a session token from another).
+fn fill_ecr_secrets(secrets: &mut BTreeMap<String, String>, env: impl Fn(&str) -> Option<String>) {
+    if ECR_SECRETS
+        .iter()
+        .any(|(key, _)| secrets.contains_key(*key))
+    {
+        return;
+    }
+    for (key, var) in ECR_SECRETS {
+        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            secrets.insert(key.to_owned(), value);
+        }
+    }
+}
+
 /// A custom plugin's name: its file name without `.wasm`.
 fn plugin_name(path: &Path) -> String {
     path.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(var: &str) -> Option<String> {
+        match var {
+            "AWS_ACCESS_KEY_ID" => Some("AKIDENV".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("env-secret".into()),
+            "AWS_SESSION_TOKEN" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn ecr_credentials_come_from_the_environment_only_when_auth_grants_none() {
+        let mut none = BTreeMap::new();
+        fill_ecr_secrets(&mut none, env);
+        assert_eq!(
+            none,
+            BTreeMap::from([
+                ("aws_access_key_id".to_owned(), "AKIDENV".to_owned()),
+                ("aws_secret_access_key".to_owned(), "env-secret".to_owned()),
+            ])
+        );
+        let granted = BTreeMap::from([
+            ("aws_access_key_id".to_owned(), "AKIDAUTH".to_owned()),
+            ("aws_secret_access_key".to_owned(), "auth-secret".to_owned()),
+        ]);
+        let mut kept = granted.clone();
+        fill_ecr_secrets(&mut kept, |_| Some("from-env".into()));
+        assert_eq!(
+            kept, granted,
+            "auth: wins, and is not mixed with the environment"
+        );
+    }
 }
