@@ -33,7 +33,7 @@ mod validate;
 
 pub use auth::{AuthConfig, GcsAuth, GcsCredentials, S3Auth, S3Credentials};
 pub use backend::{
-    Backend, BackendEntry, BackoffConfig, BasicAuth, FsBackend, GcsBackend, HdfsBackend,
+    Backend, BackendEntry, BackoffConfig, BasicAuth, EcrConfig, FsBackend, GcsBackend, HdfsBackend,
     HttpBackend, NamePath, NamespacePattern, PluginBackend, RegistryBackend, RegistrySecurity,
     S3Backend, TlsClientConfig, TlsConfig,
 };

@@ -20,7 +20,9 @@ pub use gcs::GcsBackend;
 pub use hdfs::HdfsBackend;
 pub use http::{BackoffConfig, HttpBackend};
 pub use plugin::PluginBackend;
-pub use registry::{BasicAuth, RegistryBackend, RegistrySecurity, TlsClientConfig, TlsConfig};
+pub use registry::{
+    BasicAuth, EcrConfig, RegistryBackend, RegistrySecurity, TlsClientConfig, TlsConfig,
+};
 pub use s3::S3Backend;
 
 use crate::auth::AuthConfig;

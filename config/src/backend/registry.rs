@@ -42,6 +42,27 @@ pub struct RegistrySecurity {
     /// A Docker credential helper, e.g. `ecr-login` (Docker's own camelCase key).
     #[serde(rename = "credsStore")]
     pub creds_store: Option<String>,
+    /// Where `credsStore: ecr-login` asks ECR for a login, when the address does not say.
+    #[serde(skip_serializing_if = "EcrConfig::is_default")]
+    pub ecr: EcrConfig,
+}
+
+/// `security.ecr` (shoal's own key): the ECR API endpoint and region for `ecr-login`. Both
+/// default from an ECR address (`<account>.dkr.ecr.<region>.amazonaws.com`); set them for a
+/// registry reached by another name, a VPC endpoint, or a test's fake ECR.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcrConfig {
+    /// ECR API URL, e.g. `https://api.ecr.us-west-2.amazonaws.com` [from the region].
+    pub endpoint: Option<String>,
+    /// AWS region to sign for [from the address].
+    pub region: Option<String>,
+}
+
+impl EcrConfig {
+    fn is_default(&self) -> bool {
+        *self == EcrConfig::default()
+    }
 }
 
 /// `security.basic`.
@@ -91,5 +112,13 @@ impl Validate for RegistryBackend {
             "`cert` and `key` must be set together",
             "both paths, or neither",
         );
+        if let Some(store) = &self.security.creds_store {
+            problems.require(
+                store.is_empty() || store == "ecr-login",
+                &at.key("security").key("credsStore"),
+                "is not a supported credential store",
+                "ecr-login (no credential helper program runs inside the plugin sandbox)",
+            );
+        }
     }
 }

@@ -6,6 +6,14 @@ use std::fmt;
 
 use shoal_config::Backend;
 
+/// Hosts a Docker Hub backend needs besides its address: the registry API, the token server
+/// its `WWW-Authenticate` names, and the CDN it redirects blob reads to.
+const DOCKER_HUB_HOSTS: [&str; 3] = [
+    "registry-1.docker.io",
+    "auth.docker.io",
+    "production.cloudflare.docker.com",
+];
+
 /// One granted host, with or without a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Grant {
@@ -44,7 +52,38 @@ impl AllowedHosts {
     pub fn for_backend(backend: &Backend) -> Result<Self, BadHost> {
         let mut named: Vec<String> = Vec::new();
         match backend {
-            Backend::RegistryBlob(c) | Backend::RegistryTag(c) => named.push(c.address.clone()),
+            Backend::RegistryBlob(c) | Backend::RegistryTag(c) => {
+                named.push(c.address.clone());
+                // Docker Hub sends clients to its token server and its blob CDN; a registry
+                // elsewhere names its own in `allowed_hosts`.
+                if parse_entry(&c.address).is_some_and(|g| {
+                    matches!(
+                        g.host.as_str(),
+                        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+                    )
+                }) {
+                    named.extend(DOCKER_HUB_HOSTS.iter().map(|h| (*h).to_owned()));
+                }
+                if c.security.creds_store.as_deref() == Some("ecr-login") {
+                    let region = c
+                        .security
+                        .ecr
+                        .region
+                        .clone()
+                        .or_else(|| ecr_region(&c.address));
+                    match (&c.security.ecr.endpoint, region) {
+                        (Some(endpoint), _) => named.push(endpoint.clone()),
+                        (None, Some(region)) if region.starts_with("cn-") => {
+                            named.push(format!("api.ecr.{region}.amazonaws.com.cn"))
+                        }
+                        (None, Some(region)) => {
+                            named.push(format!("api.ecr.{region}.amazonaws.com"))
+                        }
+                        // The plugin says what is missing on its first call.
+                        (None, None) => {}
+                    }
+                }
+            }
             Backend::Http(c) => {
                 named.push(c.download_url.clone());
                 named.extend(c.upload_url.clone());
@@ -108,6 +147,23 @@ impl fmt::Display for AllowedHosts {
             }
         }
         Ok(())
+    }
+}
+
+/// The region of an ECR registry address, `<account>.dkr.ecr.<region>.amazonaws.com[.cn]`
+/// (the plugin parses it the same way), so `ecr-login` may reach that region's ECR API.
+fn ecr_region(address: &str) -> Option<String> {
+    let host = parse_entry(address)?.host;
+    let rest = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    match rest.split('.').collect::<Vec<_>>()[..] {
+        [account, "dkr", "ecr" | "ecr-fips", region]
+            if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(region.to_owned())
+        }
+        _ => None,
     }
 }
 
@@ -220,6 +276,53 @@ mod tests {
         assert_eq!(
             AllowedHosts::for_backend(&fs).unwrap(),
             AllowedHosts::default()
+        );
+    }
+
+    #[test]
+    fn docker_hub_grants_its_token_server_and_cdn() {
+        let yaml = "registry_blob:\n  address: index.docker.io\n";
+        let backend: Backend = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = AllowedHosts::for_backend(&backend).unwrap();
+        for url in [
+            "https://index.docker.io/v2/",
+            "https://auth.docker.io/token",
+            "https://production.cloudflare.docker.com/x",
+        ] {
+            assert!(a.permits(&uri(url)), "{url}");
+        }
+        let other: Backend =
+            serde_yaml_ng::from_str("registry_blob:\n  address: ghcr.io\n").unwrap();
+        assert!(
+            !AllowedHosts::for_backend(&other)
+                .unwrap()
+                .permits(&uri("https://auth.docker.io/token"))
+        );
+    }
+
+    #[test]
+    fn ecr_login_grants_the_regions_ecr_api() {
+        let yaml = "registry_tag:\n  address: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n  security:\n    credsStore: ecr-login\n";
+        let backend: Backend = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = AllowedHosts::for_backend(&backend).unwrap();
+        assert!(a.permits(&uri(
+            "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com/v2/"
+        )));
+        assert!(a.permits(&uri("https://api.ecr.eu-west-1.amazonaws.com/")));
+        assert!(!a.permits(&uri("https://api.ecr.us-east-1.amazonaws.com/")));
+        let yaml = "registry_blob:\n  address: 127.0.0.1:5000\n  security:\n    credsStore: ecr-login\n    ecr: {endpoint: 'http://127.0.0.1:9999', region: us-east-1}\n";
+        let backend: Backend = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = AllowedHosts::for_backend(&backend).unwrap();
+        assert!(a.permits(&uri("http://127.0.0.1:9999/")));
+        assert!(!a.permits(&uri("https://api.ecr.us-east-1.amazonaws.com/")));
+        let plain: Backend = serde_yaml_ng::from_str(
+            "registry_blob:\n  address: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n",
+        )
+        .unwrap();
+        assert!(
+            !AllowedHosts::for_backend(&plain)
+                .unwrap()
+                .permits(&uri("https://api.ecr.eu-west-1.amazonaws.com/"))
         );
     }
 }

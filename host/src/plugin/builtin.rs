@@ -20,6 +20,17 @@ use super::state::Grants;
 pub(crate) const FS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_FS"));
 /// The `http` backend component.
 pub(crate) const HTTP: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HTTP"));
+/// The `registry_blob` and `registry_tag` backend component; `kind` in its config says which.
+pub(crate) const REGISTRY: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_REGISTRY"));
+
+/// The secrets an `ecr-login` registry backend signs ECR calls with, and the environment
+/// variables the host reads them from when the `auth:` entry does not grant them (the AWS
+/// SDKs' convention; the plugin cannot read the host's environment itself).
+const ECR_SECRETS: [(&str, &str); 3] = [
+    ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+    ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ("aws_session_token", "AWS_SESSION_TOKEN"),
+];
 
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +47,9 @@ impl PluginEngine {
         let (name, wasm): (String, Cow<'static, [u8]>) = match config {
             BackendConfig::Fs(_) => (kind.to_owned(), Cow::Borrowed(FS)),
             BackendConfig::Http(_) => (kind.to_owned(), Cow::Borrowed(HTTP)),
+            BackendConfig::RegistryBlob(_) | BackendConfig::RegistryTag(_) => {
+                (kind.to_owned(), Cow::Borrowed(REGISTRY))
+            }
             BackendConfig::Plugin(p) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
@@ -56,10 +70,20 @@ impl PluginEngine {
             plugin: name.clone(),
             message,
         };
-        let block = match config {
+        let mut block = match config {
             BackendConfig::Plugin(p) => p.config.clone(),
             other => other.plugin_config(),
         };
+        let mut secrets = secrets;
+        if let BackendConfig::RegistryBlob(c) | BackendConfig::RegistryTag(c) = config {
+            // One component serves both kinds: tell it which one this is.
+            if let serde_yaml_ng::Value::Mapping(map) = &mut block {
+                map.insert("kind".into(), kind.into());
+            }
+            if c.security.creds_store.as_deref() == Some("ecr-login") {
+                fill_ecr_secrets(&mut secrets, |var| std::env::var(var).ok());
+            }
+        }
         let config_json = serde_json::to_string(&block)
             .map_err(|e| config_err(format!("config cannot be passed as JSON: {e}")))?;
         let hosts = AllowedHosts::for_backend(config).map_err(|e| config_err(e.to_string()))?;
@@ -132,10 +156,63 @@ impl PluginEngine {
     }
 }
 
+/// Adds the AWS credentials of `env` to `secrets` when the `auth:` entry grants none of them;
+/// never mixes the two (a key from one identity with a session token from another).
+fn fill_ecr_secrets(secrets: &mut BTreeMap<String, String>, env: impl Fn(&str) -> Option<String>) {
+    if ECR_SECRETS
+        .iter()
+        .any(|(key, _)| secrets.contains_key(*key))
+    {
+        return;
+    }
+    for (key, var) in ECR_SECRETS {
+        if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+            secrets.insert(key.to_owned(), value);
+        }
+    }
+}
+
 /// A custom plugin's name: its file name without `.wasm`.
 fn plugin_name(path: &Path) -> String {
     path.file_stem().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(var: &str) -> Option<String> {
+        match var {
+            "AWS_ACCESS_KEY_ID" => Some("AKIDENV".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("env-secret".into()),
+            "AWS_SESSION_TOKEN" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn ecr_credentials_come_from_the_environment_only_when_auth_grants_none() {
+        let mut none = BTreeMap::new();
+        fill_ecr_secrets(&mut none, env);
+        assert_eq!(
+            none,
+            BTreeMap::from([
+                ("aws_access_key_id".to_owned(), "AKIDENV".to_owned()),
+                ("aws_secret_access_key".to_owned(), "env-secret".to_owned()),
+            ])
+        );
+        let granted = BTreeMap::from([
+            ("aws_access_key_id".to_owned(), "AKIDAUTH".to_owned()),
+            ("aws_secret_access_key".to_owned(), "auth-secret".to_owned()),
+        ]);
+        let mut kept = granted.clone();
+        fill_ecr_secrets(&mut kept, |_| Some("from-env".into()));
+        assert_eq!(
+            kept, granted,
+            "auth: wins, and is not mixed with the environment"
+        );
+    }
 }
