@@ -1,9 +1,10 @@
 //! [`WasmBackend`]: a storage-backend component behind the native [`Backend`] trait.
 //!
-//! Every call gets a fresh store from the pre-instantiated component (about 27 µs), runs
-//! under the engine's deadline and memory cap, and is thrown away afterwards, so a trap
-//! never leaves a broken instance behind. Downloads that return a `reader` keep their store
-//! alive while the host pulls chunks; passthrough downloads drop it at once.
+//! Every call runs on an instance of its own under the engine's deadline and memory cap: a
+//! warm one whose previous call returned normally, or a fresh one from the pre-instantiated
+//! component (about 30 µs). A trapped (or cancelled) instance is dropped, never reused, so a
+//! trap never leaves a broken instance behind. Downloads that return a `reader` keep their
+//! store while the host pulls chunks; passthrough downloads give it back at once.
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,9 @@ use super::{Backend, BackendError, BlobInfo, ByteRange, ByteStream, Download, Li
 
 /// How much one `reader.read` asks for; bounded by guest memory, not by the blob.
 const READ_CHUNK: u64 = 1 << 20;
+/// Warm instances kept per plugin. Reusing one skips instantiation (about 30 us of a call,
+/// bench/RESULTS.md); a plugin's globals live on between its calls, as in any server.
+const IDLE_INSTANCES: usize = 4;
 /// Uploads get `call_timeout` plus one second per this many bytes.
 const UPLOAD_BYTES_PER_SEC: u64 = 8 << 20;
 
@@ -39,6 +43,8 @@ struct Shared {
     pre: BackendPre<PluginState>,
     grants: Arc<Grants>,
     breaker: Mutex<Breaker>,
+    /// Instances whose last call returned normally, ready for the next one.
+    idle: Mutex<Vec<(Store<PluginState>, World)>>,
 }
 
 impl std::fmt::Debug for WasmBackend {
@@ -66,6 +72,7 @@ impl WasmBackend {
                 pre,
                 grants: Arc::new(grants),
                 breaker: Mutex::new(breaker),
+                idle: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -81,7 +88,8 @@ impl Shared {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh instance for one call, unless the breaker is open.
+    /// An instance for one call, unless the breaker is open: a warm one whose last call
+    /// returned normally, or a fresh one. Its deadline starts now.
     async fn instance(
         &self,
         timeout: Duration,
@@ -92,6 +100,11 @@ impl Shared {
                 retry_in,
             });
         }
+        let warm = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some((mut store, world)) = warm {
+            store.set_epoch_deadline(self.engine.ticks(timeout));
+            return Ok((store, world));
+        }
         let state = PluginState::new(self.grants.clone(), self.engine.limits.memory_bytes)
             .map_err(|e| self.trapped(e))?;
         let mut store = self.engine.store(state, timeout);
@@ -101,6 +114,16 @@ impl Shared {
             .await
             .map_err(|e| self.trapped(e))?;
         Ok((store, world))
+    }
+
+    /// Keeps an instance whose call returned (a value or a WIT error) for the next call.
+    /// Trapped instances never get here: `settle` fails first and the caller drops them.
+    fn recycle(&self, mut store: Store<PluginState>, world: World) {
+        store.data_mut().reuse();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_INSTANCES {
+            idle.push((store, world));
+        }
     }
 
     /// Books the outcome of a call with the breaker: a returned value (even a WIT error)
@@ -192,8 +215,9 @@ impl Backend for WasmBackend {
             .await;
         let info = s
             .settle(result)?
-            .map_err(|e| s.call_error(&store, e, name))?;
-        Ok(BlobInfo { size: info.size })
+            .map_err(|e| s.call_error(&store, e, name));
+        s.recycle(store, world);
+        Ok(BlobInfo { size: info?.size })
     }
 
     async fn download(
@@ -212,9 +236,14 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_download(&mut store, namespace, name, range)
             .await;
-        let blob = s
-            .settle(result)?
-            .map_err(|e| s.call_error(&store, e, name))?;
+        let blob = match s.settle(result)? {
+            Ok(blob) => blob,
+            Err(e) => {
+                let e = s.call_error(&store, e, name);
+                s.recycle(store, world);
+                return Err(e);
+            }
+        };
         let body = match blob.body {
             Body::Incoming(resource) => {
                 let body = store
@@ -222,7 +251,8 @@ impl Backend for WasmBackend {
                     .table
                     .delete(resource)
                     .map_err(|e| s.trapped(e.into()))?;
-                // The store goes away here; the body does not depend on it.
+                // The body does not depend on the store, which can serve the next call.
+                s.recycle(store, world);
                 passthrough(body).map_err(|e| BackendError::Other {
                     plugin: s.plugin(),
                     message: e.to_string(),
@@ -257,7 +287,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_upload(&mut store, namespace, name, size, stream)
             .await;
-        s.settle(result)?.map_err(|e| s.call_error(&store, e, name))
+        let done = s.settle(result)?.map_err(|e| s.call_error(&store, e, name));
+        s.recycle(store, world);
+        done
     }
 
     async fn list(
@@ -281,7 +313,9 @@ impl Backend for WasmBackend {
             .await;
         let page = s
             .settle(result)?
-            .map_err(|e| s.call_error(&store, e, prefix))?;
+            .map_err(|e| s.call_error(&store, e, prefix));
+        s.recycle(store, world);
+        let page = page?;
         Ok(ListPage {
             names: page.names,
             continuation: page.continuation,
@@ -295,7 +329,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_delete(&mut store, namespace, name)
             .await;
-        s.settle(result)?.map_err(|e| s.call_error(&store, e, name))
+        let done = s.settle(result)?.map_err(|e| s.call_error(&store, e, name));
+        s.recycle(store, world);
+        done
     }
 }
 

@@ -4,7 +4,7 @@
 //! Nothing outside this module sees a wasmtime type. A plugin gets only what the operator's
 //! config grants it: its YAML block and `auth:` secrets through the `config` import, outbound
 //! HTTP to the hosts its settings name plus `allowed_hosts:` (checked in one hook), and, for
-//! the `fs` backend alone, its root folder. Each call runs in a fresh store with a memory cap
+//! the `fs` backend alone, its root folder. Each call runs in its own store (warm, or fresh) with a memory cap
 //! and an epoch deadline; a trapped store is dropped, and repeated traps open a breaker.
 //!
 //! Layout: `bindings` (one `bindgen!` per world), `engine` (wasmtime setup, `.cwasm` cache,
