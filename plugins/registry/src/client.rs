@@ -8,8 +8,9 @@
 //! credentials. A second 401 is final: `unauthorized`.
 //!
 //! Tokens and ECR logins are cached for as long as they are valid *and this instance lives*.
-//! The host runs every call in a fresh instance today, so the cache spans one call (a blob
-//! read that falls back to the manifest, the ECR login and the token of one call).
+//! The host keeps up to four warm instances per plugin and reuses them for later calls, so a
+//! token is fetched about once per instance and scope while it is valid; an instance that
+//! traps is dropped with its cache.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
