@@ -15,6 +15,7 @@ const TARGET: &str = "wasm32-wasip2";
 const BACKENDS: &[(&str, &str)] = &[
     ("shoal-plugin-fs", "SHOAL_PLUGIN_FS"),
     ("shoal-plugin-http", "SHOAL_PLUGIN_HTTP"),
+    ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
     ("shoal-test-plugin-panic", "SHOAL_TEST_PLUGIN_PANIC"),
     ("shoal-test-plugin-spin", "SHOAL_TEST_PLUGIN_SPIN"),
     ("shoal-test-plugin-hog", "SHOAL_TEST_PLUGIN_HOG"),
@@ -36,7 +37,15 @@ fn main() {
         .to_path_buf();
     let plugins = root.join("plugins");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for entry in ["Cargo.toml", "Cargo.lock", "sdk", "fs", "http", "testing"] {
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "fs",
+        "http",
+        "s3",
+        "testing",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use shoal_config::Backend as BackendConfig;
+use shoal_config::{AuthConfig, Backend as BackendConfig};
 
 use super::allow::AllowedHosts;
 use super::backend::WasmBackend;
@@ -20,6 +20,8 @@ use super::state::Grants;
 pub(crate) const FS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_FS"));
 /// The `http` backend component.
 pub(crate) const HTTP: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HTTP"));
+/// The `s3` backend component.
+pub(crate) const S3: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_S3"));
 
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,6 +38,7 @@ impl PluginEngine {
         let (name, wasm): (String, Cow<'static, [u8]>) = match config {
             BackendConfig::Fs(_) => (kind.to_owned(), Cow::Borrowed(FS)),
             BackendConfig::Http(_) => (kind.to_owned(), Cow::Borrowed(HTTP)),
+            BackendConfig::S3(_) => (kind.to_owned(), Cow::Borrowed(S3)),
             BackendConfig::Plugin(p) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
@@ -130,6 +133,42 @@ impl PluginEngine {
         let pre = PolicyPre::new(pre).map_err(link_err)?;
         Ok(WasmPolicy::new(self.inner.clone(), pre, grants))
     }
+}
+
+/// The secrets a backend gets from `auth:`: for `s3`, the `auth.s3.<username>.s3` keys
+/// under the names the s3 plugin asks for (`aws_access_key_id`, `aws_secret_access_key`,
+/// `aws_session_token`); for `gcs`, `access_blob`. Other kinds get none. Kept here, beside
+/// the embedded plugins, so the key names the host grants and the plugins read stay one list.
+pub fn secrets_for(config: &BackendConfig, auth: &AuthConfig) -> BTreeMap<String, String> {
+    let mut secrets = BTreeMap::new();
+    match config {
+        BackendConfig::S3(c) => {
+            if let Some(user) = auth.s3.get(&c.username) {
+                let keys = &user.s3;
+                secrets.insert(
+                    "aws_access_key_id".to_owned(),
+                    keys.aws_access_key_id.clone(),
+                );
+                secrets.insert(
+                    "aws_secret_access_key".to_owned(),
+                    keys.aws_secret_access_key.expose().to_owned(),
+                );
+                if let Some(token) = &keys.aws_session_token {
+                    secrets.insert("aws_session_token".to_owned(), token.expose().to_owned());
+                }
+            }
+        }
+        BackendConfig::Gcs(c) => {
+            if let Some(user) = auth.gcs.get(&c.username) {
+                secrets.insert(
+                    "access_blob".to_owned(),
+                    user.gcs.access_blob.expose().to_owned(),
+                );
+            }
+        }
+        _ => {}
+    }
+    secrets
 }
 
 /// A custom plugin's name: its file name without `.wasm`.

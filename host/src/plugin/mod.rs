@@ -32,6 +32,7 @@ use futures_util::Stream;
 
 pub use allow::{AllowedHosts, BadHost};
 pub use backend::WasmBackend;
+pub use builtin::secrets_for;
 pub use check::{Inspection, WorldKind, inspect, run_check};
 pub use engine::{LoadError, PluginEngine, PluginLimits};
 pub use health::WasmPolicy;
