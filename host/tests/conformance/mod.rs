@@ -277,7 +277,7 @@ async fn delete(backend: &dyn Backend, dir: &str) {
     );
     assert_eq!(
         list_all(backend, dir, 100).await,
-        [kept.clone()],
+        std::slice::from_ref(&kept),
         "conformance[{who}]: list after delete"
     );
     assert!(
