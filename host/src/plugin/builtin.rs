@@ -178,3 +178,32 @@ fn plugin_name(path: &Path) -> String {
         |s| s.to_string_lossy().into_owned(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_secrets_come_from_the_auth_entry_of_its_username() {
+        let auth: AuthConfig = serde_yaml_ng::from_str(
+            "s3:\n  kraken-user:\n    s3:\n      aws: kraken-user\n      aws_access_key_id: AKID\n      \
+             aws_secret_access_key: SECRET\n  other:\n    s3:\n      aws_access_key_id: NOPE\n      \
+             aws_secret_access_key: NOPE\n",
+        )
+        .unwrap();
+        let s3: BackendConfig = serde_yaml_ng::from_str(
+            "s3:\n  region: us-west-1\n  bucket: b\n  username: kraken-user\n",
+        )
+        .unwrap();
+        let secrets = secrets_for(&s3, &auth);
+        assert_eq!(
+            secrets,
+            BTreeMap::from([
+                ("aws_access_key_id".to_owned(), "AKID".to_owned()),
+                ("aws_secret_access_key".to_owned(), "SECRET".to_owned()),
+            ])
+        );
+        let fs: BackendConfig = serde_yaml_ng::from_str("fs:\n  root: /tmp/x\n").unwrap();
+        assert!(secrets_for(&fs, &auth).is_empty());
+    }
+}
