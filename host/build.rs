@@ -16,6 +16,7 @@ const BACKENDS: &[(&str, &str)] = &[
     ("shoal-plugin-fs", "SHOAL_PLUGIN_FS"),
     ("shoal-plugin-http", "SHOAL_PLUGIN_HTTP"),
     ("shoal-plugin-registry", "SHOAL_PLUGIN_REGISTRY"),
+    ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
     ("shoal-test-plugin-panic", "SHOAL_TEST_PLUGIN_PANIC"),
     ("shoal-test-plugin-spin", "SHOAL_TEST_PLUGIN_SPIN"),
     ("shoal-test-plugin-hog", "SHOAL_TEST_PLUGIN_HOG"),
@@ -44,6 +45,7 @@ fn main() {
         "fs",
         "http",
         "registry",
+        "s3",
         "testing",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());

@@ -88,13 +88,34 @@ impl AllowedHosts {
                 named.push(c.download_url.clone());
                 named.extend(c.upload_url.clone());
             }
-            Backend::S3(c) => match &c.endpoint {
-                Some(endpoint) => named.push(endpoint.clone()),
-                None => {
-                    named.push(format!("s3.{}.amazonaws.com", c.region));
-                    named.push(format!("{}.s3.{}.amazonaws.com", c.bucket, c.region));
+            Backend::S3(c) => {
+                // The s3 plugin's defaults: region us-east-1, the AWS regional endpoint.
+                let region = if c.region.is_empty() {
+                    "us-east-1"
+                } else {
+                    &c.region
+                };
+                let endpoint = c
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("s3.{region}.amazonaws.com"));
+                // Virtual-hosted addressing puts the bucket in front of the endpoint's host;
+                // the plugin addresses by path with force_path_style, for IP addresses and
+                // localhost, and for bucket names with dots.
+                let virtual_host = parse_entry(&endpoint).filter(|g| {
+                    !c.force_path_style
+                        && !c.bucket.contains('.')
+                        && g.host != "localhost"
+                        && g.host.parse::<std::net::IpAddr>().is_err()
+                });
+                if let Some(g) = virtual_host {
+                    named.push(match g.port {
+                        Some(port) => format!("{}.{}:{port}", c.bucket, g.host),
+                        None => format!("{}.{}", c.bucket, g.host),
+                    });
                 }
-            },
+                named.push(endpoint);
+            }
             Backend::Gcs(c) => match &c.endpoint {
                 Some(endpoint) => named.push(endpoint.clone()),
                 None => {
@@ -262,6 +283,26 @@ mod tests {
         ] {
             assert!(AllowedHosts::parse([bad]).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn s3_grants_its_endpoint_and_the_virtual_host_of_its_bucket() {
+        let s3 = |extra: &str| -> AllowedHosts {
+            let yaml = format!("s3:\n  region: us-west-1\n  bucket: b\n  username: u\n{extra}");
+            let backend: Backend = serde_yaml_ng::from_str(&yaml).unwrap();
+            AllowedHosts::for_backend(&backend).unwrap()
+        };
+        let aws = s3("");
+        assert!(aws.permits(&uri("https://s3.us-west-1.amazonaws.com/b/k")));
+        assert!(aws.permits(&uri("https://b.s3.us-west-1.amazonaws.com/k")));
+        assert!(!aws.permits(&uri("https://other.s3.us-west-1.amazonaws.com/k")));
+        let minio = s3("  endpoint: http://minio.internal:9000\n");
+        assert!(minio.permits(&uri("http://minio.internal:9000/b/k")));
+        assert!(minio.permits(&uri("http://b.minio.internal:9000/k")));
+        assert!(!minio.permits(&uri("http://minio.internal:9001/b/k")));
+        let path_style = s3("  endpoint: 127.0.0.1:9000\n  force_path_style: true\n");
+        assert!(path_style.permits(&uri("http://127.0.0.1:9000/b/k")));
+        assert_eq!(path_style.to_string(), "127.0.0.1:9000");
     }
 
     #[test]

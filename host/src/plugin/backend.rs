@@ -213,9 +213,7 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_stat(&mut store, namespace, name)
             .await;
-        let info = s
-            .settle(result)?
-            .map_err(|e| s.call_error(&store, e, name));
+        let info = s.settle(result)?.map_err(|e| s.call_error(&store, e, name));
         s.recycle(store, world);
         Ok(BlobInfo { size: info?.size })
     }

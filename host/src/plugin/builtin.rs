@@ -31,6 +31,8 @@ const ECR_SECRETS: [(&str, &str); 3] = [
     ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
     ("aws_session_token", "AWS_SESSION_TOKEN"),
 ];
+/// The `s3` backend component.
+pub(crate) const S3: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_S3"));
 
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +52,7 @@ impl PluginEngine {
             BackendConfig::RegistryBlob(_) | BackendConfig::RegistryTag(_) => {
                 (kind.to_owned(), Cow::Borrowed(REGISTRY))
             }
+            BackendConfig::S3(_) => (kind.to_owned(), Cow::Borrowed(S3)),
             BackendConfig::Plugin(p) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {

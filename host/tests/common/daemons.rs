@@ -272,3 +272,119 @@ impl Dockerd {
         Dockerd::cli(self.dir.path(), &self.socket)
     }
 }
+
+/// A moto server (`moto[server]` from PyPI), the S3 the s3 backend is tested against: its own
+/// process on a free port of 127.0.0.1, its state in memory, gone with the process.
+pub struct Moto {
+    daemon: Option<Daemon>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Access keys that [`Moto::setup`] made (or placeholders, when moto checks nothing).
+#[derive(Clone, Debug)]
+pub struct MotoKeys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl Moto {
+    /// Whether moto's server can run here; the usual skip-or-fail rule of
+    /// [`require`](super::require) when it cannot.
+    pub fn available() -> bool {
+        super::require_python_module("moto.server") && super::require_python_module("boto3")
+    }
+
+    /// Starts moto on a port the kernel picked.
+    pub fn start() -> Moto {
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-moto-")
+            .tempdir()
+            .expect("creating a directory for moto's log");
+        let mut moto = Moto {
+            daemon: None,
+            port,
+            dir,
+        };
+        moto.restart();
+        moto
+    }
+
+    /// Starts moto again on the same port after [`Moto::stop`] (with empty state).
+    pub fn restart(&mut self) {
+        assert!(self.daemon.is_none(), "moto is already running");
+        let log = self.dir.path().join(format!("moto-{}.log", self.port));
+        let mut cmd = command("python3");
+        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .env("PYTHONUNBUFFERED", "1");
+        scrub_aws_env(&mut cmd);
+        let mut daemon = Daemon::spawn("moto", cmd, log);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        daemon.wait_ready(|| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        self.daemon = Some(daemon);
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL); its port is then closed.
+    pub fn stop(&mut self) {
+        self.daemon = None;
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `bucket`; with `auth`, also an IAM user with an access key, and turns on
+    /// moto's signature checks for every later request (host/tests/moto_setup.py).
+    pub fn setup(&self, bucket: &str, auth: bool) -> MotoKeys {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto_setup.py");
+        let mut cmd = command("python3");
+        cmd.arg(script).arg(self.endpoint()).arg(bucket);
+        if auth {
+            cmd.arg("--auth");
+        }
+        scrub_aws_env(&mut cmd);
+        let out = super::run_ok(&mut cmd);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out).expect("moto_setup.py prints JSON");
+        let key = |k: &str| {
+            json[k]
+                .as_str()
+                .expect("a key in moto_setup's JSON")
+                .to_owned()
+        };
+        MotoKeys {
+            access_key_id: key("access_key_id"),
+            secret_access_key: key("secret_access_key"),
+        }
+    }
+}
+
+/// The machine's AWS settings must not reach the clients under test: `AWS_CA_BUNDLE` (set in
+/// this environment) trips some of them, and profiles or keys would mask the test's own.
+fn scrub_aws_env(cmd: &mut Command) {
+    for var in [
+        "AWS_CA_BUNDLE",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+}
+
+/// A port that was free a moment ago (the listener is closed before the caller binds it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}

@@ -97,6 +97,39 @@ impl<'a> Request<'a> {
         wait(response)
     }
 
+    /// Sends `bytes` as the request body: for small bodies the plugin makes itself (an XML
+    /// or JSON document), never for blobs, which go through [`Request::send_with_body`].
+    pub fn send_with_bytes(self, bytes: &[u8]) -> Result<IncomingResponse, ErrorCode> {
+        let request = self.header("content-length", bytes.len().to_string());
+        let (request, options) = request.build()?;
+        let outgoing = request
+            .body()
+            .map_err(|()| internal("request body taken twice"))?;
+        // Send first, as in `send_with_body`: the host takes the body while it sends.
+        let response = outgoing_handler::handle(request, options)?;
+        {
+            let sink = outgoing
+                .write()
+                .map_err(|()| internal("body stream taken twice"))?;
+            // `blocking-write-and-flush` takes at most 4096 bytes a call.
+            for chunk in bytes.chunks(4096) {
+                if let Err(e) = sink.blocking_write_and_flush(chunk) {
+                    drop(sink);
+                    drop(outgoing);
+                    return match (e, wait(response)) {
+                        (_, Ok(r)) if !(200..300).contains(&r.status()) => Ok(r),
+                        (StreamError::LastOperationFailed(e), _) => {
+                            Err(internal(&format!("request body: {}", e.to_debug_string())))
+                        }
+                        (StreamError::Closed, _) => Err(ErrorCode::HttpRequestBodySize(None)),
+                    };
+                }
+            }
+        }
+        OutgoingBody::finish(outgoing, None)?;
+        wait(response)
+    }
+
     fn build(self) -> Result<(OutgoingRequest, Option<RequestOptions>), ErrorCode> {
         let headers = Fields::from_list(&self.headers)
             .map_err(|e| internal(&format!("bad request header: {e:?}")))?;
