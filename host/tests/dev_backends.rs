@@ -3,14 +3,16 @@
 //! each cost one request through the registry API.
 
 mod common;
+#[allow(dead_code)] // this binary uses the docker-registry fixture only
+mod registry_peers;
 
 use std::path::Path;
 use std::time::Duration;
 
 use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
 use common::image::{self, Digest};
-use common::skopeo::{skopeo_inspect_raw, skopeo_pull, skopeo_push};
-use common::{DevServer, assert_same_blobs, block_on, json, poll_until, require, tempdir};
+use common::skopeo::{skopeo, skopeo_inspect_raw, skopeo_pull, skopeo_push};
+use common::{DevServer, assert_same_blobs, block_on, json, poll_until, require, run_ok, tempdir};
 
 /// Stops a server with SIGTERM and checks it exited cleanly.
 fn stop(mut server: DevServer) {
@@ -279,5 +281,77 @@ fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
     // Other plugins and the process were never affected.
     assert_eq!(get("calm/hog").0, 404);
     assert_eq!(http("GET", &server.url("/v2/"), "*/*").0, 200);
+    stop(server);
+}
+
+#[test]
+fn pulls_through_an_upstream_registry_and_serves_from_cache_once_it_is_gone() {
+    if !require("skopeo") || !require("docker-registry") {
+        return;
+    }
+    let data = tempdir("shoal-pull-through-");
+    let work = tempdir("shoal-pull-through-layout-");
+    let upstream = registry_peers::Registry::start(work.path(), 0, &registry_peers::Auth::Open);
+    let layout = work.path().join("in");
+    let built = image::write_image_layout(&layout, "v1", "upstream");
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("docker://{}/library/app:v1", upstream.addr)),
+    );
+    // Kraken's pull-through pair: blobs from registry_blob, tags from registry_tag; anything
+    // else in the local fs backend.
+    let registry = format!(
+        "        address: {}\n        security:\n          tls:\n            client:\n              \
+         disabled: true\n",
+        upstream.addr
+    );
+    let config = data.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "backends:\n  - namespace: library/.*\n    backend:\n      registry_blob:\n{registry}\
+             \x20 - namespace: library/.*\n    backend:\n      registry_tag:\n{registry}\
+             \x20 - namespace: .*\n    backend:\n      fs:\n        root: {}\n",
+            data.path().join("backend").display()
+        ),
+    )
+    .unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+    let out = work.path().join("out");
+    skopeo_pull(&server, "library/app:v1", &out, "v1", false);
+    assert_same_blobs(&layout, &out);
+    assert_eq!(
+        image::layout_digest_for_tag(&out, "v1"),
+        built.manifest_digest
+    );
+
+    // A read-only upstream takes no pushes: the registry says DENIED and names the plugin.
+    let (status, body) = block_on(async {
+        let r = reqwest::Client::new()
+            .post(server.url("/v2/library/app/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"))
+            .body("hello")
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+    });
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert_eq!(v["errors"][0]["code"], "DENIED");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry_blob"),
+        "{v}"
+    );
+
+    // Once fetched, the content is served from the cache with the upstream gone.
+    upstream.stop();
+    let again = work.path().join("again");
+    skopeo_pull(&server, "library/app:v1", &again, "v1", false);
+    assert_same_blobs(&layout, &again);
     stop(server);
 }

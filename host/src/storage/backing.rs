@@ -13,7 +13,7 @@ use shoal_registry::{
     Algorithm, Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag,
 };
 
-use super::router::{NamespaceRouter, Route};
+use super::router::{Content, NamespaceRouter, Route};
 use crate::plugin::{BackendError, ByteStream};
 
 /// The most a tag object may hold: a digest string and some slack.
@@ -33,22 +33,26 @@ impl PluginBacking {
         PluginBacking { router }
     }
 
-    fn route(&self, repo: &RepoName) -> Option<&Route> {
-        let route = self.router.route(repo.as_str());
+    fn route(&self, repo: &RepoName, content: Content) -> Option<&Route> {
+        let route = self.router.route(repo.as_str(), content);
         if route.is_none() {
-            tracing::warn!(namespace = %repo, "no `backends:` entry matches this namespace");
+            tracing::warn!(namespace = %repo, ?content, "no `backends:` entry holds this");
         }
         route
     }
 
     /// The route for a write, which has nowhere to go without one.
-    fn route_for_write(&self, repo: &RepoName) -> ApiResult<&Route> {
-        self.route(repo).ok_or_else(|| {
+    fn route_for_write(&self, repo: &RepoName, content: Content) -> ApiResult<&Route> {
+        self.route(repo, content).ok_or_else(|| {
+            let what = match content {
+                Content::Blobs => "blobs",
+                Content::Tags => "tags",
+            };
             RegistryError::new(
                 ErrorCode::Denied,
                 format!(
-                    "namespace {repo} matches no `backends:` entry, so nothing can be stored \
-                     there"
+                    "namespace {repo} matches no `backends:` entry that holds {what}, so \
+                     nothing can be stored there"
                 ),
             )
         })
@@ -98,7 +102,7 @@ async fn file_stream(path: &Path) -> std::io::Result<ByteStream> {
 #[async_trait::async_trait]
 impl Backing for PluginBacking {
     async fn put_blob(&self, repo: &RepoName, d: &Digest, path: &Path, size: u64) -> ApiResult<()> {
-        let route = self.route_for_write(repo)?;
+        let route = self.route_for_write(repo, Content::Blobs)?;
         let name = blob_name(d);
         // Content-addressed: a copy of the right size is this content already.
         match route.backend.stat(repo.as_str(), &name).await {
@@ -118,7 +122,7 @@ impl Backing for PluginBacking {
     }
 
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
-        let Some(route) = self.route(repo) else {
+        let Some(route) = self.route(repo, Content::Blobs) else {
             return Ok(None);
         };
         match route
@@ -139,7 +143,7 @@ impl Backing for PluginBacking {
     }
 
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
-        let route = self.route_for_write(repo)?;
+        let route = self.route_for_write(repo, Content::Tags)?;
         let content = bytes::Bytes::from(d.to_string());
         let size = content.len() as u64;
         let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(content)]));
@@ -151,7 +155,7 @@ impl Backing for PluginBacking {
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
-        let Some(route) = self.route(repo) else {
+        let Some(route) = self.route(repo, Content::Tags) else {
             return Ok(None);
         };
         let name = tag_name(repo, tag);
@@ -187,7 +191,7 @@ impl Backing for PluginBacking {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<()> {
-        let route = self.route_for_write(repo)?;
+        let route = self.route_for_write(repo, Content::Tags)?;
         match route
             .backend
             .delete(repo.as_str(), &tag_name(repo, tag))

@@ -11,4 +11,4 @@ mod router;
 
 pub use backing::PluginBacking;
 pub use rate::RateLimit;
-pub use router::{NamespaceRouter, Route};
+pub use router::{Content, Holds, NamespaceRouter, Route};

@@ -1,5 +1,9 @@
 //! The seed's `backends:` list: each namespace goes to the first entry whose regex matches it
-//! whole, with that entry's bandwidth limits.
+//! whole and that holds the kind of content asked for, with that entry's bandwidth limits.
+//!
+//! Kraken gives the origin (blobs) and build-index (tags) separate lists; `shoal dev` has one,
+//! so a `registry_blob` entry serves only blobs and a `registry_tag` entry only tags, and a
+//! pull-through namespace lists one of each.
 
 use std::sync::Arc;
 
@@ -8,10 +12,50 @@ use shoal_config::{AuthConfig, BackendEntry, NamespacePattern};
 use super::rate::RateLimit;
 use crate::plugin::{Backend, LoadError, PluginEngine};
 
+/// What a request to the backends is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Blobs and manifests, by digest.
+    Blobs,
+    /// Tags, by `<repository>:<tag>`.
+    Tags,
+}
+
+/// What a backend holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holds {
+    /// Only blobs (`registry_blob`).
+    Blobs,
+    /// Only tags (`registry_tag`).
+    Tags,
+    /// Anything (storage backends: fs, s3, http, custom plugins...).
+    Both,
+}
+
+impl Holds {
+    /// What a configured backend kind holds.
+    pub fn of(backend: &shoal_config::Backend) -> Holds {
+        match backend {
+            shoal_config::Backend::RegistryBlob(_) => Holds::Blobs,
+            shoal_config::Backend::RegistryTag(_) => Holds::Tags,
+            _ => Holds::Both,
+        }
+    }
+
+    fn serves(self, content: Content) -> bool {
+        matches!(
+            (self, content),
+            (Holds::Both, _) | (Holds::Blobs, Content::Blobs) | (Holds::Tags, Content::Tags)
+        )
+    }
+}
+
 /// One `backends:` item, running.
 pub struct Route {
     /// Which namespaces it serves.
     pub pattern: NamespacePattern,
+    /// Which content it serves.
+    pub holds: Holds,
     /// The backend (a plugin).
     pub backend: Arc<dyn Backend>,
     /// Paces downloads from the backend, when `bandwidth.enable`.
@@ -24,6 +68,7 @@ impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route")
             .field("namespace", &self.pattern.as_str())
+            .field("holds", &self.holds)
             .field("backend", &self.backend.name())
             .field("ingress", &self.ingress.is_some())
             .field("egress", &self.egress.is_some())
@@ -50,6 +95,7 @@ impl NamespaceRouter {
             let (ingress, egress) = RateLimit::from_config(&entry.bandwidth);
             routes.push(Route {
                 pattern: entry.namespace.clone(),
+                holds: Holds::of(&entry.backend),
                 backend: Arc::new(backend),
                 ingress,
                 egress,
@@ -63,13 +109,48 @@ impl NamespaceRouter {
         NamespaceRouter { routes }
     }
 
-    /// The first route whose pattern matches `namespace` whole.
-    pub fn route(&self, namespace: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.pattern.matches(namespace))
+    /// The first route whose pattern matches `namespace` whole and that holds `content`.
+    pub fn route(&self, namespace: &str, content: Content) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.holds.serves(content) && r.pattern.matches(namespace))
     }
 
     /// All routes, in order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::PluginEngine;
+
+    #[test]
+    fn first_match_wins_and_registry_kinds_hold_one_content() {
+        let entries: Vec<BackendEntry> = serde_yaml_ng::from_str(
+            "- namespace: library/.*\n  backend:\n    registry_blob: {address: 127.0.0.1:1}\n\
+             - namespace: library/.*\n  backend:\n    registry_tag: {address: 127.0.0.1:1}\n\
+             - namespace: team/.*\n  backend:\n    fs: {root: /tmp/shoal-router-a}\n\
+             - namespace: .*\n  backend:\n    fs: {root: /tmp/shoal-router-b}\n",
+        )
+        .unwrap();
+        let engine = PluginEngine::new(Default::default(), None).unwrap();
+        let router = NamespaceRouter::load(&engine, &entries, &AuthConfig::default()).unwrap();
+        let kind = |ns: &str, c: Content| router.route(ns, c).map(|r| r.holds);
+        assert_eq!(kind("library/alpine", Content::Blobs), Some(Holds::Blobs));
+        assert_eq!(kind("library/alpine", Content::Tags), Some(Holds::Tags));
+        assert_eq!(kind("team/app", Content::Tags), Some(Holds::Both));
+        let team = router.route("team/app", Content::Blobs).unwrap();
+        assert_eq!(team.pattern.as_str(), "team/.*");
+        // Anchored: `team/.*` does not match `myteam/app`, the catch-all does.
+        let other = router.route("myteam/app", Content::Blobs).unwrap();
+        assert_eq!(other.pattern.as_str(), ".*");
+        assert!(
+            NamespaceRouter::default()
+                .route("x", Content::Blobs)
+                .is_none()
+        );
     }
 }
