@@ -33,12 +33,23 @@ const PART_SUFFIX: &str = ".part";
 
 struct Fs;
 
-fn settings() -> Result<Config, Error> {
-    config::load().map_err(Error::Invalid)
+thread_local! {
+    /// The config, read once per instance: it cannot change while the instance lives, and a
+    /// warm instance serves many calls.
+    static SETTINGS: RefCell<Option<NamePath>> = const { RefCell::new(None) };
+}
+
+fn name_path() -> Result<NamePath, Error> {
+    if let Some(scheme) = SETTINGS.with(|s| *s.borrow()) {
+        return Ok(scheme);
+    }
+    let config: Config = config::load().map_err(Error::Invalid)?;
+    SETTINGS.with(|s| *s.borrow_mut() = Some(config.name_path));
+    Ok(config.name_path)
 }
 
 fn object(name: &str) -> Result<PathBuf, Error> {
-    let scheme = settings()?.name_path;
+    let scheme = name_path()?;
     let relative = scheme
         .object_path("", name)
         .map_err(|e| Error::Invalid(e.to_string()))?;
@@ -122,7 +133,7 @@ impl Guest for Fs {
         continuation: Option<String>,
         limit: u32,
     ) -> Result<ListPage, Error> {
-        let scheme = settings()?.name_path;
+        let scheme = name_path()?;
         let mut names = Vec::new();
         walk(Path::new(ROOT), &mut |path| {
             let relative = path.strip_prefix(ROOT).unwrap_or(path);
