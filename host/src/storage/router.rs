@@ -2,8 +2,9 @@
 //! whole and that holds the kind of content asked for, with that entry's bandwidth limits.
 //!
 //! Kraken gives the origin (blobs) and build-index (tags) separate lists; `shoal dev` has one,
-//! so a `registry_blob` entry serves only blobs and a `registry_tag` entry only tags, and a
-//! pull-through namespace lists one of each.
+//! so a `registry_blob` entry (or a store with `name_path: sharded_docker_blob`) serves only
+//! blobs and a `registry_tag` entry (or `name_path: docker_tag`) only tags, and such a
+//! namespace lists one of each, as an origin's and a build-index's files would.
 
 use std::sync::Arc;
 
@@ -33,12 +34,24 @@ pub enum Holds {
 }
 
 impl Holds {
-    /// What a configured backend kind holds.
+    /// What a configured backend holds: the registry kinds one content each, as do stores
+    /// whose `name_path` can only name one (`sharded_docker_blob` digests, `docker_tag`
+    /// `<repository>:<tag>`); anything else both.
     pub fn of(backend: &shoal_config::Backend) -> Holds {
-        match backend {
-            shoal_config::Backend::RegistryBlob(_) => Holds::Blobs,
-            shoal_config::Backend::RegistryTag(_) => Holds::Tags,
-            _ => Holds::Both,
+        use shoal_config::{Backend as B, NamePath};
+        let name_path = match backend {
+            B::RegistryBlob(_) => return Holds::Blobs,
+            B::RegistryTag(_) => return Holds::Tags,
+            B::S3(c) => c.name_path,
+            B::Gcs(c) => c.name_path,
+            B::Hdfs(c) => c.name_path,
+            B::Fs(c) => c.name_path,
+            B::Http(_) | B::Plugin(_) => return Holds::Both,
+        };
+        match name_path {
+            NamePath::ShardedDockerBlob => Holds::Blobs,
+            NamePath::DockerTag => Holds::Tags,
+            NamePath::Identity => Holds::Both,
         }
     }
 
