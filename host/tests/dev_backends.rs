@@ -12,15 +12,9 @@ use std::time::Duration;
 use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
 use common::image::{self, Digest};
 use common::skopeo::{skopeo, skopeo_inspect_raw, skopeo_pull, skopeo_push};
-use common::{DevServer, assert_same_blobs, block_on, json, poll_until, require, run_ok, tempdir};
-
-/// Stops a server with SIGTERM and checks it exited cleanly.
-fn stop(mut server: DevServer) {
-    let status = server
-        .terminate(Duration::from_secs(15))
-        .expect("shoal dev stops on SIGTERM");
-    assert!(status.success(), "shoal dev exited with {status}");
-}
+use common::{
+    DevServer, assert_same_blobs, block_on, error_of, json, poll_until, require, run_ok, tempdir,
+};
 
 /// Asserts that the fs backend under `root` holds every blob of `digests` under its hex name.
 fn assert_backend_holds(root: &Path, digests: &[&Digest]) {
@@ -49,7 +43,7 @@ fn skopeo_round_trip_is_served_from_the_fs_plugin_once_the_cache_is_gone() {
 
     let server = DevServer::start_in(data.path());
     skopeo_push(&server, &layout, "v1", "test/app:v1", false);
-    stop(server);
+    server.stop();
 
     // Written through the fs plugin, under Kraken's names: blobs by hex, tags as repo:tag.
     let backend = data.path().join("backend");
@@ -78,7 +72,7 @@ fn skopeo_round_trip_is_served_from_the_fs_plugin_once_the_cache_is_gone() {
         data.path().join("cache/blobs").is_dir(),
         "fetched content is cached locally again"
     );
-    stop(server);
+    server.stop();
 }
 
 #[test]
@@ -138,7 +132,7 @@ fn namespaces_route_to_their_own_backends_with_bandwidth_limits() {
         )
         .await;
     });
-    stop(server);
+    server.stop();
 
     assert_backend_holds(&team, &team_image.layer_digests.iter().collect::<Vec<_>>());
     assert_backend_holds(&rest, &other_image.layer_digests.iter().collect::<Vec<_>>());
@@ -183,17 +177,7 @@ fn namespaces_route_to_their_own_backends_with_bandwidth_limits() {
         "*/*",
     );
     assert_eq!(status, 404);
-    stop(server);
-}
-
-/// The registry's error body: code and message of the first error.
-fn error_of(body: &[u8]) -> (String, String) {
-    let v = json(body);
-    let e = &v["errors"][0];
-    (
-        e["code"].as_str().unwrap_or_default().to_owned(),
-        e["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    server.stop();
 }
 
 #[test]
@@ -281,7 +265,7 @@ fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
     // Other plugins and the process were never affected.
     assert_eq!(get("calm/hog").0, 404);
     assert_eq!(http("GET", &server.url("/v2/"), "*/*").0, 200);
-    stop(server);
+    server.stop();
 }
 
 #[test]
@@ -353,5 +337,116 @@ fn pulls_through_an_upstream_registry_and_serves_from_cache_once_it_is_gone() {
     let again = work.path().join("again");
     skopeo_pull(&server, "library/app:v1", &again, "v1", false);
     assert_same_blobs(&layout, &again);
-    stop(server);
+    server.stop();
+}
+
+/// A read-only HTTP blob store on 127.0.0.1: serves `blob` at `/<hex of its digest>`, answers
+/// 503 for `down`'s hex and 404 for anything else; counts the requests for `down`.
+struct BlobServer {
+    addr: std::net::SocketAddr,
+    down_hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl BlobServer {
+    fn start(blob: Vec<u8>, down: &Digest) -> BlobServer {
+        use axum::extract::Path as UrlPath;
+        use std::sync::atomic::Ordering;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let good = Digest::of(&blob).hex().to_owned();
+        let down = down.hex().to_owned();
+        let down_hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hits = down_hits.clone();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/{name}",
+            axum::routing::get(move |UrlPath(name): UrlPath<String>| {
+                let (blob, good, down, hits) =
+                    (blob.clone(), good.clone(), down.clone(), hits.clone());
+                async move {
+                    if name == good {
+                        (axum::http::StatusCode::OK, blob)
+                    } else if name == down {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new())
+                    } else {
+                        (axum::http::StatusCode::NOT_FOUND, Vec::new())
+                    }
+                }
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        BlobServer {
+            addr,
+            down_hits,
+            runtime,
+        }
+    }
+}
+
+#[test]
+fn the_http_plugin_serves_blobs_maps_404_and_retries_503_through_the_api() {
+    let data = tempdir("shoal-http-backend-");
+    let blob = image::noise("http-backend", 300_000);
+    let good = Digest::of(&blob);
+    let down = Digest::of(b"a blob on a failing disk");
+    let server = BlobServer::start(blob.clone(), &down);
+    let config = data.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "backends:\n  - namespace: web/.*\n    backend:\n      http:\n        download_url: \
+             http://{}/%s\n        download_backoff:\n          enabled: true\n          \
+             initial_interval: 10ms\n          max_interval: 20ms\n          max_elapsed_time: \
+             500ms\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let dev = DevServer::start_with_config(data.path(), &config);
+    let get = |d: &Digest| http("GET", &dev.url(&format!("/v2/web/app/blobs/{d}")), "*/*");
+
+    let (status, _, body) = get(&good);
+    assert_eq!(status, 200);
+    assert_eq!(body, blob, "fetched through the plugin, verified, served");
+    let (status, _, body) = get(&Digest::of(b"nowhere"));
+    assert_eq!((status, error_of(&body).0.as_str()), (404, "BLOB_UNKNOWN"));
+    let (status, _, body) = get(&down);
+    let (code, message) = error_of(&body);
+    assert_eq!((status, code.as_str()), (503, "UNAVAILABLE"), "{message}");
+    assert!(
+        message.contains("plugin http") && message.contains("503"),
+        "{message}"
+    );
+    assert!(
+        server.down_hits.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "503 is retried before the error"
+    );
+    // The blob server is read-only (no upload_url): a push of new content is refused.
+    let fresh = b"content the blob server does not have".to_vec();
+    let fresh_digest = Digest::of(&fresh);
+    let (status, body) = block_on(async {
+        let r = reqwest::Client::new()
+            .post(dev.url(&format!("/v2/web/app/blobs/uploads/?digest={fresh_digest}")))
+            .body(fresh)
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+    });
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        error_of(&body).1.contains("plugin http"),
+        "{}",
+        error_of(&body).1
+    );
+    dev.stop();
+    drop(server.runtime);
 }

@@ -8,22 +8,13 @@ mod common;
 #[allow(dead_code)] // this binary uses the docker-registry fixture only
 mod registry_peers;
 
-use std::time::Duration;
-
 use common::daemons::{Moto, MotoKeys};
 use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
 use common::image::{self, Digest};
 use common::skopeo::{skopeo, skopeo_pull, skopeo_push};
-use common::{DevServer, assert_same_blobs, block_on, json, require, run_ok, tempdir};
+use common::{DevServer, assert_same_blobs, block_on, error_of, require, run_ok, tempdir};
 
 const BUCKET: &str = "shoal-routing";
-
-fn stop(mut server: DevServer) {
-    let status = server
-        .terminate(Duration::from_secs(15))
-        .expect("shoal dev stops on SIGTERM");
-    assert!(status.success(), "shoal dev exited with {status}");
-}
 
 /// An s3 entry as the seed writes one; `name_path` decides whether it holds blobs
 /// (`sharded_docker_blob`) or tags (`docker_tag`).
@@ -41,16 +32,6 @@ fn s3_user(user: &str, keys: &MotoKeys) -> String {
         "    {user}:\n      s3:\n        aws_access_key_id: {}\n        aws_secret_access_key: \
          {}\n",
         keys.access_key_id, keys.secret_access_key
-    )
-}
-
-/// The registry's error body: code and message of the first error.
-fn error_of(body: &[u8]) -> (String, String) {
-    let v = json(body);
-    let e = &v["errors"][0];
-    (
-        e["code"].as_str().unwrap_or_default().to_owned(),
-        e["message"].as_str().unwrap_or_default().to_owned(),
     )
 }
 
@@ -113,7 +94,7 @@ fn each_namespace_is_served_by_its_own_server() {
         let client = reqwest::Client::new();
         push_over_http(&client, &server, "team/app", "v1", &local_layout, &local).await;
     });
-    stop(server);
+    server.stop();
     for d in &in_s3.layer_digests {
         assert!(
             !fs_root.join(d.hex()).exists(),
@@ -149,7 +130,7 @@ fn each_namespace_is_served_by_its_own_server() {
     // The S3 image really came from moto: with moto gone, an uncached blob of it is a 503
     // naming the plugin, and the process serves everything else.
     std::fs::remove_dir_all(data.path().join("cache")).ok();
-    stop(server);
+    server.stop();
     moto.stop();
     let server = DevServer::start_with_config(data.path(), &config);
     let d = &in_s3.layer_digests[0];
@@ -172,7 +153,7 @@ fn each_namespace_is_served_by_its_own_server() {
     );
     assert_eq!(status, 200);
     assert_eq!(body, local.manifest);
-    stop(server);
+    server.stop();
     upstream.stop();
 }
 
@@ -244,5 +225,5 @@ fn bad_s3_credentials_are_unauthorized_and_nothing_is_cached() {
         "*/*",
     );
     assert_eq!((status, got), (200, blob.clone()));
-    stop(server);
+    server.stop();
 }

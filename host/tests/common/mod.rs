@@ -171,6 +171,14 @@ impl DevServer {
         send_signal(self.child.id(), "TERM");
         wait_with_deadline(&mut self.child, deadline)
     }
+
+    /// Stops the server with SIGTERM and checks that it exited cleanly within 15 s.
+    pub fn stop(mut self) {
+        let status = self
+            .terminate(Duration::from_secs(15))
+            .expect("shoal dev stops on SIGTERM");
+        assert!(status.success(), "shoal dev exited with {status}");
+    }
 }
 
 impl Drop for DevServer {
@@ -379,6 +387,16 @@ pub fn poll_until(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The registry's error body: code and message of the first error.
+pub fn error_of(body: &[u8]) -> (String, String) {
+    let v = json(body);
+    let e = &v["errors"][0];
+    (
+        e["code"].as_str().unwrap_or_default().to_owned(),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 pub fn json(bytes: &[u8]) -> Value {
