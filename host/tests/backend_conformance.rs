@@ -331,10 +331,12 @@ async fn gcs_uploads_in_several_chunks_join_up() {
         .upload("ns", "chunked", size, conformance::generated(3, size))
         .await
         .expect("upload in four chunks");
-    assert_eq!(backend.stat("ns", "chunked").await.expect("stat").size, size);
+    assert_eq!(
+        backend.stat("ns", "chunked").await.expect("stat").size,
+        size
+    );
     assert!(
-        conformance::download(&backend, "chunked", None).await
-            == conformance::generate(3, 0, size),
+        conformance::download(&backend, "chunked", None).await == conformance::generate(3, 0, size),
         "the chunks came back as the blob"
     );
 }
@@ -415,9 +417,8 @@ impl FakeGoogle {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     let mut seen = seen.lock().unwrap();
-                    let issued = (1..=seen.grants.len()).any(|n| {
-                        auth.as_deref() == Some(format!("Bearer token-{n}").as_str())
-                    });
+                    let issued = (1..=seen.grants.len())
+                        .any(|n| auth.as_deref() == Some(format!("Bearer token-{n}").as_str()));
                     seen.storage_auth.push(auth);
                     if issued {
                         (StatusCode::OK, r#"{"size":"42"}"#.to_owned()).into_response()
@@ -547,7 +548,14 @@ fn openssl_key(dir: &std::path::Path, name: &str) -> (String, std::path::PathBuf
     let public = dir.join(format!("{name}.pub.pem"));
     common::run_ok(
         std::process::Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
             .arg(&private),
     );
     common::run_ok(
@@ -586,7 +594,10 @@ async fn gcs_signs_its_token_grant_and_bad_keys_are_unauthorized() {
     {
         let seen = google.seen.lock().unwrap();
         assert_eq!(seen.refused, 0);
-        assert!(!seen.grants.is_empty(), "no grant reached the token endpoint");
+        assert!(
+            !seen.grants.is_empty(),
+            "no grant reached the token endpoint"
+        );
         assert_eq!(
             seen.storage_auth.first().cloned().flatten().as_deref(),
             Some("Bearer token-1"),
@@ -638,7 +649,11 @@ async fn gcs_signs_its_token_grant_and_bad_keys_are_unauthorized() {
         other => panic!("anonymous against an endpoint that checks: {other:?}"),
     }
     let seen = google.seen.lock().unwrap();
-    assert_eq!(seen.storage_auth[before..], [None], "no Authorization was sent");
+    assert_eq!(
+        seen.storage_auth[before..],
+        [None],
+        "no Authorization was sent"
+    );
 }
 
 /// Google's default endpoint with no key granted: refused before any request, naming the

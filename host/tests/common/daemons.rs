@@ -426,7 +426,14 @@ impl FakeGcs {
         let mut cmd = Command::new(binary);
         cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
             .arg(port.to_string())
-            .args(["-external-url", &url, "-backend", "memory", "-log-level", "warn"]);
+            .args([
+                "-external-url",
+                &url,
+                "-backend",
+                "memory",
+                "-log-level",
+                "warn",
+            ]);
         let mut daemon = Daemon::spawn("fake-gcs-server", cmd, dir.path().join("fake-gcs.log"));
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         daemon.wait_ready(|| {
@@ -455,6 +462,9 @@ impl FakeGcs {
             .expect("POST /storage/v1/b to fake-gcs-server");
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "creating bucket {bucket}: {status} {body}");
+        assert!(
+            status.is_success(),
+            "creating bucket {bucket}: {status} {body}"
+        );
     }
 }

@@ -126,8 +126,7 @@ pub fn parse_token(body: &[u8]) -> Result<Token, String> {
 
 /// Base64 with the URL-safe alphabet and no padding (JWS compact serialization).
 pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -256,7 +255,8 @@ mod tests {
     #[test]
     fn bad_keys_and_blobs_are_refused_without_quoting_them() {
         let mut sa = account("http://x/token");
-        sa.private_key = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n".into();
+        sa.private_key =
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n".into();
         let err = sa.assertion(0).unwrap_err();
         assert!(err.contains("not an RSA private key"), "{err}");
         assert!(!err.contains("c2VjcmV0"), "{err}");
@@ -269,8 +269,9 @@ mod tests {
 
     #[test]
     fn token_answers_parse() {
-        let t = parse_token(br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#)
-            .unwrap();
+        let t =
+            parse_token(br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#)
+                .unwrap();
         assert_eq!(
             t,
             Token {

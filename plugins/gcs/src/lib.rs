@@ -100,9 +100,10 @@ impl Bucket {
         let endpoint = Url::parse(endpoint.trim_end_matches('/'))
             .map_err(|e| Error::Invalid(format!("gcs.endpoint: {e}")))?;
         let account = match config::secret("access_blob").filter(|v| !v.trim().is_empty()) {
-            Some(blob) => Some(ServiceAccount::parse(&blob).map_err(|e| {
-                Error::Unauthorized(format!("auth.gcs.{}.gcs.{e}", c.username))
-            })?),
+            Some(blob) => Some(
+                ServiceAccount::parse(&blob)
+                    .map_err(|e| Error::Unauthorized(format!("auth.gcs.{}.gcs.{e}", c.username)))?,
+            ),
             // Google itself refuses anonymous writes; say why before any request does.
             None if c.endpoint.is_none() => {
                 return Err(Error::Unauthorized(format!(
@@ -259,7 +260,10 @@ fn fetch_token(account: &ServiceAccount) -> Result<jwt::Token, Error> {
     let detail = format!(
         "token: {} answered HTTP {status}: {}",
         account.token_uri,
-        String::from_utf8_lossy(&text).chars().take(300).collect::<String>()
+        String::from_utf8_lossy(&text)
+            .chars()
+            .take(300)
+            .collect::<String>()
     );
     // The grant's own failures (invalid_grant, invalid_client, a key Google revoked) are
     // 400 and 401: the credentials are wrong, not the request.
@@ -466,7 +470,10 @@ impl Guest for Gcs {
         if let Some(token) = &continuation {
             query.push(("pageToken", token.clone()));
         }
-        let url = bucket.url(&format!("/storage/v1/b/{}/o", encode(&bucket.bucket)), &query);
+        let url = bucket.url(
+            &format!("/storage/v1/b/{}/o", encode(&bucket.bucket)),
+            &query,
+        );
         #[derive(Deserialize)]
         struct Item {
             name: String,
@@ -578,7 +585,11 @@ fn send_chunks(bucket: &Bucket, session: &Url, size: u64, body: &InputStream) ->
             // `Range: bytes=0-N` is what the session holds; a server that kept less than
             // it was sent cannot be resumed from this stream, which has moved on.
             let held = http::header(&response, "range")
-                .and_then(|r| r.rsplit('-').next().and_then(|n| n.trim().parse::<u64>().ok()))
+                .and_then(|r| {
+                    r.rsplit('-')
+                        .next()
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                })
                 .map(|last| last + 1);
             if held.is_some_and(|h| h != sent) {
                 return Err(Error::Unavailable(format!(
