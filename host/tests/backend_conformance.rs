@@ -705,3 +705,43 @@ async fn gcs_retries_server_errors_and_reports_throttling() {
         server.abort();
     }
 }
+
+/// fake-gcs-server stopped: every operation fails `Unavailable` once the retries are spent
+/// (an upload too, at its session request), naming the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_reports_a_server_that_is_down() {
+    let Some(binary) = FakeGcs::binary() else {
+        return;
+    };
+    let mut server = FakeGcs::start(&binary);
+    server.create_bucket(BUCKET).await;
+    let engine = engine();
+    let backend = gcs(&engine, &server.endpoint(), "", BTreeMap::new());
+    conformance::upload(&backend, "before", b"stored").await;
+
+    server.stop();
+    for (op, result) in [
+        ("stat", backend.stat("ns", "before").await.err()),
+        (
+            "download",
+            backend.download("ns", "before", None).await.err(),
+        ),
+        ("list", backend.list("ns", "", None, 10).await.err()),
+        ("delete", backend.delete("ns", "before").await.err()),
+        (
+            "upload",
+            backend
+                .upload("ns", "while-down", 3, conformance::generated(1, 3))
+                .await
+                .err(),
+        ),
+    ] {
+        match result {
+            Some(BackendError::Unavailable { plugin, message }) => {
+                assert_eq!(plugin, "gcs");
+                assert!(message.contains("gave up after 4 tries"), "{op}: {message}");
+            }
+            other => panic!("{op} with the server down: {other:?}"),
+        }
+    }
+}

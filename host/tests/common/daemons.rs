@@ -393,7 +393,7 @@ fn free_port() -> u16 {
 /// the GCS the gcs backend is tested against: its own process on a free port of 127.0.0.1,
 /// objects in memory, gone with the process.
 pub struct FakeGcs {
-    _daemon: Daemon,
+    daemon: Option<Daemon>,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -440,10 +440,15 @@ impl FakeGcs {
             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
         FakeGcs {
-            _daemon: daemon,
+            daemon: Some(daemon),
             port,
             _dir: dir,
         }
+    }
+
+    /// Stops the emulator (SIGTERM, then SIGKILL); its port is then closed.
+    pub fn stop(&mut self) {
+        self.daemon = None;
     }
 
     /// `http://127.0.0.1:PORT`.
