@@ -350,6 +350,8 @@ struct Seen {
     refused: usize,
     /// `Authorization` of every storage request.
     storage_auth: Vec<Option<String>>,
+    /// Tokens up to `token-N` are revoked: storage answers 401 to them.
+    revoked_up_to: usize,
 }
 
 /// A token endpoint that checks the JWT-bearer grant as Google does (the header, the claims,
@@ -417,7 +419,7 @@ impl FakeGoogle {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     let mut seen = seen.lock().unwrap();
-                    let issued = (1..=seen.grants.len())
+                    let issued = (seen.revoked_up_to + 1..=seen.grants.len())
                         .any(|n| auth.as_deref() == Some(format!("Bearer token-{n}").as_str()));
                     seen.storage_auth.push(auth);
                     if issued {
@@ -608,6 +610,34 @@ async fn gcs_signs_its_token_grant_and_bad_keys_are_unauthorized() {
             "a warm instance reuses its token: {} grants for {} requests",
             seen.grants.len(),
             seen.storage_auth.len()
+        );
+    }
+
+    // Storage revokes the token this warm instance holds: the refused request is sent
+    // again, once, with a token from a fresh grant.
+    let grants_before = {
+        let mut seen = google.seen.lock().unwrap();
+        seen.revoked_up_to = seen.grants.len();
+        seen.grants.len()
+    };
+    assert_eq!(
+        good.stat("ns", "blob")
+            .await
+            .expect("stat after revocation")
+            .size,
+        42
+    );
+    {
+        let seen = google.seen.lock().unwrap();
+        assert_eq!(seen.grants.len(), grants_before + 1, "one new grant");
+        let last: Vec<_> = seen.storage_auth[seen.storage_auth.len() - 2..].to_vec();
+        assert_eq!(
+            last,
+            [
+                Some(format!("Bearer token-{grants_before}")),
+                Some(format!("Bearer token-{}", grants_before + 1))
+            ],
+            "the revoked token, then the new one"
         );
     }
 

@@ -191,7 +191,8 @@ impl Bucket {
     }
 
     /// Sends one request with the access token and turns an error answer into the WIT
-    /// error. A 401 drops the cached token, so the next try (or call) asks for a new one.
+    /// error. A 401 drops the cached token (revoked, or expired early); a request without a
+    /// blob body is then sent once more with a fresh one, and an upload's next call gets one.
     fn exchange(
         &self,
         what: &str,
@@ -199,6 +200,27 @@ impl Bucket {
         url: &Url,
         extra: &[(&str, String)],
         body: Payload<'_>,
+    ) -> Result<IncomingResponse, Error> {
+        let mut stale = false;
+        let result = self.exchange_once(what, method.clone(), url, extra, body, &mut stale);
+        if stale && !matches!(body, Payload::Stream(..)) {
+            log::info(&format!(
+                "{what}: the access token was refused; retrying with a new one"
+            ));
+            return self.exchange_once(what, method, url, extra, body, &mut stale);
+        }
+        result
+    }
+
+    /// One try of [`Bucket::exchange`]; sets `stale` when the storage refused the token sent.
+    fn exchange_once(
+        &self,
+        what: &str,
+        method: Method,
+        url: &Url,
+        extra: &[(&str, String)],
+        body: Payload<'_>,
+        stale: &mut bool,
     ) -> Result<IncomingResponse, Error> {
         let mut request = Request::new(method, url);
         if let Some(auth) = self.authorization()? {
@@ -218,8 +240,9 @@ impl Bucket {
         if (200..300).contains(&status) || status == 308 {
             return Ok(response);
         }
-        if status == 401 {
+        if status == 401 && self.account.is_some() {
             TOKEN.set(None);
+            *stale = true;
         }
         let text = http::read_small_body(response, SMALL_BODY_LIMIT)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
