@@ -17,6 +17,7 @@ const BACKENDS: &[(&str, &str)] = &[
     ("shoal-plugin-http", "SHOAL_PLUGIN_HTTP"),
     ("shoal-plugin-registry", "SHOAL_PLUGIN_REGISTRY"),
     ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
+    ("shoal-plugin-gcs", "SHOAL_PLUGIN_GCS"),
     ("shoal-test-plugin-panic", "SHOAL_TEST_PLUGIN_PANIC"),
     ("shoal-test-plugin-spin", "SHOAL_TEST_PLUGIN_SPIN"),
     ("shoal-test-plugin-hog", "SHOAL_TEST_PLUGIN_HOG"),
@@ -46,6 +47,7 @@ fn main() {
         "http",
         "registry",
         "s3",
+        "gcs",
         "testing",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());

@@ -23,7 +23,11 @@ pub struct GcsBackend {
     /// Object naming [identity].
     #[serde(default)]
     pub name_path: NamePath,
-    /// Endpoint for emulators; unset means Google.
+    /// The JSON API's base URL, for emulators such as fake-gcs-server
+    /// (`http://127.0.0.1:4443`); unset means `https://storage.googleapis.com`. Unset, the
+    /// plugin may reach Google's storage and token hosts; set, only this one, so a key whose
+    /// `token_uri` is elsewhere needs that host in `allowed_hosts`. With no key granted, requests
+    /// to an endpoint go out without `Authorization`.
     #[serde(default)]
     pub endpoint: Option<String>,
     /// Resumable-upload chunk size in bytes [16MiB].

@@ -306,6 +306,23 @@ mod tests {
     }
 
     #[test]
+    fn gcs_grants_google_and_its_token_endpoint_or_only_the_emulator() {
+        let gcs = |extra: &str| -> AllowedHosts {
+            let yaml = format!("gcs:\n  bucket: b\n  username: u\n{extra}");
+            let backend: Backend = serde_yaml_ng::from_str(&yaml).unwrap();
+            AllowedHosts::for_backend(&backend).unwrap()
+        };
+        let google = gcs("");
+        assert!(google.permits(&uri("https://storage.googleapis.com/storage/v1/b/b/o")));
+        assert!(google.permits(&uri("https://oauth2.googleapis.com/token")));
+        assert!(!google.permits(&uri("https://www.googleapis.com/")));
+        let emulator = gcs("  endpoint: http://127.0.0.1:4443\n  allowed_hosts: ['127.0.0.1:9']\n");
+        assert!(emulator.permits(&uri("http://127.0.0.1:4443/storage/v1/b")));
+        assert!(emulator.permits(&uri("http://127.0.0.1:9/token")));
+        assert!(!emulator.permits(&uri("https://oauth2.googleapis.com/token")));
+    }
+
+    #[test]
     fn a_backend_grants_the_hosts_its_settings_name() {
         let yaml = "http:\n  download_url: http://blobs.internal:9000/d?sha256=%s\n  allowed_hosts: [cdn.internal]\n";
         let backend: Backend = serde_yaml_ng::from_str(yaml).unwrap();

@@ -33,6 +33,8 @@ const ECR_SECRETS: [(&str, &str); 3] = [
 ];
 /// The `s3` backend component.
 pub(crate) const S3: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_S3"));
+/// The `gcs` backend component.
+pub(crate) const GCS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_GCS"));
 
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,6 +55,7 @@ impl PluginEngine {
                 (kind.to_owned(), Cow::Borrowed(REGISTRY))
             }
             BackendConfig::S3(_) => (kind.to_owned(), Cow::Borrowed(S3)),
+            BackendConfig::Gcs(_) => (kind.to_owned(), Cow::Borrowed(GCS)),
             BackendConfig::Plugin(p) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {

