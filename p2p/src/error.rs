@@ -1,6 +1,9 @@
 //! The crate's errors, one enum per concept a caller acts on differently: a malformed or lying
 //! metainfo, a malformed frame from a peer, a bitfield that does not fit its torrent, a peer
-//! store that cannot be reached, a rate that cannot be enforced.
+//! store that cannot be reached, a rate that cannot be enforced, a piece store that refuses a
+//! piece or cannot reach its disk.
+
+use std::path::PathBuf;
 
 use crate::peer_id::PeerId;
 use crate::piece::PieceIndex;
@@ -229,4 +232,92 @@ pub enum BandwidthError {
     /// A token size of zero has no meaning.
     #[error("token_size is 0 bits: expected at least 1")]
     ZeroTokenSize,
+}
+
+/// Why the piece store refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file system failed; the path says which file or folder.
+    #[error("store I/O on {path}: {source}")]
+    Io {
+        /// The file or folder being read, written, renamed or removed.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The body being imported failed mid-stream (the backend, not the disk); nothing was kept.
+    #[error("reading the blob body: {0}")]
+    Body(#[source] std::io::Error),
+    /// A piece failed verification against the metainfo (wrong size or SHA-256); nothing was
+    /// written, and the sender should be blacklisted.
+    #[error("piece {index} was refused: {source}")]
+    BadPiece {
+        /// The piece.
+        index: PieceIndex,
+        /// Which check failed.
+        source: MetainfoError,
+    },
+    /// A piece index past the blob's last piece.
+    #[error("piece {index} does not exist: the blob has {count} pieces")]
+    NoSuchPiece {
+        /// The index asked for.
+        index: PieceIndex,
+        /// Pieces in the blob.
+        count: u32,
+    },
+    /// A read of a piece this partial download does not have yet.
+    #[error("piece {0} is not downloaded yet")]
+    MissingPiece(PieceIndex),
+    /// `finish` before every piece is present.
+    #[error("download is incomplete: {missing} of {count} pieces missing")]
+    Incomplete {
+        /// Pieces still missing.
+        missing: u32,
+        /// Pieces in the blob.
+        count: u32,
+    },
+    /// The whole blob does not hash to its digest; the download or import was discarded.
+    #[error("blob hashes to {actual}, expected {expected}")]
+    DigestMismatch {
+        /// The digest the blob was asked for under.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// `download` with a metainfo other than the one the live download of this digest has.
+    #[error("a download of {digest} is in progress with a different metainfo")]
+    MetainfoConflict {
+        /// The blob.
+        digest: String,
+    },
+    /// The download behind this handle was removed or discarded; start a new one.
+    #[error("the download of {digest} was discarded")]
+    Discarded {
+        /// The blob.
+        digest: String,
+    },
+    /// A read past the end of the blob.
+    #[error("range {offset}+{len} is past the end of a {length}-byte blob")]
+    OutOfRange {
+        /// Start of the range.
+        offset: u64,
+        /// Bytes asked for.
+        len: u64,
+        /// Blob length.
+        length: u64,
+    },
+    /// A single read larger than the store hands out at once; read in smaller ranges.
+    #[error("a read of {len} bytes is larger than the {max}-byte cap")]
+    ReadTooLong {
+        /// Bytes asked for.
+        len: u64,
+        /// The cap ([`crate::metainfo::MAX_PIECE_LENGTH`]).
+        max: u64,
+    },
+    /// The metainfo could not be built (e.g. a piece length out of range).
+    #[error(transparent)]
+    Metainfo(MetainfoError),
+    /// The runtime is shutting down and the blocking file task was cancelled.
+    #[error("the store's file task was cancelled: the runtime is shutting down")]
+    Shutdown,
 }

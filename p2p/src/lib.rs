@@ -1,7 +1,8 @@
 //! shoal's peer-to-peer core: the pieces a blob is cut into and how they are named
 //! ([`metainfo`]), the frames peers exchange ([`wire`]), which piece to ask for next
 //! ([`picker`]), which origins own a blob ([`ring`]), which peers the tracker hands out
-//! ([`peerstore`]), and how fast bytes may flow ([`bandwidth`]).
+//! ([`peerstore`]), how fast bytes may flow ([`bandwidth`]), and where pieces and blobs live on
+//! disk ([`store`]).
 //!
 //! Everything here is a building block without sockets: the codec parses bytes, the picker is a
 //! synchronous state machine fed events, the ring is a pure function of its host list. The
@@ -18,12 +19,14 @@ pub mod peerstore;
 pub mod picker;
 pub mod piece;
 pub mod ring;
+pub mod store;
 pub mod wire;
 
 pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use bitfield::Bitfield;
 pub use error::{
-    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError, WireError,
+    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError,
+    StoreError, WireError,
 };
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
@@ -31,4 +34,5 @@ pub use peerstore::{InMemoryPeerStore, PeerInfo, PeerSetWindows, PeerStore};
 pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use ring::HashRing;
+pub use store::{CleanupReport, CompleteBlob, PartialBlob, PieceStore};
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};

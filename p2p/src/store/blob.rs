@@ -1,0 +1,486 @@
+//! Handles to one blob: [`CompleteBlob`] (verified, in `cache/`) and [`PartialBlob`] (pieces
+//! arriving in `download/`). A live handle keeps its blob safe from cleanup.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use shoal_registry::{Digest, Digester};
+
+use super::{Access, StoreInner, blocking, io_at, remove_if_exists, write_sidecar};
+use crate::bitfield::Bitfield;
+use crate::error::StoreError;
+use crate::metainfo::{MAX_PIECE_LENGTH, Metainfo};
+use crate::piece::PieceIndex;
+
+/// Bytes read per blocking read while hashing a whole blob.
+const HASH_CHUNK: usize = 1 << 20;
+
+pub(crate) struct CompleteInner {
+    pub(crate) metainfo: Arc<Metainfo>,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) access: Access,
+}
+
+/// A whole blob in `cache/`, checked against its digest, with its metainfo. Cheap to clone;
+/// while any clone lives, cleanup keeps the blob.
+#[derive(Clone)]
+pub struct CompleteBlob(pub(crate) Arc<CompleteInner>);
+
+impl fmt::Debug for CompleteBlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompleteBlob")
+            .field("digest", self.0.metainfo.digest())
+            .field("path", &self.0.path)
+            .finish()
+    }
+}
+
+fn no_such_piece(metainfo: &Metainfo, index: PieceIndex) -> StoreError {
+    StoreError::NoSuchPiece {
+        index,
+        count: metainfo.piece_count(),
+    }
+}
+
+/// A handle's open file; `None` for a download handle made for an already complete blob,
+/// which never reads or writes its own file.
+trait BlobFile: Send + Sync + 'static {
+    fn blob_file(&self) -> Option<&File>;
+}
+
+impl BlobFile for CompleteInner {
+    fn blob_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+}
+
+impl BlobFile for PartialInner {
+    fn blob_file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+}
+
+fn no_file(path: &Path) -> StoreError {
+    io_at(path)(io::Error::other("this handle has no open file"))
+}
+
+/// Reads `len` bytes at `offset` of the handle's file, off the runtime.
+async fn read_at<T: BlobFile>(
+    holder: Arc<T>,
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes, StoreError> {
+    blocking(move || {
+        let file = holder.blob_file().ok_or_else(|| no_file(&path))?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).map_err(io_at(&path))?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+}
+
+impl CompleteBlob {
+    /// The blob's metainfo, as stored in its sidecar.
+    pub fn metainfo(&self) -> &Arc<Metainfo> {
+        &self.0.metainfo
+    }
+
+    /// The blob's digest.
+    pub fn digest(&self) -> &Digest {
+        self.0.metainfo.digest()
+    }
+
+    /// Where the blob's bytes are, for callers that serve the file directly.
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// Blob length in bytes.
+    pub fn len(&self) -> u64 {
+        self.0.metainfo.length()
+    }
+
+    /// True for the empty blob.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One piece, for seeding; counts as an access.
+    pub async fn read_piece(&self, index: PieceIndex) -> Result<Bytes, StoreError> {
+        let range = self
+            .0
+            .metainfo
+            .piece_range(index)
+            .map_err(|_| no_such_piece(&self.0.metainfo, index))?;
+        self.read_range(range.start, range.end - range.start).await
+    }
+
+    /// `len` bytes from `offset`, for range requests; counts as an access. At most
+    /// [`MAX_PIECE_LENGTH`] bytes at once: stream a large range as several reads.
+    pub async fn read_range(&self, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        if len > MAX_PIECE_LENGTH {
+            return Err(StoreError::ReadTooLong {
+                len,
+                max: MAX_PIECE_LENGTH,
+            });
+        }
+        let length = self.len();
+        if offset.checked_add(len).is_none_or(|end| end > length) {
+            return Err(StoreError::OutOfRange {
+                offset,
+                len,
+                length,
+            });
+        }
+        self.0.access.touch();
+        read_at(self.0.clone(), self.0.path.clone(), offset, len).await
+    }
+}
+
+pub(crate) struct PartialInner {
+    store: Arc<StoreInner>,
+    pub(crate) metainfo: Arc<Metainfo>,
+    data_path: PathBuf,
+    sidecar_path: PathBuf,
+    /// `None` only for a handle made for a blob that was already complete.
+    file: Option<File>,
+    access: Access,
+    state: Mutex<PartialState>,
+    /// The generation last written to the sidecar. Held while a sidecar is written, and by
+    /// whoever moves or deletes the files (after the index lock: index, then this).
+    persisted: tokio::sync::Mutex<u64>,
+    /// One `finish` at a time; the others wait and get its result.
+    finishing: tokio::sync::Mutex<()>,
+}
+
+struct PartialState {
+    have: Bitfield,
+    /// Bumped each time a piece is marked; the sidecar is current when `persisted` reaches it.
+    generation: u64,
+    discarded: bool,
+    done: Option<CompleteBlob>,
+}
+
+/// A blob whose pieces are arriving. One handle per digest (clones share it); many sessions
+/// write and read pieces at once. Pieces are verified before they are written.
+#[derive(Clone)]
+pub struct PartialBlob(pub(crate) Arc<PartialInner>);
+
+impl fmt::Debug for PartialBlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.lock();
+        f.debug_struct("PartialBlob")
+            .field("digest", self.0.metainfo.digest())
+            .field("have", &s.have.count_ones())
+            .field("pieces", &s.have.len())
+            .finish()
+    }
+}
+
+impl PartialInner {
+    pub(crate) fn new(
+        store: Arc<StoreInner>,
+        metainfo: Arc<Metainfo>,
+        data_path: PathBuf,
+        sidecar_path: PathBuf,
+        file: File,
+        have: Bitfield,
+        access: Access,
+    ) -> Self {
+        PartialInner {
+            store,
+            metainfo,
+            data_path,
+            sidecar_path,
+            file: Some(file),
+            access,
+            state: Mutex::new(PartialState {
+                have,
+                generation: 0,
+                discarded: false,
+                done: None,
+            }),
+            persisted: tokio::sync::Mutex::new(0),
+            finishing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PartialState> {
+        // Nothing panics while holding it; if something did, the bitfield is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn discarded(&self) -> StoreError {
+        StoreError::Discarded {
+            digest: self.metainfo.digest().to_string(),
+        }
+    }
+
+    /// Marks the download dead so no sidecar is written again; the caller holds the index lock
+    /// and deletes the files after this returns.
+    pub(crate) async fn discard(&self) {
+        let _persist = self.persisted.lock().await;
+        self.lock().discarded = true;
+    }
+}
+
+impl PartialBlob {
+    /// A handle for a blob that is already complete: every piece present, reads served from
+    /// the cached file, `finish` returns it.
+    pub(crate) fn completed(
+        store: Arc<StoreInner>,
+        metainfo: Arc<Metainfo>,
+        complete: CompleteBlob,
+    ) -> Self {
+        let access = complete.0.access.clone();
+        PartialBlob(Arc::new(PartialInner {
+            store,
+            data_path: complete.0.path.clone(),
+            sidecar_path: PathBuf::new(),
+            file: None,
+            access,
+            state: Mutex::new(PartialState {
+                have: Bitfield::full(metainfo.piece_count()),
+                generation: 0,
+                discarded: false,
+                done: Some(complete),
+            }),
+            metainfo,
+            persisted: tokio::sync::Mutex::new(0),
+            finishing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The metainfo this download verifies pieces against.
+    pub fn metainfo(&self) -> &Arc<Metainfo> {
+        &self.0.metainfo
+    }
+
+    /// The pieces on disk now (a snapshot), for the handshake and the picker.
+    pub fn bitfield(&self) -> Bitfield {
+        self.0.lock().have.clone()
+    }
+
+    /// Whether piece `index` is on disk.
+    pub fn has(&self, index: PieceIndex) -> bool {
+        self.0.lock().have.get(index)
+    }
+
+    /// True once every piece is present (`finish` may still be pending).
+    pub fn is_full(&self) -> bool {
+        self.0.lock().have.is_full()
+    }
+
+    /// Verifies piece `index` against the metainfo, writes it at its offset and marks it
+    /// present; `Ok(false)` if it was already present (nothing written). A piece that fails
+    /// verification is `BadPiece` and nothing is written. When this returns `Ok(true)` the
+    /// sidecar marks the piece and its data was synced first.
+    pub async fn write_piece(&self, index: PieceIndex, data: Bytes) -> Result<bool, StoreError> {
+        let inner = &self.0;
+        if index.0 >= inner.metainfo.piece_count() {
+            return Err(no_such_piece(&inner.metainfo, index));
+        }
+        {
+            let s = inner.lock();
+            if s.discarded {
+                return Err(inner.discarded());
+            }
+            if s.have.get(index) {
+                return Ok(false);
+            }
+        }
+        {
+            // Two sessions may write the same piece at once (endgame): both wrote verified,
+            // identical bytes to the same place, and the first to mark it reports `true`.
+            let inner = inner.clone();
+            blocking(move || {
+                inner
+                    .metainfo
+                    .verify_piece(index, &data)
+                    .map_err(|source| StoreError::BadPiece { index, source })?;
+                let Some(file) = &inner.file else {
+                    return Ok(());
+                };
+                let start = inner
+                    .metainfo
+                    .piece_range(index)
+                    .map_err(|source| StoreError::BadPiece { index, source })?
+                    .start;
+                file.write_all_at(&data, start)
+                    .map_err(io_at(&inner.data_path))
+            })
+            .await?;
+        }
+        let generation = {
+            let mut s = inner.lock();
+            if s.discarded {
+                return Err(inner.discarded());
+            }
+            if s.have.get(index) {
+                return Ok(false);
+            }
+            s.have.set(index, true);
+            s.generation += 1;
+            s.generation
+        };
+        inner.access.touch();
+        self.persist(generation).await?;
+        Ok(true)
+    }
+
+    /// Brings the sidecar up to at least `generation`: syncs the data, then writes the sidecar
+    /// of the bitfield as it is now, covering every writer that marked a piece meanwhile.
+    async fn persist(&self, generation: u64) -> Result<(), StoreError> {
+        let mut persisted = self.0.persisted.lock().await;
+        if *persisted >= generation {
+            return Ok(());
+        }
+        let (have, snapshot) = {
+            let s = self.0.lock();
+            if s.discarded || s.done.is_some() {
+                return Ok(());
+            }
+            (s.have.clone(), s.generation)
+        };
+        let inner = self.0.clone();
+        blocking(move || {
+            if let Some(file) = &inner.file {
+                file.sync_data().map_err(io_at(&inner.data_path))?;
+            }
+            write_sidecar(&inner.sidecar_path, &inner.metainfo, &have)
+        })
+        .await?;
+        *persisted = snapshot;
+        Ok(())
+    }
+
+    /// A piece this node has, for seeding while downloading; `MissingPiece` otherwise.
+    pub async fn read_piece(&self, index: PieceIndex) -> Result<Bytes, StoreError> {
+        let range = self
+            .0
+            .metainfo
+            .piece_range(index)
+            .map_err(|_| no_such_piece(&self.0.metainfo, index))?;
+        let done = {
+            let s = self.0.lock();
+            if !s.have.get(index) {
+                return Err(StoreError::MissingPiece(index));
+            }
+            s.done.clone()
+        };
+        let len = range.end - range.start;
+        if let Some(complete) = done {
+            return complete.read_range(range.start, len).await;
+        }
+        self.0.access.touch();
+        read_at(self.0.clone(), self.0.data_path.clone(), range.start, len).await
+    }
+
+    /// Completes the download once every piece is present: hashes the whole file against the
+    /// digest, syncs it, and renames it into `cache/` with its sidecar. On `DigestMismatch`
+    /// (the metainfo's piece hashes lied about the blob) the download is discarded. Calling it
+    /// again, from any clone, returns the same blob.
+    pub async fn finish(&self) -> Result<CompleteBlob, StoreError> {
+        let inner = &self.0;
+        let _one = inner.finishing.lock().await;
+        {
+            let s = inner.lock();
+            if let Some(done) = &s.done {
+                return Ok(done.clone());
+            }
+            if s.discarded {
+                return Err(inner.discarded());
+            }
+            if !s.have.is_full() {
+                return Err(StoreError::Incomplete {
+                    missing: s.have.len() - s.have.count_ones(),
+                    count: s.have.len(),
+                });
+            }
+        }
+        let actual = {
+            let inner = inner.clone();
+            blocking(move || hash_file(&inner)).await?
+        };
+        let digest = inner.metainfo.digest();
+        let store = inner.store.clone();
+        let mut state = store.state.lock().await;
+        let _persist = inner.persisted.lock().await;
+        if inner.lock().discarded {
+            return Err(inner.discarded());
+        }
+        // The index entry of this download, if it is still ours (a `remove` takes it away).
+        let ours = state
+            .downloads
+            .get(digest)
+            .is_some_and(|e| std::ptr::eq(e.handle.as_ptr(), Arc::as_ptr(inner)));
+        let remove_download = |data: PathBuf, side: PathBuf| {
+            blocking(move || {
+                remove_if_exists(&side)?;
+                remove_if_exists(&data)
+            })
+        };
+        if &actual != digest {
+            inner.lock().discarded = true;
+            if ours {
+                state.downloads.remove(digest);
+            }
+            remove_download(inner.data_path.clone(), inner.sidecar_path.clone()).await?;
+            tracing::warn!(%digest, %actual, "download does not match its digest; discarded");
+            return Err(StoreError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let complete = match store.open_complete(&mut state, digest).await? {
+            Some(existing) => {
+                // Someone imported it meanwhile; ours is a duplicate.
+                remove_download(inner.data_path.clone(), inner.sidecar_path.clone()).await?;
+                existing
+            }
+            None => {
+                let complete = store
+                    .install(
+                        &mut state,
+                        inner.metainfo.clone(),
+                        inner.data_path.clone(),
+                        inner.access.clone(),
+                    )
+                    .await?;
+                let side = inner.sidecar_path.clone();
+                blocking(move || remove_if_exists(&side)).await?;
+                complete
+            }
+        };
+        if ours {
+            state.downloads.remove(digest);
+        }
+        inner.lock().done = Some(complete.clone());
+        Ok(complete)
+    }
+}
+
+/// The digest of a download's whole file, read positionally in chunks; syncs it after.
+fn hash_file(inner: &PartialInner) -> Result<Digest, StoreError> {
+    let file = inner.blob_file().ok_or_else(|| no_file(&inner.data_path))?;
+    let mut digester = Digester::new(inner.metainfo.digest().algorithm());
+    let mut buf = vec![0u8; HASH_CHUNK];
+    let length = inner.metainfo.length();
+    let mut at = 0u64;
+    while at < length {
+        let n = (length - at).min(HASH_CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(io_at(&inner.data_path))?;
+        digester.update(&buf[..n]);
+        at += n as u64;
+    }
+    file.sync_all().map_err(io_at(&inner.data_path))?;
+    Ok(digester.current())
+}

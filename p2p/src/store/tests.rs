@@ -1,0 +1,761 @@
+//! The store against a real file system in a temp folder. Times are passed to `cleanup`
+//! explicitly; last access is set through the index (or the file's mtime) instead of sleeping.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::stream;
+use shoal_config::StoreConfig;
+use shoal_registry::Digest;
+
+use super::*;
+use crate::error::StoreError;
+use crate::metainfo::Metainfo;
+use crate::piece::PieceIndex;
+
+const PIECE: u64 = 1024;
+
+fn blob(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64 * 31 + u64::from(seed) * 7 % 251) as u8 ^ seed)
+        .collect()
+}
+
+fn meta_of(data: &[u8], piece_length: u64) -> Arc<Metainfo> {
+    Arc::new(Metainfo::from_reader(data, &Digest::sha256_of(data), piece_length).unwrap())
+}
+
+fn piece(data: &[u8], m: &Metainfo, i: u32) -> Bytes {
+    let r = m.piece_range(PieceIndex(i)).unwrap();
+    Bytes::copy_from_slice(&data[r.start as usize..r.end as usize])
+}
+
+fn config() -> StoreConfig {
+    StoreConfig::default()
+}
+
+/// Every file under `dir`, recursively, relative to it.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn write_all(p: &PartialBlob, data: &[u8]) {
+    for i in 0..p.metainfo().piece_count() {
+        p.write_piece(PieceIndex(i), piece(data, p.metainfo(), i))
+            .await
+            .unwrap();
+    }
+}
+
+async fn import(store: &PieceStore, data: &[u8]) -> CompleteBlob {
+    let chunks: Vec<io::Result<Bytes>> = data
+        .chunks(700)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    store
+        .import(&Digest::sha256_of(data), PIECE, stream::iter(chunks))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pieces_written_out_of_order_by_several_tasks_finish_into_the_right_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = Arc::new(blob(20 * PIECE as usize + 123, 1));
+    let m = meta_of(&data, PIECE);
+    let count = m.piece_count();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..4u32 {
+        // Each task gets its own handle from the store, all the same download; their orders
+        // differ and overlap, so some pieces are written twice at once.
+        let (store, m, data) = (store.clone(), m.clone(), data.clone());
+        tasks.spawn(async move {
+            let p = store.download(m.clone()).await.unwrap();
+            let mut order: Vec<u32> = (0..count).collect();
+            order.rotate_left((t * 5) as usize);
+            if t % 2 == 1 {
+                order.reverse();
+            }
+            let mut fresh = Vec::new();
+            for i in order {
+                if p.write_piece(PieceIndex(i), piece(&data, &m, i))
+                    .await
+                    .unwrap()
+                {
+                    fresh.push(i);
+                }
+            }
+            fresh
+        });
+    }
+    let mut fresh: Vec<u32> = tasks.join_all().await.into_iter().flatten().collect();
+    fresh.sort();
+    assert_eq!(
+        fresh,
+        (0..count).collect::<Vec<_>>(),
+        "each piece reported new once"
+    );
+    let p = store.download(m.clone()).await.unwrap();
+    assert!(p.bitfield().is_full());
+    let c = p.finish().await.unwrap();
+    assert_eq!(std::fs::read(c.path()).unwrap(), *data);
+    assert_eq!(c.len(), data.len() as u64);
+    assert_eq!(c.metainfo(), &m);
+    assert_eq!(
+        c.read_piece(PieceIndex(20)).await.unwrap(),
+        piece(&data, &m, 20)
+    );
+    assert_eq!(
+        c.read_range(1000, 2000).await.unwrap(),
+        Bytes::copy_from_slice(&data[1000..3000])
+    );
+    let hex = m.digest().hex().to_string();
+    assert_eq!(
+        files_under(dir.path()),
+        vec![
+            PathBuf::from(format!("cache/{}/{hex}", &hex[..2])),
+            PathBuf::from(format!("cache/{}/{hex}.meta", &hex[..2])),
+        ]
+    );
+    let again = store.complete(m.digest()).await.unwrap().unwrap();
+    assert_eq!(again.path(), c.path());
+    // A second finish, from another clone, returns the same blob.
+    assert_eq!(p.clone().finish().await.unwrap().path(), c.path());
+}
+
+#[tokio::test]
+async fn a_bad_piece_is_refused_and_not_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(3 * PIECE as usize, 2);
+    let m = meta_of(&data, PIECE);
+    let p = store.download(m.clone()).await.unwrap();
+
+    let mut wrong = piece(&data, &m, 1).to_vec();
+    wrong[10] ^= 0xff;
+    let e = p
+        .write_piece(PieceIndex(1), wrong.into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::BadPiece {
+                index: PieceIndex(1),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let short = piece(&data, &m, 1).slice(..10);
+    let e = p.write_piece(PieceIndex(1), short).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::BadPiece {
+                index: PieceIndex(1),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = p
+        .write_piece(PieceIndex(3), piece(&data, &m, 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NoSuchPiece { count: 3, .. }), "{e}");
+    assert!(!p.has(PieceIndex(1)));
+    assert!(matches!(
+        p.read_piece(PieceIndex(1)).await,
+        Err(StoreError::MissingPiece(PieceIndex(1)))
+    ));
+    // Nothing was written where the bad piece would go.
+    let on_disk = std::fs::read(dir.path().join("download").join(m.digest().hex())).unwrap();
+    assert!(
+        on_disk[PIECE as usize..2 * PIECE as usize]
+            .iter()
+            .all(|&b| b == 0)
+    );
+
+    assert!(
+        p.write_piece(PieceIndex(1), piece(&data, &m, 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !p.write_piece(PieceIndex(1), piece(&data, &m, 1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        p.read_piece(PieceIndex(1)).await.unwrap(),
+        piece(&data, &m, 1)
+    );
+    assert!(matches!(
+        p.finish().await,
+        Err(StoreError::Incomplete {
+            missing: 2,
+            count: 3
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_restart_resumes_the_bitfield() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(5 * PIECE as usize + 1, 3);
+    let m = meta_of(&data, PIECE);
+    {
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let p = store.download(m.clone()).await.unwrap();
+        for i in [4, 0, 2] {
+            p.write_piece(PieceIndex(i), piece(&data, &m, i))
+                .await
+                .unwrap();
+        }
+    }
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    assert!(store.complete(m.digest()).await.unwrap().is_none());
+    let p = store.download(m.clone()).await.unwrap();
+    let have: Vec<u32> = p.bitfield().ones().map(|i| i.0).collect();
+    assert_eq!(have, vec![0, 2, 4]);
+    assert_eq!(
+        p.read_piece(PieceIndex(2)).await.unwrap(),
+        piece(&data, &m, 2)
+    );
+    write_all(&p, &data).await;
+    let c = p.finish().await.unwrap();
+    assert_eq!(std::fs::read(c.path()).unwrap(), data);
+}
+
+#[tokio::test]
+async fn a_corrupt_sidecar_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(4 * PIECE as usize, 4);
+    let m = meta_of(&data, PIECE);
+    let side = dir
+        .path()
+        .join("download")
+        .join(format!("{}.meta", m.digest().hex()));
+    {
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let p = store.download(m.clone()).await.unwrap();
+        p.write_piece(PieceIndex(1), piece(&data, &m, 1))
+            .await
+            .unwrap();
+    }
+    let mut bytes = std::fs::read(&side).unwrap();
+    // The bitfield's one byte sits just before the 32-byte checksum; claim piece 0 too.
+    let bits = bytes.len() - 33;
+    bytes[bits] ^= 0x80;
+    std::fs::write(&side, &bytes).unwrap();
+
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let p = store.download(m.clone()).await.unwrap();
+    assert_eq!(p.bitfield().count_ones(), 0);
+    write_all(&p, &data).await;
+    assert_eq!(
+        std::fs::read(p.finish().await.unwrap().path()).unwrap(),
+        data
+    );
+
+    // Garbage and an empty file fare the same.
+    for junk in [
+        &b""[..],
+        b"not a sidecar at all, not even close................",
+    ] {
+        let d2 = blob(2 * PIECE as usize, 5 + junk.len() as u8);
+        let m2 = meta_of(&d2, PIECE);
+        let dl = dir.path().join("download").join(m2.digest().hex());
+        std::fs::write(&dl, &d2).unwrap();
+        std::fs::write(super::with_suffix(&dl, ".meta"), junk).unwrap();
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let p = store.download(m2).await.unwrap();
+        assert_eq!(p.bitfield().count_ones(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_sidecar_with_another_metainfo_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(4 * PIECE as usize, 6);
+    {
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let m = meta_of(&data, PIECE);
+        let p = store.download(m.clone()).await.unwrap();
+        p.write_piece(PieceIndex(0), piece(&data, &m, 0))
+            .await
+            .unwrap();
+    }
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let halves = meta_of(&data, 2 * PIECE);
+    let p = store.download(halves.clone()).await.unwrap();
+    assert_eq!(p.bitfield().count_ones(), 0);
+    assert_eq!(p.bitfield().len(), 2);
+    write_all(&p, &data).await;
+    let c = p.finish().await.unwrap();
+    assert_eq!(c.metainfo(), &halves);
+}
+
+#[tokio::test]
+async fn finish_with_the_wrong_data_is_a_mismatch_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(3 * PIECE as usize, 7);
+    let honest = meta_of(&data, PIECE);
+    // A lying metainfo: the piece hashes of `data`, the digest of something else.
+    let liar = Arc::new(
+        Metainfo::new(
+            Digest::sha256_of(b"something else"),
+            honest.length(),
+            PIECE,
+            honest.piece_hashes().to_vec(),
+        )
+        .unwrap(),
+    );
+    let p = store.download(liar.clone()).await.unwrap();
+    write_all(&p, &data).await;
+    let e = p.finish().await.unwrap_err();
+    assert!(matches!(e, StoreError::DigestMismatch { .. }), "{e}");
+    assert!(
+        files_under(dir.path()).is_empty(),
+        "{:?}",
+        files_under(dir.path())
+    );
+    assert!(store.complete(liar.digest()).await.unwrap().is_none());
+    assert!(matches!(
+        p.write_piece(PieceIndex(0), piece(&data, &honest, 0)).await,
+        Err(StoreError::Discarded { .. }) | Ok(false)
+    ));
+    assert!(matches!(
+        p.finish().await,
+        Err(StoreError::Discarded { .. })
+    ));
+    // A new download of the digest starts from nothing.
+    let fresh = store.download(liar).await.unwrap();
+    assert_eq!(fresh.bitfield().count_ones(), 0);
+}
+
+#[tokio::test]
+async fn import_writes_the_blob_and_its_metainfo_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(7 * PIECE as usize + 5, 8);
+    let c = import(&store, &data).await;
+    assert_eq!(c.metainfo(), &meta_of(&data, PIECE));
+    assert_eq!(std::fs::read(c.path()).unwrap(), data);
+    assert_eq!(
+        c.read_piece(PieceIndex(7)).await.unwrap(),
+        piece(&data, c.metainfo(), 7)
+    );
+    assert!(matches!(
+        c.read_range(data.len() as u64 - 2, 3).await,
+        Err(StoreError::OutOfRange { .. })
+    ));
+    assert!(files_under(&dir.path().join("download")).is_empty());
+    drop(c);
+    // After a restart it is still there, sidecar and all.
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let c = store
+        .complete(&Digest::sha256_of(&data))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.metainfo(), &meta_of(&data, PIECE));
+    // Importing it again returns the cached blob.
+    assert_eq!(import(&store, &data).await.path(), c.path());
+}
+
+#[tokio::test]
+async fn an_import_that_fails_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(3 * PIECE as usize, 9);
+    let wrong = Digest::sha256_of(b"not this");
+    let body = stream::iter(vec![Ok(Bytes::from(data.clone()))]);
+    let e = store.import(&wrong, PIECE, body).await.unwrap_err();
+    assert!(matches!(e, StoreError::DigestMismatch { .. }), "{e}");
+    assert!(files_under(dir.path()).is_empty());
+    assert!(store.complete(&wrong).await.unwrap().is_none());
+
+    let body = stream::iter(vec![
+        Ok(Bytes::from(data.clone())),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "backend hung up",
+        )),
+    ]);
+    let e = store
+        .import(&Digest::sha256_of(&data), PIECE, body)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Body(_)), "{e}");
+    assert!(files_under(dir.path()).is_empty());
+
+    let e = store
+        .import(
+            &Digest::sha256_of(&data),
+            0,
+            stream::iter(Vec::<io::Result<Bytes>>::new()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Metainfo(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_partial_blob_is_never_visible_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(3 * PIECE as usize, 10);
+    let m = meta_of(&data, PIECE);
+    let p = store.download(m.clone()).await.unwrap();
+    for i in 0..3 {
+        assert!(files_under(&dir.path().join("cache")).is_empty());
+        assert!(store.complete(m.digest()).await.unwrap().is_none());
+        p.write_piece(PieceIndex(i), piece(&data, &m, i))
+            .await
+            .unwrap();
+    }
+    // Every piece, but not finished: still not in the cache.
+    assert!(files_under(&dir.path().join("cache")).is_empty());
+    assert!(store.complete(m.digest()).await.unwrap().is_none());
+    p.finish().await.unwrap();
+    assert!(store.complete(m.digest()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn every_caller_gets_the_one_download_of_a_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(2 * PIECE as usize, 11);
+    let m = meta_of(&data, PIECE);
+    let a = store.download(m.clone()).await.unwrap();
+    let b = store.download(m.clone()).await.unwrap();
+    a.write_piece(PieceIndex(0), piece(&data, &m, 0))
+        .await
+        .unwrap();
+    assert!(b.has(PieceIndex(0)));
+    assert!(
+        !b.write_piece(PieceIndex(0), piece(&data, &m, 0))
+            .await
+            .unwrap()
+    );
+    let other = meta_of(&data, 2 * PIECE);
+    assert!(matches!(
+        store.download(other).await,
+        Err(StoreError::MetainfoConflict { .. })
+    ));
+}
+
+#[tokio::test]
+async fn downloading_a_complete_blob_gives_a_full_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(2 * PIECE as usize + 9, 12);
+    let c = import(&store, &data).await;
+    let p = store.download(c.metainfo().clone()).await.unwrap();
+    assert!(p.bitfield().is_full());
+    assert!(
+        !p.write_piece(PieceIndex(1), piece(&data, c.metainfo(), 1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        p.read_piece(PieceIndex(2)).await.unwrap(),
+        piece(&data, c.metainfo(), 2)
+    );
+    assert_eq!(p.finish().await.unwrap().path(), c.path());
+    assert!(files_under(&dir.path().join("download")).is_empty());
+}
+
+#[tokio::test]
+async fn remove_deletes_cache_and_download_and_kills_live_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let a = blob(2 * PIECE as usize, 13);
+    let c = import(&store, &a).await;
+    assert!(store.remove(c.metainfo().digest()).await.unwrap());
+    // The open handle still reads the unlinked file.
+    assert_eq!(
+        c.read_range(0, 10).await.unwrap(),
+        Bytes::copy_from_slice(&a[..10])
+    );
+    assert!(
+        store
+            .complete(c.metainfo().digest())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let b = blob(2 * PIECE as usize, 14);
+    let m = meta_of(&b, PIECE);
+    let p = store.download(m.clone()).await.unwrap();
+    p.write_piece(PieceIndex(0), piece(&b, &m, 0))
+        .await
+        .unwrap();
+    assert!(store.remove(m.digest()).await.unwrap());
+    assert!(matches!(
+        p.write_piece(PieceIndex(1), piece(&b, &m, 1)).await,
+        Err(StoreError::Discarded { .. })
+    ));
+    assert!(files_under(dir.path()).is_empty());
+    assert!(!store.remove(m.digest()).await.unwrap());
+}
+
+fn hours(h: u64) -> Duration {
+    Duration::from_secs(h * 3600)
+}
+
+#[tokio::test]
+async fn cleanup_removes_cache_and_downloads_idle_past_their_tti() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.cache_cleanup.tti = hours(6).into();
+    cfg.download_cleanup.tti = hours(1).into();
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let cached = blob(2 * PIECE as usize, 15);
+    let digest = import(&store, &cached).await.metainfo().digest().clone();
+    let partial = blob(2 * PIECE as usize, 16);
+    let m = meta_of(&partial, PIECE);
+    {
+        let p = store.download(m.clone()).await.unwrap();
+        p.write_piece(PieceIndex(0), piece(&partial, &m, 0))
+            .await
+            .unwrap();
+    }
+    let now = SystemTime::now();
+    assert_eq!(store.cleanup(now).await.unwrap(), CleanupReport::default());
+
+    let r = store.cleanup(now + hours(2)).await.unwrap();
+    assert_eq!(
+        r,
+        CleanupReport {
+            removed_cache: 0,
+            removed_downloads: 1,
+            bytes_freed: 2 * PIECE
+        }
+    );
+    assert!(files_under(&dir.path().join("download")).is_empty());
+    assert!(store.complete(&digest).await.unwrap().is_some());
+
+    // `complete` above was an access: six hours from it, not from the import.
+    let r = store.cleanup(SystemTime::now() + hours(7)).await.unwrap();
+    assert_eq!(r.removed_cache, 1);
+    assert!(files_under(dir.path()).is_empty());
+    // Evicted: the caller fetches it again.
+    assert!(store.complete(&digest).await.unwrap().is_none());
+    import(&store, &cached).await;
+    assert!(store.complete(&digest).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_zero_tti_never_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.cache_cleanup.tti = Duration::ZERO.into();
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    import(&store, &blob(100, 17)).await;
+    let r = store
+        .cleanup(SystemTime::now() + hours(10_000))
+        .await
+        .unwrap();
+    assert_eq!(r.removed_cache, 0);
+}
+
+#[tokio::test]
+async fn capacity_by_count_evicts_the_least_recently_accessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.capacity = 2;
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let now = SystemTime::now();
+    let mut digests = Vec::new();
+    for (seed, age) in [(20u8, 30u64), (21, 10), (22, 20)] {
+        let d = import(&store, &blob(PIECE as usize, seed))
+            .await
+            .metainfo()
+            .digest()
+            .clone();
+        store
+            .set_last_access(&d, now - Duration::from_secs(age))
+            .await;
+        digests.push(d);
+    }
+    let r = store.cleanup(now).await.unwrap();
+    assert_eq!(r.removed_cache, 1);
+    assert_eq!(r.bytes_freed, PIECE);
+    assert!(store.complete(&digests[0]).await.unwrap().is_none());
+    assert!(store.complete(&digests[1]).await.unwrap().is_some());
+    assert!(store.complete(&digests[2]).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn capacity_by_bytes_evicts_the_least_recently_accessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.capacity_bytes = Some(5 * PIECE);
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let now = SystemTime::now();
+    let mut digests = Vec::new();
+    // 2 + 2 + 3 pieces is 7 against a cap of 5: the least recent (2 pieces) goes and 5 fit;
+    // the larger blob stays although it is older than the last one.
+    for (seed, pieces, age) in [(30u8, 2usize, 50u64), (31, 2, 10), (32, 3, 40)] {
+        let data = blob(pieces * PIECE as usize, seed);
+        let d = import(&store, &data).await.metainfo().digest().clone();
+        store
+            .set_last_access(&d, now - Duration::from_secs(age))
+            .await;
+        digests.push(d);
+    }
+    let r = store.cleanup(now).await.unwrap();
+    assert_eq!(
+        r,
+        CleanupReport {
+            removed_cache: 1,
+            removed_downloads: 0,
+            bytes_freed: 2 * PIECE
+        }
+    );
+    assert!(store.complete(&digests[0]).await.unwrap().is_none());
+    assert!(store.complete(&digests[1]).await.unwrap().is_some());
+    assert!(store.complete(&digests[2]).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn open_handles_survive_cleanup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.capacity = 1;
+    cfg.capacity_bytes = Some(1);
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let a = blob(2 * PIECE as usize, 40);
+    let b = blob(2 * PIECE as usize, 41);
+    let ca = import(&store, &a).await;
+    let cb = import(&store, &b).await;
+    let partial = blob(2 * PIECE as usize, 42);
+    let m = meta_of(&partial, PIECE);
+    let p = store.download(m.clone()).await.unwrap();
+    p.write_piece(PieceIndex(1), piece(&partial, &m, 1))
+        .await
+        .unwrap();
+
+    let far = SystemTime::now() + hours(24 * 365);
+    assert_eq!(store.cleanup(far).await.unwrap(), CleanupReport::default());
+    assert_eq!(
+        ca.read_range(0, 4).await.unwrap(),
+        Bytes::copy_from_slice(&a[..4])
+    );
+    assert!(p.has(PieceIndex(1)));
+
+    drop(ca);
+    let r = store.cleanup(far).await.unwrap();
+    assert_eq!(r.removed_cache, 1);
+    assert!(store.complete(m.digest()).await.unwrap().is_none());
+    drop((cb, p));
+    let r = store.cleanup(far).await.unwrap();
+    assert_eq!((r.removed_cache, r.removed_downloads), (1, 1));
+    assert!(files_under(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn open_seeds_last_access_from_mtime_and_removes_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.cache_cleanup.tti = hours(1).into();
+    let (old, young) = {
+        let store = PieceStore::open(dir.path(), &cfg).unwrap();
+        let old = import(&store, &blob(100, 50)).await;
+        let young = import(&store, &blob(100, 51)).await;
+        let f = std::fs::File::options()
+            .write(true)
+            .open(old.path())
+            .unwrap();
+        f.set_modified(SystemTime::now() - hours(2)).unwrap();
+        (
+            old.metainfo().digest().clone(),
+            young.metainfo().digest().clone(),
+        )
+    };
+    // Leftovers of a crash: temp files, a sidecar without data, data without a sidecar.
+    let dl = dir.path().join("download");
+    std::fs::write(dl.join("abc.1234.import.tmp"), b"half").unwrap();
+    let orphan = Digest::sha256_of(b"orphan");
+    std::fs::write(dl.join(format!("{}.meta", orphan.hex())), b"x").unwrap();
+    let lonely = Digest::sha256_of(b"lonely");
+    let shard = dir.path().join("cache").join(&lonely.hex()[..2]);
+    std::fs::create_dir_all(&shard).unwrap();
+    std::fs::write(shard.join(lonely.hex()), b"lonely").unwrap();
+    std::fs::write(shard.join(format!("{}.meta.tmp", lonely.hex())), b"x").unwrap();
+
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    assert!(files_under(&dl).is_empty());
+    assert!(!shard.join(lonely.hex()).exists());
+    assert!(store.complete(&lonely).await.unwrap().is_none());
+    let r = store.cleanup(SystemTime::now()).await.unwrap();
+    assert_eq!(r.removed_cache, 1);
+    assert!(store.complete(&old).await.unwrap().is_none());
+    assert!(store.complete(&young).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_corrupt_cache_sidecar_drops_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(3 * PIECE as usize, 60);
+    let d = Digest::sha256_of(&data);
+    let side = {
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let c = import(&store, &data).await;
+        super::with_suffix(c.path(), ".meta")
+    };
+    std::fs::write(&side, b"SHOALSC\x01garbage").unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    assert!(store.complete(&d).await.unwrap().is_none());
+    assert!(files_under(dir.path()).is_empty());
+    import(&store, &data).await;
+    assert!(store.complete(&d).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_cleanup_task_runs_on_its_interval_and_stops_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.cache_cleanup.tti = shoal_config::Duration::from_millis(1);
+    cfg.cache_cleanup.interval = shoal_config::Duration::from_millis(1);
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let d = import(&store, &blob(100, 70))
+        .await
+        .metainfo()
+        .digest()
+        .clone();
+    let task = store.spawn_cleanup();
+    let path = dir.path().join("cache").join(&d.hex()[..2]).join(d.hex());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while path.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "cleanup never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(store);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the task stops once the store is gone")
+        .unwrap();
+}
