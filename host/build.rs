@@ -25,10 +25,14 @@ const BACKENDS: &[(&str, &str)] = &[
 ];
 
 /// The same for health-policy components.
-const POLICIES: &[(&str, &str)] = &[(
-    "shoal-test-plugin-health-count",
-    "SHOAL_TEST_PLUGIN_HEALTH_COUNT",
-)];
+const POLICIES: &[(&str, &str)] = &[
+    ("shoal-plugin-health-active", "SHOAL_PLUGIN_HEALTH_ACTIVE"),
+    ("shoal-plugin-health-passive", "SHOAL_PLUGIN_HEALTH_PASSIVE"),
+    (
+        "shoal-test-plugin-health-count",
+        "SHOAL_TEST_PLUGIN_HEALTH_COUNT",
+    ),
+];
 
 fn main() {
     let manifest =
@@ -48,6 +52,8 @@ fn main() {
         "registry",
         "s3",
         "gcs",
+        "health-active",
+        "health-passive",
         "testing",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());

@@ -1,6 +1,8 @@
 //! Hash-ring membership and health: a role's own ring (`cluster:`, `hashring:`), the clusters it
 //! calls (`origin:`, `build_index:`), and the agent's tracker client (`tracker:`).
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
@@ -39,6 +41,10 @@ pub struct ActiveHealthCheck {
     pub monitor: HealthMonitor,
     /// How long one ping may take [3s].
     pub timeout: Duration,
+    /// A custom health-policy component (`shoal:health/policy`) to run instead of the
+    /// built-in `health-active`; it is given `fails` and `passes` as its config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
 }
 
 impl Default for ActiveHealthCheck {
@@ -47,6 +53,7 @@ impl Default for ActiveHealthCheck {
             filter: HealthFilter::default(),
             monitor: HealthMonitor::default(),
             timeout: Duration::from_secs(3),
+            policy: None,
         }
     }
 }
@@ -140,6 +147,16 @@ pub struct PassiveHealthCheck {
     pub fails: u32,
     /// The window for counting and the time out of rotation [5m].
     pub fail_timeout: Duration,
+    /// A custom health-policy component (`shoal:health/policy`) to run instead of the
+    /// built-in `health-passive`; it is given `fails` and `fail_timeout` as its config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+}
+
+impl PassiveHealthCheck {
+    /// The largest `fails`: the passive policy keeps one timestamp per counted failure and
+    /// host, and this bounds that state (kept in step with `plugins/health-passive`).
+    pub const MAX_FAILS: u32 = 1000;
 }
 
 impl Default for PassiveHealthCheck {
@@ -147,7 +164,25 @@ impl Default for PassiveHealthCheck {
         PassiveHealthCheck {
             fails: 3,
             fail_timeout: Duration::from_mins(5),
+            policy: None,
         }
+    }
+}
+
+/// A `policy:` must name a `.wasm` file that exists.
+fn validate_policy(policy: Option<&Path>, at: &KeyPath, problems: &mut Problems) {
+    let Some(path) = policy else {
+        return;
+    };
+    let expected = "the path of a shoal:health/policy component, like plugins/my-policy.wasm";
+    if path.extension().is_none_or(|e| e != "wasm") {
+        problems.at(
+            at,
+            format!("{} is not a .wasm file", path.display()),
+            expected,
+        );
+    } else if !path.is_file() {
+        problems.at(at, format!("{} does not exist", path.display()), expected);
     }
 }
 
@@ -162,6 +197,11 @@ impl Validate for ClusterConfig {
             "must be longer than 0s",
             "a duration like 30s",
         );
+        validate_policy(
+            self.healthcheck.policy.as_deref(),
+            &at.key("healthcheck").key("policy"),
+            problems,
+        );
     }
 }
 
@@ -174,6 +214,20 @@ impl Validate for HashRingConfig {
 impl Validate for TrackerClientConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Problems) {
         let check = at.key("cluster").key("healthcheck");
-        problems.at_least_one(self.cluster.healthcheck.fails.into(), &check.key("fails"));
+        let passive = &self.cluster.healthcheck;
+        problems.at_least_one(passive.fails.into(), &check.key("fails"));
+        problems.require(
+            passive.fails <= PassiveHealthCheck::MAX_FAILS,
+            &check.key("fails"),
+            "is too large",
+            "a number from 1 to 1000",
+        );
+        problems.require(
+            !passive.fail_timeout.is_zero(),
+            &check.key("fail_timeout"),
+            "must be longer than 0s",
+            "a duration like 5m",
+        );
+        validate_policy(passive.policy.as_deref(), &check.key("policy"), problems);
     }
 }

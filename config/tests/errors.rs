@@ -216,3 +216,63 @@ fn plugin_limits_are_checked_with_their_paths() {
         std::time::Duration::from_secs(30)
     );
 }
+
+#[test]
+fn a_health_policy_path_must_be_an_existing_wasm_file() {
+    let text = error::<OriginConfig>(
+        "cluster:\n  hosts: {dns: origin:15002}\n  healthcheck: {policy: /no/such/policy.wasm}\n",
+    )
+    .to_string();
+    assert!(text.contains("cluster.healthcheck.policy"), "{text}");
+    assert!(
+        text.contains("/no/such/policy.wasm does not exist"),
+        "{text}"
+    );
+
+    let text = error::<AgentConfig>("tracker:\n  cluster:\n    healthcheck: {policy: policy.so}\n")
+        .to_string();
+    assert!(
+        text.contains("tracker.cluster.healthcheck.policy"),
+        "{text}"
+    );
+    assert!(text.contains("not a .wasm file"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("policy.wasm");
+    std::fs::write(&wasm, b"\0asm").unwrap();
+    let yaml = format!(
+        "tracker:\n  cluster:\n    healthcheck: {{fails: 2, policy: {}}}\n",
+        wasm.display()
+    );
+    let agent: AgentConfig = load_str(&yaml, &no_env).unwrap();
+    assert_eq!(
+        agent.tracker.cluster.healthcheck.policy.as_deref(),
+        Some(wasm.as_path())
+    );
+    let yaml = format!(
+        "cluster:\n  hosts: {{dns: origin:15002}}\n  healthcheck: {{policy: {}}}\n",
+        wasm.display()
+    );
+    let origin: OriginConfig = load_str(&yaml, &no_env).unwrap();
+    assert_eq!(
+        origin.cluster.healthcheck.policy.as_deref(),
+        Some(wasm.as_path())
+    );
+}
+
+#[test]
+fn passive_health_check_bounds_fails_and_fail_timeout() {
+    let err = error::<AgentConfig>(
+        "tracker:\n  cluster:\n    healthcheck: {fails: 1001, fail_timeout: 0s}\n",
+    );
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "tracker.cluster.healthcheck.fails",
+        "tracker.cluster.healthcheck.fail_timeout",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    let text =
+        error::<AgentConfig>("tracker:\n  cluster:\n    healthcheck: {policies: x}\n").to_string();
+    assert!(text.contains("policies"), "{text}");
+}

@@ -1,13 +1,16 @@
-//! The plugins compiled with the workspace (host/build.rs) and embedded in the binary, and
-//! how a `backends:` entry becomes a running [`WasmBackend`].
+//! The plugins compiled with the workspace (host/build.rs) and embedded in the binary, how a
+//! `backends:` entry becomes a running [`WasmBackend`], and how a `healthcheck:` block becomes
+//! a running [`HealthPolicy`].
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_config::Backend as BackendConfig;
+use shoal_config::{ActiveHealthCheck, Backend as BackendConfig, PassiveHealthCheck};
 
+use super::HealthPolicy;
 use super::allow::AllowedHosts;
 use super::backend::WasmBackend;
 use super::bindings::backend::BackendPre;
@@ -35,6 +38,10 @@ const ECR_SECRETS: [(&str, &str); 3] = [
 pub(crate) const S3: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_S3"));
 /// The `gcs` backend component.
 pub(crate) const GCS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_GCS"));
+/// The default policy of `cluster.healthcheck`: `fails` / `passes` in a row.
+pub(crate) const HEALTH_ACTIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_ACTIVE"));
+/// The default policy of `tracker.cluster.healthcheck`: `fails` within `fail_timeout`.
+pub(crate) const HEALTH_PASSIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_PASSIVE"));
 
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -129,6 +136,94 @@ impl PluginEngine {
             .map_err(link_err)?;
         let pre = BackendPre::new(pre).map_err(link_err)?;
         Ok(WasmBackend::new(self.inner.clone(), pre, grants))
+    }
+
+    /// The policy of an active health check (`cluster.healthcheck`): the built-in
+    /// `health-active`, or the component its `policy:` names, given
+    /// `{"fails": <filter.fails>, "passes": <filter.passes>}` as its config.
+    ///
+    /// Thresholds the policy cannot work with (a 0) are refused here, naming the key, before
+    /// any component runs.
+    pub fn active_health(
+        &self,
+        check: &ActiveHealthCheck,
+    ) -> Result<Arc<dyn HealthPolicy>, LoadError> {
+        let name = check
+            .policy
+            .as_deref()
+            .map_or_else(|| "health-active".to_owned(), plugin_name);
+        let filter = &check.filter;
+        for (key, value) in [("fails", filter.fails), ("passes", filter.passes)] {
+            if value == 0 {
+                return Err(LoadError::Config {
+                    plugin: name,
+                    message: format!("cluster.healthcheck.filter.{key} must be at least 1, got 0"),
+                });
+            }
+        }
+        let config = serde_json::json!({"fails": filter.fails, "passes": filter.passes});
+        let policy = match &check.policy {
+            Some(path) => self.health_policy_from_file(path, &config)?,
+            None => self.policy(&name, HEALTH_ACTIVE, &config)?,
+        };
+        Ok(Arc::new(policy))
+    }
+
+    /// The policy of a passive health check (`tracker.cluster.healthcheck`): the built-in
+    /// `health-passive`, or the component its `policy:` names, given
+    /// `{"fails": <fails>, "fail_timeout": "<duration>"}` as its config, the duration written
+    /// as shoal-config prints it (`5m`, `30s`, `1s500ms`).
+    ///
+    /// Settings the policy cannot work with (`fails` of 0 or over
+    /// [`PassiveHealthCheck::MAX_FAILS`], `fail_timeout` under 1ms, the policy's resolution)
+    /// are refused here, naming the key, before any component runs.
+    pub fn passive_health(
+        &self,
+        check: &PassiveHealthCheck,
+    ) -> Result<Arc<dyn HealthPolicy>, LoadError> {
+        let name = check
+            .policy
+            .as_deref()
+            .map_or_else(|| "health-passive".to_owned(), plugin_name);
+        let refuse = |message: String| LoadError::Config {
+            plugin: name.clone(),
+            message,
+        };
+        if !(1..=PassiveHealthCheck::MAX_FAILS).contains(&check.fails) {
+            return Err(refuse(format!(
+                "tracker.cluster.healthcheck.fails must be from 1 to {}, got {}",
+                PassiveHealthCheck::MAX_FAILS,
+                check.fails
+            )));
+        }
+        if check.fail_timeout.get() < Duration::from_millis(1) {
+            return Err(refuse(format!(
+                "tracker.cluster.healthcheck.fail_timeout must be at least 1ms, got {}",
+                check.fail_timeout
+            )));
+        }
+        let config = serde_json::json!({"fails": check.fails, "fail_timeout": check.fail_timeout});
+        let policy = match &check.policy {
+            Some(path) => self.health_policy_from_file(path, &config)?,
+            None => self.policy(&name, HEALTH_PASSIVE, &config)?,
+        };
+        Ok(Arc::new(policy))
+    }
+
+    /// A custom health policy: the `shoal:health/policy` component at `path`, named after its
+    /// file, configured with `config`.
+    pub fn health_policy_from_file(
+        &self,
+        path: &Path,
+        config: &serde_json::Value,
+    ) -> Result<WasmPolicy, LoadError> {
+        let name = plugin_name(path);
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            plugin: name.clone(),
+            path: path.to_owned(),
+            source,
+        })?;
+        self.policy(&name, &wasm, config)
     }
 
     /// A health policy from component bytes, configured with `config` (handed to the

@@ -3,7 +3,9 @@
 //! outbound HTTP over `wasi:http`).
 //!
 //! A storage backend implements [`backend::Guest`] and exports it with
-//! [`export_backend!`](crate::export_backend); see `plugins/README.md`.
+//! [`export_backend!`](crate::export_backend); a health policy implements `health::Guest`
+//! (feature `health`) and keeps its per-host state in a bounded [`host_table::HostTable`];
+//! see `plugins/README.md`.
 
 // A component implements one world, and cargo unifies features across the packages of one
 // build: build backend plugins and health policies in separate `cargo build` runs.
@@ -11,6 +13,7 @@
 compile_error!("a component implements one world: enable either `backend` or `health`");
 
 pub mod duration;
+pub mod host_table;
 pub mod name_path;
 pub mod url;
 

@@ -1,6 +1,7 @@
 //! Test fixture for the `shoal:health/policy` world: a host is unhealthy after `fails`
 //! consecutive failed observations and healthy again after one pass. The state lives in the
-//! component's memory between calls.
+//! component's memory between calls. Asking about a host whose name starts with `hostile`
+//! panics (a trap: the host must discard the instance and its state, and carry on).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -33,6 +34,9 @@ impl Guest for Policy {
     }
 
     fn healthy(host: String, _now_ms: u64) -> bool {
+        if host.starts_with("hostile") {
+            panic!("test policy panics on {host}");
+        }
         let limit = shoal_plugin_sdk::config::load::<Config>().map_or(3, |c| c.fails);
         FAILS.with(|f| f.borrow().get(&host).copied().unwrap_or(0) < limit)
     }
