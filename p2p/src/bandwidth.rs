@@ -60,10 +60,11 @@ impl TokenBucket {
         })
     }
 
-    /// Tokens `bytes` cost: whole tokens, rounded up, so small messages are not free.
+    /// Tokens `bytes` cost, in fractions of a token: a piece smaller than `token_size` pays
+    /// for its own bits, not a whole token (rounding up made 256 KiB pieces under 1 MiB tokens
+    /// cost four times their size, so the measured rate fell to a quarter of the cap).
     fn tokens_for(&self, bytes: u64) -> f64 {
-        let bits = u128::from(bytes) * 8;
-        bits.div_ceil(u128::from(self.token_bits)) as f64
+        (bytes as f64 * 8.0) / self.token_bits as f64
     }
 
     /// Takes the tokens for `bytes` at `now` and returns how long the caller must wait.
@@ -215,14 +216,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn small_messages_cost_a_whole_token() {
-        let b = TokenBucket::new(8 * MBIT, MBIT, "egress").unwrap();
+    async fn pieces_smaller_than_a_token_pay_for_their_bits() {
+        // 1 MiB/s in 8 Mbit (1 MiB) tokens; 256 KiB pieces.
+        let b = TokenBucket::new(8 * MBIT, 8 * MBIT, "egress").unwrap();
         let start = Instant::now();
-        for _ in 0..9 {
-            b.reserve(1).await;
+        for _ in 0..12 {
+            b.reserve(256 * 1024).await;
         }
-        // Eight free tokens, then one eighth of a second for the ninth.
-        assert_elapsed(start, Duration::from_millis(125));
+        // The burst (one token, four pieces) is free; eight more pieces take two seconds.
+        assert_elapsed(start, Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -321,3 +321,58 @@ pub enum StoreError {
     #[error("the store's file task was cancelled: the runtime is shutting down")]
     Shutdown,
 }
+
+/// Why a peer connection ended or could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The peer sent a malformed frame.
+    #[error("malformed frame: {0}")]
+    Wire(#[from] WireError),
+    /// The peer sent a well-formed frame that breaks the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The handshake named another torrent, peer or shape than expected.
+    #[error("handshake refused: {0}")]
+    Handshake(String),
+    /// No handshake within the limit.
+    #[error("no handshake within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    /// Nothing sent or received for the connection TTI.
+    #[error("idle for {0:?}")]
+    Idle(std::time::Duration),
+    /// The peer closed the connection.
+    #[error("closed by the peer")]
+    Eof,
+    /// Closed by this side.
+    #[error("closed")]
+    Closed,
+    /// The socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why the scheduler could not get or serve a blob.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The piece store failed.
+    #[error("piece store: {0}")]
+    Store(#[from] StoreError),
+    /// The configured bandwidth cannot be enforced.
+    #[error(transparent)]
+    Bandwidth(#[from] BandwidthError),
+    /// A peer connection failed.
+    #[error("peer connection: {0}")]
+    Conn(#[from] ConnError),
+    /// The tracker could not be reached or answered nonsense.
+    #[error("tracker: {0}")]
+    Tracker(String),
+    /// A peer asked for a torrent this host neither runs nor holds.
+    #[error("no torrent {0}")]
+    UnknownTorrent(crate::metainfo::InfoHash),
+    /// The download failed; the text says why.
+    #[error("download failed: {0}")]
+    Download(String),
+    /// The scheduler or the torrent is shutting down.
+    #[error("the scheduler is stopping")]
+    Stopped,
+}

@@ -12,6 +12,7 @@
 
 pub mod bandwidth;
 pub mod bitfield;
+pub mod conn;
 pub mod error;
 pub mod metainfo;
 pub mod peer_id;
@@ -19,14 +20,15 @@ pub mod peerstore;
 pub mod picker;
 pub mod piece;
 pub mod ring;
+pub mod scheduler;
 pub mod store;
 pub mod wire;
 
 pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use bitfield::Bitfield;
 pub use error::{
-    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError,
-    StoreError, WireError,
+    BandwidthError, BitfieldError, ConnError, MetainfoError, PeerStoreError, PickerError,
+    RingError, SchedulerError, StoreError, WireError,
 };
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
@@ -34,5 +36,6 @@ pub use peerstore::{InMemoryPeerStore, PeerInfo, PeerSetWindows, PeerStore};
 pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use ring::HashRing;
+pub use scheduler::{Announce, AnnounceReply, Identity, PeerAddr, Scheduler, Tracker};
 pub use store::{CleanupReport, CompleteBlob, PartialBlob, PieceStore};
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};

@@ -16,6 +16,6 @@ pub mod store;
 pub use api::{Registry, router};
 pub use backing::{Backing, BodyStream};
 pub use digest::{Algorithm, Digest, Digester};
-pub use error::{ErrorCode, RegistryError};
+pub use error::{ApiResult, ErrorCode, RegistryError};
 pub use name::{Reference, RepoName, Tag};
 pub use store::LocalStore;

@@ -29,6 +29,8 @@ pub struct Registry {
     /// Where pushes are written through to and misses are fetched from.
     pub(crate) backing: Option<Arc<dyn Backing>>,
     pub(crate) fills: Fills,
+    /// When set, every write (upload, manifest put, delete) is refused with this explanation.
+    read_only: Option<String>,
 }
 
 impl Registry {
@@ -38,7 +40,14 @@ impl Registry {
             store,
             backing: None,
             fills: Fills::default(),
+            read_only: None,
         }
+    }
+
+    /// Refuses every write with `UNSUPPORTED` and `why` (an agent: pushes go to the proxy).
+    pub fn read_only(mut self, why: impl Into<String>) -> Self {
+        self.read_only = Some(why.into());
+        self
     }
 
     /// A registry whose local store caches `backing`.
@@ -136,6 +145,11 @@ fn percent_decode(s: &str) -> String {
 /// The request body travels beside [`Call`]: it is `Send` but not `Sync`, and handlers borrow the call.
 async fn handle(reg: &Registry, route: Route, call: Call, body: Body) -> ApiResult<Response> {
     use Method as M;
+    if let Some(why) = &reg.read_only
+        && !matches!(call.method, M::GET | M::HEAD)
+    {
+        return Err(RegistryError::new(ErrorCode::Unsupported, why.clone()));
+    }
     match (route, call.method.clone()) {
         (Route::Base, M::GET | M::HEAD) => Ok((
             StatusCode::OK,

@@ -1,0 +1,362 @@
+//! One peer connection of one torrent, after the handshake: a reader task that parses frames
+//! with the torrent's [`FrameDecoder`], checks every payload against the metainfo and hands
+//! events to the torrent's owner; a writer task that sends what the owner queues, paced by the
+//! host's egress bucket. Either side idle for the connection TTI closes it.
+//!
+//! The owner never touches the socket: it holds a [`ConnHandle`] (a bounded queue into the
+//! writer) and receives [`ConnEvent`]s on one channel shared by all its connections, so a slow
+//! or hostile peer can only fill its own queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc};
+
+use crate::bandwidth::BandwidthLimiter;
+use crate::error::ConnError;
+use crate::metainfo::Metainfo;
+use crate::peer_id::PeerId;
+use crate::piece::PieceIndex;
+use crate::wire::{Frame, FrameDecoder, Handshake, encode};
+
+/// Frames the owner may queue to one peer before [`ConnHandle::send`] reports it full.
+pub const SEND_QUEUE: usize = 64;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// What a connection tells its torrent's owner.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A frame other than a payload (requests, announces, cancels, errors, complete).
+    Frame {
+        /// The sender.
+        peer: PeerId,
+        /// What it sent.
+        frame: Frame,
+    },
+    /// A piece payload, already checked against the metainfo's hash.
+    Piece {
+        /// The sender.
+        peer: PeerId,
+        /// Which piece.
+        index: PieceIndex,
+        /// Its bytes (only meaningful when `verified`).
+        data: Bytes,
+        /// Whether the bytes hash to the metainfo's piece hash.
+        verified: bool,
+    },
+    /// The connection ended; the owner drops its handle and releases the peer's requests.
+    Closed {
+        /// The peer.
+        peer: PeerId,
+        /// Why, for logs and for deciding whether to blacklist.
+        reason: ConnError,
+    },
+}
+
+/// The owner's side of one connection.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    /// The remote peer.
+    pub peer: PeerId,
+    /// Its address.
+    pub addr: SocketAddr,
+    tx: mpsc::Sender<Frame>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    closed: AtomicBool,
+    close: Notify,
+    /// Milliseconds since `epoch` of the last frame sent or received.
+    last_active_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)))
+    }
+
+    fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.close.notify_waiters();
+        self.close.notify_one();
+    }
+}
+
+impl ConnHandle {
+    /// Queues `frame`; false when the peer's queue is full or the connection is gone (the
+    /// caller treats the frame as not sent).
+    pub fn send(&self, frame: Frame) -> bool {
+        !self.is_closed() && self.tx.try_send(frame).is_ok()
+    }
+
+    /// Queues `frame`, waiting for room; false when the connection is gone.
+    pub async fn send_wait(&self, frame: Frame) -> bool {
+        !self.is_closed() && self.tx.send(frame).await.is_ok()
+    }
+
+    /// Closes the connection; its reader reports [`ConnEvent::Closed`] once.
+    pub fn close(&self) {
+        self.shared.shut();
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Writes one frame straight to `stream` (handshakes, before the tasks exist).
+pub async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> Result<(), ConnError> {
+    let mut buf = BytesMut::new();
+    encode(frame, &mut buf)?;
+    stream.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Reads the peer's handshake within `timeout`. Bytes read past it stay in `buf` for the
+/// connection's reader.
+pub async fn read_handshake(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+    timeout: Duration,
+) -> Result<Handshake, ConnError> {
+    let read = async {
+        loop {
+            if let Some((frame, used)) = decoder.decode(buf)? {
+                let _ = buf.split_to(used);
+                return match frame {
+                    Frame::Handshake(h) => Ok(h),
+                    other => Err(ConnError::Protocol(format!(
+                        "expected a handshake, got a {} frame",
+                        other.name()
+                    ))),
+                };
+            }
+            buf.reserve(4096);
+            if stream.read_buf(buf).await? == 0 {
+                return Err(ConnError::Eof);
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(timeout))?
+}
+
+/// Settings of one connection.
+#[derive(Clone, Debug)]
+pub struct ConnSettings {
+    /// Idle time (nothing sent or received) after which the connection closes.
+    pub tti: Duration,
+    /// The host's bandwidth buckets, shared by every connection.
+    pub bandwidth: BandwidthLimiter,
+    /// Piece bytes sent and received, summed over every connection of the host.
+    pub traffic: Arc<Traffic>,
+}
+
+/// Piece payload bytes moved by a host's connections (metrics, tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Payload bytes sent to peers.
+    pub sent: AtomicU64,
+    /// Payload bytes received from peers (verified or not).
+    pub received: AtomicU64,
+}
+
+/// Starts the reader and writer tasks of a connection whose handshakes are done. `leftover`
+/// holds bytes already read past the peer's handshake.
+pub fn start(
+    stream: TcpStream,
+    leftover: BytesMut,
+    peer: PeerId,
+    metainfo: Arc<Metainfo>,
+    settings: ConnSettings,
+    events: mpsc::Sender<ConnEvent>,
+) -> ConnHandle {
+    let addr = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    let shared = Arc::new(Shared {
+        closed: AtomicBool::new(false),
+        close: Notify::new(),
+        last_active_ms: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
+    shared.touch();
+    tokio::spawn(writer(write, rx, settings.clone(), shared.clone()));
+    let reader = Reader {
+        read,
+        buf: leftover,
+        decoder: FrameDecoder::for_torrent(&metainfo),
+        metainfo,
+        peer,
+        settings,
+        shared: shared.clone(),
+    };
+    tokio::spawn(reader.run(events));
+    ConnHandle {
+        peer,
+        addr,
+        tx,
+        shared,
+    }
+}
+
+struct Reader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    metainfo: Arc<Metainfo>,
+    peer: PeerId,
+    settings: ConnSettings,
+    shared: Arc<Shared>,
+}
+
+impl Reader {
+    async fn run(mut self, events: mpsc::Sender<ConnEvent>) {
+        let reason = self.pump(&events).await;
+        self.shared.shut();
+        let _ = events
+            .send(ConnEvent::Closed {
+                peer: self.peer,
+                reason,
+            })
+            .await;
+    }
+
+    /// Reads frames until the connection ends; returns why.
+    async fn pump(&mut self, events: &mpsc::Sender<ConnEvent>) -> ConnError {
+        loop {
+            loop {
+                match self.decoder.decode(&self.buf) {
+                    Ok(Some((frame, used))) => {
+                        let _ = self.buf.split_to(used);
+                        self.shared.touch();
+                        if let Err(e) = self.deliver(frame, events).await {
+                            return e;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return ConnError::Wire(e),
+                }
+            }
+            if let Err(e) = self.fill().await {
+                return e;
+            }
+        }
+    }
+
+    /// Reads more bytes, giving up when closed or idle past the TTI.
+    async fn fill(&mut self) -> Result<(), ConnError> {
+        loop {
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(ConnError::Closed);
+            }
+            let idle = self.shared.idle_for();
+            if idle >= self.settings.tti {
+                return Err(ConnError::Idle(self.settings.tti));
+            }
+            self.buf.reserve(READ_CHUNK);
+            tokio::select! {
+                read = self.read.read_buf(&mut self.buf) => {
+                    return match read {
+                        Ok(0) => Err(ConnError::Eof),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(ConnError::Io(e)),
+                    };
+                }
+                _ = self.shared.close.notified() => return Err(ConnError::Closed),
+                _ = tokio::time::sleep(self.settings.tti - idle) => {}
+            }
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        frame: Frame,
+        events: &mpsc::Sender<ConnEvent>,
+    ) -> Result<(), ConnError> {
+        let event = match frame {
+            Frame::Handshake(_) => {
+                return Err(ConnError::Protocol("a second handshake".into()));
+            }
+            Frame::PiecePayload { index, data } => {
+                self.settings
+                    .bandwidth
+                    .reserve_ingress(data.len() as u64)
+                    .await;
+                self.settings
+                    .traffic
+                    .received
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                let verified = self.metainfo.verify_piece(index, &data).is_ok();
+                ConnEvent::Piece {
+                    peer: self.peer,
+                    index,
+                    data,
+                    verified,
+                }
+            }
+            frame => ConnEvent::Frame {
+                peer: self.peer,
+                frame,
+            },
+        };
+        events.send(event).await.map_err(|_| ConnError::Closed)
+    }
+}
+
+async fn writer(
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+    settings: ConnSettings,
+    shared: Arc<Shared>,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = tokio::select! {
+            f = rx.recv() => f,
+            _ = shared.close.notified() => None,
+        };
+        let Some(frame) = frame else { break };
+        let payload = match &frame {
+            Frame::PiecePayload { data, .. } => data.len() as u64,
+            _ => 0,
+        };
+        if payload > 0 {
+            settings.bandwidth.reserve_egress(payload).await;
+        }
+        buf.clear();
+        if encode(&frame, &mut buf).is_err() {
+            break;
+        }
+        if write.write_all(&buf).await.is_err() {
+            break;
+        }
+        settings.traffic.sent.fetch_add(payload, Ordering::Relaxed);
+        shared.touch();
+    }
+    shared.shut();
+    let _ = write.shutdown().await;
+}

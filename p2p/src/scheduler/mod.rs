@@ -1,0 +1,379 @@
+//! The scheduler of one agent or origin: one owner task per torrent (see [`torrent`]), the
+//! listener that hands incoming connections to them, and the entry points the roles call:
+//! [`Scheduler::download`] (agent: get a blob from peers) and [`Scheduler::seed`] (origin:
+//! offer a blob it holds).
+//!
+//! Settings come from `scheduler:` in the seed's config: `seeder_tti`, `leecher_tti`,
+//! `conn.tti`, `conn.bandwidth` (one egress and one ingress bucket for the whole host),
+//! `connstate.max_open_conn` and `blacklist_duration`, `dispatch.pipeline_limit`,
+//! `announce_interval` (used until the tracker names its own).
+
+mod torrent;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use shoal_config::SchedulerConfig;
+use shoal_registry::Digest;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::bandwidth::BandwidthLimiter;
+use crate::conn::{self, ConnSettings};
+use crate::error::SchedulerError;
+use crate::metainfo::{InfoHash, MAX_PIECE_LENGTH, Metainfo};
+use crate::peer_id::PeerId;
+use crate::store::{CompleteBlob, PieceStore};
+use crate::wire::{FrameDecoder, Handshake};
+
+use torrent::{Cmd, Status, Torrent};
+
+/// How long a peer has to send its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A peer the tracker handed out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// Its identity (checked against its handshake).
+    pub peer_id: PeerId,
+    /// Where it listens for peers.
+    pub addr: SocketAddr,
+    /// Whether it has the whole blob.
+    pub complete: bool,
+    /// Whether it is an origin.
+    pub origin: bool,
+}
+
+/// One announce of one torrent.
+#[derive(Clone, Debug)]
+pub struct Announce {
+    /// The blob's namespace.
+    pub namespace: String,
+    /// The blob.
+    pub digest: Digest,
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// This peer's identity.
+    pub peer_id: PeerId,
+    /// Where this peer listens.
+    pub addr: SocketAddr,
+    /// Whether this peer has the whole blob.
+    pub complete: bool,
+    /// Whether this peer is an origin.
+    pub origin: bool,
+}
+
+/// What the tracker answers.
+#[derive(Clone, Debug, Default)]
+pub struct AnnounceReply {
+    /// Peers to connect to.
+    pub peers: Vec<PeerAddr>,
+    /// When to announce next (zero: use `scheduler.announce_interval`).
+    pub interval: Duration,
+}
+
+/// The scheduler's view of the tracker cluster: the client the roles build implements it, and
+/// tests can put a fake in its place.
+#[async_trait]
+pub trait Tracker: Send + Sync + 'static {
+    /// Announces one torrent and returns peers to connect to.
+    async fn announce(&self, announce: &Announce) -> Result<AnnounceReply, SchedulerError>;
+    /// The blob's metainfo: `None` while its origin is still fetching it.
+    async fn metainfo(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+    ) -> Result<Option<Metainfo>, SchedulerError>;
+}
+
+/// Who this scheduler is.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The peer id sent in handshakes and announces.
+    pub peer_id: PeerId,
+    /// The address other peers reach this one at (announced to the tracker).
+    pub advertise: SocketAddr,
+    /// Whether this is an origin (announced, so the tracker ranks it).
+    pub origin: bool,
+}
+
+/// The P2P engine of one process; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) me: Identity,
+    pub(crate) config: SchedulerConfig,
+    pub(crate) store: PieceStore,
+    pub(crate) tracker: Arc<dyn Tracker>,
+    pub(crate) conn: ConnSettings,
+    torrents: Mutex<HashMap<InfoHash, TorrentEntry>>,
+}
+
+#[derive(Clone)]
+struct TorrentEntry {
+    cmd: mpsc::Sender<Cmd>,
+    status: watch::Receiver<Status>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("peer_id", &self.inner.me.peer_id)
+            .field("advertise", &self.inner.me.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler over `store`, announcing to `tracker`.
+    pub fn new(
+        me: Identity,
+        config: SchedulerConfig,
+        store: PieceStore,
+        tracker: Arc<dyn Tracker>,
+    ) -> Result<Self, SchedulerError> {
+        let bandwidth = BandwidthLimiter::new(&config.conn.bandwidth)?;
+        let conn = ConnSettings {
+            tti: config.conn.tti.get(),
+            bandwidth,
+            traffic: Arc::default(),
+        };
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                me,
+                config,
+                store,
+                tracker,
+                conn,
+                torrents: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// This peer's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.me
+    }
+
+    /// The piece store.
+    pub fn store(&self) -> &PieceStore {
+        &self.inner.store
+    }
+
+    /// Accepts peer connections on `listener` until the task is dropped.
+    pub async fn serve(&self, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, addr)) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.accept(stream).await {
+                            tracing::debug!(%addr, %e, "incoming peer connection refused");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn accept(&self, mut stream: TcpStream) -> Result<(), SchedulerError> {
+        let mut buf = BytesMut::new();
+        let decoder = FrameDecoder::new(MAX_PIECE_LENGTH);
+        let theirs =
+            conn::read_handshake(&mut stream, &mut buf, &decoder, HANDSHAKE_TIMEOUT).await?;
+        let entry = match self.entry(&theirs.info_hash) {
+            Some(e) => e,
+            None => {
+                // Not active: seed it if the store holds this very torrent.
+                let Some(blob) = self.inner.store.complete(&theirs.digest).await? else {
+                    return Err(SchedulerError::UnknownTorrent(theirs.info_hash));
+                };
+                if blob.metainfo().info_hash() != theirs.info_hash {
+                    return Err(SchedulerError::UnknownTorrent(theirs.info_hash));
+                }
+                self.start_seeding(&theirs.namespace, blob)
+            }
+        };
+        entry
+            .cmd
+            .send(Cmd::Incoming {
+                stream,
+                handshake: theirs,
+                leftover: buf,
+            })
+            .await
+            .map_err(|_| SchedulerError::Stopped)
+    }
+
+    fn entry(&self, info_hash: &InfoHash) -> Option<TorrentEntry> {
+        let torrents = self
+            .inner
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        torrents.get(info_hash).cloned()
+    }
+
+    /// Gets the blob from peers (or the store, if it is already complete there), verified
+    /// piece by piece and as a whole.
+    pub async fn download(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+    ) -> Result<CompleteBlob, SchedulerError> {
+        if let Some(blob) = self.inner.store.complete(digest).await? {
+            return Ok(blob);
+        }
+        let metainfo = self.metainfo(namespace, digest).await?;
+        let mut status = {
+            let info_hash = metainfo.info_hash();
+            match self.entry(&info_hash) {
+                Some(e) => e.status,
+                None => {
+                    let partial = self.inner.store.download(Arc::new(metainfo)).await?;
+                    self.start(namespace, torrent::Role::Leech(partial)).status
+                }
+            }
+        };
+        loop {
+            match &*status.borrow_and_update() {
+                Status::Running => {}
+                Status::Done(blob) => return Ok(blob.clone()),
+                Status::Failed(why) => return Err(SchedulerError::Download(why.clone())),
+            }
+            if status.changed().await.is_err() {
+                // The torrent stopped without a verdict (seeder TTI after completion).
+                return match self.inner.store.complete(digest).await? {
+                    Some(blob) => Ok(blob),
+                    None => Err(SchedulerError::Stopped),
+                };
+            }
+        }
+    }
+
+    /// Waits for the blob's metainfo, polling the tracker while the origin fetches it.
+    async fn metainfo(&self, namespace: &str, digest: &Digest) -> Result<Metainfo, SchedulerError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.leecher_tti.get();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            if let Some(m) = self.inner.tracker.metainfo(namespace, digest).await? {
+                if m.digest() != digest {
+                    return Err(SchedulerError::Download(format!(
+                        "the tracker sent the metainfo of {} for {digest}",
+                        m.digest()
+                    )));
+                }
+                return Ok(m);
+            }
+            if tokio::time::Instant::now() + wait > deadline {
+                return Err(SchedulerError::Download(format!(
+                    "the metainfo of {digest} was still pending after {:?}",
+                    self.inner.config.leecher_tti.get()
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Offers a complete blob to peers (an origin after fetching it from its backend, or an
+    /// agent that already holds it), announcing it until `seeder_tti` passes without traffic.
+    pub fn seed(&self, namespace: &str, blob: CompleteBlob) {
+        self.start_seeding(namespace, blob);
+    }
+
+    fn start_seeding(&self, namespace: &str, blob: CompleteBlob) -> TorrentEntry {
+        self.start(namespace, torrent::Role::Seed(blob))
+    }
+
+    /// The torrent's entry, starting its owner task if it is not running.
+    fn start(&self, namespace: &str, role: torrent::Role) -> TorrentEntry {
+        let info_hash = role.metainfo().info_hash();
+        let mut torrents = self
+            .inner
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = torrents.get(&info_hash)
+            && !e.cmd.is_closed()
+        {
+            return e.clone();
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (status_tx, status_rx) = watch::channel(match &role {
+            torrent::Role::Seed(blob) => Status::Done(blob.clone()),
+            torrent::Role::Leech(_) => Status::Running,
+        });
+        let entry = TorrentEntry {
+            cmd: cmd_tx.clone(),
+            status: status_rx,
+        };
+        torrents.insert(info_hash, entry.clone());
+        let torrent = Torrent::new(
+            Arc::downgrade(&self.inner),
+            namespace.to_owned(),
+            role,
+            cmd_tx,
+            cmd_rx,
+            status_tx,
+        );
+        tokio::spawn(torrent.run());
+        entry
+    }
+
+    /// Piece bytes sent to and received from peers since start.
+    pub fn traffic(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = &self.inner.conn.traffic;
+        (t.sent.load(Relaxed), t.received.load(Relaxed))
+    }
+
+    /// Torrents running now (for metrics and tests).
+    pub fn active_torrents(&self) -> usize {
+        let torrents = self
+            .inner
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        torrents.values().filter(|e| !e.cmd.is_closed()).count()
+    }
+}
+
+impl Inner {
+    /// Called by a torrent's task as it ends.
+    fn forget(&self, info_hash: &InfoHash, cmd: &mpsc::Sender<Cmd>) {
+        let mut torrents = self.torrents.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = torrents.get(info_hash)
+            && e.cmd.same_channel(cmd)
+        {
+            torrents.remove(info_hash);
+        }
+    }
+
+    /// Our handshake for a torrent.
+    fn handshake(&self, namespace: &str, metainfo: &Metainfo, have: crate::Bitfield) -> Handshake {
+        Handshake {
+            peer_id: self.me.peer_id,
+            info_hash: metainfo.info_hash(),
+            digest: metainfo.digest().clone(),
+            namespace: namespace.to_owned(),
+            bitfield: have,
+        }
+    }
+}
+
+/// Upgrades the weak pointer a torrent holds; `None` once the scheduler is gone.
+fn upgrade(inner: &Weak<Inner>) -> Option<Arc<Inner>> {
+    inner.upgrade()
+}

@@ -1,0 +1,721 @@
+//! One torrent's owner task: the only code that touches its picker and its connections. It
+//! reacts to connection events, its own commands (incoming connections, dial results, store
+//! writes, announce replies) and a one-second tick (request timeouts, TTIs, the announce
+//! clock), and after each one asks the picker for more requests.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::{Announce, AnnounceReply, HANDSHAKE_TIMEOUT, Inner, PeerAddr, upgrade};
+use crate::bitfield::Bitfield;
+use crate::conn::{self, ConnEvent, ConnHandle};
+use crate::error::{ConnError, SchedulerError, StoreError};
+use crate::metainfo::Metainfo;
+use crate::peer_id::PeerId;
+use crate::picker::{PickerConfig, PiecePicker, Verified};
+use crate::piece::PieceIndex;
+use crate::store::{CompleteBlob, PartialBlob};
+use crate::wire::{ErrorCode, Frame, FrameDecoder, Handshake};
+
+/// How often the owner checks timeouts.
+const TICK: Duration = Duration::from_millis(500);
+
+/// How soon to announce again when the tracker handed out nobody to download from.
+const RETRY_EMPTY: Duration = Duration::from_millis(500);
+
+/// What a torrent does.
+pub(crate) enum Role {
+    /// Downloads into a partial blob, serving the pieces it has.
+    Leech(PartialBlob),
+    /// Serves a complete blob.
+    Seed(CompleteBlob),
+}
+
+impl Role {
+    pub(crate) fn metainfo(&self) -> &Arc<Metainfo> {
+        match self {
+            Role::Leech(p) => p.metainfo(),
+            Role::Seed(c) => c.metainfo(),
+        }
+    }
+}
+
+/// A torrent's progress as its waiters see it.
+#[derive(Clone, Debug)]
+pub(crate) enum Status {
+    Running,
+    Done(CompleteBlob),
+    Failed(String),
+}
+
+/// Messages to the owner from outside its connections.
+pub(crate) enum Cmd {
+    /// A peer connected to us and sent this handshake.
+    Incoming {
+        stream: TcpStream,
+        handshake: Handshake,
+        leftover: BytesMut,
+    },
+    /// A dial finished its handshakes.
+    Dialed {
+        stream: TcpStream,
+        handshake: Handshake,
+        leftover: BytesMut,
+    },
+    /// A dial failed.
+    DialFailed { peer: PeerId, error: ConnError },
+    /// The tracker answered.
+    Announced(Result<AnnounceReply, SchedulerError>),
+    /// A verified piece reached the disk (or did not).
+    Written {
+        index: PieceIndex,
+        result: Result<(), StoreError>,
+    },
+    /// The partial blob was checked as a whole and moved into the cache.
+    Finished(Result<CompleteBlob, StoreError>),
+}
+
+struct Peer {
+    handle: ConnHandle,
+    complete: bool,
+}
+
+enum State {
+    Leech {
+        partial: PartialBlob,
+        picker: Box<PiecePicker>,
+        /// Pieces verified but not yet on disk.
+        writing: usize,
+        finishing: bool,
+    },
+    Seed(CompleteBlob),
+}
+
+pub(crate) struct Torrent {
+    inner: Weak<Inner>,
+    namespace: String,
+    metainfo: Arc<Metainfo>,
+    state: State,
+    peers: HashMap<PeerId, Peer>,
+    dialing: HashSet<PeerId>,
+    blacklist: HashMap<PeerId, Instant>,
+    cmd_tx: mpsc::Sender<Cmd>,
+    cmd_rx: mpsc::Receiver<Cmd>,
+    events_tx: mpsc::Sender<ConnEvent>,
+    events_rx: mpsc::Receiver<ConnEvent>,
+    status: watch::Sender<Status>,
+    /// Last piece received (leecher TTI) or last connection activity (seeder TTI).
+    last_progress: Instant,
+    next_announce: Instant,
+    announcing: bool,
+}
+
+impl Torrent {
+    pub(crate) fn new(
+        inner: Weak<Inner>,
+        namespace: String,
+        role: Role,
+        cmd_tx: mpsc::Sender<Cmd>,
+        cmd_rx: mpsc::Receiver<Cmd>,
+        status: watch::Sender<Status>,
+    ) -> Self {
+        let metainfo = role.metainfo().clone();
+        let pipeline = upgrade(&inner)
+            .map(|i| PickerConfig::new(&i.config.dispatch, metainfo.piece_length()))
+            .unwrap_or(PickerConfig::new(
+                &Default::default(),
+                metainfo.piece_length(),
+            ));
+        let state = match role {
+            Role::Leech(partial) => State::Leech {
+                picker: Box::new(PiecePicker::new(partial.bitfield(), pipeline)),
+                partial,
+                writing: 0,
+                finishing: false,
+            },
+            Role::Seed(blob) => State::Seed(blob),
+        };
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let now = Instant::now();
+        Torrent {
+            inner,
+            namespace,
+            metainfo,
+            state,
+            peers: HashMap::new(),
+            dialing: HashSet::new(),
+            blacklist: HashMap::new(),
+            cmd_tx,
+            cmd_rx,
+            events_tx,
+            events_rx,
+            status,
+            last_progress: now,
+            next_announce: now,
+            announcing: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A leecher that is already complete (every piece on disk before a restart).
+        self.maybe_finish();
+        let why = loop {
+            tokio::select! {
+                Some(event) = self.events_rx.recv() => self.on_event(event),
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => break "stopped".to_owned(),
+                },
+                _ = tick.tick() => {
+                    if let Some(why) = self.on_tick() {
+                        break why;
+                    }
+                }
+            }
+            if let Some(why) = self.fatal() {
+                break why;
+            }
+            self.request_more();
+        };
+        tracing::debug!(digest = %self.metainfo.digest(), %why, "torrent stopped");
+        for p in self.peers.values() {
+            p.handle.close();
+        }
+        if matches!(*self.status.borrow(), Status::Running) {
+            let _ = self.status.send(Status::Failed(why));
+        }
+        if let Some(inner) = upgrade(&self.inner) {
+            inner.forget(&self.metainfo.info_hash(), &self.cmd_tx);
+        }
+    }
+
+    fn fatal(&self) -> Option<String> {
+        match &*self.status.borrow() {
+            Status::Failed(why) => Some(why.clone()),
+            _ => None,
+        }
+    }
+
+    fn is_seed(&self) -> bool {
+        matches!(self.state, State::Seed(_))
+    }
+
+    fn have(&self) -> Bitfield {
+        match &self.state {
+            State::Leech { partial, .. } => partial.bitfield(),
+            State::Seed(_) => Bitfield::full(self.metainfo.piece_count()),
+        }
+    }
+
+    fn on_tick(&mut self) -> Option<String> {
+        let inner = upgrade(&self.inner)?;
+        let now = Instant::now();
+        self.blacklist.retain(|_, until| *until > now);
+        if let State::Leech { picker, .. } = &mut self.state {
+            for (peer, index) in picker.expire(now) {
+                if let Some(p) = self.peers.get(&peer) {
+                    p.handle.send(Frame::CancelPiece { index });
+                }
+            }
+            let tti = inner.config.leecher_tti.get();
+            if now.duration_since(self.last_progress) >= tti {
+                return Some(format!("no piece arrived for {tti:?} (leecher TTI)"));
+            }
+        } else {
+            if !self.peers.is_empty() {
+                // An open connection counts as activity until its own TTI closes it.
+                self.last_progress = now;
+            }
+            let tti = inner.config.seeder_tti.get();
+            if self.peers.is_empty() && now.duration_since(self.last_progress) >= tti {
+                return Some(format!("no peer for {tti:?} (seeder TTI)"));
+            }
+        }
+        if !self.announcing && now >= self.next_announce {
+            self.announce(&inner);
+        }
+        None
+    }
+
+    fn announce(&mut self, inner: &Arc<Inner>) {
+        self.announcing = true;
+        let announce = Announce {
+            namespace: self.namespace.clone(),
+            digest: self.metainfo.digest().clone(),
+            info_hash: self.metainfo.info_hash(),
+            peer_id: inner.me.peer_id,
+            addr: inner.me.advertise,
+            complete: self.is_seed(),
+            origin: inner.me.origin,
+        };
+        let tracker = inner.tracker.clone();
+        let tx = self.cmd_tx.clone();
+        tokio::spawn(async move {
+            let reply = tracker.announce(&announce).await;
+            let _ = tx.send(Cmd::Announced(reply)).await;
+        });
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Incoming {
+                mut stream,
+                handshake,
+                leftover,
+            } => {
+                if let Err(e) = self.check_peer(&handshake) {
+                    tracing::debug!(peer = %handshake.peer_id, %e, "incoming peer refused");
+                    return;
+                }
+                let Some(inner) = upgrade(&self.inner) else {
+                    return;
+                };
+                let ours = inner.handshake(&self.namespace, &self.metainfo, self.have());
+                let tx = self.cmd_tx.clone();
+                // Reply off the owner task; the result comes back as a dial result.
+                tokio::spawn(async move {
+                    match conn::write_frame(&mut stream, &Frame::Handshake(ours)).await {
+                        Ok(()) => {
+                            let _ = tx
+                                .send(Cmd::Dialed {
+                                    stream,
+                                    handshake,
+                                    leftover,
+                                })
+                                .await;
+                        }
+                        Err(error) => {
+                            let peer = handshake.peer_id;
+                            let _ = tx.send(Cmd::DialFailed { peer, error }).await;
+                        }
+                    }
+                });
+            }
+            Cmd::Dialed {
+                stream,
+                handshake,
+                leftover,
+            } => {
+                self.dialing.remove(&handshake.peer_id);
+                if let Err(e) = self.check_peer(&handshake) {
+                    tracing::debug!(peer = %handshake.peer_id, %e, "peer dropped after handshake");
+                    return;
+                }
+                self.add_peer(stream, handshake, leftover);
+            }
+            Cmd::DialFailed { peer, error } => {
+                self.dialing.remove(&peer);
+                tracing::debug!(%peer, %error, "dial failed");
+            }
+            Cmd::Announced(reply) => {
+                self.announcing = false;
+                let Some(inner) = upgrade(&self.inner) else {
+                    return;
+                };
+                let interval = match &reply {
+                    Ok(r) if !r.interval.is_zero() => r.interval,
+                    _ => inner.config.announce_interval.get(),
+                };
+                match reply {
+                    Ok(reply) => {
+                        let useful = self.dial(&inner, reply.peers);
+                        let retry = !self.is_seed() && useful == 0 && self.peers.is_empty();
+                        self.next_announce =
+                            Instant::now() + if retry { RETRY_EMPTY } else { interval };
+                    }
+                    Err(e) => {
+                        tracing::warn!(digest = %self.metainfo.digest(), %e, "announce failed");
+                        self.next_announce = Instant::now() + interval;
+                    }
+                }
+            }
+            Cmd::Written { index, result } => self.on_written(index, result),
+            Cmd::Finished(result) => self.on_finished(result),
+        }
+    }
+
+    /// Whether a peer may join: not us, not blacklisted, not already connected, and room under
+    /// `max_open_conn`.
+    fn check_peer(&self, h: &Handshake) -> Result<(), ConnError> {
+        let inner = upgrade(&self.inner).ok_or(ConnError::Closed)?;
+        if h.info_hash != self.metainfo.info_hash() {
+            return Err(ConnError::Handshake("another torrent".into()));
+        }
+        if h.peer_id == inner.me.peer_id {
+            return Err(ConnError::Handshake("that is this peer".into()));
+        }
+        if self.blacklist.contains_key(&h.peer_id) {
+            return Err(ConnError::Handshake("blacklisted".into()));
+        }
+        if self.peers.contains_key(&h.peer_id) {
+            return Err(ConnError::Handshake("already connected".into()));
+        }
+        if self.peers.len() >= inner.config.connstate.max_open_conn as usize {
+            return Err(ConnError::Handshake("max_open_conn reached".into()));
+        }
+        h.bitfield
+            .check_len(self.metainfo.piece_count())
+            .map_err(|e| ConnError::Handshake(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Dials handed-out peers while there is room; returns how many could give us pieces.
+    fn dial(&mut self, inner: &Arc<Inner>, peers: Vec<PeerAddr>) -> usize {
+        if self.is_seed() {
+            // A seeder waits to be dialed: it has nothing to ask for.
+            return 0;
+        }
+        let max = inner.config.connstate.max_open_conn as usize;
+        let mut useful = 0;
+        for p in peers {
+            if p.peer_id == inner.me.peer_id || self.blacklist.contains_key(&p.peer_id) {
+                continue;
+            }
+            if self.peers.contains_key(&p.peer_id) {
+                useful += 1;
+                continue;
+            }
+            if self.dialing.contains(&p.peer_id) {
+                continue;
+            }
+            // Two leechers that dialed each other at once would each keep the connection the
+            // other dropped: between incomplete peers only the lower id dials.
+            if !p.complete && !p.origin && p.peer_id < inner.me.peer_id {
+                continue;
+            }
+            if self.peers.len() + self.dialing.len() >= max {
+                break;
+            }
+            useful += 1;
+            self.dialing.insert(p.peer_id);
+            let ours = inner.handshake(&self.namespace, &self.metainfo, self.have());
+            let tx = self.cmd_tx.clone();
+            let metainfo = self.metainfo.clone();
+            tokio::spawn(async move {
+                let cmd = match dial(p.addr, p.peer_id, ours, &metainfo).await {
+                    Ok((stream, handshake, leftover)) => Cmd::Dialed {
+                        stream,
+                        handshake,
+                        leftover,
+                    },
+                    Err(error) => Cmd::DialFailed {
+                        peer: p.peer_id,
+                        error,
+                    },
+                };
+                let _ = tx.send(cmd).await;
+            });
+        }
+        useful
+    }
+
+    fn add_peer(&mut self, stream: TcpStream, handshake: Handshake, leftover: BytesMut) {
+        let Some(inner) = upgrade(&self.inner) else {
+            return;
+        };
+        let peer = handshake.peer_id;
+        let handle = conn::start(
+            stream,
+            leftover,
+            peer,
+            self.metainfo.clone(),
+            inner.conn.clone(),
+            self.events_tx.clone(),
+        );
+        let complete = handshake.bitfield.is_full();
+        if let State::Leech { picker, .. } = &mut self.state
+            && let Err(e) = picker.add_peer(peer, handshake.bitfield)
+        {
+            tracing::debug!(%peer, %e, "bitfield refused");
+            handle.close();
+            return;
+        }
+        if self.is_seed() {
+            handle.send(Frame::Complete);
+        }
+        tracing::debug!(%peer, addr = %handle.addr, "peer connected");
+        self.peers.insert(peer, Peer { handle, complete });
+    }
+
+    fn on_event(&mut self, event: ConnEvent) {
+        match event {
+            ConnEvent::Closed { peer, reason } => {
+                tracing::debug!(%peer, %reason, "peer connection closed");
+                if matches!(reason, ConnError::Wire(_) | ConnError::Protocol(_)) {
+                    self.ban(peer, &reason.to_string());
+                }
+                self.drop_peer(&peer);
+            }
+            ConnEvent::Frame { peer, frame } => self.on_frame(peer, frame),
+            ConnEvent::Piece {
+                peer,
+                index,
+                data,
+                verified,
+            } => self.on_piece(peer, index, data, verified),
+        }
+    }
+
+    fn drop_peer(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.remove(peer) {
+            p.handle.close();
+        }
+        if let State::Leech { picker, .. } = &mut self.state {
+            picker.remove_peer(peer);
+        }
+    }
+
+    /// Blacklists `peer` for `blacklist_duration` and disconnects it.
+    fn ban(&mut self, peer: PeerId, why: &str) {
+        let duration = upgrade(&self.inner)
+            .map(|i| i.config.connstate.blacklist_duration.get())
+            .unwrap_or(Duration::from_secs(30));
+        tracing::warn!(%peer, %why, ?duration, digest = %self.metainfo.digest(), "peer blacklisted");
+        self.blacklist.insert(peer, Instant::now() + duration);
+        self.drop_peer(&peer);
+    }
+
+    fn on_frame(&mut self, peer: PeerId, frame: Frame) {
+        match frame {
+            Frame::PieceRequest { index } => self.serve(peer, index),
+            Frame::AnnouncePiece { index } => {
+                if let State::Leech { picker, .. } = &mut self.state
+                    && let Err(e) = picker.peer_announced(peer, index)
+                {
+                    tracing::debug!(%peer, %e, "announce ignored");
+                }
+            }
+            Frame::CancelPiece { .. } => {
+                // The payload may already be queued; sending it anyway costs one piece.
+            }
+            Frame::Error {
+                index,
+                code,
+                message,
+            } => {
+                tracing::debug!(%peer, %index, ?code, %message, "request refused");
+                if let State::Leech { picker, .. } = &mut self.state {
+                    let _ = picker.request_refused(peer, index);
+                }
+            }
+            Frame::Complete => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.complete = true;
+                }
+                if self.is_seed() {
+                    // Two seeders have nothing to trade.
+                    self.drop_peer(&peer);
+                }
+            }
+            Frame::Handshake(_) | Frame::PiecePayload { .. } => {}
+        }
+    }
+
+    /// Answers a piece request from the store, off the owner task.
+    fn serve(&mut self, peer: PeerId, index: PieceIndex) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let handle = p.handle.clone();
+        self.last_progress = self.last_progress.max(Instant::now());
+        enum Source {
+            Partial(PartialBlob),
+            Complete(CompleteBlob),
+        }
+        let source = match &self.state {
+            State::Seed(blob) => Source::Complete(blob.clone()),
+            State::Leech { partial, .. } if partial.has(index) => Source::Partial(partial.clone()),
+            State::Leech { .. } => {
+                handle.send(Frame::Error {
+                    index,
+                    code: ErrorCode::PieceUnavailable,
+                    message: "not held yet".into(),
+                });
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let read = match source {
+                Source::Partial(p) => p.read_piece(index).await,
+                Source::Complete(c) => c.read_piece(index).await,
+            };
+            let frame = match read {
+                Ok(data) => Frame::PiecePayload { index, data },
+                Err(e) => Frame::Error {
+                    index,
+                    code: ErrorCode::StorageFailure,
+                    message: e.to_string(),
+                },
+            };
+            handle.send_wait(frame).await;
+        });
+    }
+
+    fn on_piece(&mut self, peer: PeerId, index: PieceIndex, data: bytes::Bytes, verified: bool) {
+        let State::Leech {
+            partial,
+            picker,
+            writing,
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        if !verified {
+            if let Ok(b) = picker.piece_failed(peer, index) {
+                self.ban(b.0, &format!("piece {index} does not match its hash"));
+            }
+            return;
+        }
+        self.last_progress = Instant::now();
+        match picker.piece_verified(peer, index) {
+            Ok(Verified::Accepted { cancel }) => {
+                for other in cancel {
+                    if let Some(p) = self.peers.get(&other) {
+                        p.handle.send(Frame::CancelPiece { index });
+                    }
+                }
+                *writing += 1;
+                let partial = partial.clone();
+                let tx = self.cmd_tx.clone();
+                tokio::spawn(async move {
+                    let result = partial.write_piece(index, data).await.map(|_| ());
+                    let _ = tx.send(Cmd::Written { index, result }).await;
+                });
+            }
+            Ok(Verified::Duplicate) => {}
+            Err(e) => tracing::debug!(%peer, %e, "piece ignored"),
+        }
+    }
+
+    fn on_written(&mut self, index: PieceIndex, result: Result<(), StoreError>) {
+        let State::Leech { writing, .. } = &mut self.state else {
+            return;
+        };
+        *writing -= 1;
+        if let Err(e) = result {
+            let _ = self
+                .status
+                .send(Status::Failed(format!("storing piece {index} failed: {e}")));
+            return;
+        }
+        for p in self.peers.values() {
+            if !p.complete {
+                p.handle.send(Frame::AnnouncePiece { index });
+            }
+        }
+        self.maybe_finish();
+    }
+
+    /// Once every piece is on disk: check the whole blob and move it into the cache.
+    fn maybe_finish(&mut self) {
+        let State::Leech {
+            partial,
+            picker,
+            writing,
+            finishing,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if *finishing || *writing > 0 || !picker.is_complete() {
+            return;
+        }
+        *finishing = true;
+        let partial = partial.clone();
+        let tx = self.cmd_tx.clone();
+        tokio::spawn(async move {
+            let result = partial.finish().await;
+            let _ = tx.send(Cmd::Finished(result)).await;
+        });
+    }
+
+    fn on_finished(&mut self, result: Result<CompleteBlob, StoreError>) {
+        match result {
+            Ok(blob) => {
+                tracing::info!(digest = %self.metainfo.digest(), peers = self.peers.len(), "download complete");
+                self.state = State::Seed(blob.clone());
+                let _ = self.status.send(Status::Done(blob));
+                self.last_progress = Instant::now();
+                let complete: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.complete)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for p in self.peers.values() {
+                    p.handle.send(Frame::Complete);
+                }
+                for id in complete {
+                    self.drop_peer(&id);
+                }
+                // Tell the tracker at once, so others are handed a complete peer.
+                self.next_announce = Instant::now();
+            }
+            Err(e) => {
+                let _ = self
+                    .status
+                    .send(Status::Failed(format!("finishing the download: {e}")));
+            }
+        }
+    }
+
+    /// Asks every peer with free pipeline slots for the pieces the picker chooses.
+    fn request_more(&mut self) {
+        let State::Leech { picker, .. } = &mut self.state else {
+            return;
+        };
+        let now = Instant::now();
+        let mut broken = Vec::new();
+        for (id, p) in &self.peers {
+            for index in picker.pick(*id, now) {
+                if !p.handle.send(Frame::PieceRequest { index }) {
+                    let _ = picker.request_refused(*id, index);
+                    broken.push(*id);
+                    break;
+                }
+            }
+        }
+        for id in broken {
+            self.drop_peer(&id);
+        }
+    }
+}
+
+/// Opens a connection to `addr` and exchanges handshakes, checking the peer is who the tracker
+/// said and serves the same torrent.
+async fn dial(
+    addr: SocketAddr,
+    expected: PeerId,
+    ours: Handshake,
+    metainfo: &Metainfo,
+) -> Result<(TcpStream, Handshake, BytesMut), ConnError> {
+    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+    let info_hash = ours.info_hash;
+    conn::write_frame(&mut stream, &Frame::Handshake(ours)).await?;
+    let mut buf = BytesMut::new();
+    let decoder = FrameDecoder::for_torrent(metainfo);
+    let theirs = conn::read_handshake(&mut stream, &mut buf, &decoder, HANDSHAKE_TIMEOUT).await?;
+    if theirs.info_hash != info_hash {
+        return Err(ConnError::Handshake(
+            "the peer answered for another torrent".into(),
+        ));
+    }
+    if theirs.peer_id != expected {
+        return Err(ConnError::Handshake(format!(
+            "expected peer {expected}, the handshake says {}",
+            theirs.peer_id
+        )));
+    }
+    Ok((stream, theirs, buf))
+}
