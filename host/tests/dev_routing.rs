@@ -1,6 +1,7 @@
 //! One `shoal dev` config with several namespaces, each on a different real server: S3
-//! (moto), an upstream Docker registry (docker-registry, pull-through), and a local folder.
-//! Each pull is served from the right server; bad credentials are `UNAUTHORIZED` naming the
+//! (moto), an upstream Docker registry (docker-registry, pull-through), and a local folder;
+//! and another with GCS (fake-gcs-server) and HDFS (the in-repo WebHDFS fake, the one
+//! server here that is a mock). Each pull is served from the right server; bad credentials are `UNAUTHORIZED` naming the
 //! backend and the namespace with nothing cached; a server that is down is a clear 503 and
 //! the process stays healthy.
 
@@ -8,10 +9,11 @@ mod common;
 #[allow(dead_code)] // this binary uses the docker-registry fixture only
 mod registry_peers;
 
-use common::daemons::{Moto, MotoKeys};
+use common::daemons::{FakeGcs, Moto, MotoKeys};
 use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
 use common::image::{self, Digest};
 use common::skopeo::{skopeo, skopeo_pull, skopeo_push};
+use common::webhdfs::WebHdfs;
 use common::{DevServer, assert_same_blobs, block_on, error_of, require, run_ok, tempdir};
 
 const BUCKET: &str = "shoal-routing";
@@ -225,5 +227,176 @@ fn bad_s3_credentials_are_unauthorized_and_nothing_is_cached() {
         "*/*",
     );
     assert_eq!((status, got), (200, blob.clone()));
+    server.stop();
+}
+
+/// A gcs entry for fake-gcs-server (with an empty key: the emulator checks none).
+fn gcs_backend(namespace: &str, endpoint: &str, name_path: &str) -> String {
+    format!(
+        "  - namespace: {namespace}\n    backend:\n      gcs:\n        bucket: {BUCKET}\n        \
+         root_directory: /kraken/\n        name_path: {name_path}\n        username: tester\n        \
+         endpoint: {endpoint}\n"
+    )
+}
+
+/// An hdfs entry for the WebHDFS fake: the standby name node first, the data node granted.
+fn hdfs_backend(namespace: &str, fake: &WebHdfs, name_path: &str) -> String {
+    format!(
+        "  - namespace: {namespace}\n    backend:\n      hdfs:\n        namenodes: ['{}', '{}']\n        \
+         root_directory: /kraken/\n        name_path: {name_path}\n        user_name: shoal\n        \
+         allowed_hosts: ['{}']\n",
+        fake.namenodes[0], fake.namenodes[1], fake.datanode
+    )
+}
+
+/// Object names in the fake-gcs-server bucket.
+fn gcs_objects(endpoint: &str) -> Vec<String> {
+    let (status, _, body) = http(
+        "GET",
+        &format!("{endpoint}/storage/v1/b/{BUCKET}/o"),
+        "application/json",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let list = common::json(&body);
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn gcs_and_hdfs_namespaces_are_served_by_their_own_servers() {
+    if !require("skopeo") {
+        return;
+    }
+    let Some(binary) = FakeGcs::binary() else {
+        return;
+    };
+    let data = tempdir("shoal-routing2-");
+    let work = tempdir("shoal-routing2-layout-");
+    let mut gcs = FakeGcs::start(&binary);
+    block_on(gcs.create_bucket(BUCKET));
+    let hdfs = WebHdfs::start();
+    hdfs.set_standby(0, true);
+
+    let gcs_layout = work.path().join("gcs");
+    let in_gcs = image::write_image_layout(&gcs_layout, "v1", "in-gcs");
+    let hdfs_layout = work.path().join("hdfs");
+    let in_hdfs = image::write_image_layout(&hdfs_layout, "v1", "in-hdfs");
+    let config = data.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            // fake-gcs-server checks no credentials: an empty key makes the plugin send
+            // no Authorization.
+            "auth:\n  gcs:\n    tester:\n      gcs:\n        access_blob: ''\nbackends:\n{}{}{}{}",
+            gcs_backend("gcs-images/.*", &gcs.endpoint(), "sharded_docker_blob"),
+            gcs_backend("gcs-images/.*", &gcs.endpoint(), "docker_tag"),
+            hdfs_backend("hdfs-images/.*", &hdfs, "sharded_docker_blob"),
+            hdfs_backend("hdfs-images/.*", &hdfs, "docker_tag"),
+        ),
+    )
+    .unwrap();
+
+    // Each push lands in its own server, in the seed's layout under the root.
+    let server = DevServer::start_with_config(data.path(), &config);
+    skopeo_push(&server, &gcs_layout, "v1", "gcs-images/app:v1", false);
+    skopeo_push(&server, &hdfs_layout, "v1", "hdfs-images/app:v1", false);
+    server.stop();
+    let objects = gcs_objects(&gcs.endpoint());
+    let blob_path = |d: &Digest| {
+        format!(
+            "kraken/docker/registry/v2/blobs/sha256/{}/{}/data",
+            &d.hex()[..2],
+            d.hex()
+        )
+    };
+    for d in &in_gcs.layer_digests {
+        assert!(
+            objects.contains(&blob_path(d)),
+            "{d} is not in GCS: {objects:?}"
+        );
+        assert!(
+            hdfs.file(&format!("/{}", blob_path(d))).is_none(),
+            "{d} went to HDFS"
+        );
+    }
+    assert!(
+        objects.contains(
+            &"kraken/docker/registry/v2/repositories/gcs-images/app/_manifests/tags/v1/current/link"
+                .to_owned()
+        ),
+        "{objects:?}"
+    );
+    for d in &in_hdfs.layer_digests {
+        assert!(
+            hdfs.file(&format!("/{}", blob_path(d))).is_some(),
+            "{d} is not in HDFS: {:?}",
+            hdfs.paths()
+        );
+        assert!(!objects.contains(&blob_path(d)), "{d} went to GCS");
+    }
+    assert!(
+        hdfs.users().iter().all(|u| u == "shoal"),
+        "{:?}",
+        hdfs.users()
+    );
+
+    // A cold cache: every pull has to reach its own server.
+    std::fs::remove_dir_all(data.path().join("cache")).unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+    let datanode_before = hdfs.datanode_hits();
+    for (reference, layout, built) in [
+        ("gcs-images/app:v1", &gcs_layout, &in_gcs),
+        ("hdfs-images/app:v1", &hdfs_layout, &in_hdfs),
+    ] {
+        let out = work
+            .path()
+            .join(format!("out-{}", reference.replace(['/', ':'], "-")));
+        skopeo_pull(&server, reference, &out, "v1", false);
+        assert_same_blobs(layout, &out);
+        assert_eq!(
+            image::layout_digest_for_tag(&out, "v1"),
+            built.manifest_digest,
+            "{reference}"
+        );
+    }
+    assert!(
+        hdfs.datanode_hits() > datanode_before,
+        "the HDFS image was read through the data node"
+    );
+    server.stop();
+
+    // With fake-gcs-server gone, an uncached GCS blob is a 503 naming the plugin, while
+    // HDFS still serves its own.
+    std::fs::remove_dir_all(data.path().join("cache")).ok();
+    gcs.stop();
+    let server = DevServer::start_with_config(data.path(), &config);
+    let d = &in_gcs.layer_digests[0];
+    let (status, _, body) = http(
+        "GET",
+        &server.url(&format!("/v2/gcs-images/app/blobs/{d}")),
+        "*/*",
+    );
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let (code, message) = error_of(&body);
+    assert_eq!(code, "UNAVAILABLE");
+    assert!(
+        message.contains("plugin gcs") && message.contains("gcs-images/app"),
+        "{message}"
+    );
+    let d = &in_hdfs.layer_digests[0];
+    let (status, _, body) = http(
+        "GET",
+        &server.url(&format!("/v2/hdfs-images/app/blobs/{d}")),
+        "*/*",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(Digest::of(&body), *d);
     server.stop();
 }

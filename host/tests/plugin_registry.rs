@@ -1,10 +1,12 @@
 //! The built-in `registry_blob` / `registry_tag` plugin against a real Distribution registry
 //! (Debian's `docker-registry`): htpasswd Basic auth, the Bearer token flow behind a token
 //! server, tags, Range reads, a registry that goes away and comes back, and ECR logins
-//! against a fake ECR API. Each test skips when docker-registry (or htpasswd, openssl) is
+//! against a fake ECR API; and `registry_blob` through the shared read-only conformance
+//! suite (tests/conformance). Each test skips when docker-registry (or htpasswd, openssl) is
 //! missing, unless SHOAL_REQUIRE_PEERS=1.
 
 mod common;
+mod conformance;
 mod registry_peers;
 
 use std::collections::BTreeMap;
@@ -68,6 +70,32 @@ async fn seeded_registry(
     let seeded = seed(open.addr, repo, (1 << 20) + 123, tags).await;
     open.stop();
     (Registry::start(dir, 0, auth), seeded)
+}
+
+/// The read-only conformance suite every backend passes, on docker-registry: each blob it
+/// seeds is pushed to the repository it reads (its namespace) over the Distribution API,
+/// and named by its digest's hex, as the origin asks for blobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_blob_passes_the_readable_conformance_suite() {
+    if !peers(&["docker-registry"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), 0, &Auth::Open);
+    let engine = engine();
+    let blobs = backend(&engine, &yaml("registry_blob", registry.addr, ""), &[]);
+    let client = reqwest::Client::new();
+    let missing = registry_peers::digest(b"never pushed");
+    let addr = registry.addr;
+    conformance::readable(&blobs, hex(&missing), |content| {
+        let client = client.clone();
+        async move {
+            registry_peers::push_blob(&client, addr, conformance::NAMESPACE, &content).await;
+            hex(&registry_peers::digest(&content)).to_owned()
+        }
+    })
+    .await;
+    registry.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,9 @@ impl AllowedHosts {
                     named.push("oauth2.googleapis.com".to_owned());
                 }
             },
+            // WebHDFS redirects every read and write to a data node, which the name node
+            // picks: those are other hosts, and the operator names them in `allowed_hosts:`
+            // (a bare host grants its every port). Nothing is derived from the redirects.
             Backend::Hdfs(c) => named.extend(c.namenodes.iter().map(|n| n.to_string())),
             Backend::Fs(_) | Backend::Plugin(_) => {}
         }
@@ -335,6 +338,20 @@ mod tests {
             AllowedHosts::for_backend(&fs).unwrap(),
             AllowedHosts::default()
         );
+    }
+
+    #[test]
+    fn hdfs_grants_its_name_nodes_and_the_data_nodes_it_lists() {
+        let yaml =
+            "hdfs:\n  namenodes: ['nn1:50070', '[::1]:9870']\n  allowed_hosts: [dn1.internal]\n";
+        let backend: Backend = serde_yaml_ng::from_str(yaml).unwrap();
+        let a = AllowedHosts::for_backend(&backend).unwrap();
+        assert!(a.permits(&uri("http://nn1:50070/webhdfs/v1/x?op=OPEN")));
+        assert!(a.permits(&uri("http://[::1]:9870/webhdfs/v1/x?op=OPEN")));
+        assert!(!a.permits(&uri("http://nn1:50075/webhdfs/v1/x?op=OPEN")));
+        assert!(a.permits(&uri("http://dn1.internal:9864/webhdfs/v1/x?op=OPEN")));
+        assert!(a.permits(&uri("http://dn1.internal:50075/webhdfs/v1/x?op=CREATE")));
+        assert!(!a.permits(&uri("http://dn2.internal:9864/webhdfs/v1/x?op=OPEN")));
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub(crate) const GCS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_GCS"));
 pub(crate) const HEALTH_ACTIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_ACTIVE"));
 /// The default policy of `tracker.cluster.healthcheck`: `fails` within `fail_timeout`.
 pub(crate) const HEALTH_PASSIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_PASSIVE"));
+/// The `hdfs` backend component (WebHDFS).
+pub(crate) const HDFS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HDFS"));
 
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -63,6 +65,7 @@ impl PluginEngine {
             }
             BackendConfig::S3(_) => (kind.to_owned(), Cow::Borrowed(S3)),
             BackendConfig::Gcs(_) => (kind.to_owned(), Cow::Borrowed(GCS)),
+            BackendConfig::Hdfs(_) => (kind.to_owned(), Cow::Borrowed(HDFS)),
             BackendConfig::Plugin(p) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
@@ -71,12 +74,6 @@ impl PluginEngine {
                     source,
                 })?;
                 (name, Cow::Owned(bytes))
-            }
-            _ => {
-                return Err(LoadError::Config {
-                    plugin: kind.to_owned(),
-                    message: format!("no built-in plugin for the `{kind}` backend yet"),
-                });
             }
         };
         let config_err = |message: String| LoadError::Config {

@@ -11,6 +11,7 @@ pub mod daemons;
 pub mod http;
 pub mod image;
 pub mod skopeo;
+pub mod webhdfs;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};

@@ -26,8 +26,9 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use shoal_host::plugin::{Backend, BackendError, ByteRange, ByteStream};
 
-/// The namespace every call passes; identity-named backends ignore it.
-const NAMESPACE: &str = "conformance/ns";
+/// The namespace every call passes; identity-named backends ignore it, a registry backend
+/// reads it as the repository.
+pub const NAMESPACE: &str = "conformance/ns";
 /// Chunk size of generated upload bodies, about what a client sends per read.
 const CHUNK: usize = 1 << 20;
 /// The smallest "big" blob the writable suite accepts: large enough that no backend can

@@ -199,7 +199,8 @@ pub async fn seed(registry: SocketAddr, repo: &str, layer_len: usize, tags: &[&s
     }
 }
 
-async fn push_blob(client: &reqwest::Client, registry: SocketAddr, repo: &str, blob: &[u8]) {
+/// Pushes one blob to `repo` on an open registry (a monolithic upload: POST, then PUT).
+pub async fn push_blob(client: &reqwest::Client, registry: SocketAddr, repo: &str, blob: &[u8]) {
     let start = client
         .post(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
         .send()
