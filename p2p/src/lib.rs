@@ -1,34 +1,41 @@
 //! shoal's peer-to-peer core: the pieces a blob is cut into and how they are named
 //! ([`metainfo`]), the frames peers exchange ([`wire`]), which piece to ask for next
 //! ([`picker`]), which origins own a blob ([`ring`]), which peers the tracker hands out
-//! ([`peerstore`]), and how fast bytes may flow ([`bandwidth`]).
+//! ([`peerstore`]), and how fast bytes may flow ([`bandwidth`]); the [`tracker`] service and
+//! client put the peer store and the ring on the network, judging hosts through a
+//! [`health::HealthFilter`].
 //!
-//! Everything here is a building block without sockets: the codec parses bytes, the picker is a
-//! synchronous state machine fed events, the ring is a pure function of its host list. The
-//! sessions, scheduler, tracker service and roles that put them on the network come next.
+//! The building blocks have no sockets: the codec parses bytes, the picker is a synchronous
+//! state machine fed events, the ring is a pure function of its host list. The sessions,
+//! scheduler and roles that put the rest on the network come next.
 
 #![warn(missing_docs)]
 
 pub mod bandwidth;
 pub mod bitfield;
 pub mod error;
+pub mod health;
 pub mod metainfo;
 pub mod peer_id;
 pub mod peerstore;
 pub mod picker;
 pub mod piece;
 pub mod ring;
+pub mod tracker;
 pub mod wire;
 
 pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use bitfield::Bitfield;
 pub use error::{
-    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError, WireError,
+    BandwidthError, BitfieldError, MetainfoError, PeerStoreError, PickerError, RingError,
+    TrackerError, WireError,
 };
+pub use health::HealthFilter;
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
 pub use peerstore::{InMemoryPeerStore, PeerInfo, PeerSetWindows, PeerStore};
 pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use ring::HashRing;
+pub use tracker::{AnnounceRequest, AnnounceResponse, MetainfoReply, TrackerClient, TrackerState};
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};
