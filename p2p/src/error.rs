@@ -1,7 +1,8 @@
 //! The crate's errors, one enum per concept a caller acts on differently: a malformed or lying
 //! metainfo, a malformed frame from a peer, a bitfield that does not fit its torrent, a peer
 //! store that cannot be reached, a rate that cannot be enforced, a piece store that refuses a
-//! piece or cannot reach its disk.
+//! piece or cannot reach its disk, a peer connection that breaks, a tracker that cannot be
+//! served or reached.
 
 use std::path::PathBuf;
 
@@ -375,4 +376,65 @@ pub enum SchedulerError {
     /// The scheduler or the torrent is shutting down.
     #[error("the scheduler is stopping")]
     Stopped,
+}
+
+/// Why the tracker service could not run, or a tracker request gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// The configuration cannot work (a `dns:` host list, no hosts); the message names the key.
+    #[error("tracker configuration: {0}")]
+    Config(String),
+    /// The peer store could not be built or reached at start.
+    #[error(transparent)]
+    PeerStore(#[from] PeerStoreError),
+    /// A host list with no hosts.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// The listener failed while serving.
+    #[error("serving the tracker: {0}")]
+    Serve(#[source] std::io::Error),
+    /// The caller's request is invalid; nothing was sent. The body names the field.
+    #[error("invalid tracker request: {}", describe(.0))]
+    InvalidRequest(crate::tracker::ErrorBody),
+    /// No tracker gave an answer: each was unreachable, timed out or failed (5xx).
+    #[error("no tracker answered ({tried} tried); last: {last}")]
+    Unavailable {
+        /// Trackers tried.
+        tried: usize,
+        /// What went wrong with the last one.
+        last: String,
+    },
+    /// A tracker refused the request (4xx, or a status this client does not expect).
+    #[error("tracker {tracker} answered {status}: {message}")]
+    Rejected {
+        /// The tracker.
+        tracker: String,
+        /// The HTTP status.
+        status: u16,
+        /// Its error message, naming the field for a 400.
+        message: String,
+    },
+    /// A tracker answered 200 with a body that is not what was asked for.
+    #[error("tracker {tracker} sent a bad answer: {reason}")]
+    BadResponse {
+        /// The tracker.
+        tracker: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// No origin has the blob (404).
+    #[error("blob {digest} is unknown in namespace {namespace}")]
+    BlobUnknown {
+        /// The namespace asked in.
+        namespace: String,
+        /// The blob.
+        digest: String,
+    },
+}
+
+fn describe(body: &crate::tracker::ErrorBody) -> String {
+    match &body.field {
+        Some(field) => format!("{field} {}", body.message),
+        None => body.message.clone(),
+    }
 }

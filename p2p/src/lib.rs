@@ -2,11 +2,13 @@
 //! ([`metainfo`]), the frames peers exchange ([`wire`]), which piece to ask for next
 //! ([`picker`]), which origins own a blob ([`ring`]), which peers the tracker hands out
 //! ([`peerstore`]), how fast bytes may flow ([`bandwidth`]), and where pieces and blobs live on
-//! disk ([`store`]).
+//! disk ([`store`]); the [`tracker`] service and client put the peer store and the ring on the
+//! network, judging hosts through a [`health::HealthFilter`]; [`conn`] and [`scheduler`] move
+//! pieces between peers.
 //!
-//! Everything here is a building block without sockets: the codec parses bytes, the picker is a
-//! synchronous state machine fed events, the ring is a pure function of its host list. The
-//! sessions, scheduler, tracker service and roles that put them on the network come next.
+//! The building blocks have no sockets: the codec parses bytes, the picker is a synchronous
+//! state machine fed events, the ring is a pure function of its host list. The network is in
+//! [`conn`], [`scheduler`] and [`tracker`]; the roles that run them live in `shoal-host`.
 
 #![warn(missing_docs)]
 
@@ -14,6 +16,7 @@ pub mod bandwidth;
 pub mod bitfield;
 pub mod conn;
 pub mod error;
+pub mod health;
 pub mod metainfo;
 pub mod peer_id;
 pub mod peerstore;
@@ -22,14 +25,16 @@ pub mod piece;
 pub mod ring;
 pub mod scheduler;
 pub mod store;
+pub mod tracker;
 pub mod wire;
 
 pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use bitfield::Bitfield;
 pub use error::{
     BandwidthError, BitfieldError, ConnError, MetainfoError, PeerStoreError, PickerError,
-    RingError, SchedulerError, StoreError, WireError,
+    RingError, SchedulerError, StoreError, TrackerError, WireError,
 };
+pub use health::HealthFilter;
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};
 pub use peer_id::PeerId;
 pub use peerstore::{InMemoryPeerStore, PeerInfo, PeerSetWindows, PeerStore};
@@ -38,4 +43,5 @@ pub use piece::PieceIndex;
 pub use ring::HashRing;
 pub use scheduler::{Announce, AnnounceReply, Identity, PeerAddr, Scheduler, Tracker};
 pub use store::{CleanupReport, CompleteBlob, PartialBlob, PieceStore};
+pub use tracker::{AnnounceRequest, AnnounceResponse, MetainfoReply, TrackerClient, TrackerState};
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};

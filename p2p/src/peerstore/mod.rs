@@ -16,6 +16,8 @@ mod handout;
 mod memory;
 mod record;
 mod redis;
+#[cfg(test)]
+pub(crate) mod redis_fixture;
 mod windows;
 
 use std::net::IpAddr;

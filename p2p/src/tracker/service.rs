@@ -1,0 +1,351 @@
+//! The tracker's HTTP service: announces into the peer store and hand-outs from it, and metainfo
+//! fetched from the origin that owns the blob.
+//!
+//! [`run`] is what the binary calls; [`router`] over a [`TrackerState`] is what tests drive.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use shoal_config::{HashRingConfig, HostPort, Hosts, PeerStoreConfig, TrackerConfig};
+use shoal_registry::Digest;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::proto::{
+    AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES, PeerJson,
+    check_namespace, parse_digest,
+};
+use super::{http_client, metainfo_url, read_capped};
+use crate::error::{PeerStoreError, TrackerError};
+use crate::metainfo::Metainfo;
+use crate::peerstore::{self, InMemoryPeerStore, PeerSetWindows, PeerStore};
+use crate::ring::HashRing;
+
+/// Agents remembered per torrent, as a multiple of `peer_handout_limit`: enough that every
+/// hand-out can be a fresh sample, few enough that a flood of made-up peer ids costs bounded
+/// memory (200 records with the default limit of 50). Counted over the live windows, so the
+/// bound holds per window too.
+pub const AGENTS_PER_HANDOUT: usize = 4;
+
+/// Origins remembered per torrent, apart from the agents so a flood of agents never crowds the
+/// seeders of last resort out. Rings are a handful of hosts and `max_replica` is 2 or 3.
+pub const MAX_ORIGINS_PER_TORRENT: usize = 32;
+
+/// How long the tracker waits for an origin's metainfo answer. Origins answer 202 at once
+/// while they fetch, so this bounds a hung origin, not a slow backend.
+pub const ORIGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every request handler shares.
+pub struct TrackerState {
+    store: Arc<dyn PeerStore>,
+    interval: Duration,
+    handout_limit: usize,
+    max_agents: usize,
+    origins: Option<HashRing>,
+    origin_replicas: usize,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TrackerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerState")
+            .field("interval", &self.interval)
+            .field("handout_limit", &self.handout_limit)
+            .field("origins", &self.origins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrackerState {
+    /// The state for `config` over `store` (the caller picks the store, so tests and several
+    /// trackers can share one). Origins come from `origin.hosts`; a static list only until DNS
+    /// re-resolution lands, so a `dns:` name is refused here rather than resolved once and
+    /// silently kept stale. No `origin:` section means metainfo requests answer 503.
+    pub fn new(config: &TrackerConfig, store: Arc<dyn PeerStore>) -> Result<Self, TrackerError> {
+        let origins = match &config.origin.hosts {
+            None => None,
+            Some(Hosts::Static(hosts)) => Some(HashRing::new(hosts.iter().cloned())?),
+            Some(Hosts::Dns(name)) => {
+                return Err(TrackerError::Config(format!(
+                    "origin.hosts.dns ({name}) is not supported by the tracker yet: list the origins under origin.hosts.static"
+                )));
+            }
+        };
+        let handout_limit = config.peer_handout_limit.max(1) as usize;
+        Ok(TrackerState {
+            store,
+            interval: config.announce_interval.get(),
+            handout_limit,
+            max_agents: handout_limit.saturating_mul(AGENTS_PER_HANDOUT),
+            origins,
+            // The tracker's config has no `hashring:` for the origins; Kraken's default
+            // replica count is what origins run with unless told otherwise.
+            origin_replicas: HashRingConfig::default().max_replica as usize,
+            http: http_client(ORIGIN_TIMEOUT)?,
+        })
+    }
+
+    /// How many ring members own a blob, when the origins run with another `max_replica`.
+    pub fn with_origin_replicas(mut self, replicas: usize) -> Self {
+        self.origin_replicas = replicas.max(1);
+        self
+    }
+}
+
+/// The tracker's routes over `state`.
+pub fn router(state: Arc<TrackerState>) -> Router {
+    Router::new()
+        .route("/announce/{info_hash}", post(announce))
+        .route("/namespace/{ns}/blobs/{digest}/metainfo", get(metainfo))
+        .route("/health", get(|| async { StatusCode::OK }))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .with_state(state)
+}
+
+/// Serves the tracker on `listener` until `shutdown` completes. Builds the peer store from
+/// `config.peerstore` (connecting to Redis first, so a wrong address fails at start) and, for
+/// the in-memory store, prunes expired windows once per window.
+pub async fn run(
+    config: TrackerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), TrackerError> {
+    // Owned background tasks, aborted when `run` returns.
+    let mut tasks = JoinSet::new();
+    let store: Arc<dyn PeerStore> = match &config.peerstore {
+        PeerStoreConfig::Memory(m) => {
+            let store = Arc::new(InMemoryPeerStore::new(PeerSetWindows::from_config(m)?));
+            let period = m.peer_set_window_size.get().max(Duration::from_secs(1));
+            let pruned = store.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    pruned.prune();
+                }
+            });
+            store
+        }
+        PeerStoreConfig::Redis(_) => peerstore::from_config(&config.peerstore).await?,
+    };
+    let state = Arc::new(TrackerState::new(&config, store)?);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "tracker listening");
+    }
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tasks.shutdown().await;
+    served.map_err(TrackerError::Serve)
+}
+
+/// A failed request: its status and the JSON body saying why. The one error type every
+/// handler returns, turned into a response here and nowhere else.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn bad_request(body: ErrorBody) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            body,
+        }
+    }
+
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody::message(message),
+        }
+    }
+}
+
+impl From<PeerStoreError> for ApiError {
+    fn from(e: PeerStoreError) -> Self {
+        tracing::warn!(error = %e, "peer store failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// `POST /announce/{info_hash}`: record the asker (within the per-torrent caps), hand out the
+/// others. One `get` serves both the cap check and the hand-out: it returns up to the cap in
+/// hand-out order, so its first `peer_handout_limit` entries other than the asker are the
+/// hand-out `PeerStore::get` would give.
+async fn announce(
+    State(state): State<Arc<TrackerState>>,
+    Path(info_hash): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<AnnounceResponse>, ApiError> {
+    let request: AnnounceRequest = parse_json(&body)?;
+    let a = request
+        .validate(&info_hash)
+        .map_err(ApiError::bad_request)?;
+    let cap = state.max_agents + MAX_ORIGINS_PER_TORRENT;
+    let known = state.store.get(a.info_hash, cap).await?;
+    let (origins, agents) =
+        known.iter().fold(
+            (0, 0),
+            |(o, g), p| if p.origin { (o + 1, g) } else { (o, g + 1) },
+        );
+    let room = if a.peer.origin {
+        origins < MAX_ORIGINS_PER_TORRENT
+    } else {
+        agents < state.max_agents
+    };
+    if room || known.iter().any(|p| p.peer_id == a.peer.peer_id) {
+        state.store.update(a.info_hash, a.peer.clone()).await?;
+    } else {
+        tracing::warn!(info_hash = %a.info_hash, peer = %a.peer.peer_id, "torrent is full, announce not recorded");
+    }
+    let peers = known
+        .iter()
+        .filter(|p| p.peer_id != a.peer.peer_id)
+        .take(state.handout_limit)
+        .map(PeerJson::from)
+        .collect();
+    Ok(axum::Json(AnnounceResponse {
+        peers,
+        interval_ms: u64::try_from(state.interval.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+/// Parses a JSON body, naming the field that failed (`peer.port`) rather than a byte offset.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        // "." is the whole document, "?" a place serde could not name (broken syntax).
+        let field = if path == "." || path == "?" {
+            "body".to_owned()
+        } else {
+            path
+        };
+        ApiError::bad_request(ErrorBody::field(field, e.into_inner().to_string()))
+    })
+}
+
+/// `GET /namespace/{ns}/blobs/{digest}/metainfo`: asks the blob's owners in score order. A 202
+/// or 404 from an owner is the answer; an owner that cannot be reached or fails (5xx) is
+/// skipped, and so is one whose metainfo does not parse or names another blob. All skipped:
+/// 502 if any lied, else 503.
+async fn metainfo(
+    State(state): State<Arc<TrackerState>>,
+    Path((ns, digest)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_namespace(&ns, "namespace").map_err(ApiError::bad_request)?;
+    let digest = parse_digest(&digest, "digest").map_err(ApiError::bad_request)?;
+    let Some(ring) = &state.origins else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this tracker has no origins configured (origin.hosts)",
+        ));
+    };
+    let mut lied = None;
+    let mut unreachable = None;
+    for origin in ring.owners(&digest, state.origin_replicas, |_| true) {
+        match fetch_metainfo(&state.http, origin, &ns, &digest).await {
+            Ok(Fetched::Ready(bytes)) => {
+                return Ok((
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    bytes,
+                )
+                    .into_response());
+            }
+            Ok(Fetched::Pending) => {
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    axum::Json(ErrorBody::message(format!(
+                        "origin {origin} is still fetching {digest}"
+                    ))),
+                )
+                    .into_response());
+            }
+            Ok(Fetched::NotFound) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("blob {digest} is unknown in namespace {ns}"),
+                ));
+            }
+            Err(OriginFailure::Lied(reason)) => {
+                tracing::warn!(%origin, %digest, %reason, "origin sent unusable metainfo");
+                lied = Some(format!("origin {origin}: {reason}"));
+            }
+            Err(OriginFailure::Unreachable(reason)) => {
+                tracing::debug!(%origin, %digest, %reason, "origin unreachable, trying the next");
+                unreachable = Some(format!("origin {origin}: {reason}"));
+            }
+        }
+    }
+    Err(match (lied, unreachable) {
+        (Some(reason), _) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
+        (None, reason) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason.unwrap_or_else(|| "no origin answered".to_owned()),
+        ),
+    })
+}
+
+/// An origin's usable answer.
+enum Fetched {
+    /// Checked canonical metainfo bytes.
+    Ready(Vec<u8>),
+    Pending,
+    NotFound,
+}
+
+/// Why an origin's answer is not used.
+enum OriginFailure {
+    /// Connection error, timeout, 5xx or an unexpected status: try the next owner.
+    Unreachable(String),
+    /// It answered 200 with bytes that are not metainfo for the blob asked for.
+    Lied(String),
+}
+
+async fn fetch_metainfo(
+    http: &reqwest::Client,
+    origin: &HostPort,
+    ns: &str,
+    digest: &Digest,
+) -> Result<Fetched, OriginFailure> {
+    let url = metainfo_url(origin, ns, digest).map_err(OriginFailure::Unreachable)?;
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| OriginFailure::Unreachable(e.to_string()))?;
+    match response.status() {
+        StatusCode::OK => {}
+        StatusCode::ACCEPTED => return Ok(Fetched::Pending),
+        StatusCode::NOT_FOUND => return Ok(Fetched::NotFound),
+        other => return Err(OriginFailure::Unreachable(format!("answered {other}"))),
+    }
+    let bytes = read_capped(response, MAX_METAINFO_BYTES)
+        .await
+        .map_err(OriginFailure::Unreachable)?;
+    let metainfo = Metainfo::decode(&bytes).map_err(|e| OriginFailure::Lied(e.to_string()))?;
+    if metainfo.digest() != digest {
+        return Err(OriginFailure::Lied(format!(
+            "metainfo is for {}, asked for {digest}",
+            metainfo.digest()
+        )));
+    }
+    Ok(Fetched::Ready(metainfo.encode()))
+}
