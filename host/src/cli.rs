@@ -19,6 +19,12 @@ pub struct Cli {
 enum Command {
     /// Run every role in one process on embedded defaults: a full OCI registry on one port.
     Dev(DevArgs),
+    /// Run the node-local read-only registry that gets blobs from peers.
+    Agent(RoleArgs),
+    /// Run a seeder in front of the storage backends.
+    Origin(RoleArgs),
+    /// Run the announce service that hands out peers.
+    Tracker(RoleArgs),
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -55,6 +61,17 @@ pub struct DevArgs {
     pub config: Option<PathBuf>,
 }
 
+/// Flags of `shoal agent`, `shoal origin` and `shoal tracker`.
+#[derive(clap::Args, Debug)]
+pub struct RoleArgs {
+    /// The role's YAML file (it may `extends:` a base file).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Directory for the piece store and the plugin cache, unless `store.root` says otherwise.
+    #[arg(long, default_value = "./shoal-data")]
+    pub data_dir: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Validate FILE as the config of ROLE; print the effective config, or the errors.
@@ -76,6 +93,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::dev::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent(args) => run_role(args, |c: shoal_config::AgentConfig, d| {
+            crate::roles::agent::run(c, d, crate::serve::signal())
+        }),
+        Command::Origin(args) => run_role(args, |c: shoal_config::OriginConfig, d| {
+            crate::roles::origin::run(c, d, crate::serve::signal())
+        }),
+        Command::Tracker(args) => run_role(args, |c: shoal_config::TrackerConfig, d| {
+            crate::roles::tracker::run(c, d, crate::serve::signal())
+        }),
         Command::Plugin {
             command: PluginCommand::Check { file },
         } => plugin::run_check(&file),
@@ -102,3 +128,46 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// Loads a role's config (errors name the key) and runs the role on a fresh runtime.
+fn run_role<C, F, Fut>(args: RoleArgs, run: F) -> anyhow::Result<ExitCode>
+where
+    C: shoal_config::RoleConfig + HasLog,
+    F: FnOnce(C, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config: C = match shoal_config::load(&args.config, &shoal_config::process_env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    crate::dev::init_logging(config.log().level.as_str());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(config, args.data_dir))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The roles' `log:` block.
+trait HasLog {
+    fn log(&self) -> &shoal_config::LogConfig;
+}
+
+macro_rules! has_log {
+    ($($t:ty),*) => {$(
+        impl HasLog for $t {
+            fn log(&self) -> &shoal_config::LogConfig {
+                &self.log
+            }
+        }
+    )*};
+}
+
+has_log!(
+    shoal_config::AgentConfig,
+    shoal_config::OriginConfig,
+    shoal_config::TrackerConfig
+);

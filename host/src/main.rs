@@ -2,6 +2,7 @@
 
 mod cli;
 mod dev;
+mod roles;
 mod serve;
 
 use clap::Parser;

@@ -7,6 +7,7 @@
 // Each test binary uses a different part of these fixtures.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod daemons;
 pub mod http;
 pub mod image;
