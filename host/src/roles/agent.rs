@@ -57,7 +57,7 @@ pub async fn run(
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
-    let metrics = super::metrics(scheduler.clone());
+    let metrics = super::metrics(scheduler.clone(), String::new);
     let backing = Arc::new(P2pBacking {
         scheduler,
         build_index,

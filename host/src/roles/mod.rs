@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod origin;
+pub mod ring;
 pub mod tracker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -58,13 +59,18 @@ pub fn policy_engine(data_dir: &Path) -> anyhow::Result<shoal_host::plugin::Plug
 
 pub(crate) use tracker::tracker_client;
 
-/// `GET /metrics`: the scheduler's counters in the Prometheus text format.
-pub fn metrics(scheduler: shoal_p2p::Scheduler) -> axum::Router {
+/// `GET /metrics`: the scheduler's counters in the Prometheus text format, then whatever
+/// `extra` adds (the origin's ring health).
+pub fn metrics(
+    scheduler: shoal_p2p::Scheduler,
+    extra: impl Fn() -> String + Clone + Send + Sync + 'static,
+) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let (sent, received) = scheduler.traffic();
             let torrents = scheduler.active_torrents();
+            let extra = extra();
             async move {
                 format!(
                     "# HELP shoal_p2p_piece_bytes_sent_total Piece payload bytes sent to peers.\n\
@@ -75,7 +81,7 @@ pub fn metrics(scheduler: shoal_p2p::Scheduler) -> axum::Router {
                      shoal_p2p_piece_bytes_received_total {received}\n\
                      # HELP shoal_p2p_torrents Torrents running.\n\
                      # TYPE shoal_p2p_torrents gauge\n\
-                     shoal_p2p_torrents {torrents}\n"
+                     shoal_p2p_torrents {torrents}\n{extra}"
                 )
             }
         }),

@@ -10,7 +10,6 @@
 //! verified against the digest before it is kept.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,14 +21,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::TryStreamExt;
-use shoal_config::{HostPort, OriginConfig};
+use shoal_config::OriginConfig;
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::{NamespaceRouter, PluginBacking};
 use shoal_p2p::store::{CompleteBlob, PieceStore};
-use shoal_p2p::{DEFAULT_PIECE_LENGTH, HashRing, Identity, PeerId, Scheduler};
+use shoal_p2p::{DEFAULT_PIECE_LENGTH, Identity, PeerId, Scheduler};
 use shoal_registry::{Backing, Digest, RepoName};
 
-use super::{hosts_of, peer_addr, tracker_client};
+use super::ring::Ring;
+use super::{peer_addr, tracker_client};
 
 /// How long a failed fetch is remembered (answered as its error) before it is tried again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
@@ -46,9 +46,7 @@ enum Fetch {
 pub struct Origin {
     backing: PluginBacking,
     scheduler: Scheduler,
-    ring: HashRing,
-    me: Option<HostPort>,
-    max_replica: usize,
+    ring: Arc<Ring>,
     fetches: Mutex<HashMap<Digest, Fetch>>,
     http: reqwest::Client,
 }
@@ -93,23 +91,12 @@ pub async fn run(
     let serving = scheduler.clone();
     tokio::spawn(async move { serving.serve(peer_listener).await });
 
-    let hosts = match &config.cluster.hosts {
-        Some(h) => hosts_of(h).await?,
-        None => Vec::new(),
-    };
     let listen = listener.local_addr()?;
-    let me = hosts.iter().find(|h| is_me(h, listen)).cloned();
-    let ring = if hosts.is_empty() {
-        HashRing::new([HostPort::new(listen.ip().to_string(), listen.port())])?
-    } else {
-        HashRing::new(hosts)?
-    };
+    let ring = Ring::start(&config.cluster, &config.hashring, listen, &engine).await?;
     let origin = Arc::new(Origin {
         backing,
         scheduler,
         ring,
-        me,
-        max_replica: config.hashring.max_replica.max(1) as usize,
         fetches: Mutex::new(HashMap::new()),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -120,16 +107,21 @@ pub async fn run(
     Ok(())
 }
 
-fn is_me(h: &HostPort, listen: SocketAddr) -> bool {
-    h.port() == listen.port()
-        && h.host()
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip == listen.ip() || listen.ip().is_unspecified())
-            .unwrap_or(false)
-}
-
 fn router_of(origin: Arc<Origin>) -> Router {
-    let metrics = super::metrics(origin.scheduler.clone());
+    let ring = origin.ring.clone();
+    let metrics = super::metrics(origin.scheduler.clone(), move || {
+        let mut out = String::from(
+            "# HELP shoal_ring_member_healthy Whether the active check counts a ring member healthy.\n\
+             # TYPE shoal_ring_member_healthy gauge\n",
+        );
+        for (host, ok) in ring.health() {
+            out.push_str(&format!(
+                "shoal_ring_member_healthy{{member=\"{host}\"}} {}\n",
+                u8::from(ok)
+            ));
+        }
+        out
+    });
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/namespace/{ns}/blobs/{digest}/metainfo", get(metainfo))
@@ -257,9 +249,8 @@ impl Origin {
     /// Sends a copy of `blob` to the other members of its replica set.
     async fn replicate(&self, repo: &RepoName, blob: &CompleteBlob) {
         let d = blob.metainfo().digest();
-        let set = self.ring.replica_set(d, self.max_replica);
-        for host in set {
-            if Some(host) == self.me.as_ref() {
+        for host in self.ring.owners(d) {
+            if Some(&host) == self.ring.me() {
                 continue;
             }
             let url = format!(

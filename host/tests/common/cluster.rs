@@ -36,7 +36,7 @@ pub struct Node {
     pub config: PathBuf,
     pub data: PathBuf,
     role: &'static str,
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -53,14 +53,14 @@ impl Node {
         std::fs::write(&config, yaml).unwrap();
         let data = dir.join(name);
         std::fs::create_dir_all(&data).unwrap();
-        let mut node = Node {
+        let node = Node {
             name: name.to_owned(),
             http,
             peer,
             config,
             data,
             role,
-            child: None,
+            child: Mutex::new(None),
             log: Arc::new(Mutex::new(Vec::new())),
         };
         node.start();
@@ -69,7 +69,7 @@ impl Node {
 
     /// Starts the process (again, after [`Node::kill`]) and waits for its `/health`... or, for
     /// an agent, for its registry's `/v2/`.
-    pub fn start(&mut self) {
+    pub fn start(&self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
             .arg(self.role)
             .arg("--config")
@@ -95,13 +95,13 @@ impl Node {
                 log.lock().unwrap().push(line);
             }
         });
-        self.child = Some(child);
+        *self.child.lock().unwrap() = Some(child);
         let url = match self.role {
             "agent" => format!("http://{}/v2/", self.http),
             _ => format!("http://{}/health", self.http),
         };
         let up = poll_until(Duration::from_secs(60), || {
-            if let Some(c) = self.child.as_mut()
+            if let Some(c) = self.child.lock().unwrap().as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
                 panic!(
@@ -121,16 +121,18 @@ impl Node {
     }
 
     /// Kills the process (SIGKILL: no goodbye to anyone).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn kill(&self) {
+        let child = self.child.lock().unwrap().take();
+        if let Some(mut c) = child {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
     /// Stops the process with SIGTERM.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn stop(&self) {
+        let child = self.child.lock().unwrap().take();
+        if let Some(mut c) = child {
             send_signal(c.id(), "TERM");
             if wait_with_deadline(&mut c, Duration::from_secs(15)).is_none() {
                 let _ = c.kill();
@@ -193,6 +195,22 @@ pub struct Spec {
     pub origin_extra: String,
     /// Extra YAML appended to every agent's config.
     pub agent_extra: String,
+    /// The agents' `tracker.cluster.healthcheck.fail_timeout`.
+    pub tracker_fail_timeout: &'static str,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            trackers: 1,
+            origins: 3,
+            agents: 6,
+            max_replica: 2,
+            origin_extra: String::new(),
+            agent_extra: String::new(),
+            tracker_fail_timeout: "5s",
+        }
+    }
 }
 
 /// The running cluster.
@@ -236,8 +254,9 @@ impl Cluster {
             .collect();
         let origin_http: Vec<SocketAddr> = origin_addrs.iter().map(|(h, _)| *h).collect();
         let tracker_client = format!(
-            "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: 5s\n",
-            hosts(&tracker_addrs)
+            "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: {}\n",
+            hosts(&tracker_addrs),
+            spec.tracker_fail_timeout,
         );
         let scheduler =
             "scheduler:\n  announce_interval: 500ms\n  seeder_tti: 2m\n  leecher_tti: 2m\n";
@@ -257,7 +276,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, (http, peer))| {
                 let yaml = format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\nhashring:\n  max_replica: {}\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}{}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}{}",
                     hosts(&origin_http),
                     spec.max_replica,
                     backend.display(),
@@ -351,4 +370,29 @@ pub fn pull_everywhere(agents: &[Node], namespace: &str, digest: &str) -> HashMa
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+impl Node {
+    /// Whether origin `self` counts ring member `member` healthy (from its `/metrics`).
+    pub fn sees_healthy(&self, member: SocketAddr) -> Option<bool> {
+        let (_, body) = get(&format!("http://{}/metrics", self.http))?;
+        let text = String::from_utf8(body).ok()?;
+        let key = format!("shoal_ring_member_healthy{{member=\"{member}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map(|v| v.trim() == "1")
+    }
+
+    /// Whether this origin holds `digest` (HEAD on its blob endpoint).
+    pub fn holds(&self, namespace: &str, digest: &str) -> bool {
+        let url = format!(
+            "http://{}/namespace/{}/blobs/{digest}",
+            self.http,
+            namespace.replace('/', "%2F")
+        );
+        reqwest::blocking::Client::new()
+            .head(url)
+            .send()
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    }
 }

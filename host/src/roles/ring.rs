@@ -1,0 +1,199 @@
+//! An origin's view of its own ring (`cluster:`, `hashring:`): the members, re-resolved every
+//! `hashring.refresh_interval` when they are a DNS name, and their health from the active
+//! check: every `cluster.healthcheck.monitor.interval` each other member's `/health` is asked
+//! (within `cluster.healthcheck.timeout`) and the answer fed to the active health-policy
+//! component (`fails` in a row out, `passes` in a row back in, or a custom `policy:`).
+//! Requests for a blob go to the healthy members of its replica set, best score first.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use shoal_config::{ClusterConfig, HashRingConfig, HostPort, Hosts};
+use shoal_host::plugin::{HealthPolicy, PluginEngine};
+use shoal_p2p::HashRing;
+use shoal_registry::Digest;
+
+use super::hosts_of;
+
+/// The ring and what the active check last concluded of each member.
+pub struct Ring {
+    me: Option<HostPort>,
+    max_replica: usize,
+    state: RwLock<State>,
+}
+
+struct State {
+    ring: HashRing,
+    /// Verdict per member; members never checked (this origin) are healthy.
+    healthy: BTreeMap<HostPort, bool>,
+}
+
+impl Ring {
+    /// Builds the ring for an origin listening on `listen` and starts its monitor and, for a
+    /// DNS name, its refresher. Without `cluster.hosts` the ring is this origin alone.
+    pub async fn start(
+        cluster: &ClusterConfig,
+        hashring: &HashRingConfig,
+        listen: SocketAddr,
+        engine: &PluginEngine,
+    ) -> anyhow::Result<Arc<Ring>> {
+        let alone = HostPort::new(listen.ip().to_string(), listen.port());
+        let hosts = match &cluster.hosts {
+            Some(h) => hosts_of(h).await?,
+            None => vec![alone.clone()],
+        };
+        let me = hosts.iter().find(|h| is_me(h, listen)).cloned();
+        let ring = Arc::new(Ring {
+            me,
+            max_replica: hashring.max_replica.max(1) as usize,
+            state: RwLock::new(State {
+                healthy: hosts.iter().map(|h| (h.clone(), true)).collect(),
+                ring: HashRing::new(hosts)?,
+            }),
+        });
+        if cluster.hosts.is_some() {
+            let policy = engine
+                .active_health(&cluster.healthcheck)
+                .context("loading the ring's health policy (cluster.healthcheck)")?;
+            let check = cluster.healthcheck.clone();
+            let watched = ring.clone();
+            tokio::spawn(async move {
+                watched
+                    .monitor(policy, check.monitor.interval.get(), check.timeout.get())
+                    .await
+            });
+        }
+        if let Some(Hosts::Dns(name)) = &cluster.hosts {
+            let refreshed = ring.clone();
+            let hosts = Hosts::Dns(name.clone());
+            let every = hashring.refresh_interval.get().max(Duration::from_secs(1));
+            tokio::spawn(async move { refreshed.refresh(hosts, every).await });
+        }
+        Ok(ring)
+    }
+
+    /// This origin's entry in the ring, when it is listed.
+    pub fn me(&self) -> Option<&HostPort> {
+        self.me.as_ref()
+    }
+
+    /// The healthy members of `digest`'s replica set, best first (never empty: see
+    /// [`HashRing::owners`]).
+    pub fn owners(&self, digest: &Digest) -> Vec<HostPort> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .ring
+            .owners(digest, self.max_replica, |h| {
+                state.healthy.get(h).copied().unwrap_or(true)
+            })
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every member and its verdict, for `/metrics`.
+    pub fn health(&self) -> Vec<(HostPort, bool)> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .healthy
+            .iter()
+            .map(|(h, ok)| (h.clone(), *ok))
+            .collect()
+    }
+
+    async fn monitor(&self, policy: Arc<dyn HealthPolicy>, every: Duration, timeout: Duration) {
+        let http = match reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(%e, "the ring's health monitor cannot start");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let members: Vec<HostPort> = {
+                let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+                state.ring.hosts().to_vec()
+            };
+            let checks = members
+                .iter()
+                .filter(|h| Some(*h) != self.me.as_ref())
+                .map(|h| {
+                    let http = &http;
+                    async move {
+                        let ok = match http.get(format!("http://{h}/health")).send().await {
+                            Ok(r) => r.status().is_success(),
+                            Err(_) => false,
+                        };
+                        (h, ok)
+                    }
+                });
+            let results = futures_util::future::join_all(checks).await;
+            let now = SystemTime::now();
+            let mut verdicts = Vec::with_capacity(results.len());
+            for (host, ok) in results {
+                let name = host.to_string();
+                if let Err(e) = policy.observe(&name, ok, now).await {
+                    tracing::warn!(%host, %e, "health policy failed to record a check");
+                }
+                // A policy that cannot answer fails open: it must not empty the ring.
+                let healthy = policy.healthy(&name, now).await.unwrap_or(true);
+                verdicts.push((host.clone(), healthy));
+            }
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for (host, healthy) in verdicts {
+                let before = state.healthy.insert(host.clone(), healthy);
+                if before != Some(healthy) {
+                    if healthy {
+                        tracing::info!(%host, "origin is healthy");
+                    } else {
+                        tracing::warn!(%host, "origin is unhealthy");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn refresh(&self, hosts: Hosts, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let resolved = match hosts_of(&hosts).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(%e, "re-resolving the ring failed; keeping the members");
+                    continue;
+                }
+            };
+            let Ok(ring) = HashRing::new(resolved.clone()) else {
+                continue;
+            };
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if state.ring.hosts() != ring.hosts() {
+                tracing::info!(members = resolved.len(), "ring members changed");
+                let old = std::mem::take(&mut state.healthy);
+                state.healthy = resolved
+                    .iter()
+                    .map(|h| (h.clone(), old.get(h).copied().unwrap_or(true)))
+                    .collect();
+                state.ring = ring;
+            }
+        }
+    }
+}
+
+fn is_me(h: &HostPort, listen: SocketAddr) -> bool {
+    h.port() == listen.port()
+        && h.host()
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip == listen.ip())
+            .unwrap_or(false)
+}
