@@ -92,7 +92,14 @@ pub async fn run(
     tokio::spawn(async move { serving.serve(peer_listener).await });
 
     let listen = listener.local_addr()?;
-    let ring = Ring::start(&config.cluster, &config.hashring, listen, &engine).await?;
+    let ring = Ring::start(
+        &config.cluster,
+        &config.hashring,
+        listen,
+        config.peer.ip,
+        &engine,
+    )
+    .await?;
     let origin = Arc::new(Origin {
         backing,
         scheduler,

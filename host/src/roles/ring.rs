@@ -6,7 +6,7 @@
 //! Requests for a blob go to the healthy members of its replica set, best score first.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -38,6 +38,7 @@ impl Ring {
         cluster: &ClusterConfig,
         hashring: &HashRingConfig,
         listen: SocketAddr,
+        peer_ip: Option<IpAddr>,
         engine: &PluginEngine,
     ) -> anyhow::Result<Arc<Ring>> {
         let alone = HostPort::new(listen.ip().to_string(), listen.port());
@@ -45,7 +46,7 @@ impl Ring {
             Some(h) => hosts_of(h).await?,
             None => vec![alone.clone()],
         };
-        let me = hosts.iter().find(|h| is_me(h, listen)).cloned();
+        let me = hosts.iter().find(|h| is_me(h, listen, peer_ip)).cloned();
         let ring = Arc::new(Ring {
             me,
             max_replica: hashring.max_replica.max(1) as usize,
@@ -190,10 +191,13 @@ impl Ring {
     }
 }
 
-fn is_me(h: &HostPort, listen: SocketAddr) -> bool {
+/// Whether ring member `h` is this origin: its port, and its address, or any loopback or
+/// `peer.ip` address when the origin listens on all addresses.
+fn is_me(h: &HostPort, listen: SocketAddr, peer_ip: Option<IpAddr>) -> bool {
+    let Ok(ip) = h.host().parse::<IpAddr>() else {
+        return false;
+    };
     h.port() == listen.port()
-        && h.host()
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip == listen.ip())
-            .unwrap_or(false)
+        && (ip == listen.ip()
+            || (listen.ip().is_unspecified() && (ip.is_loopback() || Some(ip) == peer_ip)))
 }
