@@ -11,6 +11,7 @@
 mod auth;
 mod backend;
 mod bandwidth;
+mod bytesize;
 mod cluster;
 mod decode;
 mod duration;
@@ -38,6 +39,7 @@ pub use backend::{
     S3Backend, TlsClientConfig, TlsConfig,
 };
 pub use bandwidth::BandwidthConfig;
+pub use bytesize::{ByteSize, ByteSizeError, SIZE_FORM};
 pub use cluster::{
     ActiveHealthCheck, ClusterConfig, HashRingConfig, HealthFilter, HealthMonitor, PassiveCluster,
     PassiveHealthCheck, RemoteCluster, TrackerClientConfig,
@@ -53,8 +55,9 @@ pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
 pub use plugins::PluginsConfig;
 pub use role::Role;
 pub use roles::{
-    AgentConfig, AgentPeer, AgentRegistry, BuildIndexConfig, DevConfig, OriginConfig, OriginPeer,
-    ProxyConfig, ProxyRegistry, TagCacheConfig, TrackerConfig, WritebackConfig,
+    AgentConfig, AgentPeer, AgentRegistry, BuildIndexConfig, DevConfig, MetainfoGenConfig,
+    OriginConfig, OriginPeer, ProxyConfig, ProxyRegistry, TagCacheConfig, TrackerConfig,
+    WritebackConfig,
 };
 pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig};
 pub use secret::{REDACTED, Secret, with_secrets_exposed};

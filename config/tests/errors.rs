@@ -276,3 +276,24 @@ fn passive_health_check_bounds_fails_and_fail_timeout() {
         error::<AgentConfig>("tracker:\n  cluster:\n    healthcheck: {policies: x}\n").to_string();
     assert!(text.contains("policies"), "{text}");
 }
+
+#[test]
+fn metainfogen_piece_lengths_by_blob_size() {
+    let c: OriginConfig = load_str(
+        "metainfogen:\n  piece_lengths:\n    0: 4MB\n    2GB: 8MB\n    100GB: 64MB\n",
+        &no_env,
+    )
+    .unwrap();
+    let m = &c.metainfogen;
+    assert_eq!(m.piece_length(Some(0)), 4 << 20);
+    assert_eq!(m.piece_length(Some((2 << 30) - 1)), 4 << 20);
+    assert_eq!(m.piece_length(Some(2 << 30)), 8 << 20);
+    assert_eq!(m.piece_length(Some(200 << 30)), 64 << 20);
+    assert_eq!(m.piece_length(None), 4 << 20);
+    let text = error::<OriginConfig>("metainfogen:\n  piece_lengths:\n    0: 128MB\n").to_string();
+    assert!(text.contains("metainfogen.piece_lengths"), "{text}");
+    assert!(text.contains("64MB"), "{text}");
+    let text = error::<OriginConfig>("metainfogen:\n  piece_lengths:\n    0: 4XB\n").to_string();
+    assert!(text.contains("metainfogen.piece_lengths"), "{text}");
+    assert!(text.contains("4MB, 512KB"), "{text}");
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use agent::{AgentConfig, AgentRegistry};
 pub use build_index::{BuildIndexConfig, TagCacheConfig};
 pub use dev::DevConfig;
-pub use origin::{OriginConfig, WritebackConfig};
+pub use origin::{MetainfoGenConfig, OriginConfig, WritebackConfig};
 pub use proxy::{ProxyConfig, ProxyRegistry};
 pub use tracker::TrackerConfig;
 

@@ -1,6 +1,7 @@
 //! The origin: a dedicated seeder that owns blobs by rendezvous hash and talks to the storage
 //! backends.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{OriginPeer, any_addr};
 use crate::auth::AuthConfig;
 use crate::backend::{BackendEntry, validate_backends};
+use crate::bytesize::ByteSize;
 use crate::cluster::{ClusterConfig, HashRingConfig, TrackerClientConfig};
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
@@ -41,6 +43,8 @@ pub struct OriginConfig {
     pub store: StoreConfig,
     /// Write-back of pushed blobs to the backend.
     pub writeback: WritebackConfig,
+    /// How blobs are cut into pieces.
+    pub metainfogen: MetainfoGenConfig,
     /// Where torrents are announced.
     pub tracker: TrackerClientConfig,
     /// Logging.
@@ -63,6 +67,7 @@ impl Default for OriginConfig {
             scheduler: SchedulerConfig::default(),
             store: StoreConfig::default(),
             writeback: WritebackConfig::default(),
+            metainfogen: MetainfoGenConfig::default(),
             tracker: TrackerClientConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
@@ -90,6 +95,61 @@ impl Default for WritebackConfig {
     }
 }
 
+/// How the origin cuts blobs into pieces (Kraken's `metainfogen`): `piece_lengths` maps a blob
+/// size to the piece length used from that size up, e.g. `{0: 4MB, 2GB: 8MB}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetainfoGenConfig {
+    /// Blob size → piece length for blobs of at least that size.
+    pub piece_lengths: BTreeMap<ByteSize, ByteSize>,
+}
+
+/// The largest piece length a peer accepts (64 MiB; `shoal_p2p::metainfo::MAX_PIECE_LENGTH`).
+pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
+
+impl Default for MetainfoGenConfig {
+    fn default() -> Self {
+        MetainfoGenConfig {
+            piece_lengths: BTreeMap::from([(ByteSize(0), ByteSize(4 << 20))]),
+        }
+    }
+}
+
+impl MetainfoGenConfig {
+    /// The piece length for a blob of `size` bytes (`None`: size unknown, the smallest entry's).
+    pub fn piece_length(&self, size: Option<u64>) -> u64 {
+        let pick = match size {
+            Some(size) => self
+                .piece_lengths
+                .range(..=ByteSize(size))
+                .next_back()
+                .or_else(|| self.piece_lengths.iter().next()),
+            None => self.piece_lengths.iter().next(),
+        };
+        pick.map(|(_, len)| len.get()).unwrap_or(4 << 20)
+    }
+}
+
+impl Validate for MetainfoGenConfig {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        let lengths = at.key("piece_lengths");
+        problems.require(
+            !self.piece_lengths.is_empty(),
+            &lengths,
+            "must list at least one size",
+            "a map like {0: 4MB, 2GB: 8MB}",
+        );
+        for (from, len) in &self.piece_lengths {
+            problems.require(
+                (1..=MAX_PIECE_LENGTH).contains(&len.get()),
+                &lengths.key(&from.to_string()),
+                "is out of range",
+                "a piece length from 1B to 64MB",
+            );
+        }
+    }
+}
+
 impl sealed::Role for OriginConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
@@ -98,6 +158,8 @@ impl sealed::Role for OriginConfig {
         validate_backends(&self.backends, &self.auth, problems);
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
+        self.metainfogen
+            .validate(&root.key("metainfogen"), problems);
         self.tracker.validate(&root.key("tracker"), problems);
         self.plugins
             .validate(&KeyPath::root().key("plugins"), problems);

@@ -25,7 +25,7 @@ use shoal_config::OriginConfig;
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::{NamespaceRouter, PluginBacking};
 use shoal_p2p::store::{CompleteBlob, PieceStore};
-use shoal_p2p::{DEFAULT_PIECE_LENGTH, Identity, PeerId, Scheduler};
+use shoal_p2p::{Identity, PeerId, Scheduler};
 use shoal_registry::{Backing, Digest, RepoName};
 
 use super::ring::Ring;
@@ -47,6 +47,7 @@ pub struct Origin {
     backing: PluginBacking,
     scheduler: Scheduler,
     ring: Arc<Ring>,
+    pieces: shoal_config::MetainfoGenConfig,
     fetches: Mutex<HashMap<Digest, Fetch>>,
     http: reqwest::Client,
 }
@@ -104,6 +105,7 @@ pub async fn run(
         backing,
         scheduler,
         ring,
+        pieces: config.metainfogen.clone(),
         fetches: Mutex::new(HashMap::new()),
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -216,13 +218,14 @@ impl Origin {
     /// Fetches `d` from the backend into the piece store, seeds it, and copies it to the rest
     /// of its replica set.
     async fn fetch(self: Arc<Self>, repo: RepoName, d: Digest) {
-        let outcome = match self.backing.get_blob(&repo, &d).await {
-            Ok(Some(body)) => {
+        let outcome = match self.backing.download_blob(&repo, &d).await {
+            Ok(Some((length, body))) => {
                 let body = body.map_err(std::io::Error::other);
+                let piece_length = self.pieces.piece_length(length);
                 match self
                     .scheduler
                     .store()
-                    .import(&d, DEFAULT_PIECE_LENGTH, Box::pin(body))
+                    .import(&d, piece_length, Box::pin(body))
                     .await
                 {
                     Ok(blob) => {
@@ -340,17 +343,21 @@ async fn upload(
     State(o): State<Arc<Origin>>,
     Path((ns, digest)): Path<(String, String)>,
     Query(q): Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
     let (repo, d) = match parse(&ns, &digest) {
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let blob = match o
         .scheduler
         .store()
-        .import(&d, DEFAULT_PIECE_LENGTH, Box::pin(stream))
+        .import(&d, o.pieces.piece_length(length), Box::pin(stream))
         .await
     {
         Ok(blob) => blob,

@@ -33,6 +33,33 @@ impl PluginBacking {
         PluginBacking { router }
     }
 
+    /// Blob `d` of `repo` from the backend its namespace routes to, with its length when the
+    /// backend says it (the origin picks a piece length by it), or `None` when not held.
+    pub async fn download_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<(Option<u64>, BodyStream)>> {
+        let Some(route) = self.route(repo, Content::Blobs) else {
+            return Ok(None);
+        };
+        match route
+            .backend
+            .download(repo.as_str(), &blob_name(d), None)
+            .await
+        {
+            Ok(download) => {
+                let body = match &route.ingress {
+                    Some(limit) => limit.clone().pace(download.body),
+                    None => download.body,
+                };
+                Ok(Some((download.length, body)))
+            }
+            Err(BackendError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(api_error(repo, e)),
+        }
+    }
+
     fn route(&self, repo: &RepoName, content: Content) -> Option<&Route> {
         let route = self.router.route(repo.as_str(), content);
         if route.is_none() {
@@ -122,24 +149,7 @@ impl Backing for PluginBacking {
     }
 
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
-        let Some(route) = self.route(repo, Content::Blobs) else {
-            return Ok(None);
-        };
-        match route
-            .backend
-            .download(repo.as_str(), &blob_name(d), None)
-            .await
-        {
-            Ok(download) => {
-                let body = match &route.ingress {
-                    Some(limit) => limit.clone().pace(download.body),
-                    None => download.body,
-                };
-                Ok(Some(body))
-            }
-            Err(BackendError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(api_error(repo, e)),
-        }
+        Ok(self.download_blob(repo, d).await?.map(|(_, body)| body))
     }
 
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
