@@ -114,7 +114,7 @@ push_blob() {
   local file=$WORK/$1.blob
   head -c $((BLOB_MIB << 20)) /dev/urandom >"$file"
   DIGEST=sha256:$(sha256sum "$file" | cut -d' ' -f1)
-  curl -fsS -X PUT --data-binary @"$file" "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST" >/dev/null
+  curl -fsS -T "$file" "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST" >/dev/null
   rm -f "$file"
 }
 

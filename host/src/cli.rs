@@ -25,6 +25,8 @@ enum Command {
     Origin(RoleArgs),
     /// Run the announce service that hands out peers.
     Tracker(RoleArgs),
+    /// Run the tag-to-digest service over the storage backends.
+    BuildIndex(RoleArgs),
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -102,6 +104,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tracker(args) => run_role(args, |c: shoal_config::TrackerConfig, d| {
             crate::roles::tracker::run(c, d, crate::serve::signal())
         }),
+        Command::BuildIndex(args) => run_role(args, |c: shoal_config::BuildIndexConfig, d| {
+            crate::roles::build_index::run(c, d, crate::serve::signal())
+        }),
         Command::Plugin {
             command: PluginCommand::Check { file },
         } => plugin::run_check(&file),
@@ -169,5 +174,6 @@ macro_rules! has_log {
 has_log!(
     shoal_config::AgentConfig,
     shoal_config::OriginConfig,
-    shoal_config::TrackerConfig
+    shoal_config::TrackerConfig,
+    shoal_config::BuildIndexConfig
 );

@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, Spec, pull_everywhere};
-use common::poll_until;
+use common::skopeo::{skopeo, skopeo_push};
+use common::{DevServer, assert_same_blobs, image, poll_until, require, run_ok};
 
 /// An origin `scheduler.conn.bandwidth` block capping egress at `bits` per second.
 fn origin_egress(bits: u64) -> String {
@@ -193,7 +194,9 @@ fn a_dead_tracker_is_skipped_after_fails_errors() {
     for (agent, got) in &results {
         assert_eq!(got, &digest, "{agent} got other bytes\n{}", cluster.logs());
     }
-    // Every process with a tracker client (agents and the origin) may fail `fails` (2) times.
+    // Each client (agents and the origin) gave up on the dead tracker after `fails` (2) errors,
+    // a few more at most for requests already in flight. It stays out of rotation until
+    // `fail_timeout` (10m): the seeders go on announcing every 500 ms, and none reaches it.
     let clients = cluster.agents.len() + cluster.origins.len();
     let seen = contacts.load(Ordering::SeqCst);
     eprintln!("the dead tracker was contacted {seen} times by {clients} clients");
@@ -202,7 +205,218 @@ fn a_dead_tracker_is_skipped_after_fails_errors() {
         "the dead tracker was never tried: the test proves nothing"
     );
     assert!(
-        seen <= 2 * clients,
+        seen <= 4 * clients,
         "the dead tracker was contacted {seen} times by {clients} clients with fails: 2"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let later = contacts.load(Ordering::SeqCst);
+    assert_eq!(
+        later, seen,
+        "the dead tracker was contacted again within fail_timeout"
+    );
+}
+
+/// What users run: skopeo pushes an image into the backend (through `shoal dev` over the same
+/// folder), then pulls it by tag from each agent: the tag from the build-index, the manifest
+/// and layers over P2P.
+#[test]
+fn skopeo_pulls_an_image_by_tag_through_every_agent() {
+    if !require("skopeo") {
+        return;
+    }
+    let cluster = Cluster::start(Spec {
+        origins: 2,
+        agents: 3,
+        build_index: true,
+        ..Spec::default()
+    });
+    let work = common::tempdir("shoal-p2p-image-");
+    let layout = work.path().join("layout");
+    let built = image::write_image_layout(&layout, "v1", "p2p");
+    let dev_config = work.path().join("dev.yaml");
+    std::fs::write(
+        &dev_config,
+        format!(
+            "backends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n",
+            cluster.backend.display()
+        ),
+    )
+    .unwrap();
+    let dev = DevServer::start_with_config(&work.path().join("dev"), &dev_config);
+    skopeo_push(&dev, &layout, "v1", "team/app:v1", false);
+    dev.stop();
+    for agent in &cluster.agents {
+        let out = work.path().join(format!("pulled-{}", agent.name));
+        run_ok(
+            skopeo()
+                .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+                .arg(format!("docker://{}/team/app:v1", agent.http))
+                .arg(format!("oci:{}:v1", out.display())),
+        );
+        assert_same_blobs(&layout, &out);
+        assert_eq!(
+            image::layout_digest_for_tag(&out, "v1"),
+            built.manifest_digest,
+            "{}",
+            agent.name
+        );
+    }
+    // Pushing to an agent is refused: it is read-only.
+    let status = std::process::Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/team/other:v1", cluster.agents[0].http))
+        .output()
+        .unwrap();
+    assert!(!status.status.success(), "an agent accepted a push");
+    let received: u64 = cluster.agents.iter().map(|a| a.received()).sum();
+    assert!(received > 0, "the agents received nothing over P2P");
+}
+
+/// A peer that hands out corrupt pieces, announced to the real tracker as complete (so agents
+/// dial it first): every agent blacklists it after its first bad piece and still completes
+/// with the right bytes from the origin and each other.
+#[test]
+fn a_peer_serving_corrupt_pieces_is_blacklisted_by_every_agent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::{Bytes, BytesMut};
+    use shoal_p2p::wire::{FrameDecoder, encode};
+    use shoal_p2p::{Bitfield, Frame, Handshake, Metainfo, PeerId};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = Cluster::start(Spec {
+        origins: 1,
+        agents: 3,
+        max_replica: 1,
+        origin_extra: origin_egress(200_000_000),
+        ..Spec::default()
+    });
+    let digest = cluster.push(0, NS, pseudo_random(24 << 20, 3));
+    let tracker = cluster.trackers[0].http;
+    let url = format!(
+        "http://{tracker}/namespace/{}/blobs/{digest}/metainfo",
+        NS.replace('/', "%2F")
+    );
+    let mut raw = None;
+    assert!(poll_until(Duration::from_secs(60), || {
+        raw = common::cluster::get(&url)
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b);
+        raw.is_some()
+    }));
+    let metainfo = Metainfo::decode(&raw.unwrap()).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let liar_ip = common::cluster::ip(200);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((liar_ip, 0)))
+        .unwrap();
+    let liar = listener.local_addr().unwrap();
+    let id = PeerId::random();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let bad_pieces = Arc::new(AtomicUsize::new(0));
+    {
+        let (accepted, bad_pieces, m) = (accepted.clone(), bad_pieces.clone(), metainfo.clone());
+        runtime.spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (m, bad_pieces) = (m.clone(), bad_pieces.clone());
+                tokio::spawn(async move {
+                    let decoder = FrameDecoder::for_torrent(&m);
+                    let (mut buf, mut out) = (BytesMut::new(), BytesMut::new());
+                    loop {
+                        while let Ok(Some((frame, used))) = decoder.decode(&buf) {
+                            let _ = buf.split_to(used);
+                            out.clear();
+                            match frame {
+                                Frame::Handshake(h) => {
+                                    let ours = Handshake {
+                                        peer_id: id,
+                                        bitfield: Bitfield::full(m.piece_count()),
+                                        ..h
+                                    };
+                                    encode(&Frame::Handshake(ours), &mut out).unwrap();
+                                }
+                                Frame::PieceRequest { index } => {
+                                    bad_pieces.fetch_add(1, Ordering::SeqCst);
+                                    let size = m.piece_size(index).unwrap() as usize;
+                                    let data = Bytes::from(vec![0x5A; size]);
+                                    encode(&Frame::PiecePayload { index, data }, &mut out).unwrap();
+                                }
+                                _ => {}
+                            }
+                            if s.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                        match s.read_buf(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+    }
+    // Announce the liar as a complete peer, again and again, as a real one would.
+    let announce = serde_json::json!({
+        "namespace": NS,
+        "digest": digest,
+        "peer": {
+            "peer_id": id.to_string(),
+            "ip": liar.ip().to_string(),
+            "port": liar.port(),
+            "complete": true,
+            "origin": false,
+        },
+    });
+    let announce_url = format!("http://{tracker}/announce/{}", metainfo.info_hash());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let announcer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = client
+                    .post(&announce_url)
+                    .header("content-type", "application/json")
+                    .body(announce.to_string())
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200, "{:?}", r.text());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let results = pull_everywhere(&cluster.agents, NS, &digest);
+    stop.store(true, Ordering::SeqCst);
+    announcer.join().unwrap();
+    for (agent, got) in &results {
+        assert_eq!(got, &digest, "{agent} got other bytes\n{}", cluster.logs());
+    }
+    let (tries, bad) = (
+        accepted.load(Ordering::SeqCst),
+        bad_pieces.load(Ordering::SeqCst),
+    );
+    eprintln!("the liar was dialed {tries} times and asked for {bad} pieces");
+    assert!(
+        tries >= 1,
+        "no agent ever dialed the liar: the test proves nothing"
+    );
+    assert!(
+        tries <= cluster.agents.len(),
+        "an agent came back to the liar ({tries} dials)"
+    );
+    let banned = cluster
+        .agents
+        .iter()
+        .filter(|a| a.log().iter().any(|l| l.contains("peer blacklisted")))
+        .count();
+    assert_eq!(
+        banned, tries,
+        "every agent that met the liar blacklisted it"
     );
 }

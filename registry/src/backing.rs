@@ -41,6 +41,17 @@ pub trait Backing: Send + Sync {
     /// Blob `d` of `repo`, or `None` when the backing does not hold it.
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>>;
 
+    /// Blob `d` of `repo` as a local file already verified against `d` on this filesystem,
+    /// which the store hard-links instead of copying (the agent's piece store); `None` when
+    /// the backing has no such file and [`Backing::get_blob`] is to be used.
+    async fn get_blob_file(
+        &self,
+        _repo: &RepoName,
+        _d: &Digest,
+    ) -> ApiResult<Option<std::path::PathBuf>> {
+        Ok(None)
+    }
+
     /// Points `tag` of `repo` at `d`.
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()>;
 
@@ -172,6 +183,11 @@ impl Registry {
         }
         if self.store.blob_size(d).await?.is_some() {
             return Ok(false);
+        }
+        if let Some(file) = backing.get_blob_file(repo, d).await?
+            && self.store.adopt_verified_file(repo, d, &file).await?
+        {
+            return Ok(true);
         }
         let Some(body) = backing.get_blob(repo, d).await? else {
             return Ok(false);

@@ -85,6 +85,20 @@ struct P2pBacking {
     http: reqwest::Client,
 }
 
+impl P2pBacking {
+    async fn download(&self, repo: &RepoName, d: &Digest) -> ApiResult<shoal_p2p::CompleteBlob> {
+        self.scheduler
+            .download(repo.as_str(), d)
+            .await
+            .map_err(|e| {
+                RegistryError::new(
+                    ErrorCode::Unavailable,
+                    format!("getting {d} of {repo} from peers: {e}"),
+                )
+            })
+    }
+}
+
 fn read_only() -> RegistryError {
     RegistryError::new(
         ErrorCode::Unsupported,
@@ -99,21 +113,23 @@ impl Backing for P2pBacking {
     }
 
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
-        let blob = self
-            .scheduler
-            .download(repo.as_str(), d)
-            .await
-            .map_err(|e| {
-                RegistryError::new(
-                    ErrorCode::Unavailable,
-                    format!("getting {d} of {repo} from peers: {e}"),
-                )
-            })?;
+        let blob = self.download(repo, d).await?;
         let file = tokio::fs::File::open(blob.path()).await?;
         Ok(Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
             file,
             1 << 20,
         ))))
+    }
+
+    /// The piece store's verified file, which the registry store hard-links: the agent keeps
+    /// one copy of each blob, not two.
+    async fn get_blob_file(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<std::path::PathBuf>> {
+        let blob = self.download(repo, d).await?;
+        Ok(Some(blob.path().to_owned()))
     }
 
     async fn put_tag(&self, _: &RepoName, _: &Tag, _: &Digest) -> ApiResult<()> {

@@ -3,6 +3,7 @@
 //! a peer announces, and the tracker client with its passive health check.
 
 pub mod agent;
+pub mod build_index;
 pub mod origin;
 pub mod ring;
 pub mod tracker;
@@ -86,4 +87,13 @@ pub fn metrics(
             }
         }),
     )
+}
+
+/// A request a role's HTTP API cannot parse: 400 with the reason as text.
+pub struct BadRequest(pub String);
+
+impl axum::response::IntoResponse for BadRequest {
+    fn into_response(self) -> axum::response::Response {
+        (axum::http::StatusCode::BAD_REQUEST, self.0).into_response()
+    }
 }

@@ -28,6 +28,7 @@ use shoal_p2p::store::{CompleteBlob, PieceStore};
 use shoal_p2p::{Identity, PeerId, Scheduler};
 use shoal_registry::{Backing, Digest, RepoName};
 
+use super::BadRequest;
 use super::ring::Ring;
 use super::{peer_addr, tracker_client};
 
@@ -144,15 +145,6 @@ fn router_of(origin: Arc<Origin>) -> Router {
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, msg.into()).into_response()
-}
-
-/// A request the origin cannot parse: 400 with the reason.
-struct BadRequest(String);
-
-impl IntoResponse for BadRequest {
-    fn into_response(self) -> Response {
-        text(StatusCode::BAD_REQUEST, self.0)
-    }
 }
 
 fn parse(ns: &str, digest: &str) -> Result<(RepoName, Digest), BadRequest> {

@@ -197,6 +197,8 @@ pub struct Spec {
     pub agent_extra: String,
     /// The agents' `tracker.cluster.healthcheck.fail_timeout`.
     pub tracker_fail_timeout: &'static str,
+    /// Whether to run a build-index over the shared backend (agents resolve tags through it).
+    pub build_index: bool,
 }
 
 impl Default for Spec {
@@ -209,6 +211,7 @@ impl Default for Spec {
             origin_extra: String::new(),
             agent_extra: String::new(),
             tracker_fail_timeout: "5s",
+            build_index: false,
         }
     }
 }
@@ -220,6 +223,7 @@ pub struct Cluster {
     pub trackers: Vec<Node>,
     pub origins: Vec<Node>,
     pub agents: Vec<Node>,
+    pub build_index: Option<Node>,
 }
 
 fn hosts(addrs: &[SocketAddr]) -> String {
@@ -276,7 +280,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, (http, peer))| {
                 let yaml = format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}{}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}{}",
                     hosts(&origin_http),
                     spec.max_replica,
                     backend.display(),
@@ -285,13 +289,26 @@ impl Cluster {
                 Node::spawn(dir.path(), &format!("origin{i}"), "origin", yaml, *http, Some(*peer))
             })
             .collect();
+        let build_index = spec.build_index.then(|| {
+            let ip = next_ip();
+            let addr = SocketAddr::from((ip, free_port(ip)));
+            let yaml = format!(
+                "listen: \"{addr}\"\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n",
+                backend.display()
+            );
+            Node::spawn(dir.path(), "build-index", "build-index", yaml, addr, None)
+        });
+        let build_index_client = match &build_index {
+            Some(b) => format!("build_index:\n  hosts:\n    static: [\"{}\"]\n", b.http),
+            None => String::new(),
+        };
         let agents = (0..spec.agents)
             .map(|i| {
                 let ip = next_ip();
                 let http = SocketAddr::from((ip, free_port(ip)));
                 let peer = SocketAddr::from((ip, free_port(ip)));
                 let yaml = format!(
-                    "registry:\n  listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\n{tracker_client}{scheduler}{}",
+                    "registry:\n  listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\n{build_index_client}{tracker_client}{scheduler}{}",
                     spec.agent_extra
                 );
                 Node::spawn(dir.path(), &format!("agent{i}"), "agent", yaml, http, Some(peer))
@@ -303,6 +320,7 @@ impl Cluster {
             trackers,
             origins,
             agents,
+            build_index,
         }
     }
 

@@ -268,6 +268,21 @@ impl PiecePicker {
     /// The pieces to request from `peer` now (possibly none), already marked Requested at
     /// `now`: rarest first with a random tie-break, or duplicates in endgame.
     pub fn pick(&mut self, peer: PeerId, now: Instant) -> Vec<PieceIndex> {
+        self.pick_capped(peer, now, u32::MAX, |_| true)
+    }
+
+    /// Like [`pick`](PiecePicker::pick), but outside endgame only pieces held by at most
+    /// `max_availability` connected peers and for which `allow` says yes. The owner asks an
+    /// origin this way: with the number of connected origins as the cap, and only the pieces
+    /// this origin is designated for among them, so each piece leaves the origins about once
+    /// and the rest travels between agents.
+    pub fn pick_capped(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        max_availability: u32,
+        allow: impl Fn(PieceIndex) -> bool,
+    ) -> Vec<PieceIndex> {
         let Some(view) = self.peers.get(&peer) else {
             return Vec::new();
         };
@@ -281,7 +296,11 @@ impl PiecePicker {
             .bitfield
             .ones()
             .filter_map(|i| match &self.pieces[i.as_usize()] {
-                PieceState::Missing => Some((0, self.availability[i.as_usize()], i)),
+                PieceState::Missing
+                    if self.availability[i.as_usize()] <= max_availability && allow(i) =>
+                {
+                    Some((0, self.availability[i.as_usize()], i))
+                }
                 PieceState::Requested(reqs) if endgame && reqs.iter().all(|r| r.peer != peer) => {
                     Some((reqs.len(), self.availability[i.as_usize()], i))
                 }

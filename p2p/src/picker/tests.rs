@@ -478,3 +478,34 @@ impl PiecePicker {
             .collect()
     }
 }
+
+#[test]
+fn an_origin_is_asked_only_for_pieces_nobody_else_has_until_endgame() {
+    let mut p = picker(4, 4);
+    let (origin, agent) = (peer(1), peer(2));
+    p.add_peer(origin, bits(4, &[0, 1, 2, 3])).unwrap();
+    p.add_peer(agent, bits(4, &[0, 1])).unwrap();
+    let now = Instant::now();
+    // One origin connected: pieces 0 and 1 are at the agent too, so only 2 and 3.
+    let mut from_origin = p.pick_capped(origin, now, 1, |_| true);
+    from_origin.sort();
+    assert_eq!(from_origin, idx(&[2, 3]));
+    let mut from_agent = p.pick(agent, now);
+    from_agent.sort();
+    assert_eq!(from_agent, idx(&[0, 1]));
+    // Everything is requested now: endgame lets the origin duplicate the agent's pieces.
+    assert!(p.in_endgame());
+    let mut duplicates = p.pick_capped(origin, now, 1, |_| true);
+    duplicates.sort();
+    assert_eq!(duplicates, idx(&[0, 1]));
+}
+
+#[test]
+fn a_capped_pick_skips_what_the_filter_refuses_until_endgame() {
+    let mut p = picker(4, 4);
+    p.add_peer(peer(1), bits(4, &[0, 1, 2, 3])).unwrap();
+    let now = Instant::now();
+    let mut odd = p.pick_capped(peer(1), now, u32::MAX, |i| i.0 % 2 == 1);
+    odd.sort();
+    assert_eq!(odd, idx(&[1, 3]));
+}

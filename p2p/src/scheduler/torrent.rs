@@ -26,6 +26,12 @@ use crate::wire::{ErrorCode, Frame, FrameDecoder, Handshake};
 /// How often the owner checks timeouts.
 const TICK: Duration = Duration::from_millis(500);
 
+/// How long an origin keeps a piece it sent to one agent "lent": other agents asking for it
+/// meanwhile are refused and get it from that agent, so each piece leaves the origin about
+/// once. When the window passes, or the holder disconnects, the refused peers are told the
+/// origin has the piece again.
+const LEND_WINDOW: Duration = Duration::from_secs(3);
+
 /// How soon to announce again when the tracker handed out nobody to download from.
 const RETRY_EMPTY: Duration = Duration::from_millis(500);
 
@@ -104,6 +110,12 @@ pub(crate) struct Torrent {
     state: State,
     peers: HashMap<PeerId, Peer>,
     dialing: HashSet<PeerId>,
+    /// Peers the tracker named as origins: asked only for pieces no other peer has.
+    origins: HashSet<PeerId>,
+    /// On an origin: pieces recently sent, to whom and when (see [`LEND_WINDOW`]).
+    lent: HashMap<PieceIndex, (PeerId, Instant)>,
+    /// On an origin: who was refused a lent piece, to be told when it is available again.
+    refused: HashMap<PieceIndex, HashSet<PeerId>>,
     blacklist: HashMap<PeerId, Instant>,
     cmd_tx: mpsc::Sender<Cmd>,
     cmd_rx: mpsc::Receiver<Cmd>,
@@ -150,6 +162,9 @@ impl Torrent {
             state,
             peers: HashMap::new(),
             dialing: HashSet::new(),
+            origins: HashSet::new(),
+            lent: HashMap::new(),
+            refused: HashMap::new(),
             blacklist: HashMap::new(),
             cmd_tx,
             cmd_rx,
@@ -215,9 +230,28 @@ impl Torrent {
         }
     }
 
+    /// Ends a lend: the peers refused the piece meanwhile may ask the origin again.
+    fn return_lent(&mut self, index: PieceIndex) {
+        self.lent.remove(&index);
+        for peer in self.refused.remove(&index).unwrap_or_default() {
+            if let Some(p) = self.peers.get(&peer) {
+                p.handle.send(Frame::AnnouncePiece { index });
+            }
+        }
+    }
+
     fn on_tick(&mut self) -> Option<String> {
         let inner = upgrade(&self.inner)?;
         let now = Instant::now();
+        let expired: Vec<PieceIndex> = self
+            .lent
+            .iter()
+            .filter(|(_, (_, at))| now.duration_since(*at) >= LEND_WINDOW)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in expired {
+            self.return_lent(index);
+        }
         self.blacklist.retain(|_, until| *until > now);
         if let State::Leech { picker, .. } = &mut self.state {
             for (peer, index) in picker.expire(now) {
@@ -379,6 +413,9 @@ impl Torrent {
             if p.peer_id == inner.me.peer_id || self.blacklist.contains_key(&p.peer_id) {
                 continue;
             }
+            if p.origin {
+                self.origins.insert(p.peer_id);
+            }
             if self.peers.contains_key(&p.peer_id) {
                 useful += 1;
                 continue;
@@ -468,6 +505,15 @@ impl Torrent {
         if let Some(p) = self.peers.remove(peer) {
             p.handle.close();
         }
+        let held: Vec<PieceIndex> = self
+            .lent
+            .iter()
+            .filter(|(_, (holder, _))| holder == peer)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in held {
+            self.return_lent(index);
+        }
         if let State::Leech { picker, .. } = &mut self.state {
             picker.remove_peer(peer);
         }
@@ -525,7 +571,28 @@ impl Torrent {
             return;
         };
         let handle = p.handle.clone();
-        self.last_progress = self.last_progress.max(Instant::now());
+        let now = Instant::now();
+        self.last_progress = self.last_progress.max(now);
+        if self.is_seed() && upgrade(&self.inner).is_some_and(|i| i.me.origin) {
+            match self.lent.get(&index) {
+                Some((holder, at))
+                    if *holder != peer
+                        && now.duration_since(*at) < LEND_WINDOW
+                        && self.peers.contains_key(holder) =>
+                {
+                    self.refused.entry(index).or_default().insert(peer);
+                    handle.send(Frame::Error {
+                        index,
+                        code: ErrorCode::PieceUnavailable,
+                        message: "sent to another peer moments ago: get it there".into(),
+                    });
+                    return;
+                }
+                _ => {
+                    self.lent.insert(index, (peer, now));
+                }
+            }
+        }
         enum Source {
             Partial(PartialBlob),
             Complete(CompleteBlob),
@@ -674,9 +741,23 @@ impl Torrent {
             return;
         };
         let now = Instant::now();
+        let origins: Vec<PeerId> = self
+            .peers
+            .keys()
+            .filter(|id| self.origins.contains(id))
+            .copied()
+            .collect();
         let mut broken = Vec::new();
         for (id, p) in &self.peers {
-            for index in picker.pick(*id, now) {
+            let picked = if self.origins.contains(id) {
+                // Each piece is asked of one designated origin (rendezvous on the piece index
+                // among the connected origins), so two origins do not both send it.
+                let designated = |i: PieceIndex| designated_origin(&origins, i) == Some(*id);
+                picker.pick_capped(*id, now, origins.len() as u32, designated)
+            } else {
+                picker.pick(*id, now)
+            };
+            for index in picked {
                 if !p.handle.send(Frame::PieceRequest { index }) {
                     let _ = picker.request_refused(*id, index);
                     broken.push(*id);
@@ -688,6 +769,22 @@ impl Torrent {
             self.drop_peer(&id);
         }
     }
+}
+
+/// The origin among `origins` that piece `index` is asked of: the highest SHA-256 of the
+/// origin's id and the index (rendezvous), the same choice on every agent that sees the same
+/// origins.
+fn designated_origin(origins: &[PeerId], index: PieceIndex) -> Option<PeerId> {
+    use sha2::{Digest as _, Sha256};
+    origins
+        .iter()
+        .max_by_key(|o| {
+            let mut h = Sha256::new();
+            h.update(o.0);
+            h.update(index.0.to_be_bytes());
+            <[u8; 32]>::from(h.finalize())
+        })
+        .copied()
 }
 
 /// Opens a connection to `addr` and exchanges handshakes, checking the peer is who the tracker

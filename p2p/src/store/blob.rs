@@ -144,6 +144,9 @@ impl CompleteBlob {
     }
 }
 
+/// How long after a piece is written its sidecar is flushed (data synced, then the bitfield).
+pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub(crate) struct PartialInner {
     store: Arc<StoreInner>,
     pub(crate) metainfo: Arc<Metainfo>,
@@ -156,8 +159,32 @@ pub(crate) struct PartialInner {
     /// The generation last written to the sidecar. Held while a sidecar is written, and by
     /// whoever moves or deletes the files (after the index lock: index, then this).
     persisted: tokio::sync::Mutex<u64>,
+    /// A background flush of the sidecar is due (see [`PartialBlob::write_piece`]).
+    flush_due: std::sync::atomic::AtomicBool,
     /// One `finish` at a time; the others wait and get its result.
     finishing: tokio::sync::Mutex<()>,
+}
+
+impl Drop for PartialInner {
+    /// The last handle is gone with pieces written since the last flush: flush them now
+    /// (synchronously: this runs once per download), so a reopen resumes from them.
+    fn drop(&mut self) {
+        let persisted = *self.persisted.get_mut();
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if state.discarded || state.done.is_some() || state.generation <= persisted {
+            return;
+        }
+        let Some(file) = &self.file else {
+            return;
+        };
+        let flushed = file
+            .sync_data()
+            .map_err(io_at(&self.data_path))
+            .and_then(|()| write_sidecar(&self.sidecar_path, &self.metainfo, &state.have));
+        if let Err(e) = flushed {
+            tracing::warn!(digest = %self.metainfo.digest(), %e, "flushing a dropped download failed");
+        }
+    }
 }
 
 struct PartialState {
@@ -208,6 +235,7 @@ impl PartialInner {
                 done: None,
             }),
             persisted: tokio::sync::Mutex::new(0),
+            flush_due: std::sync::atomic::AtomicBool::new(false),
             finishing: tokio::sync::Mutex::new(()),
         }
     }
@@ -254,6 +282,7 @@ impl PartialBlob {
             }),
             metainfo,
             persisted: tokio::sync::Mutex::new(0),
+            flush_due: std::sync::atomic::AtomicBool::new(false),
             finishing: tokio::sync::Mutex::new(()),
         }))
     }
@@ -331,8 +360,39 @@ impl PartialBlob {
             s.generation
         };
         inner.access.touch();
-        self.persist(generation).await?;
+        let _ = generation;
+        self.flush_later();
         Ok(true)
+    }
+
+    /// Persists the sidecar (data synced first) now, covering every piece written so far. A
+    /// restart resumes from what was flushed; [`PartialBlob::write_piece`] flushes within
+    /// [`FLUSH_DELAY`] by itself.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let generation = self.0.lock().generation;
+        self.persist(generation).await
+    }
+
+    /// Schedules one flush [`FLUSH_DELAY`] from now unless one is due already: an fsync per
+    /// piece made eight agents on one disk wait on each other's syncs.
+    fn flush_later(&self) {
+        use std::sync::atomic::Ordering;
+        if self.0.flush_due.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Weak: a pending flush must not count as an open handle (cleanup skips those).
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            tokio::time::sleep(FLUSH_DELAY).await;
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            let this = PartialBlob(inner);
+            this.0.flush_due.store(false, Ordering::Release);
+            if let Err(e) = this.flush().await {
+                tracing::warn!(digest = %this.0.metainfo.digest(), %e, "flushing a download's sidecar failed");
+            }
+        });
     }
 
     /// Brings the sidecar up to at least `generation`: syncs the data, then writes the sidecar

@@ -230,6 +230,7 @@ async fn a_restart_resumes_the_bitfield() {
                 .await
                 .unwrap();
         }
+        p.flush().await.unwrap();
     }
     let store = PieceStore::open(dir.path(), &config()).unwrap();
     assert!(store.complete(m.digest()).await.unwrap().is_none());

@@ -173,6 +173,41 @@ impl LocalStore {
         }
     }
 
+    /// Adopts `file`, a complete blob already verified against `d` by its owner (the agent's
+    /// piece store checked the whole digest), by hard-linking it to `d`'s content address and
+    /// linking it into `repo`: no copy and no second hash. `Ok(false)` when the file cannot be
+    /// linked (another filesystem): the caller copies it instead.
+    pub async fn adopt_verified_file(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        file: &Path,
+    ) -> io::Result<bool> {
+        let tmp = self.tmp_path();
+        let dest = self.blob_path(d);
+        let src = file.to_owned();
+        let linked = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            if exists(&dest)? {
+                return Ok(true);
+            }
+            match std::fs::hard_link(&src, &tmp) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(18) => return Ok(false), // EXDEV
+                Err(e) => return Err(e),
+            }
+            publish(&tmp, &dest).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+            Ok(true)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if linked {
+            self.link_blob(repo, d).await?;
+        }
+        Ok(linked)
+    }
+
     /// Syncs a fully written, verified file and renames it to its content address.
     pub(super) async fn commit_file(
         &self,
