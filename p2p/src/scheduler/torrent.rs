@@ -654,7 +654,7 @@ impl Torrent {
                 let partial = partial.clone();
                 let tx = self.cmd_tx.clone();
                 tokio::spawn(async move {
-                    let result = partial.write_piece(index, data).await.map(|_| ());
+                    let result = partial.write_verified_piece(index, data).await.map(|_| ());
                     let _ = tx.send(Cmd::Written { index, result }).await;
                 });
             }
