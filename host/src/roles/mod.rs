@@ -97,3 +97,18 @@ impl axum::response::IntoResponse for BadRequest {
         (axum::http::StatusCode::BAD_REQUEST, self.0).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dns_host_list_resolves_to_every_address() {
+        let hosts = Hosts::Dns(HostPort::new("localhost", 15003));
+        let resolved = hosts_of(&hosts).await.unwrap();
+        assert!(
+            resolved.contains(&HostPort::new("127.0.0.1", 15003)),
+            "{resolved:?}"
+        );
+    }
+}

@@ -18,13 +18,18 @@ use shoal_registry::Digest;
 
 /// Runs `shoal tracker` until `shutdown`.
 pub async fn run(
-    config: TrackerConfig,
+    mut config: TrackerConfig,
     _data_dir: std::path::PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding listen {}", config.listen))?;
+    // A `dns:` origin list is resolved here, once: the tracker's ring takes a static list.
+    if let Some(hosts @ shoal_config::Hosts::Dns(_)) = &config.origin.hosts {
+        let resolved = super::hosts_of(hosts).await?;
+        config.origin.hosts = Some(shoal_config::Hosts::Static(resolved));
+    }
     tracing::info!(listen = %listener.local_addr()?, "shoal tracker listening");
     shoal_p2p::tracker::run(config, listener, shutdown).await?;
     Ok(())
@@ -40,7 +45,12 @@ pub async fn tracker_client(
         .passive_health(check)
         .context("loading the tracker health policy (tracker.cluster.healthcheck)")?;
     let filter: Arc<dyn HealthFilter> = Arc::new(PolicyFilter(policy));
-    let client = TrackerClient::from_config(config, filter)?;
+    // A `dns:` tracker list is resolved here, once, into the static list the client takes.
+    let mut config = config.clone();
+    if let Some(hosts @ shoal_config::Hosts::Dns(_)) = &config.hosts {
+        config.hosts = Some(shoal_config::Hosts::Static(super::hosts_of(hosts).await?));
+    }
+    let client = TrackerClient::from_config(&config, filter)?;
     Ok(Arc::new(ClientTracker(client)))
 }
 
