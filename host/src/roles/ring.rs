@@ -95,6 +95,12 @@ impl Ring {
             .collect()
     }
 
+    /// The active check's verdict on `host` (healthy when never checked).
+    pub fn is_healthy(&self, host: &HostPort) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.healthy.get(host).copied().unwrap_or(true)
+    }
+
     /// Every member and its verdict, for `/metrics`.
     pub fn health(&self) -> Vec<(HostPort, bool)> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());

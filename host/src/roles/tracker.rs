@@ -19,7 +19,7 @@ use shoal_registry::Digest;
 /// Runs `shoal tracker` until `shutdown`.
 pub async fn run(
     mut config: TrackerConfig,
-    _data_dir: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -30,8 +30,30 @@ pub async fn run(
         let resolved = super::hosts_of(hosts).await?;
         config.origin.hosts = Some(shoal_config::Hosts::Static(resolved));
     }
-    tracing::info!(listen = %listener.local_addr()?, "shoal tracker listening");
-    shoal_p2p::tracker::run(config, listener, shutdown).await?;
+    let listen = listener.local_addr()?;
+    tracing::info!(%listen, "shoal tracker listening");
+    // The origins are checked actively, as they check each other: `cluster.healthcheck`
+    // (fails / passes / monitor.interval, or a custom policy) over `origin.hosts`.
+    let health: shoal_p2p::tracker::OriginHealth = match &config.origin.hosts {
+        Some(hosts) => {
+            let engine = super::policy_engine(&data_dir)?;
+            let cluster = shoal_config::ClusterConfig {
+                hosts: Some(hosts.clone()),
+                healthcheck: config.cluster.healthcheck.clone(),
+            };
+            let ring = super::ring::Ring::start(
+                &cluster,
+                &shoal_config::HashRingConfig::default(),
+                listen,
+                None,
+                &engine,
+            )
+            .await?;
+            Arc::new(move |h| ring.is_healthy(h))
+        }
+        None => Arc::new(|_| true),
+    };
+    shoal_p2p::tracker::run_with_origin_health(config, listener, shutdown, health).await?;
     Ok(())
 }
 

@@ -334,7 +334,12 @@ impl Cluster {
             self.origins[origin].http,
             namespace.replace('/', "%2F")
         );
-        let resp = reqwest::blocking::Client::new()
+        // Blocking reqwest gives up after 30 s by default; a loaded CI machine needs longer to
+        // verify, store and write back 256 MiB in a debug build.
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .build()
+            .unwrap()
             .put(url)
             .body(bytes)
             .send()
@@ -408,7 +413,10 @@ impl Node {
             self.http,
             namespace.replace('/', "%2F")
         );
-        reqwest::blocking::Client::new()
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
             .head(url)
             .send()
             .is_ok_and(|r| r.status().as_u16() == 200)

@@ -50,8 +50,14 @@ pub struct TrackerState {
     max_agents: usize,
     origins: Option<HashRing>,
     origin_replicas: usize,
+    origin_health: OriginHealth,
     http: reqwest::Client,
 }
+
+/// Whether an origin should be asked: the verdict of the tracker's active check of its origins
+/// (the host runs it through the health-active component). Unhealthy owners are skipped in
+/// score order; if every owner is, the ring's fallbacks apply.
+pub type OriginHealth = Arc<dyn Fn(&HostPort) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for TrackerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,8 +94,15 @@ impl TrackerState {
             // The tracker's config has no `hashring:` for the origins; Kraken's default
             // replica count is what origins run with unless told otherwise.
             origin_replicas: HashRingConfig::default().max_replica as usize,
+            origin_health: Arc::new(|_| true),
             http: http_client(ORIGIN_TIMEOUT)?,
         })
+    }
+
+    /// Judges origins by `health` (every origin counts as healthy without one).
+    pub fn with_origin_health(mut self, health: OriginHealth) -> Self {
+        self.origin_health = health;
+        self
     }
 
     /// How many ring members own a blob, when the origins run with another `max_replica`.
@@ -117,6 +130,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), TrackerError> {
+    run_with_origin_health(config, listener, shutdown, Arc::new(|_| true)).await
+}
+
+/// [`run`], judging origins by `health`.
+pub async fn run_with_origin_health(
+    config: TrackerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    health: OriginHealth,
+) -> Result<(), TrackerError> {
     // Owned background tasks, aborted when `run` returns.
     let mut tasks = JoinSet::new();
     let store: Arc<dyn PeerStore> = match &config.peerstore {
@@ -136,7 +159,7 @@ pub async fn run(
         }
         PeerStoreConfig::Redis(_) => peerstore::from_config(&config.peerstore).await?,
     };
-    let state = Arc::new(TrackerState::new(&config, store)?);
+    let state = Arc::new(TrackerState::new(&config, store)?.with_origin_health(health));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "tracker listening");
     }
@@ -259,7 +282,8 @@ async fn metainfo(
     };
     let mut lied = None;
     let mut unreachable = None;
-    for origin in ring.owners(&digest, state.origin_replicas, |_| true) {
+    let healthy = |h: &HostPort| (state.origin_health)(h);
+    for origin in ring.owners(&digest, state.origin_replicas, healthy) {
         match fetch_metainfo(&state.http, origin, &ns, &digest).await {
             Ok(Fetched::Ready(bytes)) => {
                 return Ok((

@@ -365,6 +365,27 @@ async fn a_dead_first_owner_is_skipped_for_the_next() {
 }
 
 #[tokio::test]
+async fn an_owner_the_health_check_calls_unhealthy_is_not_asked() {
+    let first = fake_origin(Origin::Pending).await;
+    let second = fake_origin(Origin::Pending).await;
+    let hosts = [first.addr, second.addr];
+    let d = digest_owned_first_by(&hosts, &first.addr);
+    let down = HostPort::new(first.addr.ip().to_string(), first.addr.port());
+    let state = TrackerState::new(&config(50, &hosts), memory_store())
+        .unwrap()
+        .with_origin_health(Arc::new(move |h: &HostPort| *h != down));
+    let app = router(Arc::new(state));
+    let (status, _) = send(&app, metainfo_request(NS, &d)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        first.hits.load(Ordering::SeqCst),
+        0,
+        "an unhealthy owner was asked"
+    );
+    assert_eq!(second.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn two_trackers_sharing_redis_see_each_others_announces() {
     let Some(redis) = crate::peerstore::redis_fixture::start_redis() else {
         return;
