@@ -16,7 +16,6 @@
 mod jwt;
 
 use std::cell::RefCell;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -24,6 +23,7 @@ use shoal_plugin_sdk::backend::{
     BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
+use shoal_plugin_sdk::errors::retry;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
 use shoal_plugin_sdk::name_path::NamePath;
 use shoal_plugin_sdk::url::Url;
@@ -56,10 +56,6 @@ fn default_chunk_size() -> u64 {
 const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 /// Resumable-upload chunks (all but the last) must be multiples of this.
 const CHUNK_QUANTUM: u64 = 256 << 10;
-/// Tries of a request that carries no blob body (so it can be sent again), and the first wait
-/// between them; each wait is three times the one before (0.1 s, 0.3 s, 0.9 s).
-const TRIES: u32 = 4;
-const FIRST_WAIT: Duration = Duration::from_millis(100);
 /// The most of an error document, metadata or a listing page read into memory.
 const SMALL_BODY_LIMIT: usize = 4 << 20;
 /// A cached access token is dropped this long before the token endpoint said it expires, so
@@ -325,37 +321,6 @@ fn gcs_error(status: u16, body: &str, what: &str) -> Error {
         500..=599 => Error::Unavailable(detail),
         400..=499 => Error::Invalid(detail),
         _ => Error::Other(detail),
-    }
-}
-
-/// Runs `attempt` up to [`TRIES`] times while it fails with a transient error (unreachable,
-/// 5xx, throttled), waiting 0.1 s, 0.3 s, 0.9 s in between. Only for requests without a blob
-/// body: an upload stream cannot be read twice.
-fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let mut wait = FIRST_WAIT;
-    let mut tries = 1;
-    loop {
-        match attempt() {
-            Err(e) if e.is_transient() && tries < TRIES => {
-                log::info(&format!(
-                    "{what}: try {tries} failed ({e:?}); retrying in {wait:?}"
-                ));
-                thread::sleep(wait);
-                wait *= 3;
-                tries += 1;
-            }
-            Err(Error::Unavailable(m)) if tries > 1 => {
-                return Err(Error::Unavailable(format!(
-                    "{m} (gave up after {tries} tries)"
-                )));
-            }
-            Err(Error::Throttled(m)) if tries > 1 => {
-                return Err(Error::Throttled(format!(
-                    "{m} (gave up after {tries} tries)"
-                )));
-            }
-            result => return result,
-        }
     }
 }
 

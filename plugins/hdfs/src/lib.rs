@@ -22,14 +22,13 @@
 mod webhdfs;
 
 use std::cell::Cell;
-use std::thread;
-use std::time::Duration;
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
     BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
+use shoal_plugin_sdk::errors::retry;
 use shoal_plugin_sdk::http::{self, ErrorCode, IncomingResponse, Method, Request};
 use shoal_plugin_sdk::name_path::NamePath;
 use shoal_plugin_sdk::url::{Scheme, Url};
@@ -49,10 +48,6 @@ struct Config {
     user_name: Option<String>,
 }
 
-/// Tries of a request that carries no blob body, and the first wait between them; each wait
-/// is three times the one before (0.1 s, 0.3 s, 0.9 s).
-const TRIES: u32 = 4;
-const FIRST_WAIT: Duration = Duration::from_millis(100);
 /// The most of an error document or a status answer read into memory.
 const SMALL_BODY_LIMIT: usize = 1 << 20;
 /// The most of one directory's `LISTSTATUS` answer read into memory: about 60,000 entries
@@ -268,36 +263,6 @@ impl Cluster {
             }
         }
         Ok(false)
-    }
-}
-
-/// Runs `attempt` up to [`TRIES`] times while it fails with a transient error, waiting
-/// 0.1 s, 0.3 s, 0.9 s in between. Only for requests without a blob body.
-fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let mut wait = FIRST_WAIT;
-    let mut tries = 1;
-    loop {
-        match attempt() {
-            Err(e) if e.is_transient() && tries < TRIES => {
-                log::info(&format!(
-                    "{what}: try {tries} failed ({e:?}); retrying in {wait:?}"
-                ));
-                thread::sleep(wait);
-                wait *= 3;
-                tries += 1;
-            }
-            Err(Error::Unavailable(m)) if tries > 1 => {
-                return Err(Error::Unavailable(format!(
-                    "{m} (gave up after {tries} tries)"
-                )));
-            }
-            Err(Error::Throttled(m)) if tries > 1 => {
-                return Err(Error::Throttled(format!(
-                    "{m} (gave up after {tries} tries)"
-                )));
-            }
-            result => return result,
-        }
     }
 }
 

@@ -13,14 +13,14 @@
 mod sigv4;
 mod xml;
 
-use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
     BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
+use shoal_plugin_sdk::errors::retry;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
 use shoal_plugin_sdk::name_path::NamePath;
 use shoal_plugin_sdk::url::{Scheme, Url};
@@ -59,10 +59,6 @@ fn default_part_size() -> u64 {
 const MAX_PARTS: u64 = 10_000;
 /// S3's smallest part (all but the last).
 const MIN_PART_SIZE: u64 = 5 << 20;
-/// Tries of a request that carries no blob body (so it can be sent again), and the first wait
-/// between them; each wait is three times the one before (0.1 s, 0.3 s, 0.9 s).
-const TRIES: u32 = 4;
-const FIRST_WAIT: Duration = Duration::from_millis(100);
 /// The most of an error document or a listing page read into memory.
 const SMALL_BODY_LIMIT: usize = 4 << 20;
 
@@ -301,37 +297,6 @@ fn s3_error(status: u16, body: &str, what: &str) -> Error {
         500..=599 => Error::Unavailable(detail),
         400..=499 => Error::Invalid(detail),
         _ => Error::Other(detail),
-    }
-}
-
-/// Runs `attempt` up to [`TRIES`] times while it fails with a transient error (unreachable,
-/// 5xx, throttled), waiting 0.1 s, 0.3 s, 0.9 s in between. Only for requests without a blob
-/// body: an upload stream cannot be read twice.
-fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let mut wait = FIRST_WAIT;
-    let mut tries = 1;
-    loop {
-        match attempt() {
-            Err(e) if e.is_transient() && tries < TRIES => {
-                log::info(&format!(
-                    "{what}: try {tries} failed ({e:?}); retrying in {wait:?}"
-                ));
-                thread::sleep(wait);
-                wait *= 3;
-                tries += 1;
-            }
-            Err(Error::Unavailable(m)) if tries > 1 => {
-                return Err(Error::Unavailable(format!(
-                    "{m} (gave up after {tries} tries)"
-                )));
-            }
-            Err(Error::Throttled(m)) if tries > 1 => {
-                return Err(Error::Throttled(format!(
-                    "{m} (gave up after {tries} tries)"
-                )));
-            }
-            result => return result,
-        }
     }
 }
 

@@ -41,3 +41,41 @@ impl Error {
         matches!(self, Error::Unavailable(_) | Error::Throttled(_))
     }
 }
+
+/// Attempts [`retry`] makes of a request that keeps failing transiently.
+pub const TRIES: u32 = 4;
+
+/// The wait after the first failed try; each later wait is three times the one before.
+pub const FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs `attempt` up to [`TRIES`] times while it fails with a transient error (unreachable,
+/// 5xx, throttled), waiting 0.1 s, 0.3 s, 0.9 s in between; the final error says how many
+/// tries it took. Only for requests without a blob body: an upload stream cannot be read
+/// twice.
+pub fn retry<T>(what: &str, mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut wait = FIRST_WAIT;
+    let mut tries = 1;
+    loop {
+        match attempt() {
+            Err(e) if e.is_transient() && tries < TRIES => {
+                crate::log::info(&format!(
+                    "{what}: try {tries} failed ({e:?}); retrying in {wait:?}"
+                ));
+                std::thread::sleep(wait);
+                wait *= 3;
+                tries += 1;
+            }
+            Err(Error::Unavailable(m)) if tries > 1 => {
+                return Err(Error::Unavailable(format!(
+                    "{m} (gave up after {tries} tries)"
+                )));
+            }
+            Err(Error::Throttled(m)) if tries > 1 => {
+                return Err(Error::Throttled(format!(
+                    "{m} (gave up after {tries} tries)"
+                )));
+            }
+            result => return result,
+        }
+    }
+}
