@@ -194,10 +194,12 @@ fn a_dead_tracker_is_skipped_after_fails_errors() {
     for (agent, got) in &results {
         assert_eq!(got, &digest, "{agent} got other bytes\n{}", cluster.logs());
     }
-    // Each client (agents and the origin) gave up on the dead tracker after `fails` (2) errors,
-    // a few more at most for requests already in flight. It stays out of rotation until
-    // `fail_timeout` (10m): the seeders go on announcing every 500 ms, and none reaches it.
+    // Each client (agents and the origin) gives up on the dead tracker after `fails` (2) errors,
+    // a few more at most for requests already in flight; a client with one error so far meets
+    // its second at its next announce (every 500 ms). Then it stays out of rotation until
+    // `fail_timeout` (10m): the seeders go on announcing, and none reaches it.
     let clients = cluster.agents.len() + cluster.origins.len();
+    std::thread::sleep(Duration::from_secs(2));
     let seen = contacts.load(Ordering::SeqCst);
     eprintln!("the dead tracker was contacted {seen} times by {clients} clients");
     assert!(
