@@ -34,9 +34,9 @@ mod validate;
 
 pub use auth::{AuthConfig, GcsAuth, GcsCredentials, S3Auth, S3Credentials};
 pub use backend::{
-    Backend, BackendEntry, BackoffConfig, BasicAuth, EcrConfig, FsBackend, GcsBackend, HdfsBackend,
-    HttpBackend, NamePath, NamespacePattern, PluginBackend, RegistryBackend, RegistrySecurity,
-    S3Backend, TlsClientConfig, TlsConfig,
+    Backend, BackendEntry, BackendKind, BackoffConfig, BasicAuth, EcrConfig, FsBackend, GcsBackend,
+    HdfsBackend, HttpBackend, NamePath, NamespacePattern, PluginBackend, RegistryBackend,
+    RegistrySecurity, S3Backend, TlsClientConfig, TlsConfig,
 };
 pub use bandwidth::BandwidthConfig;
 pub use bytesize::{ByteSize, ByteSizeError, SIZE_FORM};

@@ -17,7 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run every role in one process on embedded defaults: a full OCI registry on one port.
+    /// Run the registry (push and pull) over the storage backends in one process, on embedded
+    /// defaults: a full OCI registry on one port (the P2P roles are the commands below).
     Dev(DevArgs),
     /// Run the node-local read-only registry that gets blobs from peers.
     Agent(RoleArgs),
@@ -96,16 +97,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => run_role(args, |c: shoal_config::AgentConfig, d| {
-            crate::roles::agent::run(c, d, crate::serve::signal())
+            crate::roles::agent(c, d, crate::serve::signal())
         }),
         Command::Origin(args) => run_role(args, |c: shoal_config::OriginConfig, d| {
-            crate::roles::origin::run(c, d, crate::serve::signal())
+            crate::roles::origin(c, d, crate::serve::signal())
         }),
         Command::Tracker(args) => run_role(args, |c: shoal_config::TrackerConfig, d| {
-            crate::roles::tracker::run(c, d, crate::serve::signal())
+            crate::roles::tracker(c, d, crate::serve::signal())
         }),
         Command::BuildIndex(args) => run_role(args, |c: shoal_config::BuildIndexConfig, d| {
-            crate::roles::build_index::run(c, d, crate::serve::signal())
+            crate::roles::build_index(c, d, crate::serve::signal())
         }),
         Command::Plugin {
             command: PluginCommand::Check { file },

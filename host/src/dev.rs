@@ -1,10 +1,10 @@
-//! `shoal dev`: every role in one process on one port, with the embedded local store.
+//! `shoal dev`: the registry (push and pull) over the storage backends, in one process on one
+//! port, with the embedded local store.
 //!
 //! The registry API serves from the local store, which caches the `backends:` list: pushes are
 //! written through to the backend the namespace routes to, and misses are fetched from it.
 //! Without a config the one backend is the embedded `fs` plugin over `<data_dir>/backend`.
-//! The agent, origin, tracker, build-index and proxy roles plug in behind the same router as
-//! they land (see docs/architecture.md); the flags and the data directory layout stay.
+//! The P2P roles are separate processes (`shoal agent`, `origin`, `tracker`, `build-index`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +13,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use shoal_config::{AuthConfig, BackendEntry, DevConfig, PluginsConfig};
 use shoal_host::plugin::{PluginEngine, PluginLimits};
-use shoal_host::storage::{NamespaceRouter, PluginBacking};
+use shoal_host::storage::load_router;
 use shoal_registry::{LocalStore, Registry};
+use shoal_storage::StorageBacking;
 
 use crate::cli::DevArgs;
 
@@ -88,8 +89,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some(s.data_dir.join("plugin-cache")),
     )
     .context("starting the plugin engine")?;
-    let router = NamespaceRouter::load(&engine, &s.backends, &s.auth)
-        .context("loading the storage backends")?;
+    let router =
+        load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
     for route in router.routes() {
         tracing::info!(
             namespace = route.pattern.as_str(),
@@ -97,7 +98,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "storage backend"
         );
     }
-    let backing = Arc::new(PluginBacking::new(Arc::new(router)));
+    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
     let registry = Arc::new(Registry::with_backing(store, backing));
     let app = shoal_registry::router(registry);
     let listener = tokio::net::TcpListener::bind(s.listen)
@@ -105,7 +106,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(data_dir = %s.data_dir.display(), "shoal dev listening on http://{addr}");
-    crate::serve::serve(listener, app, crate::serve::signal()).await?;
+    shoal_roles::http::serve(
+        listener,
+        app,
+        shoal_roles::http::DEFAULT_MAX_CONNECTIONS,
+        crate::serve::signal(),
+    )
+    .await?;
     tracing::info!("shoal dev stopped");
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! The library half of `shoal-host`: the WebAssembly plugin host and the storage layer built
-//! on it, shared by the `shoal` binary and the integration tests. Roles and the command line
-//! live in the binary.
+//! The library half of `shoal-host`: the WebAssembly plugin host and what turns its plugins
+//! into the storage backends and health filters the roles (`shoal-roles`) take. The roles'
+//! wiring and the command line live in the binary.
 
 pub mod plugin;
 pub mod storage;

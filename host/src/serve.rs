@@ -1,21 +1,5 @@
-//! Serving a router on a bound listener until a shutdown signal, the mini-redis way: the caller
-//! binds and decides what "shutdown" means; tests pass their own future.
-
-use std::future::Future;
-
-use axum::Router;
-use tokio::net::TcpListener;
-
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+//! What "shutdown" means for the `shoal` binary: the first SIGINT or SIGTERM. The services
+//! take any future (tests pass their own), the mini-redis way.
 
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn signal() {

@@ -170,6 +170,8 @@ pub struct ConnSettings {
     pub bandwidth: BandwidthLimiter,
     /// Piece bytes sent and received, summed over every connection of the host.
     pub traffic: Arc<Traffic>,
+    /// The host's tasks: a connection's reader and writer stop with the host.
+    pub tasks: crate::Tasks,
 }
 
 /// Piece payload bytes moved by a host's connections (metrics, tests, benchmarks).
@@ -204,7 +206,8 @@ pub fn start(
         epoch: Instant::now(),
     });
     shared.touch();
-    tokio::spawn(writer(write, rx, settings.clone(), shared.clone()));
+    let tasks = settings.tasks.clone();
+    tasks.spawn(writer(write, rx, settings.clone(), shared.clone()));
     let reader = Reader {
         read,
         buf: leftover,
@@ -214,7 +217,7 @@ pub fn start(
         settings,
         shared: shared.clone(),
     };
-    tokio::spawn(reader.run(events));
+    tasks.spawn(reader.run(events));
     ConnHandle {
         peer,
         addr,

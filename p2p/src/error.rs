@@ -221,19 +221,7 @@ pub enum PeerStoreError {
     Settings(&'static str),
 }
 
-/// Why a rate limit cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BandwidthError {
-    /// A rate of zero would block forever.
-    #[error("{direction} rate is 0 bits per second: expected at least 1")]
-    ZeroRate {
-        /// `egress` or `ingress`.
-        direction: &'static str,
-    },
-    /// A token size of zero has no meaning.
-    #[error("token_size is 0 bits: expected at least 1")]
-    ZeroTokenSize,
-}
+pub use shoal_storage::BandwidthError;
 
 /// Why the piece store refused or failed an operation.
 #[derive(Debug, thiserror::Error)]

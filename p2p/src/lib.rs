@@ -1,18 +1,17 @@
 //! shoal's peer-to-peer core: the pieces a blob is cut into and how they are named
 //! ([`metainfo`]), the frames peers exchange ([`wire`]), which piece to ask for next
 //! ([`picker`]), which origins own a blob ([`ring`]), which peers the tracker hands out
-//! ([`peerstore`]), how fast bytes may flow ([`bandwidth`]), and where pieces and blobs live on
+//! ([`peerstore`]), how fast bytes may flow ([`bandwidth`], shared with the storage backends), and where pieces and blobs live on
 //! disk ([`store`]); the [`tracker`] service and client put the peer store and the ring on the
 //! network, judging hosts through a [`health::HealthFilter`]; [`conn`] and [`scheduler`] move
 //! pieces between peers.
 //!
 //! The building blocks have no sockets: the codec parses bytes, the picker is a synchronous
 //! state machine fed events, the ring is a pure function of its host list. The network is in
-//! [`conn`], [`scheduler`] and [`tracker`]; the roles that run them live in `shoal-host`.
+//! [`conn`], [`scheduler`] and [`tracker`]; the roles that run them live in `shoal-roles`.
 
 #![warn(missing_docs)]
 
-pub mod bandwidth;
 pub mod bitfield;
 pub mod conn;
 pub mod error;
@@ -25,10 +24,10 @@ pub mod piece;
 pub mod ring;
 pub mod scheduler;
 pub mod store;
+pub mod tasks;
 pub mod tracker;
 pub mod wire;
 
-pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use bitfield::Bitfield;
 pub use error::{
     BandwidthError, BitfieldError, ConnError, MetainfoError, PeerStoreError, PickerError,
@@ -42,6 +41,8 @@ pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use ring::HashRing;
 pub use scheduler::{Announce, AnnounceReply, Identity, PeerAddr, Scheduler, Tracker};
+pub use shoal_storage::bandwidth::{self, BandwidthLimiter, TokenBucket};
 pub use store::{CleanupReport, CompleteBlob, PartialBlob, PieceStore};
+pub use tasks::{StopOnDrop, Tasks};
 pub use tracker::{AnnounceRequest, AnnounceResponse, MetainfoReply, TrackerClient, TrackerState};
 pub use wire::{ErrorCode, Frame, FrameDecoder, Handshake};

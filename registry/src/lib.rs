@@ -17,5 +17,5 @@ pub use api::{Registry, router};
 pub use backing::{Backing, BodyStream};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ApiResult, ErrorCode, RegistryError};
-pub use name::{Reference, RepoName, Tag};
+pub use name::{Reference, RepoName, Tag, TagKey};
 pub use store::LocalStore;

@@ -28,6 +28,9 @@ pub enum NameError {
     /// The tag breaks the grammar.
     #[error("tag {0:?} is invalid: expected [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
     Tag(String),
+    /// A tag key without the `:` between repository and tag.
+    #[error("{0:?} is not a tag key: expected <repository>:<tag>")]
+    TagKey(String),
 }
 
 fn is_component(c: &str) -> bool {
@@ -101,6 +104,50 @@ impl Tag {
     }
 }
 
+/// A tag within its repository, `<repository>:<tag>` as Kraken's build-index and tag objects
+/// name it. The one place that joins and splits the two: the tag is after the last `:`
+/// (a repository name holds none).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TagKey {
+    /// The repository.
+    pub repo: RepoName,
+    /// The tag.
+    pub tag: Tag,
+}
+
+impl TagKey {
+    /// `tag` of `repo`.
+    pub fn new(repo: RepoName, tag: Tag) -> Self {
+        TagKey { repo, tag }
+    }
+}
+
+impl fmt::Display for TagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.repo.as_str(), self.tag.as_str())
+    }
+}
+
+impl fmt::Debug for TagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TagKey({self})")
+    }
+}
+
+impl FromStr for TagKey {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (repo, tag) = s
+            .rsplit_once(':')
+            .ok_or_else(|| NameError::TagKey(s.to_owned()))?;
+        Ok(TagKey {
+            repo: repo.parse()?,
+            tag: tag.parse()?,
+        })
+    }
+}
+
 /// What follows `/manifests/`: a tag or a digest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reference {
@@ -164,6 +211,24 @@ impl fmt::Display for Reference {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_tag_key_splits_at_the_last_colon_and_joins_back() {
+        let k: TagKey = "library/alpine:3.19".parse().unwrap();
+        assert_eq!(k.repo.as_str(), "library/alpine");
+        assert_eq!(k.tag.as_str(), "3.19");
+        assert_eq!(k.to_string(), "library/alpine:3.19");
+        assert_eq!(
+            "alpine".parse::<TagKey>(),
+            Err(NameError::TagKey("alpine".into()))
+        );
+        assert!(matches!(
+            "Alpine:1".parse::<TagKey>(),
+            Err(NameError::Repo(_))
+        ));
+        assert!(matches!("a:b:c".parse::<TagKey>(), Err(NameError::Repo(_))));
+        assert!(matches!("a:".parse::<TagKey>(), Err(NameError::Tag(_))));
+    }
 
     #[test]
     fn accepts_valid_names() {

@@ -29,3 +29,9 @@ impl Validate for FsBackend {
         );
     }
 }
+
+impl super::BackendKind for FsBackend {
+    fn name_path(&self) -> Option<NamePath> {
+        Some(self.name_path)
+    }
+}

@@ -59,3 +59,13 @@ impl Validate for GcsBackend {
         );
     }
 }
+
+impl super::BackendKind for GcsBackend {
+    fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    fn name_path(&self) -> Option<NamePath> {
+        Some(self.name_path)
+    }
+}

@@ -41,3 +41,13 @@ impl Validate for HdfsBackend {
         );
     }
 }
+
+impl super::BackendKind for HdfsBackend {
+    fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    fn name_path(&self) -> Option<NamePath> {
+        Some(self.name_path)
+    }
+}

@@ -90,3 +90,13 @@ impl Validate for HttpBackend {
         );
     }
 }
+
+impl super::BackendKind for HttpBackend {
+    fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    fn http_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.timeout.into())
+    }
+}

@@ -129,67 +129,127 @@ pub enum NamePath {
     ShardedDockerBlob,
 }
 
-/// A storage backend: exactly one key under `backend:` names its kind.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(try_from = "RawBackend", into = "RawBackend")]
-pub enum Backend {
-    /// Blobs from a Docker registry, read-only (`registry_blob`).
-    RegistryBlob(RegistryBackend),
-    /// Tags from a Docker registry, read-only (`registry_tag`).
-    RegistryTag(RegistryBackend),
-    /// Blobs from an HTTP server by URL template, read-only (`http`).
-    Http(HttpBackend),
-    /// Amazon S3 or an S3-compatible store (`s3`).
-    S3(S3Backend),
-    /// Google Cloud Storage (`gcs`).
-    Gcs(GcsBackend),
-    /// HDFS over WebHDFS (`hdfs`).
-    Hdfs(HdfsBackend),
-    /// A local folder (`fs`).
-    Fs(FsBackend),
-    /// A user-supplied WebAssembly component (`plugin`).
-    Plugin(PluginBackend),
-}
-
-/// Every kind, in the order errors list them.
-const KINDS: [&str; 8] = [
-    "registry_blob",
-    "registry_tag",
-    "http",
-    "s3",
-    "gcs",
-    "hdfs",
-    "fs",
-    "plugin",
-];
-
-impl Backend {
-    /// The YAML key of this kind, which is also the name of the built-in plugin that runs it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Backend::RegistryBlob(_) => "registry_blob",
-            Backend::RegistryTag(_) => "registry_tag",
-            Backend::Http(_) => "http",
-            Backend::S3(_) => "s3",
-            Backend::Gcs(_) => "gcs",
-            Backend::Hdfs(_) => "hdfs",
-            Backend::Fs(_) => "fs",
-            Backend::Plugin(_) => "plugin",
-        }
+/// What a kind's settings tell the rest of shoal, so that code outside this module asks the
+/// settings instead of matching on the kind. Every default is "nothing": a new kind implements
+/// only what it has.
+pub trait BackendKind {
+    /// Hosts the backend may reach beyond the ones its own settings name (`allowed_hosts:`).
+    fn allowed_hosts(&self) -> &[String] {
+        &[]
     }
 
+    /// How digests and tags become object names, for kinds with a `name_path`.
+    fn name_path(&self) -> Option<NamePath> {
+        None
+    }
+
+    /// The per-request timeout of its outbound HTTP, when its settings set one.
+    fn http_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// The table of backend kinds: one row per kind, `Variant(Settings) = yaml_key => "plugin"`,
+/// where `plugin` names the built-in component that runs it (`plugins/<plugin>`, embedded by
+/// `host/build.rs`; `plugin` for a user's component named by path). Adding a built-in backend
+/// is one row here, its settings type, and its plugin folder.
+macro_rules! backend_kinds {
+    ($( $(#[$doc:meta])* $variant:ident($settings:ty) = $key:ident => $plugin:literal, )*) => {
+        /// A storage backend: exactly one key under `backend:` names its kind.
+        #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+        #[serde(try_from = "RawBackend", into = "RawBackend")]
+        pub enum Backend {
+            $( $(#[$doc])* $variant($settings), )*
+        }
+
+        /// Every kind, in the order errors list them.
+        const KINDS: &[&str] = &[$( stringify!($key) ),*];
+
+        impl Backend {
+            /// The YAML key of this kind.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $( Backend::$variant(_) => stringify!($key), )*
+                }
+            }
+
+            /// The built-in component that runs this kind (`plugin` for a user's component).
+            pub fn plugin(&self) -> &'static str {
+                match self {
+                    $( Backend::$variant(_) => $plugin, )*
+                }
+            }
+
+            /// The kind's settings, as what they tell the rest of shoal.
+            pub fn settings(&self) -> &dyn BackendKind {
+                match self {
+                    $( Backend::$variant(c) => c, )*
+                }
+            }
+
+            /// The kind's settings, as what validates them.
+            fn validated(&self) -> &dyn Validate {
+                match self {
+                    $( Backend::$variant(c) => c, )*
+                }
+            }
+        }
+
+        /// The YAML shape; converting it checks that exactly one kind is set.
+        #[derive(Default, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawBackend {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                $key: Option<$settings>,
+            )*
+        }
+
+        impl TryFrom<RawBackend> for Backend {
+            type Error = String;
+
+            fn try_from(raw: RawBackend) -> Result<Self, Self::Error> {
+                let candidates = [$( raw.$key.map(Backend::$variant), )*];
+                one_kind(candidates.into_iter().flatten().collect())
+            }
+        }
+
+        impl From<Backend> for RawBackend {
+            fn from(backend: Backend) -> Self {
+                let mut raw = RawBackend::default();
+                match backend {
+                    $( Backend::$variant(c) => raw.$key = Some(c), )*
+                }
+                raw
+            }
+        }
+    };
+}
+
+backend_kinds! {
+    /// Blobs from a Docker registry, read-only (`registry_blob`).
+    RegistryBlob(RegistryBackend) = registry_blob => "registry",
+    /// Tags from a Docker registry, read-only (`registry_tag`).
+    RegistryTag(RegistryBackend) = registry_tag => "registry",
+    /// Blobs from an HTTP server by URL template, read-only (`http`).
+    Http(HttpBackend) = http => "http",
+    /// Amazon S3 or an S3-compatible store (`s3`).
+    S3(S3Backend) = s3 => "s3",
+    /// Google Cloud Storage (`gcs`).
+    Gcs(GcsBackend) = gcs => "gcs",
+    /// HDFS over WebHDFS (`hdfs`).
+    Hdfs(HdfsBackend) = hdfs => "hdfs",
+    /// A local folder (`fs`).
+    Fs(FsBackend) = fs => "fs",
+    /// A user-supplied WebAssembly component (`plugin`).
+    Plugin(PluginBackend) = plugin => "plugin",
+}
+
+impl Backend {
     /// Hosts the backend may reach beyond the ones its own settings name; the host grants
     /// outbound HTTP only to these (deny by default).
     pub fn allowed_hosts(&self) -> &[String] {
-        match self {
-            Backend::RegistryBlob(c) | Backend::RegistryTag(c) => &c.allowed_hosts,
-            Backend::Http(c) => &c.allowed_hosts,
-            Backend::S3(c) => &c.allowed_hosts,
-            Backend::Gcs(c) => &c.allowed_hosts,
-            Backend::Hdfs(c) => &c.allowed_hosts,
-            Backend::Fs(_) => &[],
-            Backend::Plugin(c) => &c.allowed_hosts,
-        }
+        self.settings().allowed_hosts()
     }
 
     /// The block under the kind's key with secrets in clear, as the host hands it to the
@@ -203,75 +263,22 @@ impl Backend {
     }
 }
 
-/// The YAML shape; converting it checks that exactly one kind is set.
-#[derive(Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    registry_blob: Option<RegistryBackend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    registry_tag: Option<RegistryBackend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    http: Option<HttpBackend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    s3: Option<S3Backend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    gcs: Option<GcsBackend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    hdfs: Option<HdfsBackend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    fs: Option<FsBackend>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    plugin: Option<PluginBackend>,
-}
-
-impl TryFrom<RawBackend> for Backend {
-    type Error = String;
-
-    fn try_from(raw: RawBackend) -> Result<Self, Self::Error> {
-        let candidates = [
-            raw.registry_blob.map(Backend::RegistryBlob),
-            raw.registry_tag.map(Backend::RegistryTag),
-            raw.http.map(Backend::Http),
-            raw.s3.map(Backend::S3),
-            raw.gcs.map(Backend::Gcs),
-            raw.hdfs.map(Backend::Hdfs),
-            raw.fs.map(Backend::Fs),
-            raw.plugin.map(Backend::Plugin),
-        ];
-        let mut found: Vec<Backend> = candidates.into_iter().flatten().collect();
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(format!(
-                "no backend kind given, expected one key: {}",
-                quoted(&KINDS)
-            )),
-            _ => {
-                let kinds: Vec<&str> = found.iter().map(Backend::kind).collect();
-                Err(format!(
-                    "{} backend kinds given ({}), expected exactly one; use one `backends:` item per kind",
-                    kinds.len(),
-                    quoted(&kinds)
-                ))
-            }
+/// The one backend of a `backend:` block, or why there is not exactly one.
+fn one_kind(mut found: Vec<Backend>) -> Result<Backend, String> {
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(format!(
+            "no backend kind given, expected one key: {}",
+            quoted(KINDS)
+        )),
+        _ => {
+            let kinds: Vec<&str> = found.iter().map(Backend::kind).collect();
+            Err(format!(
+                "{} backend kinds given ({}), expected exactly one; use one `backends:` item per kind",
+                kinds.len(),
+                quoted(&kinds)
+            ))
         }
-    }
-}
-
-impl From<Backend> for RawBackend {
-    fn from(backend: Backend) -> Self {
-        let mut raw = RawBackend::default();
-        match backend {
-            Backend::RegistryBlob(c) => raw.registry_blob = Some(c),
-            Backend::RegistryTag(c) => raw.registry_tag = Some(c),
-            Backend::Http(c) => raw.http = Some(c),
-            Backend::S3(c) => raw.s3 = Some(c),
-            Backend::Gcs(c) => raw.gcs = Some(c),
-            Backend::Hdfs(c) => raw.hdfs = Some(c),
-            Backend::Fs(c) => raw.fs = Some(c),
-            Backend::Plugin(c) => raw.plugin = Some(c),
-        }
-        raw
     }
 }
 
@@ -286,15 +293,7 @@ fn quoted(names: &[&str]) -> String {
 impl Validate for Backend {
     fn validate(&self, at: &KeyPath, problems: &mut Problems) {
         let at = at.key(self.kind());
-        match self {
-            Backend::RegistryBlob(c) | Backend::RegistryTag(c) => c.validate(&at, problems),
-            Backend::Http(c) => c.validate(&at, problems),
-            Backend::S3(c) => c.validate(&at, problems),
-            Backend::Gcs(c) => c.validate(&at, problems),
-            Backend::Hdfs(c) => c.validate(&at, problems),
-            Backend::Fs(c) => c.validate(&at, problems),
-            Backend::Plugin(c) => c.validate(&at, problems),
-        }
+        self.validated().validate(&at, problems);
         for (i, host) in self.allowed_hosts().iter().enumerate() {
             problems.require(
                 !host.is_empty() && !host.contains(char::is_whitespace),

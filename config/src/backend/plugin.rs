@@ -45,3 +45,9 @@ impl Validate for PluginBackend {
         );
     }
 }
+
+impl super::BackendKind for PluginBackend {
+    fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+}

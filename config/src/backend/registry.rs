@@ -122,3 +122,13 @@ impl Validate for RegistryBackend {
         }
     }
 }
+
+impl super::BackendKind for RegistryBackend {
+    fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    fn http_timeout(&self) -> Option<std::time::Duration> {
+        Some(self.timeout.into())
+    }
+}

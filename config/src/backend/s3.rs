@@ -62,3 +62,13 @@ impl Validate for S3Backend {
         );
     }
 }
+
+impl super::BackendKind for S3Backend {
+    fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    fn name_path(&self) -> Option<NamePath> {
+        Some(self.name_path)
+    }
+}

@@ -19,12 +19,22 @@ use super::engine::{LoadError, PluginEngine};
 use super::health::WasmPolicy;
 use super::state::Grants;
 
-/// The `fs` backend component.
-pub(crate) const FS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_FS"));
-/// The `http` backend component.
-pub(crate) const HTTP: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HTTP"));
-/// The `registry_blob` and `registry_tag` backend component; `kind` in its config says which.
-pub(crate) const REGISTRY: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_REGISTRY"));
+/// The built-in backend components, by the name [`BackendConfig::plugin`] gives a kind
+/// (`plugins/<name>`, built for wasm32-wasip2 and embedded by host/build.rs).
+const BUILTIN_BACKENDS: &[(&str, &[u8])] = &[
+    ("fs", include_bytes!(env!("SHOAL_PLUGIN_FS"))),
+    ("http", include_bytes!(env!("SHOAL_PLUGIN_HTTP"))),
+    // `registry_blob` and `registry_tag`; `kind` in its config says which.
+    ("registry", include_bytes!(env!("SHOAL_PLUGIN_REGISTRY"))),
+    ("s3", include_bytes!(env!("SHOAL_PLUGIN_S3"))),
+    ("gcs", include_bytes!(env!("SHOAL_PLUGIN_GCS"))),
+    ("hdfs", include_bytes!(env!("SHOAL_PLUGIN_HDFS"))),
+];
+
+/// The default policy of `cluster.healthcheck`: `fails` / `passes` in a row.
+pub(crate) const HEALTH_ACTIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_ACTIVE"));
+/// The default policy of `tracker.cluster.healthcheck`: `fails` within `fail_timeout`.
+pub(crate) const HEALTH_PASSIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_PASSIVE"));
 
 /// The secrets an `ecr-login` registry backend signs ECR calls with, and the environment
 /// variables the host reads them from when the `auth:` entry does not grant them (the AWS
@@ -34,17 +44,6 @@ const ECR_SECRETS: [(&str, &str); 3] = [
     ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
     ("aws_session_token", "AWS_SESSION_TOKEN"),
 ];
-/// The `s3` backend component.
-pub(crate) const S3: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_S3"));
-/// The `gcs` backend component.
-pub(crate) const GCS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_GCS"));
-/// The default policy of `cluster.healthcheck`: `fails` / `passes` in a row.
-pub(crate) const HEALTH_ACTIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_ACTIVE"));
-/// The default policy of `tracker.cluster.healthcheck`: `fails` within `fail_timeout`.
-pub(crate) const HEALTH_PASSIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_PASSIVE"));
-/// The `hdfs` backend component (WebHDFS).
-pub(crate) const HDFS: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HDFS"));
-
 /// Default per-request timeout of outbound HTTP when the backend's config sets none.
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -57,16 +56,12 @@ impl PluginEngine {
         secrets: BTreeMap<String, String>,
     ) -> Result<WasmBackend, LoadError> {
         let kind = config.kind();
-        let (name, wasm): (String, Cow<'static, [u8]>) = match config {
-            BackendConfig::Fs(_) => (kind.to_owned(), Cow::Borrowed(FS)),
-            BackendConfig::Http(_) => (kind.to_owned(), Cow::Borrowed(HTTP)),
-            BackendConfig::RegistryBlob(_) | BackendConfig::RegistryTag(_) => {
-                (kind.to_owned(), Cow::Borrowed(REGISTRY))
-            }
-            BackendConfig::S3(_) => (kind.to_owned(), Cow::Borrowed(S3)),
-            BackendConfig::Gcs(_) => (kind.to_owned(), Cow::Borrowed(GCS)),
-            BackendConfig::Hdfs(_) => (kind.to_owned(), Cow::Borrowed(HDFS)),
-            BackendConfig::Plugin(p) => {
+        let builtin = BUILTIN_BACKENDS
+            .iter()
+            .find(|(name, _)| *name == config.plugin());
+        let (name, wasm): (String, Cow<'static, [u8]>) = match (config, builtin) {
+            (_, Some((_, wasm))) => (kind.to_owned(), Cow::Borrowed(*wasm)),
+            (BackendConfig::Plugin(p), None) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
                     plugin: name.clone(),
@@ -74,6 +69,15 @@ impl PluginEngine {
                     source,
                 })?;
                 (name, Cow::Owned(bytes))
+            }
+            (other, None) => {
+                return Err(LoadError::Config {
+                    plugin: kind.to_owned(),
+                    message: format!(
+                        "no built-in component `{}` in this build for backend kind `{kind}`",
+                        other.plugin()
+                    ),
+                });
             }
         };
         let config_err = |message: String| LoadError::Config {
@@ -108,11 +112,10 @@ impl PluginEngine {
             }
             _ => None,
         };
-        let http_timeout = match config {
-            BackendConfig::Http(c) => c.timeout.into(),
-            BackendConfig::RegistryBlob(c) | BackendConfig::RegistryTag(c) => c.timeout.into(),
-            _ => DEFAULT_HTTP_TIMEOUT,
-        };
+        let http_timeout = config
+            .settings()
+            .http_timeout()
+            .unwrap_or(DEFAULT_HTTP_TIMEOUT);
         let grants = Grants {
             name: name.as_str().into(),
             config_json,

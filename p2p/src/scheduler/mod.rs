@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::bandwidth::BandwidthLimiter;
 use crate::conn::{self, ConnSettings};
 use crate::error::SchedulerError;
-use crate::metainfo::{InfoHash, MAX_PIECE_LENGTH, Metainfo};
+use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer_id::PeerId;
 use crate::store::{CompleteBlob, PieceStore};
 use crate::wire::{FrameDecoder, Handshake};
@@ -34,6 +34,10 @@ use torrent::{Cmd, Status, Torrent};
 
 /// How long a peer has to send its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Incoming connections that may be in their handshake at once; more are closed at once, so
+/// strangers that connect and stall cannot hold the host's memory or file descriptors.
+pub const MAX_HANDSHAKING: usize = 256;
 
 /// A peer the tracker handed out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +148,7 @@ impl Scheduler {
             tti: config.conn.tti.get(),
             bandwidth,
             traffic: Arc::default(),
+            tasks: crate::Tasks::new(),
         };
         Ok(Scheduler {
             inner: Arc::new(Inner {
@@ -167,14 +172,56 @@ impl Scheduler {
         &self.inner.store
     }
 
-    /// Accepts peer connections on `listener` until the task is dropped.
+    /// The tasks this scheduler runs (torrents, connections, dials); [`Scheduler::shutdown`]
+    /// stops them.
+    pub fn tasks(&self) -> &crate::Tasks {
+        &self.inner.conn.tasks
+    }
+
+    /// Stops every torrent and connection and waits for their tasks to end. Peers see the
+    /// connections close, as if the process had gone.
+    pub async fn shutdown(&self) {
+        self.inner.conn.tasks.shutdown().await;
+    }
+
+    /// Accepts peer connections on `listener` until the scheduler is shut down. At most
+    /// [`MAX_HANDSHAKING`] connections may be in their handshake at once (each with a
+    /// [`FrameDecoder::for_handshake`] cap and [`HANDSHAKE_TIMEOUT`]); beyond that a new
+    /// connection is closed at once and the first refusal of a burst is logged.
     pub async fn serve(&self, listener: TcpListener) {
+        let tasks = self.inner.conn.tasks.clone();
+        let stopped = tasks.clone();
+        tokio::select! {
+            _ = stopped.stopped() => {}
+            _ = self.accept_loop(listener, tasks) => {}
+        }
+    }
+
+    async fn accept_loop(&self, listener: TcpListener, tasks: crate::Tasks) {
+        let handshaking = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKING));
+        let mut refused: u64 = 0;
         loop {
             match listener.accept().await {
                 Ok((stream, addr)) => {
+                    let Ok(permit) = handshaking.clone().try_acquire_owned() else {
+                        if refused == 0 {
+                            tracing::warn!(
+                                %addr,
+                                limit = MAX_HANDSHAKING,
+                                "too many peer connections in their handshake: closing new ones"
+                            );
+                        }
+                        refused += 1;
+                        drop(stream);
+                        continue;
+                    };
+                    if refused > 0 {
+                        tracing::info!(refused, "peer connections accepted again");
+                        refused = 0;
+                    }
                     let this = self.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = this.accept(stream).await {
+                    tasks.spawn(async move {
+                        if let Err(e) = this.accept(stream, permit).await {
                             tracing::debug!(%addr, %e, "incoming peer connection refused");
                         }
                     });
@@ -187,11 +234,16 @@ impl Scheduler {
         }
     }
 
-    async fn accept(&self, mut stream: TcpStream) -> Result<(), SchedulerError> {
+    async fn accept(
+        &self,
+        mut stream: TcpStream,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), SchedulerError> {
         let mut buf = BytesMut::new();
-        let decoder = FrameDecoder::new(MAX_PIECE_LENGTH);
+        let decoder = FrameDecoder::for_handshake();
         let theirs =
             conn::read_handshake(&mut stream, &mut buf, &decoder, HANDSHAKE_TIMEOUT).await?;
+        drop(permit);
         let entry = match self.entry(&theirs.info_hash) {
             Some(e) => e,
             None => {
@@ -322,13 +374,14 @@ impl Scheduler {
         torrents.insert(info_hash, entry.clone());
         let torrent = Torrent::new(
             Arc::downgrade(&self.inner),
+            self.inner.conn.tasks.clone(),
             namespace.to_owned(),
             role,
             cmd_tx,
             cmd_rx,
             status_tx,
         );
-        tokio::spawn(torrent.run());
+        self.inner.conn.tasks.spawn(torrent.run());
         entry
     }
 

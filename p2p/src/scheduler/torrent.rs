@@ -105,6 +105,8 @@ enum State {
 
 pub(crate) struct Torrent {
     inner: Weak<Inner>,
+    /// The host's tasks: every task this torrent starts stops with the host.
+    tasks: crate::Tasks,
     namespace: String,
     metainfo: Arc<Metainfo>,
     state: State,
@@ -131,6 +133,7 @@ pub(crate) struct Torrent {
 impl Torrent {
     pub(crate) fn new(
         inner: Weak<Inner>,
+        tasks: crate::Tasks,
         namespace: String,
         role: Role,
         cmd_tx: mpsc::Sender<Cmd>,
@@ -157,6 +160,7 @@ impl Torrent {
         let now = Instant::now();
         Torrent {
             inner,
+            tasks,
             namespace,
             metainfo,
             state,
@@ -292,7 +296,7 @@ impl Torrent {
         };
         let tracker = inner.tracker.clone();
         let tx = self.cmd_tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let reply = tracker.announce(&announce).await;
             let _ = tx.send(Cmd::Announced(reply)).await;
         });
@@ -315,7 +319,7 @@ impl Torrent {
                 let ours = inner.handshake(&self.namespace, &self.metainfo, self.have());
                 let tx = self.cmd_tx.clone();
                 // Reply off the owner task; the result comes back as a dial result.
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     match conn::write_frame(&mut stream, &Frame::Handshake(ours)).await {
                         Ok(()) => {
                             let _ = tx
@@ -436,7 +440,7 @@ impl Torrent {
             let ours = inner.handshake(&self.namespace, &self.metainfo, self.have());
             let tx = self.cmd_tx.clone();
             let metainfo = self.metainfo.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let cmd = match dial(p.addr, p.peer_id, ours, &metainfo).await {
                     Ok((stream, handshake, leftover)) => Cmd::Dialed {
                         stream,
@@ -609,7 +613,7 @@ impl Torrent {
                 return;
             }
         };
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let read = match source {
                 Source::Partial(p) => p.read_piece(index).await,
                 Source::Complete(c) => c.read_piece(index).await,
@@ -653,7 +657,7 @@ impl Torrent {
                 *writing += 1;
                 let partial = partial.clone();
                 let tx = self.cmd_tx.clone();
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let result = partial.write_verified_piece(index, data).await.map(|_| ());
                     let _ = tx.send(Cmd::Written { index, result }).await;
                 });
@@ -699,7 +703,7 @@ impl Torrent {
         *finishing = true;
         let partial = partial.clone();
         let tx = self.cmd_tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = partial.finish().await;
             let _ = tx.send(Cmd::Finished(result)).await;
         });

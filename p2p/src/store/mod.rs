@@ -741,6 +741,12 @@ impl PieceStore {
     /// download_cleanup.interval)` until the handle is aborted or the store is dropped (the
     /// task holds it weakly, so it does not keep the store alive).
     pub fn spawn_cleanup(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.cleanup_loop())
+    }
+
+    /// The loop [`PieceStore::spawn_cleanup`] runs, for an owner that spawns it in its own task
+    /// set.
+    pub fn cleanup_loop(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let config = &self.inner.config;
         let every = config
             .cache_cleanup
@@ -750,7 +756,7 @@ impl PieceStore {
             // A zero interval is refused by validation; never spin if one gets here anyway.
             .max(Duration::from_secs(1));
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -761,7 +767,7 @@ impl PieceStore {
                     tracing::warn!(error = %e, "store cleanup failed");
                 }
             }
-        })
+        }
     }
 
     #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::error::TrackerError;
 
 pub use client::{MetainfoReply, TrackerClient};
 pub use proto::{AnnounceRequest, AnnounceResponse, ErrorBody, PeerJson};
-pub use service::{OriginHealth, TrackerState, router, run, run_with_origin_health};
+pub use service::{OriginHealth, TrackerState, app, router, run, run_with_origin_health};
 
 /// Most time to open a connection; a host that takes longer is treated as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use shoal_config::{HashRingConfig, HostPort, Hosts, PeerStoreConfig, TrackerConfig};
 use shoal_registry::Digest;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use super::proto::{
     AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES, PeerJson,
@@ -140,8 +139,25 @@ pub async fn run_with_origin_health(
     shutdown: impl Future<Output = ()> + Send + 'static,
     health: OriginHealth,
 ) -> Result<(), TrackerError> {
-    // Owned background tasks, aborted when `run` returns.
-    let mut tasks = JoinSet::new();
+    let tasks = crate::Tasks::new();
+    let app = app(&config, health, &tasks).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "tracker listening");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tasks.shutdown().await;
+    served.map_err(TrackerError::Serve)
+}
+
+/// The tracker's router over the peer store `config` names, judging origins by `health`; the
+/// in-memory store's pruning runs in `tasks`. For callers that serve it themselves.
+pub async fn app(
+    config: &TrackerConfig,
+    health: OriginHealth,
+    tasks: &crate::Tasks,
+) -> Result<Router, TrackerError> {
     let store: Arc<dyn PeerStore> = match &config.peerstore {
         PeerStoreConfig::Memory(m) => {
             let store = Arc::new(InMemoryPeerStore::new(PeerSetWindows::from_config(m)?));
@@ -159,15 +175,8 @@ pub async fn run_with_origin_health(
         }
         PeerStoreConfig::Redis(_) => peerstore::from_config(&config.peerstore).await?,
     };
-    let state = Arc::new(TrackerState::new(&config, store)?.with_origin_health(health));
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "tracker listening");
-    }
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tasks.shutdown().await;
-    served.map_err(TrackerError::Serve)
+    let state = Arc::new(TrackerState::new(config, store)?.with_origin_health(health));
+    Ok(router(state))
 }
 
 /// A failed request: its status and the JSON body saying why. The one error type every

@@ -35,6 +35,10 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 
+/// The largest first frame an incoming connection may send: a handshake with a bitfield of up
+/// to 256 KiB (two million pieces).
+pub const HANDSHAKE_FRAME_MAX: u64 = (256 << 10) + FRAME_HEADROOM;
+
 /// Room above one piece that the frame cap allows: the largest handshake or error frame with an
 /// empty bitfield (type, version, peer id, info hash, longest digest and namespace, piece count),
 /// which also covers a payload's type and index.
@@ -188,6 +192,18 @@ impl FrameDecoder {
         FrameDecoder {
             max_frame_len: max_piece_length.saturating_add(FRAME_HEADROOM),
             max_piece_length,
+            torrent: None,
+        }
+    }
+
+    /// A decoder for the first frame of an incoming connection, before anything is known of
+    /// its torrent: frames up to [`HANDSHAKE_FRAME_MAX`] bytes (bitfields of two million
+    /// pieces), so a stranger that has not said who it is cannot make the host buffer a
+    /// piece-sized frame.
+    pub fn for_handshake() -> Self {
+        FrameDecoder {
+            max_frame_len: HANDSHAKE_FRAME_MAX,
+            max_piece_length: HANDSHAKE_FRAME_MAX,
             torrent: None,
         }
     }

@@ -1,4 +1,4 @@
-//! [`PluginBacking`]: the registry's durable storage over the namespace router, with Kraken's
+//! [`StorageBacking`]: the registry's durable storage over the namespace router, with Kraken's
 //! naming. The namespace is the repository; a blob is named by its digest's hex (as Kraken's
 //! origin names it, so an existing Kraken bucket reads as is; other algorithms keep their
 //! `alg:` prefix), a tag by `<repository>:<tag>`, whose content is the digest it points at
@@ -10,27 +10,28 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use shoal_registry::error::ApiResult;
 use shoal_registry::{
-    Algorithm, Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag,
+    Algorithm, Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey,
 };
 
-use super::router::{Content, NamespaceRouter, Route};
-use crate::plugin::{BackendError, ByteStream};
+use crate::router::{Content, NamespaceRouter, Route};
+use crate::{BackendError, ByteStream};
 
 /// The most a tag object may hold: a digest string and some slack.
 const MAX_TAG_BYTES: usize = 1024;
 /// Read size when streaming a committed blob to a backend.
 const UPLOAD_CHUNK: usize = 1 << 20;
 
-/// The registry's [`Backing`] over plugins, routed by namespace.
+/// The registry's [`Backing`] over the storage backends (plugins or native), routed by
+/// namespace.
 #[derive(Debug)]
-pub struct PluginBacking {
+pub struct StorageBacking {
     router: Arc<NamespaceRouter>,
 }
 
-impl PluginBacking {
+impl StorageBacking {
     /// Backing over `router`.
     pub fn new(router: Arc<NamespaceRouter>) -> Self {
-        PluginBacking { router }
+        StorageBacking { router }
     }
 
     /// Blob `d` of `repo` from the backend its namespace routes to, with its length when the
@@ -49,10 +50,7 @@ impl PluginBacking {
             .await
         {
             Ok(download) => {
-                let body = match &route.ingress {
-                    Some(limit) => limit.clone().pace(download.body),
-                    None => download.body,
-                };
+                let body = route.bandwidth.pace_ingress(download.body);
                 Ok(Some((download.length, body)))
             }
             Err(BackendError::NotFound { .. }) => Ok(None),
@@ -96,7 +94,7 @@ fn blob_name(d: &Digest) -> String {
 
 /// A tag's object name.
 fn tag_name(repo: &RepoName, tag: &Tag) -> String {
-    format!("{repo}:{}", tag.as_str())
+    TagKey::new(repo.clone(), tag.clone()).to_string()
 }
 
 /// A backend failure as the API reports it: the code the client can act on, and a message
@@ -127,7 +125,7 @@ async fn file_stream(path: &Path) -> std::io::Result<ByteStream> {
 }
 
 #[async_trait::async_trait]
-impl Backing for PluginBacking {
+impl Backing for StorageBacking {
     async fn put_blob(&self, repo: &RepoName, d: &Digest, path: &Path, size: u64) -> ApiResult<()> {
         let route = self.route_for_write(repo, Content::Blobs)?;
         let name = blob_name(d);
@@ -137,10 +135,7 @@ impl Backing for PluginBacking {
             Ok(_) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(api_error(repo, e)),
         }
-        let mut body = file_stream(path).await?;
-        if let Some(limit) = &route.egress {
-            body = limit.clone().pace(body);
-        }
+        let body = route.bandwidth.pace_egress(file_stream(path).await?);
         route
             .backend
             .upload(repo.as_str(), &name, size, body)

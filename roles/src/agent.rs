@@ -3,85 +3,125 @@
 //! other agents; tags are resolved by the build-index. Writes are refused: pushes go to the
 //! proxy.
 
-use std::path::Path as FsPath;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use shoal_config::AgentConfig;
-use shoal_p2p::{Identity, PeerId, Scheduler};
+use shoal_config::{AgentConfig, HostPort};
+use shoal_p2p::{HealthFilter, Identity, PeerId, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
-    RepoName, Tag,
+    RepoName, Tag, TagKey,
 };
+use tokio::net::TcpListener;
 
-use super::{hosts_of, peer_addr, tracker_client};
+use crate::RoleError;
+use crate::hosts::{hosts_of, peer_addr};
+use crate::http::segment;
+use crate::tracker::tracker_client;
 
-/// Runs `shoal agent` until `shutdown`.
-pub async fn run(
-    config: AgentConfig,
-    data_dir: std::path::PathBuf,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// How long one tag lookup at a build-index may take.
+const TAG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why writes are refused.
+const READ_ONLY: &str = "this agent is read-only: push through the proxy";
+
+/// The sockets an agent serves.
+#[derive(Debug)]
+pub struct AgentListeners {
+    /// `registry.listen`: the OCI registry API (read-only) and `/metrics`.
+    pub registry: TcpListener,
+    /// `peer.listen`: pieces to and from other peers.
+    pub peer: TcpListener,
+}
+
+/// What an agent needs besides its config.
+pub struct AgentDeps {
+    /// The passive health policy its trackers are judged by (`tracker.cluster.healthcheck`).
+    pub tracker_health: Arc<dyn HealthFilter>,
+}
+
+/// Serves an agent on `listeners` until `shutdown`; its stores are under `store.root`, or
+/// `<data_dir>/store`. When the future is dropped or returns, every task it started stops.
+pub async fn serve(
+    config: &AgentConfig,
+    data_dir: &Path,
+    listeners: AgentListeners,
+    deps: AgentDeps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RoleError> {
+    let tasks = Tasks::new();
+    let _stop = StopOnDrop(tasks.clone());
     let root = config
         .store
         .root
         .clone()
         .unwrap_or_else(|| data_dir.join("store"));
-    let pieces = shoal_p2p::store::PieceStore::open(&root.join("p2p"), &config.store)
-        .with_context(|| format!("opening the piece store under {}", root.display()))?;
-    pieces.spawn_cleanup();
-    let local = LocalStore::open(root.join("registry"))
-        .await
-        .with_context(|| format!("opening the registry store under {}", root.display()))?;
+    let pieces_root = root.join("p2p");
+    let pieces =
+        shoal_p2p::store::PieceStore::open(&pieces_root, &config.store).map_err(|source| {
+            RoleError::PieceStore {
+                path: pieces_root.clone(),
+                source,
+            }
+        })?;
+    tasks.spawn(pieces.cleanup_loop());
+    let registry_root: PathBuf = root.join("registry");
+    let local =
+        LocalStore::open(&registry_root)
+            .await
+            .map_err(|source| RoleError::RegistryStore {
+                path: registry_root.clone(),
+                source,
+            })?;
 
-    let listener = tokio::net::TcpListener::bind(config.registry.listen)
-        .await
-        .with_context(|| format!("binding registry.listen {}", config.registry.listen))?;
-    let peer_listener = tokio::net::TcpListener::bind(config.peer.listen)
-        .await
-        .with_context(|| format!("binding peer.listen {}", config.peer.listen))?;
-    let advertise = peer_addr(&peer_listener, config.peer.ip)?;
-    let engine = super::policy_engine(&data_dir)?;
-    let tracker = tracker_client(&config.tracker, &engine).await?;
+    let advertise = peer_addr(&listeners.peer, config.peer.ip)?;
+    let tracker = tracker_client(&config.tracker, deps.tracker_health).await?;
     let identity = Identity {
         peer_id: PeerId::random(),
         advertise,
         origin: false,
     };
     let scheduler = Scheduler::new(identity, config.scheduler.clone(), pieces, tracker)?;
+    let _stop_scheduler = StopOnDrop(scheduler.tasks().clone());
     let serving = scheduler.clone();
-    tokio::spawn(async move { serving.serve(peer_listener).await });
+    let peer = listeners.peer;
+    tasks.spawn(async move { serving.serve(peer).await });
 
     let build_index = match &config.build_index.hosts {
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
-    let metrics = super::metrics(scheduler.clone(), String::new);
+    let metrics = crate::metrics::router(scheduler.clone(), String::new);
     let backing = Arc::new(P2pBacking {
-        scheduler,
+        scheduler: scheduler.clone(),
         build_index,
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()?,
+        http: crate::http::client(Some(TAG_TIMEOUT))?,
     });
-    let registry = Registry::with_backing(local, backing)
-        .read_only("this agent is read-only: push through the proxy");
+    let registry = Registry::with_backing(local, backing).read_only(READ_ONLY);
     let app = shoal_registry::router(Arc::new(registry)).merge(metrics);
     tracing::info!(
-        registry = %listener.local_addr()?,
+        registry = %listeners.registry.local_addr()?,
         peer = %advertise,
         "shoal agent listening"
     );
-    crate::serve::serve(listener, app, shutdown).await?;
-    Ok(())
+    let served = crate::http::serve(
+        listeners.registry,
+        app,
+        crate::http::DEFAULT_MAX_CONNECTIONS,
+        shutdown,
+    )
+    .await;
+    scheduler.shutdown().await;
+    tasks.shutdown().await;
+    Ok(served?)
 }
 
 /// The agent's registry backing: blobs over P2P, tags from the build-index.
 struct P2pBacking {
     scheduler: Scheduler,
-    build_index: Vec<shoal_config::HostPort>,
+    build_index: Vec<HostPort>,
     http: reqwest::Client,
 }
 
@@ -100,15 +140,12 @@ impl P2pBacking {
 }
 
 fn read_only() -> RegistryError {
-    RegistryError::new(
-        ErrorCode::Unsupported,
-        "this agent is read-only: push through the proxy",
-    )
+    RegistryError::new(ErrorCode::Unsupported, READ_ONLY)
 }
 
 #[async_trait::async_trait]
 impl Backing for P2pBacking {
-    async fn put_blob(&self, _: &RepoName, _: &Digest, _: &FsPath, _: u64) -> ApiResult<()> {
+    async fn put_blob(&self, _: &RepoName, _: &Digest, _: &Path, _: u64) -> ApiResult<()> {
         Err(read_only())
     }
 
@@ -123,11 +160,7 @@ impl Backing for P2pBacking {
 
     /// The piece store's verified file, which the registry store hard-links: the agent keeps
     /// one copy of each blob, not two.
-    async fn get_blob_file(
-        &self,
-        repo: &RepoName,
-        d: &Digest,
-    ) -> ApiResult<Option<std::path::PathBuf>> {
+    async fn get_blob_file(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<PathBuf>> {
         let blob = self.download(repo, d).await?;
         Ok(Some(blob.path().to_owned()))
     }
@@ -137,12 +170,10 @@ impl Backing for P2pBacking {
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
+        let key = TagKey::new(repo.clone(), tag.clone());
         let mut last = None;
         for host in &self.build_index {
-            let url = format!(
-                "http://{host}/tags/{}",
-                format!("{}:{}", repo.as_str(), tag.as_str()).replace('/', "%2F")
-            );
+            let url = format!("http://{host}/tags/{}", segment(&key.to_string()));
             match self.http.get(&url).send().await {
                 Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
                 Ok(r) if r.status().is_success() => {
@@ -150,7 +181,7 @@ impl Backing for P2pBacking {
                     return text.trim().parse().map(Some).map_err(|e| {
                         RegistryError::new(
                             ErrorCode::Unavailable,
-                            format!("build-index {host} sent a bad digest for {repo}:{tag}: {e}"),
+                            format!("build-index {host} sent a bad digest for {key}: {e}"),
                         )
                     });
                 }

@@ -1,5 +1,6 @@
-//! Egress and ingress rate limits for peer connections: token buckets in bits per second, as
-//! the seed's `scheduler.conn.bandwidth` defines them.
+//! Egress and ingress rate limits: token buckets in bits per second, as the seed's
+//! `scheduler.conn.bandwidth` (peer connections) and a backend's `bandwidth:` block define
+//! them. One limiter for both, so a fix reaches both.
 //!
 //! A token is `token_size` bits (8 Mbit by default), so a 4 MiB piece costs four tokens and
 //! large rates never overflow a counter. The bucket holds one second of tokens and starts full,
@@ -13,7 +14,9 @@ use std::time::Duration;
 use shoal_config::BandwidthConfig;
 use tokio::time::Instant;
 
-use crate::error::BandwidthError;
+use futures_util::StreamExt;
+
+use crate::{BandwidthError, ByteStream};
 
 #[derive(Debug)]
 struct Bucket {
@@ -138,6 +141,37 @@ impl BandwidthLimiter {
             b.reserve(bytes).await;
         }
     }
+
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.egress.is_some() || self.ingress.is_some()
+    }
+
+    /// `body` paced by the ingress bucket (bytes coming in, e.g. a backend download).
+    pub fn pace_ingress(&self, body: ByteStream) -> ByteStream {
+        pace(self.ingress.clone(), body)
+    }
+
+    /// `body` paced by the egress bucket (bytes going out, e.g. a backend upload).
+    pub fn pace_egress(&self, body: ByteStream) -> ByteStream {
+        pace(self.egress.clone(), body)
+    }
+}
+
+/// `body`, each chunk admitted by `bucket` before it is passed on; unchanged without one.
+fn pace(bucket: Option<Arc<TokenBucket>>, body: ByteStream) -> ByteStream {
+    let Some(bucket) = bucket else {
+        return body;
+    };
+    Box::pin(body.then(move |chunk| {
+        let bucket = bucket.clone();
+        async move {
+            if let Ok(c) = &chunk {
+                bucket.reserve(c.len() as u64).await;
+            }
+            chunk
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -225,6 +259,33 @@ mod tests {
         }
         // The burst (one token, four pieces) is free; eight more pieces take two seconds.
         assert_elapsed(start, Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_stream_shares_its_bucket_with_concurrent_transfers() {
+        // 1 MiB/s with a 1 MiB burst; 4 bodies of 1 MiB in 64 KiB chunks.
+        let l = BandwidthLimiter::new(&config()).unwrap();
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let l = l.clone();
+            tasks.spawn(async move {
+                let chunks: Vec<std::io::Result<bytes::Bytes>> = (0..16)
+                    .map(|_| Ok(bytes::Bytes::from(vec![0u8; 64 << 10])))
+                    .collect();
+                let mut body = l.pace_egress(Box::pin(futures_util::stream::iter(chunks)));
+                let mut n = 0;
+                while let Some(c) = body.next().await {
+                    n += c.unwrap().len();
+                }
+                assert_eq!(n, 1 << 20);
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        // 4 MiB, the first MiB free: 3 s.
+        assert_elapsed(start, Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]

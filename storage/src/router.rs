@@ -8,10 +8,9 @@
 
 use std::sync::Arc;
 
-use shoal_config::{AuthConfig, BackendEntry, NamespacePattern};
+use shoal_config::{BackendEntry, NamespacePattern};
 
-use super::rate::RateLimit;
-use crate::plugin::{Backend, LoadError, PluginEngine};
+use crate::{Backend, BandwidthError, BandwidthLimiter};
 
 /// What a request to the backends is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,19 +38,14 @@ impl Holds {
     /// `<repository>:<tag>`); anything else both.
     pub fn of(backend: &shoal_config::Backend) -> Holds {
         use shoal_config::{Backend as B, NamePath};
-        let name_path = match backend {
-            B::RegistryBlob(_) => return Holds::Blobs,
-            B::RegistryTag(_) => return Holds::Tags,
-            B::S3(c) => c.name_path,
-            B::Gcs(c) => c.name_path,
-            B::Hdfs(c) => c.name_path,
-            B::Fs(c) => c.name_path,
-            B::Http(_) | B::Plugin(_) => return Holds::Both,
-        };
-        match name_path {
-            NamePath::ShardedDockerBlob => Holds::Blobs,
-            NamePath::DockerTag => Holds::Tags,
-            NamePath::Identity => Holds::Both,
+        match backend {
+            B::RegistryBlob(_) => Holds::Blobs,
+            B::RegistryTag(_) => Holds::Tags,
+            other => match other.settings().name_path() {
+                Some(NamePath::ShardedDockerBlob) => Holds::Blobs,
+                Some(NamePath::DockerTag) => Holds::Tags,
+                Some(NamePath::Identity) | None => Holds::Both,
+            },
         }
     }
 
@@ -69,12 +63,35 @@ pub struct Route {
     pub pattern: NamespacePattern,
     /// Which content it serves.
     pub holds: Holds,
-    /// The backend (a plugin).
+    /// The backend (a plugin, or a native one).
     pub backend: Arc<dyn Backend>,
-    /// Paces downloads from the backend, when `bandwidth.enable`.
-    pub ingress: Option<Arc<RateLimit>>,
-    /// Paces uploads to the backend, when `bandwidth.enable`.
-    pub egress: Option<Arc<RateLimit>>,
+    /// Paces downloads (ingress) and uploads (egress), when `bandwidth.enable`.
+    pub bandwidth: BandwidthLimiter,
+}
+
+/// Why a `backends:` list cannot be turned into a router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError<E: std::error::Error + 'static> {
+    /// The loader could not build the entry's backend.
+    #[error("backends[{index}] (namespace {namespace}): {source}")]
+    Load {
+        /// Position in the list.
+        index: usize,
+        /// The entry's namespace regex.
+        namespace: String,
+        /// What the loader said.
+        #[source]
+        source: E,
+    },
+    /// The entry's `bandwidth:` block cannot be enforced.
+    #[error("backends[{index}].bandwidth: {source}")]
+    Bandwidth {
+        /// Position in the list.
+        index: usize,
+        /// Why.
+        #[source]
+        source: BandwidthError,
+    },
 }
 
 impl std::fmt::Debug for Route {
@@ -83,8 +100,7 @@ impl std::fmt::Debug for Route {
             .field("namespace", &self.pattern.as_str())
             .field("holds", &self.holds)
             .field("backend", &self.backend.name())
-            .field("ingress", &self.ingress.is_some())
-            .field("egress", &self.egress.is_some())
+            .field("bandwidth", &self.bandwidth.is_limited())
             .finish()
     }
 }
@@ -96,25 +112,39 @@ pub struct NamespaceRouter {
 }
 
 impl NamespaceRouter {
-    /// Loads every entry's plugin (with its `auth:` secrets) in order.
-    pub fn load(
-        engine: &PluginEngine,
+    /// Builds every entry's backend with `load` (the plugin host's loader, or a native one in
+    /// tests and simulations), in order.
+    pub fn load<E: std::error::Error + 'static>(
         entries: &[BackendEntry],
-        auth: &AuthConfig,
-    ) -> Result<Self, LoadError> {
+        mut load: impl FnMut(&BackendEntry) -> Result<Arc<dyn Backend>, E>,
+    ) -> Result<Self, RouterError<E>> {
         let mut routes = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let backend = engine.backend(&entry.backend, auth.secrets_for(&entry.backend))?;
-            let (ingress, egress) = RateLimit::from_config(&entry.bandwidth);
+        for (index, entry) in entries.iter().enumerate() {
+            let backend = load(entry).map_err(|source| RouterError::Load {
+                index,
+                namespace: entry.namespace.as_str().to_owned(),
+                source,
+            })?;
+            let bandwidth = BandwidthLimiter::new(&entry.bandwidth)
+                .map_err(|source| RouterError::Bandwidth { index, source })?;
             routes.push(Route {
                 pattern: entry.namespace.clone(),
                 holds: Holds::of(&entry.backend),
-                backend: Arc::new(backend),
-                ingress,
-                egress,
+                backend,
+                bandwidth,
             });
         }
         Ok(NamespaceRouter { routes })
+    }
+
+    /// A router sending every namespace to `backend`, for blobs and tags, unlimited.
+    pub fn single(backend: Arc<dyn Backend>) -> Self {
+        NamespaceRouter::new(vec![Route {
+            pattern: NamespacePattern::any(),
+            holds: Holds::Both,
+            backend,
+            bandwidth: BandwidthLimiter::unlimited(),
+        }])
     }
 
     /// A router over routes built by hand (custom or native backends, tests).
@@ -138,7 +168,7 @@ impl NamespaceRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::PluginEngine;
+    use crate::MemoryBackend;
 
     #[test]
     fn first_match_wins_and_registry_kinds_hold_one_content() {
@@ -149,8 +179,10 @@ mod tests {
              - namespace: .*\n  backend:\n    fs: {root: /tmp/shoal-router-b}\n",
         )
         .unwrap();
-        let engine = PluginEngine::new(Default::default(), None).unwrap();
-        let router = NamespaceRouter::load(&engine, &entries, &AuthConfig::default()).unwrap();
+        let router = NamespaceRouter::load(&entries, |_| {
+            Ok::<_, std::io::Error>(Arc::new(MemoryBackend::new("memory")) as Arc<dyn Backend>)
+        })
+        .unwrap();
         let kind = |ns: &str, c: Content| router.route(ns, c).map(|r| r.holds);
         assert_eq!(kind("library/alpine", Content::Blobs), Some(Holds::Blobs));
         assert_eq!(kind("library/alpine", Content::Tags), Some(Holds::Tags));

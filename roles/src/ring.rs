@@ -1,8 +1,9 @@
 //! An origin's view of its own ring (`cluster:`, `hashring:`): the members, re-resolved every
 //! `hashring.refresh_interval` when they are a DNS name, and their health from the active
 //! check: every `cluster.healthcheck.monitor.interval` each other member's `/health` is asked
-//! (within `cluster.healthcheck.timeout`) and the answer fed to the active health-policy
-//! component (`fails` in a row out, `passes` in a row back in, or a custom `policy:`).
+//! (within `cluster.healthcheck.timeout`) and the answer fed to the active health policy
+//! passed in (in production the `health-active` component: `fails` in a row out, `passes` in a
+//! row back in, or a custom `policy:`).
 //! Requests for a blob go to the healthy members of its replica set, best score first.
 
 use std::collections::BTreeMap;
@@ -10,13 +11,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use shoal_config::{ClusterConfig, HashRingConfig, HostPort, Hosts};
-use shoal_host::plugin::{HealthPolicy, PluginEngine};
-use shoal_p2p::HashRing;
+use shoal_p2p::{HashRing, HealthFilter, Tasks};
 use shoal_registry::Digest;
 
-use super::hosts_of;
+use crate::RoleError;
+use crate::hosts::hosts_of;
 
 /// The ring and what the active check last concluded of each member.
 pub struct Ring {
@@ -32,15 +32,17 @@ struct State {
 }
 
 impl Ring {
-    /// Builds the ring for an origin listening on `listen` and starts its monitor and, for a
-    /// DNS name, its refresher. Without `cluster.hosts` the ring is this origin alone.
+    /// Builds the ring for an origin listening on `listen` and starts its monitor (judged by
+    /// `health`) and, for a DNS name, its refresher, both in `tasks`. Without `cluster.hosts`
+    /// the ring is this origin alone.
     pub async fn start(
         cluster: &ClusterConfig,
         hashring: &HashRingConfig,
         listen: SocketAddr,
         peer_ip: Option<IpAddr>,
-        engine: &PluginEngine,
-    ) -> anyhow::Result<Arc<Ring>> {
+        health: Arc<dyn HealthFilter>,
+        tasks: &Tasks,
+    ) -> Result<Arc<Ring>, RoleError> {
         let alone = HostPort::new(listen.ip().to_string(), listen.port());
         let hosts = match &cluster.hosts {
             Some(h) => hosts_of(h).await?,
@@ -56,14 +58,12 @@ impl Ring {
             }),
         });
         if cluster.hosts.is_some() {
-            let policy = engine
-                .active_health(&cluster.healthcheck)
-                .context("loading the ring's health policy (cluster.healthcheck)")?;
             let check = cluster.healthcheck.clone();
             let watched = ring.clone();
-            tokio::spawn(async move {
+            let http = crate::http::client(Some(check.timeout.get()))?;
+            tasks.spawn(async move {
                 watched
-                    .monitor(policy, check.monitor.interval.get(), check.timeout.get())
+                    .monitor(health, http, check.monitor.interval.get())
                     .await
             });
         }
@@ -71,7 +71,7 @@ impl Ring {
             let refreshed = ring.clone();
             let hosts = Hosts::Dns(name.clone());
             let every = hashring.refresh_interval.get().max(Duration::from_secs(1));
-            tokio::spawn(async move { refreshed.refresh(hosts, every).await });
+            tasks.spawn(async move { refreshed.refresh(hosts, every).await });
         }
         Ok(ring)
     }
@@ -111,18 +111,7 @@ impl Ring {
             .collect()
     }
 
-    async fn monitor(&self, policy: Arc<dyn HealthPolicy>, every: Duration, timeout: Duration) {
-        let http = match reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(%e, "the ring's health monitor cannot start");
-                return;
-            }
-        };
+    async fn monitor(&self, policy: Arc<dyn HealthFilter>, http: reqwest::Client, every: Duration) {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,11 +138,10 @@ impl Ring {
             let mut verdicts = Vec::with_capacity(results.len());
             for (host, ok) in results {
                 let name = host.to_string();
-                if let Err(e) = policy.observe(&name, ok, now).await {
-                    tracing::warn!(%host, %e, "health policy failed to record a check");
-                }
-                // A policy that cannot answer fails open: it must not empty the ring.
-                let healthy = policy.healthy(&name, now).await.unwrap_or(true);
+                // A policy that cannot answer fails open (HealthFilter's contract): it must not
+                // empty the ring.
+                policy.observe(&name, ok, now).await;
+                let healthy = policy.healthy(&name, now).await;
                 verdicts.push((host.clone(), healthy));
             }
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());

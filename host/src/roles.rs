@@ -1,0 +1,117 @@
+//! The P2P roles as processes: each loads its config (done by the caller), builds its plugins
+//! (backends, health policies), binds its configured sockets, and hands them to the service in
+//! `shoal-roles`. Nothing else happens here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use shoal_config::{AgentConfig, BuildIndexConfig, OriginConfig, PluginsConfig, TrackerConfig};
+use shoal_host::plugin::{PluginEngine, PluginLimits};
+use shoal_host::storage::{filter, load_router};
+use shoal_roles::{agent, build_index, origin, tracker};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {key} {addr}"))
+}
+
+fn engine(plugins: &PluginsConfig, data_dir: &Path) -> anyhow::Result<PluginEngine> {
+    PluginEngine::new(
+        PluginLimits::from_config(plugins),
+        Some(data_dir.join("plugin-cache")),
+    )
+    .context("starting the plugin engine")
+}
+
+/// Runs `shoal origin` until `shutdown`.
+pub async fn origin(
+    config: OriginConfig,
+    data_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = engine(&config.plugins, &data_dir)?;
+    let backends = load_router(&engine, &config.backends, &config.auth)
+        .context("loading the storage backends")?;
+    let deps = origin::OriginDeps {
+        backends: Arc::new(backends),
+        ring_health: filter(
+            engine
+                .active_health(&config.cluster.healthcheck)
+                .context("loading the ring's health policy (cluster.healthcheck)")?,
+        ),
+        tracker_health: filter(
+            engine
+                .passive_health(&config.tracker.cluster.healthcheck)
+                .context("loading the tracker health policy (tracker.cluster.healthcheck)")?,
+        ),
+    };
+    let listeners = origin::OriginListeners {
+        http: bind(config.listen, "listen").await?,
+        peer: bind(config.peer.listen, "peer.listen").await?,
+    };
+    origin::serve(&config, &data_dir, listeners, deps, shutdown).await?;
+    Ok(())
+}
+
+/// Runs `shoal agent` until `shutdown`.
+pub async fn agent(
+    config: AgentConfig,
+    data_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = engine(&PluginsConfig::default(), &data_dir)?;
+    let deps = agent::AgentDeps {
+        tracker_health: filter(
+            engine
+                .passive_health(&config.tracker.cluster.healthcheck)
+                .context("loading the tracker health policy (tracker.cluster.healthcheck)")?,
+        ),
+    };
+    let listeners = agent::AgentListeners {
+        registry: bind(config.registry.listen, "registry.listen").await?,
+        peer: bind(config.peer.listen, "peer.listen").await?,
+    };
+    agent::serve(&config, &data_dir, listeners, deps, shutdown).await?;
+    Ok(())
+}
+
+/// Runs `shoal tracker` until `shutdown`.
+pub async fn tracker(
+    config: TrackerConfig,
+    data_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = engine(&PluginsConfig::default(), &data_dir)?;
+    let deps = tracker::TrackerDeps {
+        origin_health: filter(
+            engine
+                .active_health(&config.cluster.healthcheck)
+                .context("loading the origins' health policy (cluster.healthcheck)")?,
+        ),
+    };
+    let listener = bind(config.listen, "listen").await?;
+    tracker::serve(config, listener, deps, shutdown).await?;
+    Ok(())
+}
+
+/// Runs `shoal build-index` until `shutdown`.
+pub async fn build_index(
+    config: BuildIndexConfig,
+    data_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = engine(&config.plugins, &data_dir)?;
+    let backends = load_router(&engine, &config.backends, &config.auth)
+        .context("loading the storage backends")?;
+    let deps = build_index::BuildIndexDeps {
+        backends: Arc::new(backends),
+    };
+    let listener = bind(config.listen, "listen").await?;
+    build_index::serve(&config, listener, deps, shutdown).await?;
+    Ok(())
+}

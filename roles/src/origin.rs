@@ -1,0 +1,387 @@
+//! `shoal origin`: the dedicated seeder in front of the storage backends.
+//!
+//! The tracker asks an origin for a blob's metainfo (`GET
+//! /namespace/{ns}/blobs/{digest}/metainfo`). An origin that holds the blob answers 200 with
+//! the metainfo and seeds it; one that does not starts one fetch from the backend the
+//! namespace routes to and answers 202 until the blob is in its piece store. After a fetch the
+//! origin copies the blob to the other members of its replica set (`hashring.max_replica`,
+//! rendezvous hashing over `cluster.hosts`), so a second origin can seed it when the first
+//! dies. `PUT /namespace/{ns}/blobs/{digest}` takes such a copy (or a push): the body is
+//! verified against the digest before it is kept.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::TryStreamExt;
+use shoal_config::OriginConfig;
+use shoal_p2p::store::{CompleteBlob, PieceStore};
+use shoal_p2p::{HealthFilter, Identity, PeerId, Scheduler, StopOnDrop, Tasks};
+use shoal_registry::{Backing, Digest, RepoName};
+use shoal_storage::{NamespaceRouter, StorageBacking};
+use tokio::net::TcpListener;
+
+use crate::RoleError;
+use crate::hosts::peer_addr;
+use crate::http::{BlobPath, HttpError, HttpResult, segment};
+use crate::ring::Ring;
+use crate::tracker::tracker_client;
+
+/// How long a failed fetch is remembered (answered as its error) before it is tried again.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
+
+/// Blobs an origin tracks that it does not hold (running fetches, remembered misses and
+/// failures); past it, remembered outcomes are forgotten first, then new fetches get 503, so a
+/// client asking for endless unknown digests cannot grow the map without bound.
+pub const MAX_FETCHES: usize = 10_000;
+
+/// The sockets an origin serves: its HTTP API (blob server) and its peer port.
+#[derive(Debug)]
+pub struct OriginListeners {
+    /// `listen`: metainfo, blobs, health, metrics.
+    pub http: TcpListener,
+    /// `peer.listen`: pieces to agents.
+    pub peer: TcpListener,
+}
+
+/// What an origin needs besides its config.
+pub struct OriginDeps {
+    /// The `backends:` list, running.
+    pub backends: Arc<NamespaceRouter>,
+    /// The active health policy its ring members are judged by (`cluster.healthcheck`).
+    pub ring_health: Arc<dyn HealthFilter>,
+    /// The passive health policy its trackers are judged by (`tracker.cluster.healthcheck`).
+    pub tracker_health: Arc<dyn HealthFilter>,
+}
+
+/// What the origin knows of a blob it does not hold.
+#[derive(Clone, Debug)]
+enum Fetch {
+    Running,
+    Missing(Instant),
+    Failed(String, Instant),
+}
+
+/// The origin's state, shared by its HTTP handlers.
+struct Origin {
+    backing: StorageBacking,
+    scheduler: Scheduler,
+    ring: Arc<Ring>,
+    pieces: shoal_config::MetainfoGenConfig,
+    fetches: Mutex<HashMap<Digest, Fetch>>,
+    http: reqwest::Client,
+    tasks: Tasks,
+}
+
+/// Serves an origin on `listeners` until `shutdown`; its piece store is `store.root`, or
+/// `<data_dir>/store`. When the future is dropped or returns, every task it started stops.
+pub async fn serve(
+    config: &OriginConfig,
+    data_dir: &Path,
+    listeners: OriginListeners,
+    deps: OriginDeps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RoleError> {
+    let tasks = Tasks::new();
+    let _stop = StopOnDrop(tasks.clone());
+    let store_root = config
+        .store
+        .root
+        .clone()
+        .unwrap_or_else(|| data_dir.join("store"));
+    let store =
+        PieceStore::open(&store_root, &config.store).map_err(|source| RoleError::PieceStore {
+            path: store_root.clone(),
+            source,
+        })?;
+    tasks.spawn(store.cleanup_loop());
+
+    let advertise = peer_addr(&listeners.peer, config.peer.ip)?;
+    let tracker = tracker_client(&config.tracker, deps.tracker_health).await?;
+    let identity = Identity {
+        peer_id: PeerId::random(),
+        advertise,
+        origin: true,
+    };
+    let scheduler = Scheduler::new(identity, config.scheduler.clone(), store, tracker)?;
+    let _stop_scheduler = StopOnDrop(scheduler.tasks().clone());
+    let serving = scheduler.clone();
+    let peer = listeners.peer;
+    tasks.spawn(async move { serving.serve(peer).await });
+
+    let listen = listeners.http.local_addr()?;
+    let ring = Ring::start(
+        &config.cluster,
+        &config.hashring,
+        listen,
+        config.peer.ip,
+        deps.ring_health,
+        &tasks,
+    )
+    .await?;
+    let origin = Arc::new(Origin {
+        backing: StorageBacking::new(deps.backends),
+        scheduler: scheduler.clone(),
+        ring,
+        pieces: config.metainfogen.clone(),
+        fetches: Mutex::new(HashMap::new()),
+        // Copies are as long as blobs are: no overall timeout, only the connect one.
+        http: crate::http::client(None)?,
+        tasks: tasks.clone(),
+    });
+    tracing::info!(%listen, peer = %advertise, "shoal origin listening");
+    let served = crate::http::serve(
+        listeners.http,
+        router_of(origin),
+        crate::http::DEFAULT_MAX_CONNECTIONS,
+        shutdown,
+    )
+    .await;
+    scheduler.shutdown().await;
+    tasks.shutdown().await;
+    Ok(served?)
+}
+
+fn router_of(origin: Arc<Origin>) -> Router {
+    let ring = origin.ring.clone();
+    let metrics = crate::metrics::router(origin.scheduler.clone(), move || {
+        let mut out = String::from(
+            "# HELP shoal_ring_member_healthy Whether the active check counts a ring member healthy.\n\
+             # TYPE shoal_ring_member_healthy gauge\n",
+        );
+        for (host, ok) in ring.health() {
+            out.push_str(&format!(
+                "shoal_ring_member_healthy{{member=\"{host}\"}} {}\n",
+                u8::from(ok)
+            ));
+        }
+        out
+    });
+    Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route("/namespace/{ns}/blobs/{digest}/metainfo", get(metainfo))
+        .route(
+            "/namespace/{ns}/blobs/{digest}",
+            get(download).head(stat).put(upload),
+        )
+        .with_state(origin)
+        .merge(metrics)
+}
+
+impl Origin {
+    /// The blob, when this origin's piece store holds it whole.
+    async fn complete(&self, d: &Digest) -> HttpResult<Option<CompleteBlob>> {
+        self.scheduler
+            .store()
+            .complete(d)
+            .await
+            .map_err(HttpError::internal)
+    }
+
+    /// What to answer for a blob this origin lacks: starts a fetch unless one is running or
+    /// a recent outcome is remembered.
+    fn fetch_state(self: &Arc<Self>, repo: &RepoName, d: &Digest) -> HttpResult<Fetch> {
+        let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+        let expired = |f: &Fetch| match f {
+            Fetch::Missing(at) | Fetch::Failed(_, at) => at.elapsed() >= FAILURE_MEMORY,
+            Fetch::Running => false,
+        };
+        match fetches.get(d) {
+            Some(f) if !expired(f) => return Ok(f.clone()),
+            _ => {}
+        }
+        if fetches.len() >= MAX_FETCHES {
+            fetches.retain(|_, f| matches!(f, Fetch::Running));
+            if fetches.len() >= MAX_FETCHES {
+                return Err(HttpError::unavailable(format!(
+                    "{MAX_FETCHES} fetches are running on this origin: try again later"
+                )));
+            }
+        }
+        fetches.insert(d.clone(), Fetch::Running);
+        let origin = self.clone();
+        let (repo, d) = (repo.clone(), d.clone());
+        self.tasks.spawn(async move { origin.fetch(repo, d).await });
+        Ok(Fetch::Running)
+    }
+
+    /// Fetches `d` from the backend into the piece store, seeds it, and copies it to the rest
+    /// of its replica set.
+    async fn fetch(self: Arc<Self>, repo: RepoName, d: Digest) {
+        let outcome = match self.backing.download_blob(&repo, &d).await {
+            Ok(Some((length, body))) => {
+                let body = body.map_err(std::io::Error::other);
+                let piece_length = self.pieces.piece_length(length);
+                match self
+                    .scheduler
+                    .store()
+                    .import(&d, piece_length, Box::pin(body))
+                    .await
+                {
+                    Ok(blob) => {
+                        tracing::info!(%d, namespace = %repo, "fetched from the storage backend");
+                        self.scheduler.seed(repo.as_str(), blob.clone());
+                        let this = self.clone();
+                        let repo = repo.clone();
+                        self.tasks
+                            .spawn(async move { this.replicate(&repo, &blob).await });
+                        None
+                    }
+                    Err(e) => Some(Fetch::Failed(
+                        format!("storing {d} from the backend of {repo}: {e}"),
+                        Instant::now(),
+                    )),
+                }
+            }
+            Ok(None) => Some(Fetch::Missing(Instant::now())),
+            Err(e) => Some(Fetch::Failed(e.to_string(), Instant::now())),
+        };
+        let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Some(f) => {
+                fetches.insert(d, f);
+            }
+            None => {
+                fetches.remove(&d);
+            }
+        }
+    }
+
+    /// Sends a copy of `blob` to the other members of its replica set.
+    async fn replicate(&self, repo: &RepoName, blob: &CompleteBlob) {
+        let d = blob.metainfo().digest();
+        for host in self.ring.owners(d) {
+            if Some(&host) == self.ring.me() {
+                continue;
+            }
+            let url = format!(
+                "http://{host}/namespace/{}/blobs/{d}?replica=true",
+                segment(repo.as_str())
+            );
+            let result = async {
+                let file = tokio::fs::File::open(blob.path()).await?;
+                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+                let resp = self
+                    .http
+                    .put(&url)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(std::io::Error::other)?;
+                if !resp.status().is_success() {
+                    return Err(std::io::Error::other(format!(
+                        "{host} answered {}",
+                        resp.status()
+                    )));
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => tracing::info!(%d, %host, "replicated"),
+                Err(e) => tracing::warn!(%d, %host, error = %e, "replication failed"),
+            }
+        }
+    }
+}
+
+async fn metainfo(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response> {
+    if let Some(blob) = o.complete(&p.digest).await? {
+        let body = blob.metainfo().encode();
+        o.scheduler.seed(p.repo.as_str(), blob);
+        return Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            body,
+        )
+            .into_response());
+    }
+    match o.fetch_state(&p.repo, &p.digest)? {
+        Fetch::Running => {
+            Ok((StatusCode::ACCEPTED, "fetching from the storage backend").into_response())
+        }
+        Fetch::Missing(_) => Err(HttpError::not_found(format!(
+            "{} is not in the storage backend of namespace {}",
+            p.digest, p.repo
+        ))),
+        Fetch::Failed(why, _) => Err(HttpError::bad_gateway(why)),
+    }
+}
+
+async fn stat(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response> {
+    match o.complete(&p.digest).await? {
+        Some(blob) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_LENGTH, blob.len().to_string())],
+        )
+            .into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+async fn download(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response> {
+    let blob = o
+        .complete(&p.digest)
+        .await?
+        .ok_or_else(|| HttpError::not_found(format!("{} is not on this origin", p.digest)))?;
+    let file = tokio::fs::File::open(blob.path())
+        .await
+        .map_err(HttpError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_LENGTH, blob.len().to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct UploadQuery {
+    #[serde(default)]
+    replica: bool,
+}
+
+/// Takes a blob (a replica's copy, or a push): verified against its digest while stored.
+async fn upload(
+    State(o): State<Arc<Origin>>,
+    p: BlobPath,
+    Query(q): Query<UploadQuery>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> HttpResult<StatusCode> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let blob = o
+        .scheduler
+        .store()
+        .import(&p.digest, o.pieces.piece_length(length), Box::pin(stream))
+        .await
+        .map_err(|e| HttpError::bad_request(format!("{}: {e}", p.digest)))?;
+    if !q.replica {
+        // A push: the backend is the durable copy; then the replica set gets theirs.
+        let path = blob.path().to_owned();
+        o.backing
+            .put_blob(&p.repo, &p.digest, &path, blob.len())
+            .await
+            .map_err(|e| HttpError::bad_gateway(e.message))?;
+        let this = o.clone();
+        let copy = blob.clone();
+        let repo = p.repo.clone();
+        o.tasks
+            .spawn(async move { this.replicate(&repo, &copy).await });
+    }
+    o.scheduler.seed(p.repo.as_str(), blob);
+    Ok(StatusCode::CREATED)
+}

@@ -1,0 +1,136 @@
+//! A whole cluster in one process: tracker, two origins, build-index and three agents over a
+//! native in-memory backend. An image's tag and manifest resolve through every agent, and a
+//! layer reaches every agent while the origin that was sending it is killed mid-transfer.
+//! Nothing sleeps to synchronize: every wait polls a condition with a deadline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Spec, digest_of, noise, poll_until};
+
+const NS: &str = "team/app";
+const SENT: &str = "shoal_p2p_piece_bytes_sent_total ";
+const RECEIVED: &str = "shoal_p2p_piece_bytes_received_total ";
+
+/// A minimal OCI image manifest naming `config` and `layer`.
+fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
+        digest_of(config),
+        config.len(),
+        digest_of(layer),
+        layer.len()
+    )
+    .into_bytes()
+}
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_agent_gets_the_image_while_an_origin_dies_mid_transfer() {
+    // 64 Mbit/s out of each origin: a 48 MiB layer takes seconds, so there is a middle.
+    let cluster = Cluster::start(Spec {
+        origin_egress_bits: Some(64 << 20),
+        ..Spec::default()
+    })
+    .await;
+
+    let layer = noise(48 << 20, 1);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let manifest = manifest(&config, &layer);
+    let (layer_digest, manifest_digest) = (digest_of(&layer), digest_of(&manifest));
+    for blob in [&layer, &config, &manifest] {
+        cluster
+            .backend
+            .insert(NS, hex(&digest_of(blob)), blob.clone());
+    }
+    cluster
+        .backend
+        .insert(NS, &format!("{NS}:v1"), manifest_digest.clone());
+
+    // The tag resolves at build-index and the manifest comes over P2P, at every agent.
+    let manifest_path = format!("/v2/{NS}/manifests/v1");
+    let pulls = (0..cluster.agents.len()).map(|i| cluster.get(i, &manifest_path));
+    for (i, (status, body)) in futures_util::future::join_all(pulls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(status, 200, "agent{i}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(digest_of(&body), manifest_digest, "agent{i}");
+    }
+
+    // The layer, at every agent at once.
+    let downloads_before = cluster.backend.downloads();
+    let path = format!("/v2/{NS}/blobs/{layer_digest}");
+    let pulls: Vec<_> = (0..cluster.agents.len())
+        .map(|i| {
+            let url = format!("http://{}{path}", cluster.agents[i].http);
+            let http = cluster.http.clone();
+            tokio::spawn(async move {
+                let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                let body = resp.bytes().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((status, digest_of(&body)))
+            })
+        })
+        .collect();
+
+    // Mid-transfer: an origin has sent 4 MiB of the layer, and both origins hold it whole (the
+    // replica is in place, as a ring with max_replica 2 promises).
+    let victim = std::sync::Mutex::new(None);
+    let found = poll_until(Duration::from_secs(120), || async {
+        if !(cluster.holds(&cluster.origins[0], NS, &layer_digest).await
+            && cluster.holds(&cluster.origins[1], NS, &layer_digest).await)
+        {
+            return false;
+        }
+        for (i, o) in cluster.origins.iter().enumerate() {
+            let sent = cluster.metric(o, SENT).await.unwrap_or(0);
+            if sent >= 4 << 20 {
+                *victim.lock().unwrap() = Some((i, sent));
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(found, "no origin started sending the layer");
+    let (victim, sent_before_kill) = victim.into_inner().unwrap().unwrap();
+    let mut cluster = cluster;
+    cluster.origins[victim].kill().await;
+    // The manifest (under 1 KiB) and the layer: the victim had not sent the whole layer yet.
+    assert!(
+        sent_before_kill < layer.len() as u64,
+        "origin{victim} had already sent {sent_before_kill} bytes: nothing was left to cut"
+    );
+
+    for (i, pull) in pulls.into_iter().enumerate() {
+        let (status, digest) = pull
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("agent{i}: {e}"));
+        assert_eq!(status, 200, "agent{i}");
+        assert_eq!(digest, layer_digest, "agent{i} got other bytes");
+    }
+    // Each agent received each piece once, from the survivor or from each other; the layer was
+    // read from the backend once (by the first owner), or twice if the tracker asked the
+    // second owner before the replica landed.
+    for (i, a) in cluster.agents.iter().enumerate() {
+        let received = cluster.metric(a, RECEIVED).await.unwrap();
+        assert!(
+            received >= layer.len() as u64,
+            "agent{i} received only {received} bytes"
+        );
+    }
+    let reads = cluster.backend.downloads() - downloads_before;
+    assert!(
+        (1..=2).contains(&reads),
+        "{reads} backend reads of one layer"
+    );
+    let survivor = &cluster.origins[1 - victim];
+    assert!(survivor.running());
+}
