@@ -84,9 +84,5 @@ pub mod backend {
     pub use crate::bindings::wasi::io::streams::{InputStream, StreamError};
 }
 
-/// What a health policy implements.
 #[cfg(all(feature = "health", not(feature = "backend")))]
-pub mod health {
-    pub use crate::bindings::Guest;
-    pub use crate::bindings::shoal::backend::config::get_config;
-}
+pub mod health;
