@@ -16,7 +16,6 @@
 mod client;
 mod ecr;
 mod reference;
-mod sigv4;
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -316,7 +315,7 @@ impl Plugin {
         let mut path = format!("/v2/{upstream}/tags/list?n={limit}");
         if let Some(last) = &continuation {
             reference::check_tag(last).map_err(Error::Invalid)?;
-            path.push_str(&format!("&last={}", reference::percent_encode(last)));
+            path.push_str(&format!("&last={}", url::percent_encode(last, "")));
         }
         let response = self.registry.send(
             Method::Get,

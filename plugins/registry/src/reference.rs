@@ -269,21 +269,6 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, as SigV4 and query
-/// strings want.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -440,14 +425,5 @@ mod tests {
         assert_eq!(range_header(0, Some(10)).as_deref(), Some("bytes=0-9"));
         assert_eq!(range_header(5, None).as_deref(), Some("bytes=5-"));
         assert_eq!(range_header(5, Some(0)), None);
-    }
-
-    #[test]
-    fn percent_encoding_keeps_only_unreserved() {
-        assert_eq!(
-            percent_encode("repository:library/a:pull"),
-            "repository%3Alibrary%2Fa%3Apull"
-        );
-        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
     }
 }

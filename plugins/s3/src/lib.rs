@@ -1,7 +1,8 @@
 //! `s3`: blobs and tags as objects in an Amazon S3 bucket or an S3-compatible server (MinIO,
 //! Ceph RGW, moto), over `wasi:http`, with every key of the seed's `s3:` block.
 //!
-//! Requests are signed here with SigV4 over `UNSIGNED-PAYLOAD` (see [`sigv4`] for why this is
+//! Requests are signed here with the SDK's SigV4 over `UNSIGNED-PAYLOAD` (see
+//! [`shoal_plugin_sdk::sigv4`] for why this is
 //! not aws-sdk-s3): a download hands the `GetObject` response body to the host
 //! (`body.incoming`), which streams it natively, and an upload splices the host's stream into
 //! the `PutObject` (or `UploadPart`) request body. Blob bytes never enter this component's
@@ -10,7 +11,6 @@
 //! Credentials come from the `auth.s3.<username>.s3` entry the host grants as secrets
 //! (`aws_access_key_id`, `aws_secret_access_key`, optional `aws_session_token`).
 
-mod sigv4;
 mod xml;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,9 +24,9 @@ use shoal_plugin_sdk::errors::retry;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
 use shoal_plugin_sdk::name_path::NamePath;
 use shoal_plugin_sdk::url::{Scheme, Url};
-use shoal_plugin_sdk::{config, log};
+use shoal_plugin_sdk::{config, log, sigv4};
 
-use sigv4::{Credentials, UNSIGNED_PAYLOAD, Unsigned};
+use sigv4::{Credentials, Scope, UNSIGNED_PAYLOAD};
 
 /// The keys of the `s3:` block this plugin reads (the host passes the whole block; keys
 /// that are the host's business, like `allowed_hosts`, are ignored here).
@@ -171,7 +171,12 @@ impl Bucket {
             None if self.path_prefix.is_empty() => "/".to_owned(),
             None => self.path_prefix.clone(),
         };
-        let query_string = sigv4::encode_query(query);
+        let query: Vec<(&str, &str)> = query
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // The query goes on the wire exactly as it is signed.
+        let query_string = sigv4::canonical_query(&query);
         let path_with_query = if query_string.is_empty() {
             path.clone()
         } else {
@@ -185,34 +190,29 @@ impl Bucket {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (amz_date, _) = sigv4::timestamps(now);
         let payload_hash = match body {
             Payload::Bytes(bytes) => sigv4::sha256_hex(bytes),
             Payload::None | Payload::Stream(..) => UNSIGNED_PAYLOAD.to_owned(),
         };
-        let mut signed = vec![
-            ("host".to_owned(), self.authority.clone()),
-            ("x-amz-content-sha256".to_owned(), payload_hash.clone()),
-            ("x-amz-date".to_owned(), amz_date.clone()),
-        ];
-        if let Some(token) = &self.credentials.session_token {
-            signed.push(("x-amz-security-token".to_owned(), token.clone()));
-        }
-        let authorization = sigv4::authorization(
-            &Unsigned {
+        let content_sha256 = ("x-amz-content-sha256", payload_hash.as_str());
+        let signed = sigv4::sign(
+            &self.credentials,
+            Scope {
+                region: &self.region,
+                service: "s3",
+            },
+            &sigv4::amz_date(now),
+            &sigv4::Request {
                 method: method_name,
                 path: &path,
-                query,
-                headers: &signed,
+                query: &query,
+                headers: &[("host", self.authority.as_str()), content_sha256],
                 payload_hash: &payload_hash,
             },
-            &self.credentials,
-            &self.region,
-            &amz_date,
         );
         // `host` is the authority the host sends by itself; wasi:http forbids setting it.
-        let mut request = Request::new(method, &url).header("authorization", authorization);
-        for (name, value) in signed.iter().skip(1) {
+        let mut request = Request::new(method, &url).header(content_sha256.0, content_sha256.1);
+        for (name, value) in &signed {
             request = request.header(name, value.as_bytes());
         }
         for (name, value) in extra {

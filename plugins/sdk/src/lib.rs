@@ -15,6 +15,8 @@ compile_error!("a component implements one world: enable either `backend` or `he
 pub mod duration;
 pub mod host_table;
 pub mod name_path;
+#[cfg(feature = "sigv4")]
+pub mod sigv4;
 pub mod url;
 
 #[cfg(any(feature = "backend", feature = "health"))]
