@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
-    BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
+    BlobInfo, BlobStream, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
 use shoal_plugin_sdk::errors::retry;
@@ -329,10 +329,6 @@ fn gcs_error(status: u16, body: &str, what: &str) -> Error {
     }
 }
 
-fn content_length(response: &IncomingResponse) -> Option<u64> {
-    http::header(response, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
 /// Reads a small JSON answer.
 fn json<T: for<'de> Deserialize<'de>>(response: IncomingResponse, what: &str) -> Result<T, Error> {
     let body = http::read_small_body(response, SMALL_BODY_LIMIT)
@@ -372,37 +368,14 @@ impl Guest for Gcs {
     ) -> Result<BlobStream, Error> {
         let bucket = Bucket::load()?;
         let url = bucket.object_url(&bucket.key(&name)?, &[("alt", "media".into())]);
-        let mut extra = Vec::new();
-        if let Some(r) = range {
-            let value = match r.length {
-                Some(0) => {
-                    return Err(Error::Invalid(
-                        "an empty range has no bytes to download".into(),
-                    ));
-                }
-                Some(len) => format!("bytes={}-{}", r.offset, r.offset.saturating_add(len - 1)),
-                None => format!("bytes={}-", r.offset),
-            };
-            extra.push(("range", value));
-        }
+        let extra: Vec<(&str, String)> = http::range_header(range)?
+            .into_iter()
+            .map(|value| ("range", value))
+            .collect();
         let response = retry("download", || {
             bucket.exchange("download", Method::Get, &url, &extra, Payload::None)
         })?;
-        if range.is_some() && response.status() != 206 {
-            // Skipping bytes here would pull the blob through guest memory; refuse instead.
-            return Err(Error::Invalid(format!(
-                "download: asked for a range, the server answered HTTP {} with the whole blob",
-                response.status()
-            )));
-        }
-        let length = content_length(&response);
-        let body = response
-            .consume()
-            .map_err(|()| Error::Other("download: response body taken twice".into()))?;
-        Ok(BlobStream {
-            length,
-            body: Body::Incoming(body),
-        })
+        http::passthrough(response, range)
     }
 
     fn upload(_namespace: String, name: String, size: u64, body: InputStream) -> Result<(), Error> {

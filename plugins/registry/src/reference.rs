@@ -289,16 +289,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `bytes=<first>-<last>` for a range of `length` bytes from `offset` (to the end when
-/// `length` is none); `None` for an empty range, which has no HTTP form.
-pub fn range_header(offset: u64, length: Option<u64>) -> Option<String> {
-    match length {
-        Some(0) => None,
-        Some(len) => Some(format!("bytes={offset}-{}", offset.saturating_add(len - 1))),
-        None => Some(format!("bytes={offset}-")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,12 +408,5 @@ mod tests {
             query_param("/x?last=a%2Fb&n=1", "last").as_deref(),
             Some("a/b")
         );
-    }
-
-    #[test]
-    fn ranges_become_inclusive_byte_ranges() {
-        assert_eq!(range_header(0, Some(10)).as_deref(), Some("bytes=0-9"));
-        assert_eq!(range_header(5, None).as_deref(), Some("bytes=5-"));
-        assert_eq!(range_header(5, Some(0)), None);
     }
 }
