@@ -19,10 +19,7 @@ const BACKENDS: &[(&str, &str)] = &[
     ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
     ("shoal-plugin-gcs", "SHOAL_PLUGIN_GCS"),
     ("shoal-plugin-hdfs", "SHOAL_PLUGIN_HDFS"),
-    ("shoal-test-plugin-panic", "SHOAL_TEST_PLUGIN_PANIC"),
-    ("shoal-test-plugin-spin", "SHOAL_TEST_PLUGIN_SPIN"),
-    ("shoal-test-plugin-hog", "SHOAL_TEST_PLUGIN_HOG"),
-    ("shoal-test-plugin-sneak", "SHOAL_TEST_PLUGIN_SNEAK"),
+    ("shoal-test-plugin-misbehave", "SHOAL_TEST_PLUGIN_MISBEHAVE"),
 ];
 
 /// The same for health-policy components.

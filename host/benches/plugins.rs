@@ -143,8 +143,8 @@ async fn stat_overhead(work: &Path) {
     let bare = engine
         .backend(
             &backend_config(&format!(
-                "plugin:\n  plugin: {}\n",
-                env!("SHOAL_TEST_PLUGIN_PANIC")
+                "plugin:\n  plugin: {}\n  config: {{mode: panic}}\n",
+                env!("SHOAL_TEST_PLUGIN_MISBEHAVE")
             )),
             BTreeMap::new(),
         )

@@ -186,27 +186,28 @@ fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
     // A server the sneaking plugin would reach if the host let it.
     let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let target = format!("http://{}/steal", trap.local_addr().unwrap());
-    let plugin = |kind: &str, path: &str, extra: &str| {
+    // One fixture plugin, four backends: its config's `mode` picks the misdeed.
+    let plugin = |kind: &str, config: &str, allowed_hosts: &str| {
         format!(
             "  - namespace: (hostile|calm)/{kind}\n\
              \x20   backend:\n\
              \x20     plugin:\n\
-             \x20       plugin: {path}\n{extra}"
+             \x20       plugin: {}\n\
+             \x20       config: {{mode: {kind}{config}}}\n\
+             \x20       allowed_hosts: [{allowed_hosts}]\n",
+            env!("SHOAL_TEST_PLUGIN_MISBEHAVE")
         )
     };
-    let sneak_extra = format!(
-        "        config: {{target: \"{target}\"}}\n        allowed_hosts: [granted.example]\n"
-    );
     let config = data.path().join("dev.yaml");
     std::fs::write(
         &config,
         format!(
             "plugins:\n  call_timeout: 2s\n  memory_bytes: 33554432\n  breaker_threshold: 3\n  \
              breaker_cool_down: 2s\nbackends:\n{}{}{}{}",
-            plugin("panic", env!("SHOAL_TEST_PLUGIN_PANIC"), ""),
-            plugin("spin", env!("SHOAL_TEST_PLUGIN_SPIN"), ""),
-            plugin("hog", env!("SHOAL_TEST_PLUGIN_HOG"), ""),
-            plugin("sneak", env!("SHOAL_TEST_PLUGIN_SNEAK"), &sneak_extra),
+            plugin("panic", "", ""),
+            plugin("spin", "", ""),
+            plugin("hog", "", ""),
+            plugin("sneak", &format!(", url: \"{target}\""), "granted.example"),
         ),
     )
     .unwrap();
@@ -225,7 +226,7 @@ fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
         let (got_code, message) = error_of(&body);
         assert_eq!(got_code, code, "{kind}: {message}");
         assert!(
-            message.contains(&format!("shoal_test_plugin_{kind}")),
+            message.contains("shoal_test_plugin_misbehave"),
             "{kind}: the error names the plugin: {message}"
         );
         assert!(message.contains(says), "{kind}: {message}");
