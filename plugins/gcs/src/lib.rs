@@ -127,16 +127,6 @@ impl Bucket {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    /// The root directory as an object-name prefix: `a/b/`, or empty.
-    fn root_prefix(&self) -> String {
-        let segments: Vec<&str> = self.root.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", segments.join("/"))
-        }
-    }
-
     /// A URL under the endpoint: `path` (already encoded) and query pairs (encoded here).
     fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
         let base = self.endpoint.path_with_query.trim_end_matches('/');
@@ -401,18 +391,8 @@ impl Guest for Gcs {
         limit: u32,
     ) -> Result<ListPage, Error> {
         let bucket = Bucket::load()?;
-        // Identity names are object names under the root, so the name prefix is an object
-        // prefix. The other schemes put fixed folders around the name: list their folder and
-        // filter.
-        let object_prefix = match bucket.name_path {
-            NamePath::Identity => format!("{}{prefix}", bucket.root_prefix()),
-            NamePath::DockerTag => {
-                format!("{}docker/registry/v2/repositories/", bucket.root_prefix())
-            }
-            NamePath::ShardedDockerBlob => {
-                format!("{}docker/registry/v2/blobs/sha256/", bucket.root_prefix())
-            }
-        };
+        // A name scheme with fixed folders around the name lists its folder; filter below.
+        let object_prefix = bucket.name_path.list_prefix(&bucket.root, &prefix);
         let mut query = vec![
             ("prefix", object_prefix),
             ("maxResults", limit.clamp(1, 1000).to_string()),

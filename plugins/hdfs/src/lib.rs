@@ -93,16 +93,6 @@ impl Cluster {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    /// The root directory as a path prefix: `a/b/`, or empty.
-    fn root_prefix(&self) -> String {
-        let segments: Vec<&str> = self.root.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", segments.join("/"))
-        }
-    }
-
     /// Sends `op` on `path` to the active name node, failing over to the next on a
     /// connection failure or a standby answer. `Ok` when the status is one of `wanted`.
     fn namenode(
@@ -419,14 +409,7 @@ impl Guest for Hdfs {
         limit: u32,
     ) -> Result<ListPage, Error> {
         let cluster = Cluster::load()?;
-        let root = cluster.root_prefix();
-        // Identity names are paths under the root, so the name prefix is a path prefix.
-        // The other schemes put fixed folders around the name: walk their folder, filter.
-        let path_prefix = match cluster.name_path {
-            NamePath::Identity => format!("{root}{prefix}"),
-            NamePath::DockerTag => format!("{root}docker/registry/v2/repositories/"),
-            NamePath::ShardedDockerBlob => format!("{root}docker/registry/v2/blobs/sha256/"),
-        };
+        let path_prefix = cluster.name_path.list_prefix(&cluster.root, &prefix);
         let window = Window {
             prefix: &path_prefix,
             after: continuation.as_deref(),

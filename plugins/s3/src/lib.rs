@@ -139,16 +139,6 @@ impl Bucket {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    /// The root directory as a key prefix: `a/b/`, or empty.
-    fn root_prefix(&self) -> String {
-        let segments: Vec<&str> = self.root.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", segments.join("/"))
-        }
-    }
-
     /// Sends one signed request; `key` is `None` for requests to the bucket itself.
     fn send(
         &self,
@@ -370,17 +360,8 @@ impl Guest for S3 {
         limit: u32,
     ) -> Result<ListPage, Error> {
         let bucket = Bucket::load()?;
-        // Identity names are keys under the root, so the name prefix is a key prefix. The
-        // other schemes put fixed folders around the name: list their folder and filter.
-        let key_prefix = match bucket.name_path {
-            NamePath::Identity => format!("{}{prefix}", bucket.root_prefix()),
-            NamePath::DockerTag => {
-                format!("{}docker/registry/v2/repositories/", bucket.root_prefix())
-            }
-            NamePath::ShardedDockerBlob => {
-                format!("{}docker/registry/v2/blobs/sha256/", bucket.root_prefix())
-            }
-        };
+        // A name scheme with fixed folders around the name lists its folder; filter below.
+        let key_prefix = bucket.name_path.list_prefix(&bucket.root, &prefix);
         let mut query = vec![
             pair("list-type", "2"),
             pair("prefix", key_prefix),
