@@ -4,6 +4,9 @@
 //! cargo that shared the outer build's directory would wait on its lock forever. Backend
 //! plugins and health policies are built in two runs because the SDK's `backend` and
 //! `health` features exclude each other and cargo unifies features within one run.
+//!
+//! The test fixtures (`plugins/testing/`) are built only with the feature `test-plugins`,
+//! which the tests that load them require: `shoal` itself never carries them.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -19,18 +22,23 @@ const BACKENDS: &[(&str, &str)] = &[
     ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
     ("shoal-plugin-gcs", "SHOAL_PLUGIN_GCS"),
     ("shoal-plugin-hdfs", "SHOAL_PLUGIN_HDFS"),
-    ("shoal-test-plugin-misbehave", "SHOAL_TEST_PLUGIN_MISBEHAVE"),
 ];
 
 /// The same for health-policy components.
 const POLICIES: &[(&str, &str)] = &[
     ("shoal-plugin-health-active", "SHOAL_PLUGIN_HEALTH_ACTIVE"),
     ("shoal-plugin-health-passive", "SHOAL_PLUGIN_HEALTH_PASSIVE"),
-    (
-        "shoal-test-plugin-health-count",
-        "SHOAL_TEST_PLUGIN_HEALTH_COUNT",
-    ),
 ];
+
+/// Backend test fixtures, built with the feature `test-plugins`.
+const TEST_BACKENDS: &[(&str, &str)] =
+    &[("shoal-test-plugin-misbehave", "SHOAL_TEST_PLUGIN_MISBEHAVE")];
+
+/// Health-policy test fixtures, built with the feature `test-plugins`.
+const TEST_POLICIES: &[(&str, &str)] = &[(
+    "shoal-test-plugin-health-count",
+    "SHOAL_TEST_PLUGIN_HEALTH_COUNT",
+)];
 
 fn main() -> ExitCode {
     match run() {
@@ -69,12 +77,19 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());
     }
 
+    let test_plugins = env::var_os("CARGO_FEATURE_TEST_PLUGINS").is_some();
+    let fixtures = |list: &'static [(&'static str, &'static str)]| {
+        if test_plugins { list } else { &[] }
+    };
+    let backends = [BACKENDS, fixtures(TEST_BACKENDS)].concat();
+    let policies = [POLICIES, fixtures(TEST_POLICIES)].concat();
+
     ensure_wasm_target()?;
     let target_dir = plugins.join("target");
-    build(&plugins, &target_dir, BACKENDS)?;
-    build(&plugins, &target_dir, POLICIES)?;
+    build(&plugins, &target_dir, &backends)?;
+    build(&plugins, &target_dir, &policies)?;
     let out = target_dir.join(TARGET).join("release");
-    for (package, var) in BACKENDS.iter().chain(POLICIES) {
+    for (package, var) in backends.iter().chain(&policies) {
         let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
         if !wasm.is_file() {
             return Err(format!(

@@ -180,6 +180,8 @@ fn namespaces_route_to_their_own_backends_with_bandwidth_limits() {
     server.stop();
 }
 
+// Needs the misbehaving fixture plugin, built with the feature `test-plugins`.
+#[cfg(feature = "test-plugins")]
 #[test]
 fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
     let data = tempdir("shoal-hostile-api-");
