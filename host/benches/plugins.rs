@@ -5,7 +5,8 @@
 //! (b) the overhead of `stat` on a warm `fs` plugin, p50 and p99 (goal: p99 < 50 us);
 //! (c) loading a plugin from its cached `.cwasm` (goal: < 5 ms).
 //!
-//! Run: `cargo bench -p shoal-host --bench plugins` (release). `SHOAL_BENCH_MIB` (1024) and
+//! Run: `cargo bench -p shoal-host --features test-plugins --bench plugins` (release; the
+//! feature builds the fixture plugin of (b)). `SHOAL_BENCH_MIB` (1024) and
 //! `SHOAL_BENCH_RUNS` (5) size (a). Needs nginx (scripts/install-test-deps installs it).
 
 use std::collections::BTreeMap;
@@ -143,8 +144,8 @@ async fn stat_overhead(work: &Path) {
     let bare = engine
         .backend(
             &backend_config(&format!(
-                "plugin:\n  plugin: {}\n",
-                env!("SHOAL_TEST_PLUGIN_PANIC")
+                "plugin:\n  plugin: {}\n  config: {{mode: panic}}\n",
+                env!("SHOAL_TEST_PLUGIN_MISBEHAVE")
             )),
             BTreeMap::new(),
         )

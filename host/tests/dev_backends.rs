@@ -7,14 +7,11 @@ mod common;
 mod registry_peers;
 
 use std::path::Path;
-use std::time::Duration;
 
 use common::http::{ACCEPT_MANIFESTS, http, push_over_http};
 use common::image::{self, Digest};
 use common::skopeo::{skopeo, skopeo_inspect_raw, skopeo_pull, skopeo_push};
-use common::{
-    DevServer, assert_same_blobs, block_on, error_of, json, poll_until, require, run_ok, tempdir,
-};
+use common::{DevServer, assert_same_blobs, block_on, error_of, json, require, run_ok, tempdir};
 
 /// Asserts that the fs backend under `root` holds every blob of `digests` under its hex name.
 fn assert_backend_holds(root: &Path, digests: &[&Digest]) {
@@ -180,92 +177,104 @@ fn namespaces_route_to_their_own_backends_with_bandwidth_limits() {
     server.stop();
 }
 
-#[test]
-fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
-    let data = tempdir("shoal-hostile-api-");
-    // A server the sneaking plugin would reach if the host let it.
-    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = format!("http://{}/steal", trap.local_addr().unwrap());
-    let plugin = |kind: &str, path: &str, extra: &str| {
-        format!(
-            "  - namespace: (hostile|calm)/{kind}\n\
-             \x20   backend:\n\
-             \x20     plugin:\n\
-             \x20       plugin: {path}\n{extra}"
+/// Hostile plugins through the registry API: they need the misbehaving fixture plugin, which
+/// is built with the feature `test-plugins`.
+#[cfg(feature = "test-plugins")]
+mod hostile {
+    use std::time::Duration;
+
+    use super::common::http::http;
+    use super::common::image::Digest;
+    use super::common::{DevServer, error_of, poll_until, tempdir};
+
+    #[test]
+    fn hostile_plugins_cost_one_request_each_through_the_registry_api() {
+        let data = tempdir("shoal-hostile-api-");
+        // A server the sneaking plugin would reach if the host let it.
+        let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = format!("http://{}/steal", trap.local_addr().unwrap());
+        // One fixture plugin, four backends: its config's `mode` picks the misdeed.
+        let plugin = |kind: &str, config: &str, allowed_hosts: &str| {
+            format!(
+                "  - namespace: (hostile|calm)/{kind}\n\
+                 \x20   backend:\n\
+                 \x20     plugin:\n\
+                 \x20       plugin: {}\n\
+                 \x20       config: {{mode: {kind}{config}}}\n\
+                 \x20       allowed_hosts: [{allowed_hosts}]\n",
+                env!("SHOAL_TEST_PLUGIN_MISBEHAVE")
+            )
+        };
+        let config = data.path().join("dev.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "plugins:\n  call_timeout: 2s\n  memory_bytes: 33554432\n  breaker_threshold: 3\n  \
+                 breaker_cool_down: 2s\nbackends:\n{}{}{}{}",
+                plugin("panic", "", ""),
+                plugin("spin", "", ""),
+                plugin("hog", "", ""),
+                plugin("sneak", &format!(", url: \"{target}\""), "granted.example"),
+            ),
         )
-    };
-    let sneak_extra = format!(
-        "        config: {{target: \"{target}\"}}\n        allowed_hosts: [granted.example]\n"
-    );
-    let config = data.path().join("dev.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "plugins:\n  call_timeout: 2s\n  memory_bytes: 33554432\n  breaker_threshold: 3\n  \
-             breaker_cool_down: 2s\nbackends:\n{}{}{}{}",
-            plugin("panic", env!("SHOAL_TEST_PLUGIN_PANIC"), ""),
-            plugin("spin", env!("SHOAL_TEST_PLUGIN_SPIN"), ""),
-            plugin("hog", env!("SHOAL_TEST_PLUGIN_HOG"), ""),
-            plugin("sneak", env!("SHOAL_TEST_PLUGIN_SNEAK"), &sneak_extra),
-        ),
-    )
-    .unwrap();
-    let server = DevServer::start_with_config(data.path(), &config);
-    let blob = Digest::of(b"whatever");
-    let get = |ns: &str| http("GET", &server.url(&format!("/v2/{ns}/blobs/{blob}")), "*/*");
+        .unwrap();
+        let server = DevServer::start_with_config(data.path(), &config);
+        let blob = Digest::of(b"whatever");
+        let get = |ns: &str| http("GET", &server.url(&format!("/v2/{ns}/blobs/{blob}")), "*/*");
 
-    for (kind, code, says) in [
-        ("panic", "UNAVAILABLE", "unreachable"),
-        ("spin", "UNAVAILABLE", "deadline"),
-        ("hog", "UNAVAILABLE", "memory"),
-        ("sneak", "UNKNOWN", "does not grant"),
-    ] {
-        let (status, _, body) = get(&format!("hostile/{kind}"));
-        assert!(status >= 500, "{kind}: status {status}");
-        let (got_code, message) = error_of(&body);
-        assert_eq!(got_code, code, "{kind}: {message}");
+        for (kind, code, says) in [
+            ("panic", "UNAVAILABLE", "unreachable"),
+            ("spin", "UNAVAILABLE", "deadline"),
+            ("hog", "UNAVAILABLE", "memory"),
+            ("sneak", "UNKNOWN", "does not grant"),
+        ] {
+            let (status, _, body) = get(&format!("hostile/{kind}"));
+            assert!(status >= 500, "{kind}: status {status}");
+            let (got_code, message) = error_of(&body);
+            assert_eq!(got_code, code, "{kind}: {message}");
+            assert!(
+                message.contains("shoal_test_plugin_misbehave"),
+                "{kind}: the error names the plugin: {message}"
+            );
+            assert!(message.contains(says), "{kind}: {message}");
+            // The next request to the same plugin is answered normally.
+            let (status, _, body) = get(&format!("calm/{kind}"));
+            assert_eq!(
+                status,
+                404,
+                "{kind} after its failure: {}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(error_of(&body).0, "BLOB_UNKNOWN");
+        }
+        // The sneaking plugin's request never left the host.
+        trap.set_nonblocking(true).unwrap();
         assert!(
-            message.contains(&format!("shoal_test_plugin_{kind}")),
-            "{kind}: the error names the plugin: {message}"
+            trap.accept().is_err(),
+            "the plugin reached a host it was not granted"
         );
-        assert!(message.contains(says), "{kind}: {message}");
-        // The next request to the same plugin is answered normally.
-        let (status, _, body) = get(&format!("calm/{kind}"));
-        assert_eq!(
-            status,
-            404,
-            "{kind} after its failure: {}",
-            String::from_utf8_lossy(&body)
-        );
-        assert_eq!(error_of(&body).0, "BLOB_UNKNOWN");
-    }
-    // The sneaking plugin's request never left the host.
-    trap.set_nonblocking(true).unwrap();
-    assert!(
-        trap.accept().is_err(),
-        "the plugin reached a host it was not granted"
-    );
 
-    // Three traps in a row open the panicking plugin's breaker; it answers again after the
-    // cool-down.
-    for _ in 0..3 {
-        assert_eq!(get("hostile/panic").0, 503);
+        // Three traps in a row open the panicking plugin's breaker; it answers again after the
+        // cool-down.
+        for _ in 0..3 {
+            assert_eq!(get("hostile/panic").0, 503);
+        }
+        let (status, _, body) = get("calm/panic");
+        assert_eq!(status, 503);
+        assert!(
+            error_of(&body).1.contains("paused"),
+            "{}",
+            error_of(&body).1
+        );
+        assert!(
+            poll_until(Duration::from_secs(30), || get("calm/panic").0 == 404),
+            "the breaker closes after its cool-down"
+        );
+        // Other plugins and the process were never affected.
+        assert_eq!(get("calm/hog").0, 404);
+        assert_eq!(http("GET", &server.url("/v2/"), "*/*").0, 200);
+        server.stop();
     }
-    let (status, _, body) = get("calm/panic");
-    assert_eq!(status, 503);
-    assert!(
-        error_of(&body).1.contains("paused"),
-        "{}",
-        error_of(&body).1
-    );
-    assert!(
-        poll_until(Duration::from_secs(30), || get("calm/panic").0 == 404),
-        "the breaker closes after its cool-down"
-    );
-    // Other plugins and the process were never affected.
-    assert_eq!(get("calm/hog").0, 404);
-    assert_eq!(http("GET", &server.url("/v2/"), "*/*").0, 200);
-    server.stop();
 }
 
 #[test]

@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use shoal_config::{ActiveHealthCheck, HealthFilter, PassiveHealthCheck};
 use shoal_host::plugin::{BackendError, HealthPolicy, LoadError, PluginEngine, PluginLimits};
 
+/// A policy with state (the fixture `plugins/testing/health-count`), built with the feature
+/// `test-plugins`; the tests that load it need that feature.
+#[cfg(feature = "test-plugins")]
 const HEALTH_COUNT: &str = env!("SHOAL_TEST_PLUGIN_HEALTH_COUNT");
 const HEALTH_ACTIVE: &str = env!("SHOAL_PLUGIN_HEALTH_ACTIVE");
 
@@ -208,6 +211,7 @@ fn settings_the_policies_cannot_use_are_refused_naming_the_key() {
     }
 }
 
+#[cfg(feature = "test-plugins")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_policy_named_in_yaml_runs_through_the_same_api() {
     // health-count: out after `fails` fails, back after a single pass (the built-in would
@@ -250,6 +254,7 @@ fn a_custom_policy_that_is_not_there_is_a_read_error() {
     }
 }
 
+#[cfg(feature = "test-plugins")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_policy_costs_one_call_and_its_state() {
     let p = engine()

@@ -15,10 +15,8 @@ use plugin::{
 };
 use shoal_config::Backend as BackendConfig;
 
-const PANIC: &str = env!("SHOAL_TEST_PLUGIN_PANIC");
-const SPIN: &str = env!("SHOAL_TEST_PLUGIN_SPIN");
-const HOG: &str = env!("SHOAL_TEST_PLUGIN_HOG");
-const SNEAK: &str = env!("SHOAL_TEST_PLUGIN_SNEAK");
+/// One fixture for every misdeed: its config's `mode` says which (panic, spin, hog, sneak).
+const MISBEHAVE: &str = env!("SHOAL_TEST_PLUGIN_MISBEHAVE");
 const HEALTH: &str = env!("SHOAL_TEST_PLUGIN_HEALTH_COUNT");
 const FS: &str = env!("SHOAL_PLUGIN_FS");
 
@@ -67,21 +65,21 @@ async fn one_failure_then_fine(plugin: &WasmBackend, expect: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_costs_one_call() {
     let engine = PluginEngine::new(limits(), None).unwrap();
-    let p = load(&engine, PANIC, "{}", &[]);
+    let p = load(&engine, MISBEHAVE, "{mode: panic}", &[]);
     one_failure_then_fine(&p, "unreachable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_hits_the_deadline_and_costs_one_call() {
     let engine = PluginEngine::new(limits(), None).unwrap();
-    let p = load(&engine, SPIN, "{}", &[]);
+    let p = load(&engine, MISBEHAVE, "{mode: spin}", &[]);
     one_failure_then_fine(&p, "deadline").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocating_past_the_cap_costs_one_call() {
     let engine = PluginEngine::new(limits(), None).unwrap();
-    let p = load(&engine, HOG, "{}", &[]);
+    let p = load(&engine, MISBEHAVE, "{mode: hog}", &[]);
     one_failure_then_fine(&p, "memory").await;
 }
 
@@ -98,11 +96,11 @@ async fn a_host_not_granted_is_denied_before_any_connection() {
         }
     });
     let engine = PluginEngine::new(limits(), None).unwrap();
-    let config = format!("{{target: \"http://{addr}/steal\"}}");
-    let p = load(&engine, SNEAK, &config, &["granted.example"]);
+    let config = format!("{{mode: sneak, url: \"http://{addr}/steal\"}}");
+    let p = load(&engine, MISBEHAVE, &config, &["granted.example"]);
     match p.stat("ns", "hostile").await {
         Err(BackendError::HostDenied { plugin, url }) => {
-            assert_eq!(plugin, "shoal_test_plugin_sneak");
+            assert_eq!(plugin, "shoal_test_plugin_misbehave");
             assert_eq!(url, format!("http://{addr}/steal"));
         }
         other => panic!("expected HostDenied, got {other:?}"),
@@ -115,7 +113,7 @@ async fn a_host_not_granted_is_denied_before_any_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_after_repeated_traps_and_closes_after_the_cool_down() {
     let engine = PluginEngine::new(limits(), None).unwrap();
-    let p = load(&engine, PANIC, "{}", &[]);
+    let p = load(&engine, MISBEHAVE, "{mode: panic}", &[]);
     for _ in 0..3 {
         assert!(matches!(
             p.stat("ns", "hostile").await,
@@ -146,7 +144,7 @@ async fn the_breaker_opens_after_repeated_traps_and_closes_after_the_cool_down()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_on_the_trial_call_reopens_the_breaker() {
     let engine = PluginEngine::new(limits(), None).unwrap();
-    let p = load(&engine, PANIC, "{}", &[]);
+    let p = load(&engine, MISBEHAVE, "{mode: panic}", &[]);
     for _ in 0..3 {
         let _ = p.stat("ns", "hostile").await;
     }

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
-    BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
+    BlobInfo, BlobStream, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
 use shoal_plugin_sdk::errors::retry;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
 use shoal_plugin_sdk::name_path::NamePath;
-use shoal_plugin_sdk::url::Url;
+use shoal_plugin_sdk::url::{Url, percent_encode};
 use shoal_plugin_sdk::{config, log};
 
 use jwt::ServiceAccount;
@@ -127,16 +127,6 @@ impl Bucket {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    /// The root directory as an object-name prefix: `a/b/`, or empty.
-    fn root_prefix(&self) -> String {
-        let segments: Vec<&str> = self.root.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", segments.join("/"))
-        }
-    }
-
     /// A URL under the endpoint: `path` (already encoded) and query pairs (encoded here).
     fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
         let base = self.endpoint.path_with_query.trim_end_matches('/');
@@ -145,7 +135,7 @@ impl Bucket {
             path_with_query.push(if i == 0 { '?' } else { '&' });
             path_with_query.push_str(k);
             path_with_query.push('=');
-            path_with_query.push_str(&encode(v));
+            path_with_query.push_str(&percent_encode(v, ""));
         }
         Url {
             scheme: self.endpoint.scheme,
@@ -154,10 +144,15 @@ impl Bucket {
         }
     }
 
-    /// `/storage/v1/b/<bucket>/o/<object>`.
+    /// `/storage/v1/b/<bucket>/o/<object>`: the object name encoded into one path segment,
+    /// its `/` included, as the JSON API wants it.
     fn object_url(&self, key: &str, query: &[(&str, String)]) -> Url {
         self.url(
-            &format!("/storage/v1/b/{}/o/{}", encode(&self.bucket), encode(key)),
+            &format!(
+                "/storage/v1/b/{}/o/{}",
+                percent_encode(&self.bucket, ""),
+                percent_encode(key, "")
+            ),
             query,
         )
     }
@@ -324,25 +319,6 @@ fn gcs_error(status: u16, body: &str, what: &str) -> Error {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters: an object name becomes
-/// one path segment (its `/` included) or one query value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-fn content_length(response: &IncomingResponse) -> Option<u64> {
-    http::header(response, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
 /// Reads a small JSON answer.
 fn json<T: for<'de> Deserialize<'de>>(response: IncomingResponse, what: &str) -> Result<T, Error> {
     let body = http::read_small_body(response, SMALL_BODY_LIMIT)
@@ -382,37 +358,14 @@ impl Guest for Gcs {
     ) -> Result<BlobStream, Error> {
         let bucket = Bucket::load()?;
         let url = bucket.object_url(&bucket.key(&name)?, &[("alt", "media".into())]);
-        let mut extra = Vec::new();
-        if let Some(r) = range {
-            let value = match r.length {
-                Some(0) => {
-                    return Err(Error::Invalid(
-                        "an empty range has no bytes to download".into(),
-                    ));
-                }
-                Some(len) => format!("bytes={}-{}", r.offset, r.offset.saturating_add(len - 1)),
-                None => format!("bytes={}-", r.offset),
-            };
-            extra.push(("range", value));
-        }
+        let extra: Vec<(&str, String)> = http::range_header(range)?
+            .into_iter()
+            .map(|value| ("range", value))
+            .collect();
         let response = retry("download", || {
             bucket.exchange("download", Method::Get, &url, &extra, Payload::None)
         })?;
-        if range.is_some() && response.status() != 206 {
-            // Skipping bytes here would pull the blob through guest memory; refuse instead.
-            return Err(Error::Invalid(format!(
-                "download: asked for a range, the server answered HTTP {} with the whole blob",
-                response.status()
-            )));
-        }
-        let length = content_length(&response);
-        let body = response
-            .consume()
-            .map_err(|()| Error::Other("download: response body taken twice".into()))?;
-        Ok(BlobStream {
-            length,
-            body: Body::Incoming(body),
-        })
+        http::passthrough(response, range)
     }
 
     fn upload(_namespace: String, name: String, size: u64, body: InputStream) -> Result<(), Error> {
@@ -438,18 +391,8 @@ impl Guest for Gcs {
         limit: u32,
     ) -> Result<ListPage, Error> {
         let bucket = Bucket::load()?;
-        // Identity names are object names under the root, so the name prefix is an object
-        // prefix. The other schemes put fixed folders around the name: list their folder and
-        // filter.
-        let object_prefix = match bucket.name_path {
-            NamePath::Identity => format!("{}{prefix}", bucket.root_prefix()),
-            NamePath::DockerTag => {
-                format!("{}docker/registry/v2/repositories/", bucket.root_prefix())
-            }
-            NamePath::ShardedDockerBlob => {
-                format!("{}docker/registry/v2/blobs/sha256/", bucket.root_prefix())
-            }
-        };
+        // A name scheme with fixed folders around the name lists its folder; filter below.
+        let object_prefix = bucket.name_path.list_prefix(&bucket.root, &prefix);
         let mut query = vec![
             ("prefix", object_prefix),
             ("maxResults", limit.clamp(1, 1000).to_string()),
@@ -459,7 +402,7 @@ impl Guest for Gcs {
             query.push(("pageToken", token.clone()));
         }
         let url = bucket.url(
-            &format!("/storage/v1/b/{}/o", encode(&bucket.bucket)),
+            &format!("/storage/v1/b/{}/o", percent_encode(&bucket.bucket, "")),
             &query,
         );
         #[derive(Deserialize)]
@@ -505,7 +448,10 @@ impl Guest for Gcs {
 /// `Location`.
 fn open_session(bucket: &Bucket, key: &str, size: u64) -> Result<Url, Error> {
     let url = bucket.url(
-        &format!("/upload/storage/v1/b/{}/o", encode(&bucket.bucket)),
+        &format!(
+            "/upload/storage/v1/b/{}/o",
+            percent_encode(&bucket.bucket, "")
+        ),
         &[("uploadType", "resumable".into()), ("name", key.to_owned())],
     );
     let metadata = serde_json::json!({ "name": key }).to_string();
@@ -616,13 +562,6 @@ export_backend!(Gcs);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_encode_to_one_segment() {
-        assert_eq!(encode("a/b c+d%e=f"), "a%2Fb%20c%2Bd%25e%3Df");
-        assert_eq!(encode("ü"), "%C3%BC");
-        assert_eq!(encode("A-z_0.9~"), "A-z_0.9~");
-    }
 
     #[test]
     fn error_answers_map_by_status() {

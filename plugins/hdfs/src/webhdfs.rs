@@ -9,41 +9,27 @@
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::Error;
+use shoal_plugin_sdk::url::percent_encode;
 
 /// The most of an error document quoted in a message.
 const QUOTE: usize = 300;
 
-/// `/webhdfs/v1/<path>?op=<op>&<params>[&user.name=<user>]`, every part percent-encoded.
+/// `/webhdfs/v1/<path>?op=<op>&<params>[&user.name=<user>]`, every part percent-encoded (the
+/// path's `/` kept): a name with `+`, `%`, `&`, `=` or spaces arrives as written.
 pub fn request_path(path: &str, op: &str, params: &[(&str, String)], user: Option<&str>) -> String {
     let mut out = format!(
         "/webhdfs/v1/{}?op={op}",
-        encode(path.trim_start_matches('/'), true)
+        percent_encode(path.trim_start_matches('/'), "/")
     );
     for (key, value) in params {
         out.push('&');
         out.push_str(key);
         out.push('=');
-        out.push_str(&encode(value, false));
+        out.push_str(&percent_encode(value, ""));
     }
     if let Some(user) = user {
         out.push_str("&user.name=");
-        out.push_str(&encode(user, false));
-    }
-    out
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters (and `/` when
-/// `keep_slash`): a name with `+`, `%`, `&`, `=` or spaces arrives as written.
-pub fn encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
+        out.push_str(&percent_encode(user, ""));
     }
     out
 }

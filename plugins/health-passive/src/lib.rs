@@ -15,8 +15,7 @@ use std::cell::RefCell;
 
 use serde::Deserialize;
 use shoal_plugin_sdk::bindings::export_policy;
-use shoal_plugin_sdk::health::Guest;
-use shoal_plugin_sdk::log;
+use shoal_plugin_sdk::health::{self, Guest};
 
 use filter::{MAX_FAILS, MAX_HOSTS, PassiveFilter, Settings};
 
@@ -78,20 +77,11 @@ thread_local! {
 }
 
 fn with_filter<R>(f: impl FnOnce(&mut PassiveFilter) -> R) -> R {
-    FILTER.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        let filter = cell.get_or_insert_with(|| {
-            match parse_config(&shoal_plugin_sdk::health::get_config()) {
-                Ok(s) => PassiveFilter::new(s, MAX_HOSTS),
-                Err(message) => {
-                    // The host sees a trap; the log line says why.
-                    log::log(log::Level::Error, &message);
-                    panic!("{message}");
-                }
-            }
-        });
-        f(filter)
-    })
+    health::with_state(
+        &FILTER,
+        |json| parse_config(json).map(|s| PassiveFilter::new(s, MAX_HOSTS)),
+        f,
+    )
 }
 
 struct Policy;

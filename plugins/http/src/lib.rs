@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
-    BlobInfo, BlobStream, Body, ByteRange, Error, Guest, InputStream, ListPage,
+    BlobInfo, BlobStream, ByteRange, Error, Guest, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
@@ -122,10 +122,6 @@ fn exchange(request: Request<'_>, what: &str) -> Result<IncomingResponse, Error>
     }
 }
 
-fn content_length(response: &IncomingResponse) -> Option<u64> {
-    http::header(response, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
 struct HttpBlobs;
 
 impl Guest for HttpBlobs {
@@ -140,7 +136,7 @@ impl Guest for HttpBlobs {
                 "stat",
             )
         })?;
-        let size = content_length(&response)
+        let size = http::content_length(&response)
             .ok_or_else(|| Error::Other("stat: the server sent no Content-Length".into()))?;
         Ok(BlobInfo { size })
     }
@@ -152,39 +148,15 @@ impl Guest for HttpBlobs {
     ) -> Result<BlobStream, Error> {
         let config = settings()?;
         let url = blob_url(&config.download_url, &name)?;
-        let range_header = range.map(|r| match r.length {
-            Some(0) => None,
-            Some(len) => Some(format!("bytes={}-{}", r.offset, r.offset + len - 1)),
-            None => Some(format!("bytes={}-", r.offset)),
-        });
-        if let Some(None) = range_header {
-            return Err(Error::Invalid(
-                "an empty range has no bytes to download".into(),
-            ));
-        }
+        let range_header = http::range_header(range)?;
         let response = config.download_backoff.retry("download", || {
             let mut request = Request::new(Method::Get, &url).timeout(config.timeout);
-            if let Some(Some(value)) = &range_header {
+            if let Some(value) = &range_header {
                 request = request.header("range", value.as_bytes());
             }
             exchange(request, "download")
         })?;
-        if range.is_some() && response.status() != 206 {
-            // The server ignored the Range header; skipping bytes here would pull the blob
-            // through guest memory, so refuse instead.
-            return Err(Error::Invalid(format!(
-                "download: asked for a range, the server answered HTTP {} with the whole blob",
-                response.status()
-            )));
-        }
-        let length = content_length(&response);
-        let body = response
-            .consume()
-            .map_err(|()| Error::Other("download: response body taken twice".into()))?;
-        Ok(BlobStream {
-            length,
-            body: Body::Incoming(body),
-        })
+        http::passthrough(response, range)
     }
 
     fn upload(_namespace: String, name: String, size: u64, body: InputStream) -> Result<(), Error> {

@@ -25,12 +25,12 @@ use shoal_plugin_sdk::bindings::wasi::http::types::{
     Fields, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use shoal_plugin_sdk::http::{self, ErrorCode, IncomingResponse, Method, Request};
-use shoal_plugin_sdk::url::{self, Url};
+use shoal_plugin_sdk::sigv4::Credentials;
+use shoal_plugin_sdk::url::{self, Url, percent_encode};
 use shoal_plugin_sdk::{config, log};
 
 use crate::ecr::{self, Login};
-use crate::reference::{Challenge, percent_encode};
-use crate::sigv4::Credentials;
+use crate::reference::Challenge;
 
 /// Tries per request when the registry is unreachable or answers 5xx/429: the first and
 /// three retries, 200 ms, 400 ms and 800 ms apart (1.4 s in all, well inside the host's
@@ -252,11 +252,11 @@ impl Registry {
         })?;
         let mut query = Vec::new();
         if let Some(service) = challenge.param("service") {
-            query.push(format!("service={}", percent_encode(service)));
+            query.push(format!("service={}", percent_encode(service, "")));
         }
         let wanted = challenge.param("scope").unwrap_or(scope);
         if !wanted.is_empty() {
-            query.push(format!("scope={}", percent_encode(wanted)));
+            query.push(format!("scope={}", percent_encode(wanted, "")));
         }
         let separator = if realm.contains('?') { '&' } else { '?' };
         let token_url = if query.is_empty() {

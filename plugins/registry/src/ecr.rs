@@ -11,9 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::Error;
+use shoal_plugin_sdk::sigv4::{self, Credentials, Scope};
 use shoal_plugin_sdk::url::Url;
-
-use crate::sigv4::{self, Credentials};
 
 /// The JSON 1.1 target of the call.
 pub const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
@@ -64,17 +63,26 @@ pub fn request(
         .path_with_query
         .split_once('?')
         .unwrap_or((&url.path_with_query, ""));
+    // The endpoint's own query (none for ECR's, maybe one for a configured endpoint), as
+    // written: the signer encodes each part.
+    let query: Vec<(&str, &str)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
     let signed = sigv4::sign(
         credentials,
-        region,
-        "ecr",
+        Scope {
+            region,
+            service: "ecr",
+        },
         &sigv4::amz_date(now),
         &sigv4::Request {
             method: "POST",
             path,
-            query,
+            query: &query,
             headers: &fixed,
-            body: &body,
+            payload_hash: &sigv4::sha256_hex(&body),
         },
     );
     let mut headers: Vec<(String, String)> = fixed

@@ -16,7 +16,6 @@
 mod client;
 mod ecr;
 mod reference;
-mod sigv4;
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -239,7 +238,7 @@ impl Plugin {
             }
             other => other?,
         };
-        let size = content_length(&response)
+        let size = http::content_length(&response)
             .ok_or_else(|| Error::Other("stat: the registry sent no Content-Length".into()))?;
         Ok(BlobInfo { size })
     }
@@ -252,13 +251,7 @@ impl Plugin {
     ) -> Result<BlobStream, Error> {
         let digest = Digest::from_name(name).map_err(Error::Invalid)?;
         let repo = self.repository(repo)?;
-        let range_value =
-            match range {
-                None => None,
-                Some(r) => Some(reference::range_header(r.offset, r.length).ok_or_else(|| {
-                    Error::Invalid("an empty range has no bytes to download".into())
-                })?),
-            };
+        let range_value = http::range_header(range)?;
         let mut headers = Vec::new();
         if let Some(v) = &range_value {
             headers.push(("range", v.as_str()));
@@ -280,21 +273,7 @@ impl Plugin {
             }
             other => other?,
         };
-        if range.is_some() && response.status() != 206 {
-            // Skipping bytes here would pull the blob through guest memory; refuse instead.
-            return Err(Error::Invalid(format!(
-                "download: asked for a range, the registry answered HTTP {} with the whole blob",
-                response.status()
-            )));
-        }
-        let length = content_length(&response);
-        let body = response
-            .consume()
-            .map_err(|()| Error::Other("download: response body taken twice".into()))?;
-        Ok(BlobStream {
-            length,
-            body: Body::Incoming(body),
-        })
+        http::passthrough(response, range)
     }
 
     /// One page of `<repo>:<tag>` names from `tags/list`. The registry is asked for `n` tags
@@ -316,7 +295,7 @@ impl Plugin {
         let mut path = format!("/v2/{upstream}/tags/list?n={limit}");
         if let Some(last) = &continuation {
             reference::check_tag(last).map_err(Error::Invalid)?;
-            path.push_str(&format!("&last={}", reference::percent_encode(last)));
+            path.push_str(&format!("&last={}", url::percent_encode(last, "")));
         }
         let response = self.registry.send(
             Method::Get,
@@ -366,10 +345,6 @@ impl Plugin {
             continuation,
         })
     }
-}
-
-fn content_length(response: &IncomingResponse) -> Option<u64> {
-    http::header(response, "content-length").and_then(|v| v.trim().parse().ok())
 }
 
 fn read_manifest(response: IncomingResponse, what: &str) -> Result<Vec<u8>, Error> {

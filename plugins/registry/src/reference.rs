@@ -269,21 +269,6 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
     })
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, as SigV4 and query
-/// strings want.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -302,16 +287,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `bytes=<first>-<last>` for a range of `length` bytes from `offset` (to the end when
-/// `length` is none); `None` for an empty range, which has no HTTP form.
-pub fn range_header(offset: u64, length: Option<u64>) -> Option<String> {
-    match length {
-        Some(0) => None,
-        Some(len) => Some(format!("bytes={offset}-{}", offset.saturating_add(len - 1))),
-        None => Some(format!("bytes={offset}-")),
-    }
 }
 
 #[cfg(test)]
@@ -433,21 +408,5 @@ mod tests {
             query_param("/x?last=a%2Fb&n=1", "last").as_deref(),
             Some("a/b")
         );
-    }
-
-    #[test]
-    fn ranges_become_inclusive_byte_ranges() {
-        assert_eq!(range_header(0, Some(10)).as_deref(), Some("bytes=0-9"));
-        assert_eq!(range_header(5, None).as_deref(), Some("bytes=5-"));
-        assert_eq!(range_header(5, Some(0)), None);
-    }
-
-    #[test]
-    fn percent_encoding_keeps_only_unreserved() {
-        assert_eq!(
-            percent_encode("repository:library/a:pull"),
-            "repository%3Alibrary%2Fa%3Apull"
-        );
-        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
     }
 }

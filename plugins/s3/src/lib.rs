@@ -1,7 +1,8 @@
 //! `s3`: blobs and tags as objects in an Amazon S3 bucket or an S3-compatible server (MinIO,
 //! Ceph RGW, moto), over `wasi:http`, with every key of the seed's `s3:` block.
 //!
-//! Requests are signed here with SigV4 over `UNSIGNED-PAYLOAD` (see [`sigv4`] for why this is
+//! Requests are signed here with the SDK's SigV4 over `UNSIGNED-PAYLOAD` (see
+//! [`shoal_plugin_sdk::sigv4`] for why this is
 //! not aws-sdk-s3): a download hands the `GetObject` response body to the host
 //! (`body.incoming`), which streams it natively, and an upload splices the host's stream into
 //! the `PutObject` (or `UploadPart`) request body. Blob bytes never enter this component's
@@ -10,23 +11,22 @@
 //! Credentials come from the `auth.s3.<username>.s3` entry the host grants as secrets
 //! (`aws_access_key_id`, `aws_secret_access_key`, optional `aws_session_token`).
 
-mod sigv4;
 mod xml;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
-    BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
+    BlobInfo, BlobStream, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
 use shoal_plugin_sdk::errors::retry;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
 use shoal_plugin_sdk::name_path::NamePath;
 use shoal_plugin_sdk::url::{Scheme, Url};
-use shoal_plugin_sdk::{config, log};
+use shoal_plugin_sdk::{config, log, sigv4};
 
-use sigv4::{Credentials, UNSIGNED_PAYLOAD, Unsigned};
+use sigv4::{Credentials, Scope, UNSIGNED_PAYLOAD};
 
 /// The keys of the `s3:` block this plugin reads (the host passes the whole block; keys
 /// that are the host's business, like `allowed_hosts`, are ignored here).
@@ -139,16 +139,6 @@ impl Bucket {
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 
-    /// The root directory as a key prefix: `a/b/`, or empty.
-    fn root_prefix(&self) -> String {
-        let segments: Vec<&str> = self.root.split('/').filter(|s| !s.is_empty()).collect();
-        if segments.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", segments.join("/"))
-        }
-    }
-
     /// Sends one signed request; `key` is `None` for requests to the bucket itself.
     fn send(
         &self,
@@ -171,7 +161,12 @@ impl Bucket {
             None if self.path_prefix.is_empty() => "/".to_owned(),
             None => self.path_prefix.clone(),
         };
-        let query_string = sigv4::encode_query(query);
+        let query: Vec<(&str, &str)> = query
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // The query goes on the wire exactly as it is signed.
+        let query_string = sigv4::canonical_query(&query);
         let path_with_query = if query_string.is_empty() {
             path.clone()
         } else {
@@ -185,34 +180,29 @@ impl Bucket {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (amz_date, _) = sigv4::timestamps(now);
         let payload_hash = match body {
             Payload::Bytes(bytes) => sigv4::sha256_hex(bytes),
             Payload::None | Payload::Stream(..) => UNSIGNED_PAYLOAD.to_owned(),
         };
-        let mut signed = vec![
-            ("host".to_owned(), self.authority.clone()),
-            ("x-amz-content-sha256".to_owned(), payload_hash.clone()),
-            ("x-amz-date".to_owned(), amz_date.clone()),
-        ];
-        if let Some(token) = &self.credentials.session_token {
-            signed.push(("x-amz-security-token".to_owned(), token.clone()));
-        }
-        let authorization = sigv4::authorization(
-            &Unsigned {
+        let content_sha256 = ("x-amz-content-sha256", payload_hash.as_str());
+        let signed = sigv4::sign(
+            &self.credentials,
+            Scope {
+                region: &self.region,
+                service: "s3",
+            },
+            &sigv4::amz_date(now),
+            &sigv4::Request {
                 method: method_name,
                 path: &path,
-                query,
-                headers: &signed,
+                query: &query,
+                headers: &[("host", self.authority.as_str()), content_sha256],
                 payload_hash: &payload_hash,
             },
-            &self.credentials,
-            &self.region,
-            &amz_date,
         );
         // `host` is the authority the host sends by itself; wasi:http forbids setting it.
-        let mut request = Request::new(method, &url).header("authorization", authorization);
-        for (name, value) in signed.iter().skip(1) {
+        let mut request = Request::new(method, &url).header(content_sha256.0, content_sha256.1);
+        for (name, value) in &signed {
             request = request.header(name, value.as_bytes());
         }
         for (name, value) in extra {
@@ -300,10 +290,6 @@ fn s3_error(status: u16, body: &str, what: &str) -> Error {
     }
 }
 
-fn content_length(response: &IncomingResponse) -> Option<u64> {
-    http::header(response, "content-length").and_then(|v| v.trim().parse().ok())
-}
-
 fn pair(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
@@ -319,7 +305,7 @@ impl Guest for S3 {
         let response = retry("stat", || {
             bucket.exchange("stat", Method::Head, Some(&key), &[], &[], Payload::None)
         })?;
-        let size = content_length(&response).ok_or_else(|| {
+        let size = http::content_length(&response).ok_or_else(|| {
             Error::Other("stat: HeadObject answered without Content-Length".into())
         })?;
         Ok(BlobInfo { size })
@@ -332,19 +318,10 @@ impl Guest for S3 {
     ) -> Result<BlobStream, Error> {
         let bucket = Bucket::load()?;
         let key = bucket.key(&name)?;
-        let mut extra = Vec::new();
-        if let Some(r) = range {
-            let value = match r.length {
-                Some(0) => {
-                    return Err(Error::Invalid(
-                        "an empty range has no bytes to download".into(),
-                    ));
-                }
-                Some(len) => format!("bytes={}-{}", r.offset, r.offset.saturating_add(len - 1)),
-                None => format!("bytes={}-", r.offset),
-            };
-            extra.push(("range", value));
-        }
+        let extra: Vec<(&str, String)> = http::range_header(range)?
+            .into_iter()
+            .map(|value| ("range", value))
+            .collect();
         let response = retry("download", || {
             bucket.exchange(
                 "download",
@@ -355,21 +332,7 @@ impl Guest for S3 {
                 Payload::None,
             )
         })?;
-        if range.is_some() && response.status() != 206 {
-            // Skipping bytes here would pull the blob through guest memory; refuse instead.
-            return Err(Error::Invalid(format!(
-                "download: asked for a range, the server answered HTTP {} with the whole blob",
-                response.status()
-            )));
-        }
-        let length = content_length(&response);
-        let body = response
-            .consume()
-            .map_err(|()| Error::Other("download: response body taken twice".into()))?;
-        Ok(BlobStream {
-            length,
-            body: Body::Incoming(body),
-        })
+        http::passthrough(response, range)
     }
 
     fn upload(_namespace: String, name: String, size: u64, body: InputStream) -> Result<(), Error> {
@@ -397,17 +360,8 @@ impl Guest for S3 {
         limit: u32,
     ) -> Result<ListPage, Error> {
         let bucket = Bucket::load()?;
-        // Identity names are keys under the root, so the name prefix is a key prefix. The
-        // other schemes put fixed folders around the name: list their folder and filter.
-        let key_prefix = match bucket.name_path {
-            NamePath::Identity => format!("{}{prefix}", bucket.root_prefix()),
-            NamePath::DockerTag => {
-                format!("{}docker/registry/v2/repositories/", bucket.root_prefix())
-            }
-            NamePath::ShardedDockerBlob => {
-                format!("{}docker/registry/v2/blobs/sha256/", bucket.root_prefix())
-            }
-        };
+        // A name scheme with fixed folders around the name lists its folder; filter below.
+        let key_prefix = bucket.name_path.list_prefix(&bucket.root, &prefix);
         let mut query = vec![
             pair("list-type", "2"),
             pair("prefix", key_prefix),

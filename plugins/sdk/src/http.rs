@@ -2,9 +2,13 @@
 //!
 //! Every request passes the host's allow-list: a host the backend's config does not name
 //! fails with `ErrorCode::HttpRequestDenied`.
+//!
+//! A download is [`range_header`] on the way out and [`passthrough`] on the way back: the
+//! response body goes to the host untouched, so blob bytes never enter guest memory.
 
 use std::time::Duration;
 
+use crate::backend::{BlobStream, Body, ByteRange, Error};
 use crate::bindings::wasi::http::outgoing_handler;
 pub use crate::bindings::wasi::http::types::{ErrorCode, IncomingBody, IncomingResponse, Method};
 use crate::bindings::wasi::http::types::{
@@ -167,6 +171,59 @@ pub fn header(response: &IncomingResponse, name: &str) -> Option<String> {
     String::from_utf8(first).ok()
 }
 
+/// The `Content-Length` of `response`, when it sent a readable one.
+pub fn content_length(response: &IncomingResponse) -> Option<u64> {
+    header(response, "content-length").and_then(|v| v.trim().parse().ok())
+}
+
+/// The `Range` header that asks for `range` of a blob: `bytes=<first>-<last>`, or
+/// `bytes=<first>-` to the end; `None` without a range. An empty range has no HTTP form, so
+/// it is refused here, before any request, with the error every backend gives for it.
+pub fn range_header(range: Option<ByteRange>) -> Result<Option<String>, Error> {
+    let Some(ByteRange { offset, length }) = range else {
+        return Ok(None);
+    };
+    match length {
+        Some(0) => Err(Error::Invalid(
+            "an empty range has no bytes to download".into(),
+        )),
+        Some(len) => Ok(Some(format!(
+            "bytes={offset}-{}",
+            offset.saturating_add(len - 1)
+        ))),
+        None => Ok(Some(format!("bytes={offset}-"))),
+    }
+}
+
+/// Hands the body of a successful download `response` back to the host as the blob stream
+/// (`body.incoming`), with its `Content-Length` as the length: the host streams it natively
+/// and the bytes never cross this component's memory.
+///
+/// `range` is the range the request asked for with a [`range_header`]: the answer must then
+/// be `206 Partial Content`. A server that ignored the header and sent the whole blob is
+/// refused, because skipping bytes here would pull the blob through guest memory. Pass `None`
+/// where the range went some other way (WebHDFS's `offset` and `length`) and the answer
+/// holds exactly the bytes asked for. Error statuses are the caller's to map before this.
+pub fn passthrough(
+    response: IncomingResponse,
+    range: Option<ByteRange>,
+) -> Result<BlobStream, Error> {
+    if range.is_some() && response.status() != 206 {
+        return Err(Error::Invalid(format!(
+            "download: asked for a range, the server answered HTTP {} with the whole blob",
+            response.status()
+        )));
+    }
+    let length = content_length(&response);
+    let body = response
+        .consume()
+        .map_err(|()| Error::Other("download: response body taken twice".into()))?;
+    Ok(BlobStream {
+        length,
+        body: Body::Incoming(body),
+    })
+}
+
 /// Reads a whole (small) response body into memory; for error messages and listings, never
 /// for blobs.
 pub fn read_small_body(response: IncomingResponse, limit: usize) -> Result<Vec<u8>, ErrorCode> {
@@ -203,4 +260,29 @@ fn wait(response: FutureIncomingResponse) -> Result<IncomingResponse, ErrorCode>
 
 fn internal(message: &str) -> ErrorCode {
     ErrorCode::InternalError(Some(message.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(offset: u64, length: Option<u64>) -> Option<ByteRange> {
+        Some(ByteRange { offset, length })
+    }
+
+    #[test]
+    fn ranges_become_inclusive_byte_ranges() {
+        let header = |r| range_header(r).ok().flatten();
+        assert_eq!(header(None), None);
+        assert_eq!(header(range(0, Some(10))).as_deref(), Some("bytes=0-9"));
+        assert_eq!(header(range(5, None)).as_deref(), Some("bytes=5-"));
+        assert_eq!(
+            header(range(u64::MAX - 1, Some(10))),
+            Some(format!("bytes={}-{}", u64::MAX - 1, u64::MAX))
+        );
+        assert!(matches!(
+            range_header(range(5, Some(0))),
+            Err(Error::Invalid(m)) if m.contains("empty range")
+        ));
+    }
 }

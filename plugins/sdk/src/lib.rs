@@ -15,6 +15,8 @@ compile_error!("a component implements one world: enable either `backend` or `he
 pub mod duration;
 pub mod host_table;
 pub mod name_path;
+#[cfg(feature = "sigv4")]
+pub mod sigv4;
 pub mod url;
 
 #[cfg(any(feature = "backend", feature = "health"))]
@@ -84,9 +86,5 @@ pub mod backend {
     pub use crate::bindings::wasi::io::streams::{InputStream, StreamError};
 }
 
-/// What a health policy implements.
 #[cfg(all(feature = "health", not(feature = "backend")))]
-pub mod health {
-    pub use crate::bindings::Guest;
-    pub use crate::bindings::shoal::backend::config::get_config;
-}
+pub mod health;

@@ -99,6 +99,22 @@ impl NamePath {
         Ok(parts.join("/"))
     }
 
+    /// The object-path prefix under `root` that a listing of the names starting with
+    /// `prefix` walks: `<root>/<prefix>` for identity names, which are paths under the root;
+    /// the scheme's fixed folder (`<root>/docker/registry/v2/repositories/`, `.../blobs/sha256/`)
+    /// for the others, which put folders around the name, so the caller filters what
+    /// [`NamePath::name_of`] gives back by `prefix`. Empty or `a/b/`-shaped, ready to be a key
+    /// prefix of an object store.
+    pub fn list_prefix(self, root: &str, prefix: &str) -> String {
+        let mut out: String = segments(root).map(|s| format!("{s}/")).collect();
+        out.push_str(match self {
+            NamePath::Identity => prefix,
+            NamePath::DockerTag => "docker/registry/v2/repositories/",
+            NamePath::ShardedDockerBlob => "docker/registry/v2/blobs/sha256/",
+        });
+        out
+    }
+
     /// The name an object path stands for, when `path` is one this scheme produces under
     /// `root`; listing uses it to turn paths back into names.
     pub fn name_of(self, root: &str, path: &str) -> Option<String> {
@@ -144,6 +160,23 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "ff8f5f3a2cbdbb3e8e3e5b3b1d1a9f0a3a1c1f1e6c2b1a0f9e8d7c6b5a4f3e2d";
+
+    #[test]
+    fn listings_walk_the_name_prefix_or_the_scheme_folder() {
+        assert_eq!(NamePath::Identity.list_prefix("", "ab"), "ab");
+        assert_eq!(
+            NamePath::Identity.list_prefix("/test-bucket/kraken/", "ab"),
+            "test-bucket/kraken/ab"
+        );
+        assert_eq!(
+            NamePath::DockerTag.list_prefix("r", "library/"),
+            "r/docker/registry/v2/repositories/"
+        );
+        assert_eq!(
+            NamePath::ShardedDockerBlob.list_prefix("", "ab"),
+            "docker/registry/v2/blobs/sha256/"
+        );
+    }
 
     #[test]
     fn identity_joins_the_root_directory() {

@@ -83,18 +83,31 @@ impl Url {
 }
 
 /// Replaces the single `%s` of a `download_url` template with `value`, percent-encoding the
-/// characters that would change the URL's structure.
+/// characters that would change the URL's structure (`:` and `/` stay: a name may be a path).
 pub fn fill_template(template: &str, value: &str) -> String {
-    let mut encoded = String::with_capacity(value.len());
+    template.replacen("%s", &percent_encode(value, ":/"), 1)
+}
+
+/// Percent-encodes every byte of `value` but RFC 3986's unreserved characters
+/// (`A-Z a-z 0-9 - . _ ~`) and the ASCII characters in `keep`, as `%XX` in upper-case hex.
+///
+/// One encoder for every plugin, because each place a name meets a URL wants the same rule
+/// with a different set kept: `""` for one query value or path segment (SigV4's
+/// `UriEncode`, a GCS object name), `"/"` for a path whose folders stay folders (an S3 key, a
+/// WebHDFS path).
+pub fn percent_encode(value: &str, keep: &str) -> String {
+    let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' | b'/' => {
-                encoded.push(b as char)
-            }
-            _ => encoded.push_str(&format!("%{b:02X}")),
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || keep.as_bytes().contains(&b)
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
-    template.replacen("%s", &encoded, 1)
+    out
 }
 
 #[cfg(test)]
@@ -143,5 +156,18 @@ mod tests {
         );
         assert_eq!(fill_template("http://h/%s", "a b&c"), "http://h/a%20b%26c");
         assert_eq!(fill_template("http://h/%s/%s", "x"), "http://h/x/%s");
+        assert_eq!(fill_template("http://h/%s", "a:b/c~"), "http://h/a:b/c~");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_and_what_is_asked() {
+        assert_eq!(
+            percent_encode("repository:library/a:pull", ""),
+            "repository%3Alibrary%2Fa%3Apull"
+        );
+        assert_eq!(percent_encode("A-z_0.9~", ""), "A-z_0.9~");
+        assert_eq!(percent_encode("a b/c+d%e=f", "/"), "a%20b/c%2Bd%25e%3Df");
+        assert_eq!(percent_encode("a/b c+d%e=f", ""), "a%2Fb%20c%2Bd%25e%3Df");
+        assert_eq!(percent_encode("ü/~x", "/"), "%C3%BC/~x");
     }
 }

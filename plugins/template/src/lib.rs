@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 use shoal_plugin_sdk::backend::{
-    BlobInfo, BlobStream, Body, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
+    BlobInfo, BlobStream, ByteRange, Error, Guest, GuestReader, InputStream, ListPage,
 };
 use shoal_plugin_sdk::bindings::export_backend;
 use shoal_plugin_sdk::http::{self, IncomingResponse, Method, Request};
@@ -55,8 +55,7 @@ impl Guest for Template {
     fn stat(namespace: String, name: String) -> Result<BlobInfo, Error> {
         let url = url_of(&namespace, &name)?;
         let response = checked(Request::new(Method::Head, &url).send(), "stat")?;
-        let size = http::header(&response, "content-length")
-            .and_then(|v| v.parse().ok())
+        let size = http::content_length(&response)
             .ok_or_else(|| Error::Other("stat: no Content-Length".into()))?;
         Ok(BlobInfo { size })
     }
@@ -68,23 +67,16 @@ impl Guest for Template {
     ) -> Result<BlobStream, Error> {
         let url = url_of(&namespace, &name)?;
         let mut request = Request::new(Method::Get, &url);
-        if let Some(r) = range {
-            let end = r
-                .length
-                .map(|l| (r.offset + l).saturating_sub(1).to_string())
-                .unwrap_or_default();
-            request = request.header("range", format!("bytes={}-{end}", r.offset));
+        if let Some(value) = http::range_header(range)? {
+            request = request.header("range", value);
         }
         let response = checked(request.send(), "download")?;
-        let length = http::header(&response, "content-length").and_then(|v| v.parse().ok());
-        log::debug(&format!("download {name}: {length:?} bytes"));
-        let body = response
-            .consume()
-            .map_err(|()| Error::Other("body taken twice".into()))?;
-        Ok(BlobStream {
-            length,
-            body: Body::Incoming(body),
-        })
+        log::debug(&format!(
+            "download {name}: {:?} bytes",
+            http::content_length(&response)
+        ));
+        // The body goes to the host as it is: its bytes never enter this component.
+        http::passthrough(response, range)
     }
 
     fn upload(namespace: String, name: String, size: u64, body: InputStream) -> Result<(), Error> {
