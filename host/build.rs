@@ -5,6 +5,13 @@
 //! plugins and health policies are built in two runs because the SDK's `backend` and
 //! `health` features exclude each other and cargo unifies features within one run.
 //!
+//! Every folder of `plugins/` whose package is `shoal-plugin-<name>` (the SDK aside) is a
+//! built-in: a backend, or a health policy when `<name>` starts with `health-`. They are found
+//! here, not listed, and embedded through a generated table (`$OUT_DIR/builtins.rs`: `<name>`
+//! → bytes), which `host/src/plugin/builtin.rs` looks kinds up in by the name the config's table
+//! of backend kinds gives them. Adding a built-in backend is its plugin folder and its row in
+//! `config/src/backend/mod.rs`.
+//!
 //! The test fixtures (`plugins/testing/`) are built only with the feature `test-plugins`,
 //! which the tests that load them require: `shoal` itself never carries them.
 
@@ -14,21 +21,10 @@ use std::process::{Command, ExitCode, Stdio};
 
 const TARGET: &str = "wasm32-wasip2";
 
-/// (package, env var the crate reads the path from) for each backend component.
-const BACKENDS: &[(&str, &str)] = &[
-    ("shoal-plugin-fs", "SHOAL_PLUGIN_FS"),
-    ("shoal-plugin-http", "SHOAL_PLUGIN_HTTP"),
-    ("shoal-plugin-registry", "SHOAL_PLUGIN_REGISTRY"),
-    ("shoal-plugin-s3", "SHOAL_PLUGIN_S3"),
-    ("shoal-plugin-gcs", "SHOAL_PLUGIN_GCS"),
-    ("shoal-plugin-hdfs", "SHOAL_PLUGIN_HDFS"),
-];
-
-/// The same for health-policy components.
-const POLICIES: &[(&str, &str)] = &[
-    ("shoal-plugin-health-active", "SHOAL_PLUGIN_HEALTH_ACTIVE"),
-    ("shoal-plugin-health-passive", "SHOAL_PLUGIN_HEALTH_PASSIVE"),
-];
+/// The prefix of a built-in's package name; what follows is its name.
+const BUILTIN_PREFIX: &str = "shoal-plugin-";
+/// Built-ins whose name starts with this are health policies.
+const POLICY_PREFIX: &str = "health-";
 
 /// Backend test fixtures, built with the feature `test-plugins`.
 const TEST_BACKENDS: &[(&str, &str)] =
@@ -60,46 +56,123 @@ fn run() -> Result<(), String> {
         .to_path_buf();
     let plugins = root.join("plugins");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    for entry in [
-        "Cargo.toml",
-        "Cargo.lock",
-        "sdk",
-        "fs",
-        "http",
-        "registry",
-        "s3",
-        "gcs",
-        "health-active",
-        "health-passive",
-        "hdfs",
-        "testing",
-    ] {
+    for entry in ["Cargo.toml", "Cargo.lock", "sdk", "testing"] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());
+    }
+    // The folder itself, so a new plugin folder is noticed.
+    println!("cargo:rerun-if-changed={}", plugins.display());
+    let (backends, policies) = builtins(&plugins)?;
+    for (_, dir) in backends.iter().chain(&policies) {
+        println!("cargo:rerun-if-changed={}", dir.display());
     }
 
     let test_plugins = env::var_os("CARGO_FEATURE_TEST_PLUGINS").is_some();
     let fixtures = |list: &'static [(&'static str, &'static str)]| {
         if test_plugins { list } else { &[] }
     };
-    let backends = [BACKENDS, fixtures(TEST_BACKENDS)].concat();
-    let policies = [POLICIES, fixtures(TEST_POLICIES)].concat();
+    let package = |name: &String| format!("{BUILTIN_PREFIX}{name}");
+    let mut backend_packages: Vec<String> = backends.iter().map(|(n, _)| package(n)).collect();
+    backend_packages.extend(fixtures(TEST_BACKENDS).iter().map(|(p, _)| (*p).to_owned()));
+    let mut policy_packages: Vec<String> = policies.iter().map(|(n, _)| package(n)).collect();
+    policy_packages.extend(fixtures(TEST_POLICIES).iter().map(|(p, _)| (*p).to_owned()));
 
     ensure_wasm_target()?;
     let target_dir = plugins.join("target");
-    build(&plugins, &target_dir, &backends)?;
-    build(&plugins, &target_dir, &policies)?;
+    build(&plugins, &target_dir, &backend_packages)?;
+    build(&plugins, &target_dir, &policy_packages)?;
     let out = target_dir.join(TARGET).join("release");
-    for (package, var) in backends.iter().chain(&policies) {
+    let wasm_of = |package: &str| -> Result<PathBuf, String> {
         let wasm = out.join(format!("{}.wasm", package.replace('-', "_")));
-        if !wasm.is_file() {
-            return Err(format!(
+        if wasm.is_file() {
+            Ok(wasm)
+        } else {
+            Err(format!(
                 "cargo built {package} but {} is not there",
                 wasm.display()
+            ))
+        }
+    };
+    let table = |list: &[(String, PathBuf)]| -> Result<String, String> {
+        let mut rows = String::new();
+        for (name, _) in list {
+            let wasm = wasm_of(&package(name))?;
+            rows.push_str(&format!(
+                "    ({name:?}, include_bytes!({:?})),\n",
+                wasm.display().to_string()
             ));
         }
-        println!("cargo:rustc-env={var}={}", wasm.display());
+        Ok(rows)
+    };
+    let generated = format!(
+        "/// The built-in backend components by name (generated by host/build.rs from plugins/).\n\
+         pub(crate) const BUILTIN_BACKENDS: &[(&str, &[u8])] = &[\n{}];\n\n\
+         /// The built-in health-policy components by name (generated by host/build.rs).\n\
+         pub(crate) const BUILTIN_POLICIES: &[(&str, &[u8])] = &[\n{}];\n",
+        table(&backends)?,
+        table(&policies)?
+    );
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("cargo sets OUT_DIR")?);
+    std::fs::write(out_dir.join("builtins.rs"), generated)
+        .map_err(|e| format!("writing {}/builtins.rs: {e}", out_dir.display()))?;
+    // Each built-in's path too, as SHOAL_PLUGIN_<NAME>, for tests that load one from its file.
+    for (name, _) in backends.iter().chain(&policies) {
+        let var = format!("SHOAL_PLUGIN_{}", name.to_uppercase().replace('-', "_"));
+        println!(
+            "cargo:rustc-env={var}={}",
+            wasm_of(&package(name))?.display()
+        );
+    }
+    for (package, var) in fixtures(TEST_BACKENDS)
+        .iter()
+        .chain(fixtures(TEST_POLICIES))
+    {
+        println!("cargo:rustc-env={var}={}", wasm_of(package)?.display());
     }
     Ok(())
+}
+
+/// `(name, folder)` of built-in plugins.
+type Builtins = Vec<(String, PathBuf)>;
+
+/// The built-in plugins under `plugins/`: `(name, folder)` for backends and for health
+/// policies, each sorted by name. A folder counts when its `Cargo.toml` names a package
+/// `shoal-plugin-<name>` (the SDK aside).
+fn builtins(plugins: &Path) -> Result<(Builtins, Builtins), String> {
+    let entries =
+        std::fs::read_dir(plugins).map_err(|e| format!("listing {}: {e}", plugins.display()))?;
+    let (mut backends, mut policies) = (Vec::new(), Vec::new());
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let Some(name) = manifest.lines().find_map(|l| {
+            let value = l.trim().strip_prefix("name")?.trim().strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        }) else {
+            continue;
+        };
+        let Some(short) = name.strip_prefix(BUILTIN_PREFIX) else {
+            continue;
+        };
+        if short == "sdk" || short == "template" {
+            continue;
+        }
+        if short.starts_with(POLICY_PREFIX) {
+            policies.push((short.to_owned(), dir));
+        } else {
+            backends.push((short.to_owned(), dir));
+        }
+    }
+    backends.sort();
+    policies.sort();
+    if backends.is_empty() {
+        return Err(format!(
+            "no backend plugin (package {BUILTIN_PREFIX}<name>) found under {}",
+            plugins.display()
+        ));
+    }
+    Ok((backends, policies))
 }
 
 /// Makes sure the toolchain has the standard library for `wasm32-wasip2`, adding it with
@@ -153,13 +226,13 @@ fn has_std(sysroot: &Path) -> bool {
     })
 }
 
-fn build(plugins: &Path, target_dir: &Path, packages: &[(&str, &str)]) -> Result<(), String> {
+fn build(plugins: &Path, target_dir: &Path, packages: &[String]) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(plugins)
         .args(["build", "--release", "--target", TARGET, "--target-dir"])
         .arg(target_dir);
-    for (package, _) in packages {
+    for package in packages {
         cmd.args(["-p", package]);
     }
     // The outer build's settings are for the host, not for the guests.

@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use shoal_config::{AgentConfig, BuildIndexConfig, OriginConfig, PluginsConfig, TrackerConfig};
+use shoal_config::{
+    AgentConfig, BuildIndexConfig, OriginConfig, PluginsConfig, TrackerClientConfig, TrackerConfig,
+};
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::{filter, load_router};
+use shoal_p2p::HealthFilter;
 use shoal_roles::{agent, build_index, origin, tracker};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -28,6 +31,17 @@ fn engine(plugins: &PluginsConfig, data_dir: &Path) -> anyhow::Result<PluginEngi
     .context("starting the plugin engine")
 }
 
+/// The passive policy an agent's or origin's trackers are judged by.
+fn tracker_health(
+    engine: &PluginEngine,
+    tracker: &TrackerClientConfig,
+) -> anyhow::Result<Arc<dyn HealthFilter>> {
+    let policy = engine
+        .passive_health(&tracker.cluster.healthcheck)
+        .context("loading the tracker health policy (tracker.cluster.healthcheck)")?;
+    Ok(filter(policy))
+}
+
 /// Runs `shoal origin` until `shutdown`.
 pub async fn origin(
     config: OriginConfig,
@@ -44,11 +58,7 @@ pub async fn origin(
                 .active_health(&config.cluster.healthcheck)
                 .context("loading the ring's health policy (cluster.healthcheck)")?,
         ),
-        tracker_health: filter(
-            engine
-                .passive_health(&config.tracker.cluster.healthcheck)
-                .context("loading the tracker health policy (tracker.cluster.healthcheck)")?,
-        ),
+        tracker_health: tracker_health(&engine, &config.tracker)?,
     };
     let listeners = origin::OriginListeners {
         http: bind(config.listen, "listen").await?,
@@ -66,11 +76,7 @@ pub async fn agent(
 ) -> anyhow::Result<()> {
     let engine = engine(&PluginsConfig::default(), &data_dir)?;
     let deps = agent::AgentDeps {
-        tracker_health: filter(
-            engine
-                .passive_health(&config.tracker.cluster.healthcheck)
-                .context("loading the tracker health policy (tracker.cluster.healthcheck)")?,
-        ),
+        tracker_health: tracker_health(&engine, &config.tracker)?,
     };
     let listeners = agent::AgentListeners {
         registry: bind(config.registry.listen, "registry.listen").await?,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_config::{AgentConfig, HostPort};
-use shoal_p2p::{HealthFilter, Identity, PeerId, Scheduler, StopOnDrop, Tasks};
+use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
     RepoName, Tag, TagKey,
@@ -17,9 +17,9 @@ use shoal_registry::{
 use tokio::net::TcpListener;
 
 use crate::RoleError;
-use crate::hosts::{hosts_of, peer_addr};
+use crate::hosts::hosts_of;
 use crate::http::segment;
-use crate::tracker::tracker_client;
+use crate::peer::{PeerSettings, PeerSide};
 
 /// How long one tag lookup at a build-index may take.
 const TAG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,15 +58,6 @@ pub async fn serve(
         .root
         .clone()
         .unwrap_or_else(|| data_dir.join("store"));
-    let pieces_root = root.join("p2p");
-    let pieces =
-        shoal_p2p::store::PieceStore::open(&pieces_root, &config.store).map_err(|source| {
-            RoleError::PieceStore {
-                path: pieces_root.clone(),
-                source,
-            }
-        })?;
-    tasks.spawn(pieces.cleanup_loop());
     let registry_root: PathBuf = root.join("registry");
     let local =
         LocalStore::open(&registry_root)
@@ -76,18 +67,21 @@ pub async fn serve(
                 source,
             })?;
 
-    let advertise = peer_addr(&listeners.peer, config.peer.ip)?;
-    let tracker = tracker_client(&config.tracker, deps.tracker_health).await?;
-    let identity = Identity {
-        peer_id: PeerId::random(),
-        advertise,
-        origin: false,
-    };
-    let scheduler = Scheduler::new(identity, config.scheduler.clone(), pieces, tracker)?;
-    let _stop_scheduler = StopOnDrop(scheduler.tasks().clone());
-    let serving = scheduler.clone();
-    let peer = listeners.peer;
-    tasks.spawn(async move { serving.serve(peer).await });
+    let peer = PeerSide::start(
+        PeerSettings {
+            store_root: &root.join("p2p"),
+            store: &config.store,
+            scheduler: &config.scheduler,
+            tracker: &config.tracker,
+            tracker_health: deps.tracker_health,
+            ip: config.peer.ip,
+            origin: false,
+        },
+        listeners.peer,
+        &tasks,
+    )
+    .await?;
+    let (scheduler, advertise) = (peer.scheduler.clone(), peer.advertise);
 
     let build_index = match &config.build_index.hosts {
         Some(h) => hosts_of(h).await?,

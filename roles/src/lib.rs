@@ -21,6 +21,7 @@ pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod origin;
+mod peer;
 pub mod ring;
 pub mod tracker;
 

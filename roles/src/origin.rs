@@ -23,17 +23,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
-use shoal_p2p::store::{CompleteBlob, PieceStore};
-use shoal_p2p::{HealthFilter, Identity, PeerId, Scheduler, StopOnDrop, Tasks};
+use shoal_p2p::store::CompleteBlob;
+use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Backing, Digest, RepoName};
 use shoal_storage::{NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
 
 use crate::RoleError;
-use crate::hosts::peer_addr;
 use crate::http::{BlobPath, HttpError, HttpResult, segment};
+use crate::peer::{PeerSettings, PeerSide};
 use crate::ring::Ring;
-use crate::tracker::tracker_client;
 
 /// How long a failed fetch is remembered (answered as its error) before it is tried again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
@@ -97,25 +96,21 @@ pub async fn serve(
         .root
         .clone()
         .unwrap_or_else(|| data_dir.join("store"));
-    let store =
-        PieceStore::open(&store_root, &config.store).map_err(|source| RoleError::PieceStore {
-            path: store_root.clone(),
-            source,
-        })?;
-    tasks.spawn(store.cleanup_loop());
-
-    let advertise = peer_addr(&listeners.peer, config.peer.ip)?;
-    let tracker = tracker_client(&config.tracker, deps.tracker_health).await?;
-    let identity = Identity {
-        peer_id: PeerId::random(),
-        advertise,
-        origin: true,
-    };
-    let scheduler = Scheduler::new(identity, config.scheduler.clone(), store, tracker)?;
-    let _stop_scheduler = StopOnDrop(scheduler.tasks().clone());
-    let serving = scheduler.clone();
-    let peer = listeners.peer;
-    tasks.spawn(async move { serving.serve(peer).await });
+    let peer = PeerSide::start(
+        PeerSettings {
+            store_root: &store_root,
+            store: &config.store,
+            scheduler: &config.scheduler,
+            tracker: &config.tracker,
+            tracker_health: deps.tracker_health,
+            ip: config.peer.ip,
+            origin: true,
+        },
+        listeners.peer,
+        &tasks,
+    )
+    .await?;
+    let (scheduler, advertise) = (peer.scheduler.clone(), peer.advertise);
 
     let listen = listeners.http.local_addr()?;
     let ring = Ring::start(

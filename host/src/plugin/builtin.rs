@@ -19,22 +19,20 @@ use super::engine::{LoadError, PluginEngine};
 use super::health::WasmPolicy;
 use super::state::Grants;
 
-/// The built-in backend components, by the name [`BackendConfig::plugin`] gives a kind
-/// (`plugins/<name>`, built for wasm32-wasip2 and embedded by host/build.rs).
-const BUILTIN_BACKENDS: &[(&str, &[u8])] = &[
-    ("fs", include_bytes!(env!("SHOAL_PLUGIN_FS"))),
-    ("http", include_bytes!(env!("SHOAL_PLUGIN_HTTP"))),
-    // `registry_blob` and `registry_tag`; `kind` in its config says which.
-    ("registry", include_bytes!(env!("SHOAL_PLUGIN_REGISTRY"))),
-    ("s3", include_bytes!(env!("SHOAL_PLUGIN_S3"))),
-    ("gcs", include_bytes!(env!("SHOAL_PLUGIN_GCS"))),
-    ("hdfs", include_bytes!(env!("SHOAL_PLUGIN_HDFS"))),
-];
+// BUILTIN_BACKENDS and BUILTIN_POLICIES: every `plugins/<name>` component, embedded by name.
+include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 
-/// The default policy of `cluster.healthcheck`: `fails` / `passes` in a row.
-pub(crate) const HEALTH_ACTIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_ACTIVE"));
-/// The default policy of `tracker.cluster.healthcheck`: `fails` within `fail_timeout`.
-pub(crate) const HEALTH_PASSIVE: &[u8] = include_bytes!(env!("SHOAL_PLUGIN_HEALTH_PASSIVE"));
+/// The embedded component `name` of `table`, or a load error naming what this build lacks.
+fn embedded(table: &[(&str, &'static [u8])], name: &str) -> Result<&'static [u8], LoadError> {
+    table
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, wasm)| *wasm)
+        .ok_or_else(|| LoadError::Config {
+            plugin: name.to_owned(),
+            message: format!("this build has no built-in component `{name}`"),
+        })
+}
 
 /// The secrets an `ecr-login` registry backend signs ECR calls with, and the environment
 /// variables the host reads them from when the `auth:` entry does not grant them (the AWS
@@ -56,12 +54,8 @@ impl PluginEngine {
         secrets: BTreeMap<String, String>,
     ) -> Result<WasmBackend, LoadError> {
         let kind = config.kind();
-        let builtin = BUILTIN_BACKENDS
-            .iter()
-            .find(|(name, _)| *name == config.plugin());
-        let (name, wasm): (String, Cow<'static, [u8]>) = match (config, builtin) {
-            (_, Some((_, wasm))) => (kind.to_owned(), Cow::Borrowed(*wasm)),
-            (BackendConfig::Plugin(p), None) => {
+        let (name, wasm): (String, Cow<'static, [u8]>) = match config {
+            BackendConfig::Plugin(p) => {
                 let name = plugin_name(&p.plugin);
                 let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
                     plugin: name.clone(),
@@ -70,15 +64,10 @@ impl PluginEngine {
                 })?;
                 (name, Cow::Owned(bytes))
             }
-            (other, None) => {
-                return Err(LoadError::Config {
-                    plugin: kind.to_owned(),
-                    message: format!(
-                        "no built-in component `{}` in this build for backend kind `{kind}`",
-                        other.plugin()
-                    ),
-                });
-            }
+            builtin => (
+                kind.to_owned(),
+                Cow::Borrowed(embedded(BUILTIN_BACKENDS, builtin.plugin())?),
+            ),
         };
         let config_err = |message: String| LoadError::Config {
             plugin: name.clone(),
@@ -164,7 +153,7 @@ impl PluginEngine {
         let config = serde_json::json!({"fails": filter.fails, "passes": filter.passes});
         let policy = match &check.policy {
             Some(path) => self.health_policy_from_file(path, &config)?,
-            None => self.policy(&name, HEALTH_ACTIVE, &config)?,
+            None => self.policy(&name, embedded(BUILTIN_POLICIES, "health-active")?, &config)?,
         };
         Ok(Arc::new(policy))
     }
@@ -205,7 +194,11 @@ impl PluginEngine {
         let config = serde_json::json!({"fails": check.fails, "fail_timeout": check.fail_timeout});
         let policy = match &check.policy {
             Some(path) => self.health_policy_from_file(path, &config)?,
-            None => self.policy(&name, HEALTH_PASSIVE, &config)?,
+            None => self.policy(
+                &name,
+                embedded(BUILTIN_POLICIES, "health-passive")?,
+                &config,
+            )?,
         };
         Ok(Arc::new(policy))
     }
