@@ -15,12 +15,14 @@ use bytes::Bytes;
 use common::backed;
 use shoal_registry::error::ApiResult;
 use shoal_registry::manifest::OCI_MANIFEST;
-use shoal_registry::{Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag};
+use shoal_registry::{
+    Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey,
+};
 
 #[derive(Default)]
 struct Memory {
     blobs: Mutex<HashMap<String, Bytes>>,
-    tags: Mutex<HashMap<String, Digest>>,
+    tags: Mutex<HashMap<TagKey, Digest>>,
     fetches: AtomicUsize,
     refuse_writes: AtomicBool,
     corrupt_reads: AtomicBool,
@@ -31,7 +33,7 @@ impl Memory {
         self.tags
             .lock()
             .unwrap()
-            .get(&format!("{repo}:{tag}"))
+            .get(&TagKey::new(repo.parse().unwrap(), tag.parse().unwrap()))
             .cloned()
     }
     fn has_blob(&self, d: &Digest) -> bool {
@@ -89,7 +91,7 @@ impl Backing for Memory {
         self.tags
             .lock()
             .unwrap()
-            .insert(format!("{repo}:{}", tag.as_str()), d.clone());
+            .insert(TagKey::new(repo.clone(), tag.clone()), d.clone());
         Ok(())
     }
 
@@ -102,7 +104,7 @@ impl Backing for Memory {
         self.tags
             .lock()
             .unwrap()
-            .remove(&format!("{repo}:{}", tag.as_str()));
+            .remove(&TagKey::new(repo.clone(), tag.clone()));
         Ok(())
     }
 }
