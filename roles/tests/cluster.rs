@@ -122,25 +122,16 @@ async fn an_origin_killed_mid_transfer_costs_nothing_and_the_active_check_follow
     // The survivor's active check (fails: 2, passes: 2, every 500 ms) follows the victim: out
     // of its ring once dead...
     let dead = cluster.origins[victim].http;
-    let down = poll_until(Duration::from_secs(30), || async {
-        cluster.sees_healthy(survivor, dead).await == Some(false)
-    })
-    .await;
     assert!(
-        down,
+        cluster.until_judged(1 - victim, victim, false).await,
         "origin{} never marked the killed {dead} unhealthy",
         1 - victim
     );
     // ...and back in once restarted on the same addresses and data directory, where the layer
     // it held whole is still in its piece store.
     cluster.restart_origin(victim).await;
-    let survivor = &cluster.origins[1 - victim];
-    let up = poll_until(Duration::from_secs(30), || async {
-        cluster.sees_healthy(survivor, dead).await == Some(true)
-    })
-    .await;
     assert!(
-        up,
+        cluster.until_judged(1 - victim, victim, true).await,
         "origin{} never marked the restarted {dead} healthy again",
         1 - victim
     );

@@ -506,6 +506,16 @@ impl Cluster {
             .map(|v| v.trim() == "1")
     }
 
+    /// Waits (up to 30 s) until origin `witness`'s active check counts origin `member` healthy
+    /// or not, as `healthy` says; whether it did.
+    pub async fn until_judged(&self, witness: usize, member: usize, healthy: bool) -> bool {
+        let (witness, member) = (&self.origins[witness], self.origins[member].http);
+        poll_until(Duration::from_secs(30), || async {
+            self.sees_healthy(witness, member).await == Some(healthy)
+        })
+        .await
+    }
+
     /// Puts `bytes` into the cluster through origin `i`, as a push: verified, written to the
     /// backend and copied to the blob's replica set. Returns the digest.
     pub async fn push(&self, origin: usize, namespace: &str, bytes: Vec<u8>) -> String {
