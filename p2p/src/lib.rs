@@ -9,6 +9,9 @@
 //! The building blocks have no sockets: the codec parses bytes, the picker is a synchronous
 //! state machine fed events, the ring is a pure function of its host list. The network is in
 //! [`conn`], [`scheduler`] and [`tracker`]; the roles that run them live in `shoal-roles`.
+//!
+//! Feature `testing` adds the module `testing`: misbehaving peers as fixtures for this crate's tests and
+//! the roles' cluster tests.
 
 #![warn(missing_docs)]
 
@@ -25,6 +28,8 @@ pub mod ring;
 pub mod scheduler;
 pub mod store;
 pub mod tasks;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tracker;
 pub mod wire;
 

@@ -3,25 +3,21 @@
 //! corrupt pieces is blacklisted and everyone still completes; the egress cap holds.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use shoal_config::{BandwidthConfig, SchedulerConfig, StoreConfig};
 use shoal_p2p::error::SchedulerError;
 use shoal_p2p::metainfo::{InfoHash, Metainfo};
-use shoal_p2p::store::PieceStore;
-use shoal_p2p::wire::{FrameDecoder, encode};
-use shoal_p2p::{
-    Announce, AnnounceReply, Bitfield, Frame, Handshake, Identity, PeerAddr, PeerId, Scheduler,
-    Tracker,
-};
+use shoal_p2p::store::{CompleteBlob, PieceStore};
+use shoal_p2p::testing::CorruptPeer;
+use shoal_p2p::{Announce, AnnounceReply, Identity, PeerAddr, PeerId, Scheduler, Tracker};
 use shoal_registry::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const NS: &str = "library/test";
@@ -142,7 +138,30 @@ async fn seed_blob(seeder: &Scheduler, bytes: &[u8], piece_length: u64) -> Metai
     m
 }
 
-async fn read_all(blob: &shoal_p2p::store::CompleteBlob) -> Vec<u8> {
+/// `n` leechers with the default test config, named `leech0`, `leech1`...
+async fn leechers(dir: &Path, tracker: &Arc<FakeTracker>, n: usize) -> Vec<Scheduler> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("leech{i}");
+        out.push(node(dir, &name, tracker.clone(), config(), false).await);
+    }
+    out
+}
+
+/// Downloads `m`'s blob on every one of `leechers` at once; panics on a failed download.
+async fn download_everywhere(leechers: &[Scheduler], m: &Metainfo) -> Vec<CompleteBlob> {
+    let downloads = leechers.iter().map(|l| {
+        let (l, d) = (l.clone(), m.digest().clone());
+        tokio::spawn(async move { l.download(NS, &d).await })
+    });
+    futures_util::future::join_all(downloads)
+        .await
+        .into_iter()
+        .map(|d| d.unwrap().unwrap())
+        .collect()
+}
+
+async fn read_all(blob: &CompleteBlob) -> Vec<u8> {
     tokio::fs::read(blob.path()).await.unwrap()
 }
 
@@ -155,26 +174,8 @@ async fn leechers_complete_and_trade_pieces_among_themselves() {
     let m = seed_blob(&seeder, &bytes, 256 << 10).await;
     tracker.publish(m.clone());
 
-    let mut leechers = Vec::new();
-    for i in 0..5 {
-        leechers.push(
-            node(
-                dir.path(),
-                &format!("leech{i}"),
-                tracker.clone(),
-                config(),
-                false,
-            )
-            .await,
-        );
-    }
-    let downloads = leechers.iter().map(|l| {
-        let l = l.clone();
-        let d = m.digest().clone();
-        tokio::spawn(async move { l.download(NS, &d).await })
-    });
-    for d in futures_util::future::join_all(downloads).await {
-        let blob = d.unwrap().unwrap();
+    let leechers = leechers(dir.path(), &tracker, 5).await;
+    for blob in download_everywhere(&leechers, &m).await {
         assert_eq!(read_all(&blob).await, bytes, "bytes differ");
     }
     let (seeder_sent, _) = seeder.traffic();
@@ -190,62 +191,6 @@ async fn leechers_complete_and_trade_pieces_among_themselves() {
     assert_eq!(again.len(), bytes.len() as u64);
 }
 
-/// A fake peer that handshakes with a full bitfield and answers every request with garbage.
-/// Returns its address and a counter of connections it accepted.
-async fn corrupt_peer(m: Metainfo) -> (SocketAddr, PeerId, Arc<Mutex<u32>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let id = PeerId::random();
-    let accepted = Arc::new(Mutex::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            *count.lock().unwrap() += 1;
-            let m = m.clone();
-            tokio::spawn(async move {
-                let decoder = FrameDecoder::for_torrent(&m);
-                let mut buf = BytesMut::new();
-                let mut out = BytesMut::new();
-                loop {
-                    while let Ok(Some((frame, used))) = decoder.decode(&buf) {
-                        let _ = buf.split_to(used);
-                        out.clear();
-                        match frame {
-                            Frame::Handshake(h) => {
-                                let ours = Handshake {
-                                    peer_id: id,
-                                    info_hash: h.info_hash,
-                                    digest: h.digest,
-                                    namespace: h.namespace,
-                                    bitfield: Bitfield::full(m.piece_count()),
-                                };
-                                encode(&Frame::Handshake(ours), &mut out).unwrap();
-                            }
-                            Frame::PieceRequest { index } => {
-                                let size = m.piece_size(index).unwrap() as usize;
-                                let data = Bytes::from(vec![0xAB; size]);
-                                encode(&Frame::PiecePayload { index, data }, &mut out).unwrap();
-                            }
-                            _ => {}
-                        }
-                        if s.write_all(&out).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read_buf(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
-                }
-            });
-        }
-    });
-    (addr, id, accepted)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_serving_corrupt_pieces_is_blacklisted_and_downloads_complete() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,45 +199,35 @@ async fn a_peer_serving_corrupt_pieces_is_blacklisted_and_downloads_complete() {
     let seeder = node(dir.path(), "seed", tracker.clone(), config(), true).await;
     let m = seed_blob(&seeder, &bytes, 128 << 10).await;
     tracker.publish(m.clone());
-    let (addr, id, accepted) = corrupt_peer(m.clone()).await;
+    let liar = CorruptPeer::start(Ipv4Addr::LOCALHOST.into(), m.clone())
+        .await
+        .unwrap();
     // The liar is listed first, as a complete peer.
-    tracker.add_peer(
-        m.info_hash(),
-        PeerAddr {
-            peer_id: id,
-            addr,
-            complete: true,
-            origin: false,
-        },
-    );
-    let mut leechers = Vec::new();
-    for i in 0..3 {
-        leechers.push(
-            node(
-                dir.path(),
-                &format!("l{i}"),
-                tracker.clone(),
-                config(),
-                false,
-            )
-            .await,
-        );
-    }
-    let downloads = leechers.iter().map(|l| {
-        let l = l.clone();
-        let d = m.digest().clone();
-        tokio::spawn(async move { l.download(NS, &d).await })
-    });
-    for d in futures_util::future::join_all(downloads).await {
-        let blob = d.unwrap().unwrap();
+    tracker.add_peer(m.info_hash(), liar.as_peer());
+    let leechers = leechers(dir.path(), &tracker, 3).await;
+    for blob in download_everywhere(&leechers, &m).await {
         assert_eq!(read_all(&blob).await, bytes);
     }
-    // Each leecher tried the liar at most once: blacklisted after its first bad piece.
-    let tries = *accepted.lock().unwrap();
+    // Each leecher dialed the liar at most once: blacklisted after its first bad piece.
+    let tries = liar.connections();
     assert!(tries >= 1, "the corrupt peer was never contacted");
     assert!(
         tries <= 3,
         "the corrupt peer was dialed {tries} times by 3 leechers"
+    );
+    let again = liar.dials().into_values().filter(|&n| n > 1).count();
+    assert_eq!(
+        again,
+        0,
+        "a leecher came back to the liar: {:?}",
+        liar.dials()
+    );
+    // Every leecher that was sent a corrupt piece banned its sender.
+    let banned: u64 = leechers.iter().map(Scheduler::blacklisted).sum();
+    assert!(
+        liar.pieces_served() == 0 || banned >= 1,
+        "{} corrupt pieces served and nobody blacklisted the liar",
+        liar.pieces_served()
     );
 }
 

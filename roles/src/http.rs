@@ -21,6 +21,7 @@ use shoal_registry::{Digest, RepoName, TagKey};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Connections one role listener serves at once, unless the caller says otherwise; past it,
 /// new connections wait in the kernel's backlog.
@@ -177,18 +178,23 @@ pub fn client(overall: Option<Duration>) -> Result<reqwest::Client, reqwest::Err
 }
 
 /// Serves `router` on `listener` with at most `max_connections` connections at once, until
-/// `shutdown` completes; then in-flight requests finish.
+/// `shutdown` completes; then in-flight requests finish. Dropping the future instead closes
+/// every open connection too (axum runs each on a task of its own, which would otherwise go on
+/// answering on a kept-alive connection after its service is gone).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let stopped = CancellationToken::new();
+    let _stop_connections = stopped.clone().drop_guard();
     let limited = LimitedListener {
         inner: listener,
         permits: Arc::new(Semaphore::new(max_connections.max(1))),
         limit: max_connections.max(1),
         full: false,
+        stopped,
     };
     axum::serve(limited, router)
         .with_graceful_shutdown(shutdown)
@@ -202,6 +208,8 @@ struct LimitedListener {
     limit: usize,
     /// Whether the limit was reached (logged once per episode).
     full: bool,
+    /// Cancelled when [`serve`] ends or is dropped: every connection then closes.
+    stopped: CancellationToken,
 }
 
 impl axum::serve::Listener for LimitedListener {
@@ -234,10 +242,12 @@ impl axum::serve::Listener for LimitedListener {
             };
             match self.inner.accept().await {
                 Ok((io, addr)) => {
+                    let stopped = Box::pin(self.stopped.clone().cancelled_owned());
                     return (
                         Limited {
                             io,
                             _permit: permit,
+                            stopped,
                         },
                         addr,
                     );
@@ -257,10 +267,24 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
-/// A connection holding its permit until it closes.
+/// A connection holding its permit until it closes, and failing every read and write once its
+/// server is gone.
 struct Limited {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
+    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Limited {
+    /// An error once the server is gone; polling registers the waker, so an idle connection
+    /// wakes up to close.
+    fn poll_stopped(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.stopped
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| io::Error::new(io::ErrorKind::ConnectionAborted, "the server was stopped"))
+    }
 }
 
 impl AsyncRead for Limited {
@@ -269,6 +293,9 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.poll_stopped(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -279,6 +306,9 @@ impl AsyncWrite for Limited {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.poll_stopped(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -295,6 +325,9 @@ impl AsyncWrite for Limited {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.poll_stopped(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -337,5 +370,33 @@ mod tests {
         let reply = request.await.unwrap().unwrap();
         assert_eq!(reply.text().await.unwrap(), "ok");
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_server_answers_nothing_more_on_a_kept_alive_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(serve(listener, router, 8, std::future::pending()));
+        // One connection, kept alive between requests.
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let request = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n";
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(request).await.unwrap();
+        let mut buf = vec![0; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        server.abort();
+        let _ = server.await;
+        // The connection's own task is told to close: the next read sees the end, not an
+        // answer (a write may still land in the socket's buffer first).
+        let _ = conn.write_all(request).await;
+        let n = conn.read(&mut buf).await.unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "answered after the server was dropped: {:?}",
+            &buf[..n]
+        );
     }
 }

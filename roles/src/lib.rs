@@ -6,7 +6,7 @@
 //! run a whole cluster in one process over native backends.
 //!
 //! Every service owns its background tasks ([`shoal_p2p::Tasks`]): when `serve` returns, or its
-//! future is dropped, they stop, peer connections included.
+//! future is dropped, they stop, peer connections and open HTTP connections included.
 //!
 //! Shared parts: [`hosts`] (host lists, the announced peer address), [`http`] (the error type,
 //! path extractors, percent-encoding, the outbound client, a listener with a connection limit),

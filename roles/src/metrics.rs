@@ -13,6 +13,7 @@ pub fn router(
         axum::routing::get(move || {
             let (sent, received) = scheduler.traffic();
             let torrents = scheduler.active_torrents();
+            let blacklisted = scheduler.blacklisted();
             let extra = extra();
             async move {
                 format!(
@@ -24,7 +25,10 @@ pub fn router(
                      shoal_p2p_piece_bytes_received_total {received}\n\
                      # HELP shoal_p2p_torrents Torrents running.\n\
                      # TYPE shoal_p2p_torrents gauge\n\
-                     shoal_p2p_torrents {torrents}\n{extra}"
+                     shoal_p2p_torrents {torrents}\n\
+                     # HELP shoal_p2p_peers_blacklisted_total Peers blacklisted for a corrupt piece or a protocol violation.\n\
+                     # TYPE shoal_p2p_peers_blacklisted_total counter\n\
+                     shoal_p2p_peers_blacklisted_total {blacklisted}\n{extra}"
                 )
             }
         }),

@@ -1,6 +1,7 @@
 //! A whole cluster in one process: tracker, two origins, build-index and three agents over a
 //! native in-memory backend. An image's tag and manifest resolve through every agent, and a
-//! layer reaches every agent while the origin that was sending it is killed mid-transfer.
+//! layer reaches every agent while the origin that was sending it is killed mid-transfer; the
+//! other origin's active check marks it unhealthy, and healthy again once it is restarted.
 //! Nothing sleeps to synchronize: every wait polls a condition with a deadline.
 
 mod common;
@@ -30,7 +31,7 @@ fn hex(digest: &str) -> &str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_agent_gets_the_image_while_an_origin_dies_mid_transfer() {
+async fn an_origin_killed_mid_transfer_costs_nothing_and_the_active_check_follows_it() {
     // 64 Mbit/s out of each origin: a 48 MiB layer takes seconds, so there is a middle.
     let cluster = Cluster::start(Spec {
         origin_egress_bits: Some(64 << 20),
@@ -65,19 +66,7 @@ async fn every_agent_gets_the_image_while_an_origin_dies_mid_transfer() {
 
     // The layer, at every agent at once.
     let downloads_before = cluster.backend.downloads();
-    let path = format!("/v2/{NS}/blobs/{layer_digest}");
-    let pulls: Vec<_> = (0..cluster.agents.len())
-        .map(|i| {
-            let url = format!("http://{}{path}", cluster.agents[i].http);
-            let http = cluster.http.clone();
-            tokio::spawn(async move {
-                let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
-                let status = resp.status().as_u16();
-                let body = resp.bytes().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((status, digest_of(&body)))
-            })
-        })
-        .collect();
+    let pulls = cluster.pull_everywhere(NS, &layer_digest);
 
     // Mid-transfer: an origin has sent 4 MiB of the layer, and both origins hold it whole (the
     // replica is in place, as a ring with max_replica 2 promises).
@@ -108,13 +97,9 @@ async fn every_agent_gets_the_image_while_an_origin_dies_mid_transfer() {
         "origin{victim} had already sent {sent_before_kill} bytes: nothing was left to cut"
     );
 
-    for (i, pull) in pulls.into_iter().enumerate() {
-        let (status, digest) = pull
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("agent{i}: {e}"));
-        assert_eq!(status, 200, "agent{i}");
-        assert_eq!(digest, layer_digest, "agent{i} got other bytes");
+    for (i, got) in pulls.await.unwrap().into_iter().enumerate() {
+        let got = got.unwrap_or_else(|e| panic!("agent{i}: {e}"));
+        assert_eq!(got, layer_digest, "agent{i} got other bytes");
     }
     // Each agent received each piece once, from the survivor or from each other; the layer was
     // read from the backend once (by the first owner), or twice if the tracker asked the
@@ -133,4 +118,23 @@ async fn every_agent_gets_the_image_while_an_origin_dies_mid_transfer() {
     );
     let survivor = &cluster.origins[1 - victim];
     assert!(survivor.running());
+
+    // The survivor's active check (fails: 2, passes: 2, every 500 ms) follows the victim: out
+    // of its ring once dead...
+    let dead = cluster.origins[victim].http;
+    assert!(
+        cluster.until_judged(1 - victim, victim, false).await,
+        "origin{} never marked the killed {dead} unhealthy",
+        1 - victim
+    );
+    // ...and back in once restarted on the same addresses and data directory, where the layer
+    // it held whole is still in its piece store.
+    cluster.restart_origin(victim).await;
+    assert!(
+        cluster.until_judged(1 - victim, victim, true).await,
+        "origin{} never marked the restarted {dead} healthy again",
+        1 - victim
+    );
+    let restarted = &cluster.origins[victim];
+    assert!(cluster.holds(restarted, NS, &layer_digest).await);
 }

@@ -2,7 +2,6 @@
 //! one shared `fs` backend, and agents. Each process gets its own loopback address, free ports
 //! picked at start, its own data directory, and is killed when the fixture drops.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{lossy_lines, poll_until, send_signal, wait_with_deadline};
+use super::{lossy_lines, poll_until};
 
 /// A free port on `ip`, found by binding port 0 and letting it go.
 pub fn free_port(ip: Ipv4Addr) -> u16 {
@@ -129,18 +128,6 @@ impl Node {
         }
     }
 
-    /// Stops the process with SIGTERM.
-    pub fn stop(&self) {
-        let child = self.child.lock().unwrap().take();
-        if let Some(mut c) = child {
-            send_signal(c.id(), "TERM");
-            if wait_with_deadline(&mut c, Duration::from_secs(15)).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
@@ -191,12 +178,6 @@ pub struct Spec {
     pub origins: usize,
     pub agents: usize,
     pub max_replica: u32,
-    /// Extra YAML appended to every origin's config (e.g. a bandwidth cap).
-    pub origin_extra: String,
-    /// Extra YAML appended to every agent's config.
-    pub agent_extra: String,
-    /// The agents' `tracker.cluster.healthcheck.fail_timeout`.
-    pub tracker_fail_timeout: &'static str,
     /// Whether to run a build-index over the shared backend (agents resolve tags through it).
     pub build_index: bool,
 }
@@ -208,9 +189,6 @@ impl Default for Spec {
             origins: 3,
             agents: 6,
             max_replica: 2,
-            origin_extra: String::new(),
-            agent_extra: String::new(),
-            tracker_fail_timeout: "5s",
             build_index: false,
         }
     }
@@ -258,9 +236,8 @@ impl Cluster {
             .collect();
         let origin_http: Vec<SocketAddr> = origin_addrs.iter().map(|(h, _)| *h).collect();
         let tracker_client = format!(
-            "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: {}\n",
+            "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: 5s\n",
             hosts(&tracker_addrs),
-            spec.tracker_fail_timeout,
         );
         let scheduler =
             "scheduler:\n  announce_interval: 500ms\n  seeder_tti: 2m\n  leecher_tti: 2m\n";
@@ -280,11 +257,10 @@ impl Cluster {
             .enumerate()
             .map(|(i, (http, peer))| {
                 let yaml = format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}{}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}",
                     hosts(&origin_http),
                     spec.max_replica,
                     backend.display(),
-                    spec.origin_extra,
                 );
                 Node::spawn(dir.path(), &format!("origin{i}"), "origin", yaml, *http, Some(*peer))
             })
@@ -308,8 +284,7 @@ impl Cluster {
                 let http = SocketAddr::from((ip, free_port(ip)));
                 let peer = SocketAddr::from((ip, free_port(ip)));
                 let yaml = format!(
-                    "registry:\n  listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\n{build_index_client}{tracker_client}{scheduler}{}",
-                    spec.agent_extra
+                    "registry:\n  listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\n{build_index_client}{tracker_client}{scheduler}"
                 );
                 Node::spawn(dir.path(), &format!("agent{i}"), "agent", yaml, http, Some(peer))
             })
@@ -322,103 +297,5 @@ impl Cluster {
             agents,
             build_index,
         }
-    }
-
-    /// Puts `bytes` into the cluster through origin `i` (a push: written to the backend and
-    /// copied to the replica set). Returns the digest.
-    pub fn push(&self, origin: usize, namespace: &str, bytes: Vec<u8>) -> String {
-        use sha2::Digest as _;
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
-        let url = format!(
-            "http://{}/namespace/{}/blobs/{digest}",
-            self.origins[origin].http,
-            namespace.replace('/', "%2F")
-        );
-        // Blocking reqwest gives up after 30 s by default; a loaded CI machine needs longer to
-        // verify, store and write back 256 MiB in a debug build.
-        let resp = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(600))
-            .build()
-            .unwrap()
-            .put(url)
-            .body(bytes)
-            .send()
-            .expect("pushing to an origin");
-        assert_eq!(
-            resp.status().as_u16(),
-            201,
-            "push refused: {:?}",
-            resp.text()
-        );
-        digest
-    }
-
-    /// Every node's log, for a failure message.
-    pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for n in self
-            .trackers
-            .iter()
-            .chain(&self.origins)
-            .chain(&self.agents)
-        {
-            out.push_str(&format!("--- {}\n{}\n", n.name, n.log().join("\n")));
-        }
-        out
-    }
-}
-
-/// Pulls `digest` from every agent at once; returns each agent's bytes' SHA-256 (hex) or error.
-pub fn pull_everywhere(agents: &[Node], namespace: &str, digest: &str) -> HashMap<String, String> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = agents
-            .iter()
-            .map(|a| {
-                let url = format!("http://{}/v2/{namespace}/blobs/{digest}", a.http);
-                let name = a.name.clone();
-                s.spawn(move || {
-                    use sha2::Digest as _;
-                    let got = match get(&url) {
-                        Some((200, body)) => {
-                            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)))
-                        }
-                        Some((status, body)) => {
-                            format!("HTTP {status}: {}", String::from_utf8_lossy(&body))
-                        }
-                        None => "no answer".to_owned(),
-                    };
-                    (name, got)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
-
-impl Node {
-    /// Whether origin `self` counts ring member `member` healthy (from its `/metrics`).
-    pub fn sees_healthy(&self, member: SocketAddr) -> Option<bool> {
-        let (_, body) = get(&format!("http://{}/metrics", self.http))?;
-        let text = String::from_utf8(body).ok()?;
-        let key = format!("shoal_ring_member_healthy{{member=\"{member}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .map(|v| v.trim() == "1")
-    }
-
-    /// Whether this origin holds `digest` (HEAD on its blob endpoint).
-    pub fn holds(&self, namespace: &str, digest: &str) -> bool {
-        let url = format!(
-            "http://{}/namespace/{}/blobs/{digest}",
-            self.http,
-            namespace.replace('/', "%2F")
-        );
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
-            .head(url)
-            .send()
-            .is_ok_and(|r| r.status().as_u16() == 200)
     }
 }

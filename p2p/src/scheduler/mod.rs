@@ -12,6 +12,7 @@ mod torrent;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -117,6 +118,8 @@ pub(crate) struct Inner {
     pub(crate) store: PieceStore,
     pub(crate) tracker: Arc<dyn Tracker>,
     pub(crate) conn: ConnSettings,
+    /// Peers blacklisted since start, over all torrents (each ban counts once).
+    pub(crate) blacklisted: AtomicU64,
     torrents: Mutex<HashMap<InfoHash, TorrentEntry>>,
 }
 
@@ -157,6 +160,7 @@ impl Scheduler {
                 store,
                 tracker,
                 conn,
+                blacklisted: AtomicU64::new(0),
                 torrents: Mutex::new(HashMap::new()),
             }),
         })
@@ -390,6 +394,14 @@ impl Scheduler {
         use std::sync::atomic::Ordering::Relaxed;
         let t = &self.inner.conn.traffic;
         (t.sent.load(Relaxed), t.received.load(Relaxed))
+    }
+
+    /// Peers blacklisted since start (a corrupt piece or a protocol violation), for metrics:
+    /// an operator sees a lying or broken peer without reading every host's log.
+    pub fn blacklisted(&self) -> u64 {
+        self.inner
+            .blacklisted
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Torrents running now (for metrics and tests).

@@ -525,7 +525,12 @@ impl Torrent {
 
     /// Blacklists `peer` for `blacklist_duration` and disconnects it.
     fn ban(&mut self, peer: PeerId, why: &str) {
-        let duration = upgrade(&self.inner)
+        let inner = upgrade(&self.inner);
+        if let Some(i) = &inner {
+            i.blacklisted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let duration = inner
             .map(|i| i.config.connstate.blacklist_duration.get())
             .unwrap_or(Duration::from_secs(30));
         tracing::warn!(%peer, %why, ?duration, digest = %self.metainfo.digest(), "peer blacklisted");

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -61,6 +62,56 @@ impl HealthFilter for Consecutive {
     }
 }
 
+/// A client's tracker health filter that also keeps count of what it was told: per tracker,
+/// the requests that got an answer and those that failed. The tracker client reports every
+/// request it sends to its filter, so this is the client's own ledger of whom it contacted.
+pub struct Observed {
+    inner: Arc<dyn HealthFilter>,
+    counts: Mutex<HashMap<(String, bool), u64>>,
+}
+
+impl Observed {
+    /// Counts what `inner` is told, and lets it judge.
+    pub fn new(inner: Arc<dyn HealthFilter>) -> Arc<Self> {
+        Arc::new(Observed {
+            inner,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Requests to `host` that got an answer.
+    pub fn answered(&self, host: SocketAddr) -> u64 {
+        self.count(host, true)
+    }
+
+    /// Requests to `host` that failed on the network.
+    pub fn failed(&self, host: SocketAddr) -> u64 {
+        self.count(host, false)
+    }
+
+    fn count(&self, host: SocketAddr, ok: bool) -> u64 {
+        let counts = self.counts.lock().unwrap();
+        counts.get(&(host.to_string(), ok)).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl HealthFilter for Observed {
+    async fn observe(&self, host: &str, ok: bool, now: SystemTime) {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry((host.to_owned(), ok))
+            .or_default() += 1;
+        self.inner.observe(host, ok, now).await;
+    }
+
+    async fn healthy(&self, host: &str, now: SystemTime) -> bool {
+        self.inner.healthy(host, now).await
+    }
+}
+
 /// Polls `ready` every 50 ms until it holds or `deadline` passes.
 pub async fn poll_until<F, Fut>(deadline: Duration, mut ready: F) -> bool
 where
@@ -95,6 +146,8 @@ pub struct Node {
     pub http: SocketAddr,
     /// Its peer port (agents and origins).
     pub peer: Option<SocketAddr>,
+    /// What its tracker client told its health filter (agents and origins).
+    pub tracker_calls: Option<Arc<Observed>>,
     task: Option<JoinHandle<Result<(), RoleError>>>,
 }
 
@@ -110,11 +163,13 @@ impl Node {
             name,
             http,
             peer,
+            tracker_calls: None,
             task: Some(task),
         }
     }
 
-    /// Drops the service at once, as `kill -9` would end its process; returns when it is gone.
+    /// Drops the service at once, as `kill -9` would end its process; returns when it is gone
+    /// (its listeners closed, so its addresses can be bound again).
     pub async fn kill(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
@@ -138,6 +193,7 @@ impl Drop for Node {
 
 /// Settings of a test cluster.
 pub struct Spec {
+    pub trackers: usize,
     pub origins: usize,
     pub agents: usize,
     pub max_replica: u32,
@@ -148,6 +204,7 @@ pub struct Spec {
 impl Default for Spec {
     fn default() -> Self {
         Spec {
+            trackers: 1,
             origins: 2,
             agents: 3,
             max_replica: 2,
@@ -156,13 +213,22 @@ impl Default for Spec {
     }
 }
 
+/// What an origin is started from, kept so that a killed one can start again as a restarted
+/// process would: same addresses, same config, same data directory, fresh health state.
+struct OriginSetup {
+    config: OriginConfig,
+    data: PathBuf,
+}
+
 /// The running cluster.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// The one storage backend origins and build-index share.
     pub backend: Arc<MemoryBackend>,
-    pub tracker: Node,
+    router: Arc<NamespaceRouter>,
+    pub trackers: Vec<Node>,
     pub origins: Vec<Node>,
+    origin_setups: Vec<OriginSetup>,
     pub build_index: Node,
     pub agents: Vec<Node>,
     pub http: reqwest::Client,
@@ -176,6 +242,31 @@ fn hosts(addrs: &[SocketAddr]) -> String {
 fn config<T: shoal_config::RoleConfig>(yaml: &str) -> T {
     shoal_config::load_str(yaml, &|_| None)
         .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"))
+}
+
+/// Starts origin `i` from `setup` on `listeners`.
+fn spawn_origin(
+    i: usize,
+    setup: &OriginSetup,
+    listeners: origin::OriginListeners,
+    router: &Arc<NamespaceRouter>,
+) -> Node {
+    let http = listeners.http.local_addr().unwrap();
+    let peer = listeners.peer.local_addr().unwrap();
+    let (cfg, data) = (setup.config.clone(), setup.data.clone());
+    // The tracker client's filter: `fails` (2) errors in a row take a tracker out; with no
+    // request to take it back in, it stays out, as for a `fail_timeout` longer than the test.
+    let calls = Observed::new(Consecutive::new(2, 1));
+    let deps = origin::OriginDeps {
+        backends: router.clone(),
+        ring_health: Consecutive::new(2, 2),
+        tracker_health: calls.clone(),
+    };
+    let mut node = Node::spawn(format!("origin{i}"), http, Some(peer), async move {
+        origin::serve(&cfg, &data, listeners, deps, std::future::pending()).await
+    });
+    node.tracker_calls = Some(calls);
+    node
 }
 
 impl Cluster {
@@ -192,8 +283,14 @@ impl Cluster {
             ip(n)
         };
         // Bind everything first: every config can then name every address.
-        let tracker_listener = bind(next_ip()).await;
-        let tracker_addr = tracker_listener.local_addr().unwrap();
+        let mut tracker_listeners = Vec::new();
+        for _ in 0..spec.trackers {
+            tracker_listeners.push(bind(next_ip()).await);
+        }
+        let tracker_addrs: Vec<SocketAddr> = tracker_listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap())
+            .collect();
         let mut origin_listeners = Vec::new();
         for _ in 0..spec.origins {
             let ip = next_ip();
@@ -210,28 +307,30 @@ impl Cluster {
         let build_index_addr = build_index_listener.local_addr().unwrap();
 
         let tracker_client = format!(
-            "tracker:\n  hosts:\n    static: [\"{tracker_addr}\"]\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: 5s\n"
+            "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: 5s\n",
+            hosts(&tracker_addrs)
         );
         let scheduler =
             "scheduler:\n  announce_interval: 500ms\n  seeder_tti: 2m\n  leecher_tti: 2m\n";
 
         let tracker_config: TrackerConfig = config(&format!(
-            "listen: \"{tracker_addr}\"\nannounce_interval: 500ms\norigin:\n  hosts:\n    static: {}\n",
+            "announce_interval: 500ms\norigin:\n  hosts:\n    static: {}\n",
             hosts(&origin_http)
         ));
-        let tracker = Node::spawn(
-            "tracker".into(),
-            tracker_addr,
-            None,
-            tracker::serve(
-                tracker_config,
-                tracker_listener,
-                tracker::TrackerDeps {
+        let trackers = tracker_listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let addr = listener.local_addr().unwrap();
+                let mut cfg = tracker_config.clone();
+                cfg.listen = addr;
+                let deps = tracker::TrackerDeps {
                     origin_health: Consecutive::new(2, 2),
-                },
-                std::future::pending(),
-            ),
-        );
+                };
+                let service = tracker::serve(cfg, listener, deps, std::future::pending());
+                Node::spawn(format!("tracker{i}"), addr, None, service)
+            })
+            .collect();
 
         let origin_scheduler = match spec.origin_egress_bits {
             Some(bits) => format!(
@@ -241,24 +340,20 @@ impl Cluster {
             None => scheduler.to_owned(),
         };
         let mut origins = Vec::new();
+        let mut origin_setups = Vec::new();
         for (i, listeners) in origin_listeners.into_iter().enumerate() {
             let http = listeners.http.local_addr().unwrap();
-            let peer = listeners.peer.local_addr().unwrap();
-            let cfg: OriginConfig = config(&format!(
-                "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\n{tracker_client}{origin_scheduler}",
-                listeners.peer.local_addr().unwrap(),
-                hosts(&origin_http),
-                spec.max_replica,
-            ));
-            let data = dir.path().join(format!("origin{i}"));
-            let deps = origin::OriginDeps {
-                backends: router.clone(),
-                ring_health: Consecutive::new(2, 2),
-                tracker_health: Consecutive::new(2, 1),
+            let setup = OriginSetup {
+                config: config(&format!(
+                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\n{tracker_client}{origin_scheduler}",
+                    listeners.peer.local_addr().unwrap(),
+                    hosts(&origin_http),
+                    spec.max_replica,
+                )),
+                data: dir.path().join(format!("origin{i}")),
             };
-            origins.push(Node::spawn(format!("origin{i}"), http, Some(peer), async move {
-                origin::serve(&cfg, &data, listeners, deps, std::future::pending()).await
-            }));
+            origins.push(spawn_origin(i, &setup, listeners, &router));
+            origin_setups.push(setup);
         }
 
         let bi_config: BuildIndexConfig = config(&format!("listen: \"{build_index_addr}\"\n"));
@@ -289,19 +384,25 @@ impl Cluster {
                 listeners.peer.local_addr().unwrap(),
             ));
             let data = dir.path().join(format!("agent{i}"));
+            // As an origin's: see `spawn_origin`.
+            let calls = Observed::new(Consecutive::new(2, 1));
             let deps = agent::AgentDeps {
-                tracker_health: Consecutive::new(2, 1),
+                tracker_health: calls.clone(),
             };
-            agents.push(Node::spawn(format!("agent{i}"), http, Some(peer), async move {
+            let mut node = Node::spawn(format!("agent{i}"), http, Some(peer), async move {
                 agent::serve(&cfg, &data, listeners, deps, std::future::pending()).await
-            }));
+            });
+            node.tracker_calls = Some(calls);
+            agents.push(node);
         }
 
         let cluster = Cluster {
             dir,
             backend,
-            tracker,
+            router,
+            trackers,
             origins,
+            origin_setups,
             build_index,
             agents,
             http: reqwest::Client::builder()
@@ -313,30 +414,56 @@ impl Cluster {
         cluster
     }
 
+    /// Starts killed origin `i` again on its addresses, config and data directory, as a
+    /// restarted process would (its piece store is what it left on disk); returns once it
+    /// answers `/health`.
+    pub async fn restart_origin(&mut self, i: usize) {
+        let old = &mut self.origins[i];
+        old.kill().await;
+        let (http, peer) = (old.http, old.peer.unwrap());
+        let listeners = origin::OriginListeners {
+            http: TcpListener::bind(http)
+                .await
+                .expect("rebinding the origin's port"),
+            peer: TcpListener::bind(peer)
+                .await
+                .expect("rebinding the origin's peer port"),
+        };
+        self.origins[i] = spawn_origin(i, &self.origin_setups[i], listeners, &self.router);
+        self.wait_for(&self.origins[i]).await;
+    }
+
     /// Waits until every service answers on its HTTP address.
     async fn wait_up(&self) {
-        let nodes = std::iter::once(&self.tracker)
+        let nodes = self
+            .trackers
+            .iter()
             .chain(&self.origins)
             .chain(std::iter::once(&self.build_index))
             .chain(&self.agents);
         for node in nodes {
-            let path = if node.name.starts_with("agent") {
-                "/v2/"
-            } else {
-                "/health"
-            };
-            let url = format!("http://{}{path}", node.http);
-            let up = poll_until(Duration::from_secs(30), || async {
-                assert!(node.running(), "{} stopped at start", node.name);
-                self.http
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            })
-            .await;
-            assert!(up, "{} did not come up at {url}", node.name);
+            self.wait_for(node).await;
         }
+    }
+
+    /// Waits until `node` answers on its HTTP address (`/v2/` for an agent, else `/health`).
+    async fn wait_for(&self, node: &Node) {
+        let path = if node.name.starts_with("agent") {
+            "/v2/"
+        } else {
+            "/health"
+        };
+        let url = format!("http://{}{path}", node.http);
+        let up = poll_until(Duration::from_secs(30), || async {
+            assert!(node.running(), "{} stopped at start", node.name);
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        assert!(up, "{} did not come up at {url}", node.name);
     }
 
     /// A counter from a node's `/metrics`.
@@ -368,6 +495,67 @@ impl Cluster {
             .is_ok_and(|r| r.status().as_u16() == 200)
     }
 
+    /// Whether origin `witness`'s active check counts ring member `member` healthy (its
+    /// `/metrics` line `shoal_ring_member_healthy{member="..."}`); `None` when it cannot say.
+    pub async fn sees_healthy(&self, witness: &Node, member: SocketAddr) -> Option<bool> {
+        let url = format!("http://{}/metrics", witness.http);
+        let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
+        let key = format!("shoal_ring_member_healthy{{member=\"{member}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map(|v| v.trim() == "1")
+    }
+
+    /// Waits (up to 30 s) until origin `witness`'s active check counts origin `member` healthy
+    /// or not, as `healthy` says; whether it did.
+    pub async fn until_judged(&self, witness: usize, member: usize, healthy: bool) -> bool {
+        let (witness, member) = (&self.origins[witness], self.origins[member].http);
+        poll_until(Duration::from_secs(30), || async {
+            self.sees_healthy(witness, member).await == Some(healthy)
+        })
+        .await
+    }
+
+    /// Puts `bytes` into the cluster through origin `i`, as a push: verified, written to the
+    /// backend and copied to the blob's replica set. Returns the digest.
+    pub async fn push(&self, origin: usize, namespace: &str, bytes: Vec<u8>) -> String {
+        let digest = digest_of(&bytes);
+        let url = format!(
+            "http://{}/namespace/{}/blobs/{digest}",
+            self.origins[origin].http,
+            shoal_roles::http::segment(namespace)
+        );
+        let resp = self
+            .http
+            .put(url)
+            .body(bytes)
+            .send()
+            .await
+            .expect("pushing to an origin");
+        let status = resp.status().as_u16();
+        assert_eq!(status, 201, "push refused: {:?}", resp.text().await);
+        digest
+    }
+
+    /// Starts pulling blob `digest` of `namespace` from every agent at once. The handle yields,
+    /// per agent in order, the digest of the bytes it served (hashed as they stream, never held
+    /// whole) or why the pull failed.
+    pub fn pull_everywhere(
+        &self,
+        namespace: &str,
+        digest: &str,
+    ) -> JoinHandle<Vec<Result<String, String>>> {
+        let pulls: Vec<_> = self
+            .agents
+            .iter()
+            .map(|a| {
+                let url = format!("http://{}/v2/{namespace}/blobs/{digest}", a.http);
+                pull(self.http.clone(), url)
+            })
+            .collect();
+        tokio::spawn(futures_util::future::join_all(pulls))
+    }
+
     /// GETs `path` from agent `i`: status and body.
     pub async fn get(&self, agent: usize, path: &str) -> (u16, Vec<u8>) {
         let url = format!("http://{}{path}", self.agents[agent].http);
@@ -380,6 +568,26 @@ impl Cluster {
         let status = resp.status().as_u16();
         (status, resp.bytes().await.unwrap().to_vec())
     }
+}
+
+/// GETs `url` and hashes the body as it streams: its `sha256:<hex>`, or why it failed.
+async fn pull(http: reqwest::Client, url: String) -> Result<String, String> {
+    use sha2::Digest as _;
+    let mut resp = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(format!("GET {url}: {status}: {body}"));
+    }
+    let mut hash = sha2::Sha256::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        hash.update(&chunk);
+    }
+    Ok(format!("sha256:{}", hex::encode(hash.finalize())))
 }
 
 /// `sha256:<hex>` of `bytes`.
