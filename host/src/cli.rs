@@ -20,6 +20,9 @@ enum Command {
     /// Run the registry (push and pull) over the storage backends in one process, on embedded
     /// defaults: a full OCI registry on one port (the P2P roles are the commands below).
     Dev(DevArgs),
+    /// Run the whole P2P cluster on this machine as separate processes (tracker, origins,
+    /// build-index, proxy, agents) from the configs in examples/devcluster/.
+    Devcluster(DevClusterArgs),
     /// Run the node-local read-only registry that gets blobs from peers.
     Agent(RoleArgs),
     /// Run a seeder in front of the storage backends.
@@ -28,6 +31,8 @@ enum Command {
     Tracker(RoleArgs),
     /// Run the tag-to-digest service over the storage backends.
     BuildIndex(RoleArgs),
+    /// Run the registry CI pushes to: blobs go to the origins, tags to the build-index.
+    Proxy(RoleArgs),
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -64,7 +69,25 @@ pub struct DevArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Flags of `shoal agent`, `shoal origin` and `shoal tracker`.
+/// Flags of `shoal devcluster`.
+#[derive(clap::Args, Debug)]
+pub struct DevClusterArgs {
+    /// How many agents to start.
+    #[arg(long, default_value_t = 2)]
+    pub agents: u32,
+    /// How many origins to start (at most 9); with two or more, each blob has two replicas.
+    #[arg(long, default_value_t = 2)]
+    pub origins: u32,
+    /// Directory for every process's config, data and log.
+    #[arg(long, default_value = "./shoal-devcluster")]
+    pub data_dir: PathBuf,
+    /// First port of the layout: proxy on it, origins from +2, tracker +3, build-index +4,
+    /// agents from +1000.
+    #[arg(long, default_value_t = 15000)]
+    pub base_port: u16,
+}
+
+/// Flags of the P2P roles (`shoal agent`, `origin`, `tracker`, `build-index`, `proxy`).
 #[derive(clap::Args, Debug)]
 pub struct RoleArgs {
     /// The role's YAML file (it may `extends:` a base file).
@@ -96,6 +119,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::dev::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Devcluster(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::devcluster::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Agent(args) => run_role(args, |c: shoal_config::AgentConfig, d| {
             crate::roles::agent(c, d, crate::serve::signal())
         }),
@@ -107,6 +137,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }),
         Command::BuildIndex(args) => run_role(args, |c: shoal_config::BuildIndexConfig, d| {
             crate::roles::build_index(c, d, crate::serve::signal())
+        }),
+        Command::Proxy(args) => run_role(args, |c: shoal_config::ProxyConfig, d| {
+            crate::roles::proxy(c, d, crate::serve::signal())
         }),
         Command::Plugin {
             command: PluginCommand::Check { file },
@@ -176,5 +209,6 @@ has_log!(
     shoal_config::AgentConfig,
     shoal_config::OriginConfig,
     shoal_config::TrackerConfig,
-    shoal_config::BuildIndexConfig
+    shoal_config::BuildIndexConfig,
+    shoal_config::ProxyConfig
 );

@@ -2,6 +2,7 @@
 
 mod cli;
 mod dev;
+mod devcluster;
 mod roles;
 mod serve;
 

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use shoal_config::{
-    AgentConfig, BuildIndexConfig, OriginConfig, PluginsConfig, TrackerClientConfig, TrackerConfig,
+    AgentConfig, BuildIndexConfig, OriginConfig, PluginsConfig, ProxyConfig, TrackerClientConfig,
+    TrackerConfig,
 };
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::{filter, load_router};
 use shoal_p2p::HealthFilter;
-use shoal_roles::{agent, build_index, origin, tracker};
+use shoal_roles::{agent, build_index, origin, proxy, tracker};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -119,5 +120,25 @@ pub async fn build_index(
     };
     let listener = bind(config.listen, "listen").await?;
     build_index::serve(&config, listener, deps, shutdown).await?;
+    Ok(())
+}
+
+/// Runs `shoal proxy` until `shutdown`.
+pub async fn proxy(
+    config: ProxyConfig,
+    data_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = engine(&PluginsConfig::default(), &data_dir)?;
+    let deps = proxy::ProxyDeps {
+        origin_health: filter(
+            engine
+                .active_health(&Default::default())
+                .context("loading the origins' health policy")?,
+        ),
+        protect: None,
+    };
+    let listener = bind(config.registry.listen, "registry.listen").await?;
+    proxy::serve(&config, &data_dir, listener, deps, shutdown).await?;
     Ok(())
 }

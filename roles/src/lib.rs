@@ -1,4 +1,5 @@
-//! shoal's roles as library services: [`origin`], [`agent`], [`build_index`] and [`tracker`],
+//! shoal's roles as library services: [`origin`], [`agent`], [`build_index`], [`tracker`] and
+//! [`proxy`],
 //! each a `serve(config, listeners, dependencies, shutdown)` over listeners the caller already
 //! bound, storage backends as a [`shoal_storage::NamespaceRouter`] of `Arc<dyn Backend>`, and
 //! health policies as [`shoal_p2p::HealthFilter`] trait objects. Nothing here loads plugins or
@@ -22,7 +23,9 @@ pub mod http;
 pub mod metrics;
 pub mod origin;
 mod peer;
+pub mod proxy;
 pub mod ring;
+pub mod tags;
 pub mod tracker;
 
 pub use error::RoleError;

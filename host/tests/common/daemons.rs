@@ -216,10 +216,15 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        Dockerd::start_with("{}\n")
+    }
+
+    /// A dockerd whose daemon.json is `daemon_json` (e.g. `registry-mirrors`).
+    pub fn start_with(daemon_json: &str) -> Dockerd {
         let dir = socket_dir("shoal-dkd-");
         let d = dir.path();
         let socket = d.join("d.sock");
-        std::fs::write(d.join("daemon.json"), "{}\n").expect("writing daemon.json");
+        std::fs::write(d.join("daemon.json"), daemon_json).expect("writing daemon.json");
         std::fs::create_dir_all(d.join("cli")).expect("creating the docker CLI config directory");
         let mut cmd = command("dockerd");
         cmd.arg("--config-file")

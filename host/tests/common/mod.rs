@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod daemons;
+pub mod devcluster;
 pub mod http;
 pub mod image;
 pub mod skopeo;

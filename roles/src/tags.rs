@@ -1,0 +1,107 @@
+//! The client side of the build-index's tag API, shared by the agent (which resolves tags) and
+//! the proxy (which also sets and deletes them): `GET`, `PUT` and `DELETE` of
+//! `/tags/{repo}:{tag}`, tried at each build-index host in turn until one answers.
+
+use std::time::Duration;
+
+use shoal_config::HostPort;
+use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, TagKey};
+
+use crate::http::segment;
+
+/// How long one tag request at a build-index may take.
+const TAG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The build-index hosts, asked in order: the first one that answers decides.
+pub struct TagClient {
+    hosts: Vec<HostPort>,
+    http: reqwest::Client,
+}
+
+impl TagClient {
+    /// A client of `hosts` (an empty list knows no tags and cannot set any).
+    pub fn new(hosts: Vec<HostPort>) -> Result<Self, reqwest::Error> {
+        Ok(TagClient {
+            hosts,
+            http: crate::http::client(Some(TAG_TIMEOUT))?,
+        })
+    }
+
+    /// The digest `key` points at; `None` when a build-index says it is not tagged.
+    /// `UNAVAILABLE` when no build-index answered.
+    pub async fn get(&self, key: &TagKey) -> ApiResult<Option<Digest>> {
+        let mut last = None;
+        for host in &self.hosts {
+            let url = format!("http://{host}/tags/{}", segment(&key.to_string()));
+            match self.http.get(&url).send().await {
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
+                Ok(r) if r.status().is_success() => {
+                    let text = r.text().await.unwrap_or_default();
+                    return text.trim().parse().map(Some).map_err(|e| {
+                        RegistryError::new(
+                            ErrorCode::Unavailable,
+                            format!("build-index {host} sent a bad digest for {key}: {e}"),
+                        )
+                    });
+                }
+                Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
+                Err(e) => last = Some(format!("build-index {host}: {e}")),
+            }
+        }
+        match last {
+            Some(why) => Err(RegistryError::new(ErrorCode::Unavailable, why)),
+            None => Ok(None),
+        }
+    }
+
+    /// Points `key` at `d` at the first build-index that takes it.
+    pub async fn put(&self, key: &TagKey, d: &Digest) -> ApiResult<()> {
+        let path = format!("/tags/{}/digest/{d}", segment(&key.to_string()));
+        self.write(reqwest::Method::PUT, &path, key, false).await
+    }
+
+    /// Removes `key` at the first build-index that answers; an unknown tag is not an error.
+    pub async fn delete(&self, key: &TagKey) -> ApiResult<()> {
+        let path = format!("/tags/{}", segment(&key.to_string()));
+        self.write(reqwest::Method::DELETE, &path, key, true).await
+    }
+
+    /// Sends a write to each host in turn until one answers; `gone_ok` counts a 404 as done.
+    async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &TagKey,
+        gone_ok: bool,
+    ) -> ApiResult<()> {
+        if self.hosts.is_empty() {
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("no build-index is configured to keep {key} (build_index.hosts)"),
+            ));
+        }
+        let mut last = String::new();
+        for host in &self.hosts {
+            let url = format!("http://{host}{path}");
+            match self.http.request(method.clone(), &url).send().await {
+                Ok(r)
+                    if r.status().is_success()
+                        || (gone_ok && r.status() == reqwest::StatusCode::NOT_FOUND) =>
+                {
+                    return Ok(());
+                }
+                Ok(r) if r.status().is_client_error() => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    return Err(RegistryError::new(
+                        ErrorCode::Unavailable,
+                        format!("build-index {host} refused {method} of {key}: {status} {body}"),
+                    ));
+                }
+                Ok(r) => last = format!("build-index {host}: {}", r.status()),
+                Err(e) => last = format!("build-index {host}: {e}"),
+            }
+        }
+        Err(RegistryError::new(ErrorCode::Unavailable, last))
+    }
+}
