@@ -1,5 +1,6 @@
-//! `shoal dev`: every role in one process, with the origin's `backends:` and `auth:` at the top
-//! level and a local folder as the backend when none is given.
+//! `shoal dev`: the registry (push and pull) in one process over the storage backends, with the
+//! origin's `backends:` and `auth:` at the top level and a local folder as the backend when none
+//! is given. None of the P2P roles run in it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
