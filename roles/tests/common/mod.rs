@@ -152,7 +152,8 @@ pub struct Node {
 }
 
 impl Node {
-    fn spawn(
+    /// Runs `service` as a node named `name` serving on `http`.
+    pub fn spawn(
         name: String,
         http: SocketAddr,
         peer: Option<SocketAddr>,

@@ -1,0 +1,209 @@
+//! The proxy in front of an in-process cluster: a push through its registry API lands on the
+//! origin that owns each digest (and in the shared backend), the tag at the build-index, and
+//! every agent then serves the image; a dead owner costs nothing but a hop.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{Cluster, Consecutive, Node, Spec, digest_of, ip, noise, poll_until};
+use shoal_config::{HostPort, ProxyConfig};
+use shoal_p2p::HashRing;
+use shoal_roles::proxy;
+use tokio::net::TcpListener;
+
+/// Starts a proxy on 127.0.0.150 over `origins` and the cluster's build-index.
+async fn start_proxy(cluster: &Cluster, origins: &[SocketAddr]) -> Node {
+    let listener = TcpListener::bind((ip(50), 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let list: Vec<String> = origins.iter().map(|a| format!("\"{a}\"")).collect();
+    let mut yaml = format!(
+        "build_index:\n  hosts:\n    static: [\"{}\"]\n",
+        cluster.build_index.http
+    );
+    if !list.is_empty() {
+        yaml.push_str(&format!(
+            "origin:\n  hosts:\n    static: [{}]\n",
+            list.join(", ")
+        ));
+    }
+    let config: ProxyConfig = shoal_config::load_str(&yaml, &|_| None).expect("proxy config");
+    let data = cluster.dir.path().join("proxy");
+    let deps = proxy::ProxyDeps {
+        origin_health: Consecutive::new(2, 2),
+        protect: None,
+    };
+    Node::spawn("proxy".into(), addr, None, async move {
+        proxy::serve(&config, &data, listener, deps, std::future::pending()).await
+    })
+}
+
+/// Pushes `bytes` as a blob of `repo` through the registry at `addr` (one monolithic POST).
+async fn push_blob(http: &reqwest::Client, addr: SocketAddr, repo: &str, bytes: Vec<u8>) -> String {
+    let d = digest_of(&bytes);
+    let resp = http
+        .post(format!("http://{addr}/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    d
+}
+
+fn manifest(config: &str, config_len: usize, layer: &str, layer_len: usize) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_len}}}]}}"#
+    )
+    .into_bytes()
+}
+
+async fn push_image(
+    http: &reqwest::Client,
+    proxy: SocketAddr,
+    repo: &str,
+    tag: &str,
+    seed: u8,
+) -> (String, Vec<u8>, String) {
+    let layer = noise(3 << 20, seed);
+    let config = format!("{{\"seed\":{seed}}}").into_bytes();
+    let layer_d = push_blob(http, proxy, repo, layer.clone()).await;
+    let config_d = push_blob(http, proxy, repo, config.clone()).await;
+    let m = manifest(&config_d, config.len(), &layer_d, layer.len());
+    let resp = http
+        .put(format!("http://{proxy}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    (layer_d, layer, digest_of(&m))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_the_proxy_reaches_the_owning_origin_the_backend_and_every_agent() {
+    let cluster = Cluster::start(Spec {
+        origins: 2,
+        agents: 2,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
+    let proxy = start_proxy(&cluster, &origins).await;
+    let http = &cluster.http;
+    let (layer_d, layer, manifest_d) = push_image(http, proxy.http, "team/app", "v1", 1).await;
+
+    // The blob is on exactly one origin (max_replica 1), and in the shared backend.
+    let mut holders = 0;
+    for o in &cluster.origins {
+        if cluster.holds(o, "team/app", &layer_d).await {
+            holders += 1;
+        }
+    }
+    assert_eq!(holders, 1, "the layer is on {holders} origins");
+    let hex = layer_d.trim_start_matches("sha256:");
+    assert!(
+        poll_until(std::time::Duration::from_secs(10), || async {
+            cluster.backend.get("team/app", hex).is_some()
+        })
+        .await,
+        "the layer never reached the backend"
+    );
+
+    // Every agent resolves the tag at the build-index and serves the image.
+    for agent in 0..cluster.agents.len() {
+        let (status, body) = cluster.get(agent, "/v2/team/app/manifests/v1").await;
+        assert_eq!(
+            status,
+            200,
+            "agent {agent}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(digest_of(&body), manifest_d, "agent {agent}");
+        let (status, body) = cluster
+            .get(agent, &format!("/v2/team/app/blobs/{layer_d}"))
+            .await;
+        assert_eq!(status, 200, "agent {agent}");
+        assert!(body == layer, "agent {agent} served other bytes");
+    }
+
+    // Pulls through the proxy work too, from a fresh proxy that staged nothing.
+    drop(proxy);
+    let fresh = start_proxy(&cluster, &origins).await;
+    let resp = http
+        .get(format!("http://{}/v2/team/app/blobs/{layer_d}", fresh.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.bytes().await.unwrap() == layer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_falls_over_to_the_next_origin_when_the_owner_is_down() {
+    let mut cluster = Cluster::start(Spec {
+        origins: 2,
+        agents: 1,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
+    let proxy = start_proxy(&cluster, &origins).await;
+    cluster.origins[0].kill().await;
+    let dead = HostPort::new(origins[0].ip().to_string(), origins[0].port());
+    let ring = HashRing::new(
+        origins
+            .iter()
+            .map(|a| HostPort::new(a.ip().to_string(), a.port())),
+    )
+    .unwrap();
+    // Blobs until two were owned by the dead origin: each push must still succeed.
+    let mut owned_by_dead = 0;
+    for seed in 0..64u8 {
+        let bytes = noise(64 << 10, seed);
+        let digest: shoal_registry::Digest = digest_of(&bytes).parse().unwrap();
+        let first = ring.ranked(&digest)[0] == &dead;
+        let d = push_blob(&cluster.http, proxy.http, "team/app", bytes).await;
+        assert!(
+            cluster.holds(&cluster.origins[1], "team/app", &d).await,
+            "{d} is not on the live origin"
+        );
+        owned_by_dead += usize::from(first);
+        if owned_by_dead == 2 {
+            return;
+        }
+    }
+    panic!("no blob of 64 was owned by the dead origin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_without_origins_refuses_pushes_with_a_clear_error() {
+    let cluster = Cluster::start(Spec {
+        origins: 1,
+        agents: 0,
+        ..Spec::default()
+    })
+    .await;
+    let proxy = start_proxy(&cluster, &[]).await;
+    let bytes = noise(1024, 9);
+    let d = digest_of(&bytes);
+    let resp = cluster
+        .http
+        .post(format!(
+            "http://{}/v2/team/app/blobs/uploads/?digest={d}",
+            proxy.http
+        ))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("UNAVAILABLE") && body.contains("origin.hosts"),
+        "{body}"
+    );
+}
