@@ -255,9 +255,15 @@ mod tests {
         let text = format!("{ALICE}\n\ncarol:{{SHA}}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n");
         let (line, reason) = parse_htpasswd(&text).unwrap_err();
         assert_eq!(line, 3);
-        assert!(reason.contains("carol") && reason.contains("bcrypt"), "{reason}");
+        assert!(
+            reason.contains("carol") && reason.contains("bcrypt"),
+            "{reason}"
+        );
         assert_eq!(parse_htpasswd("no-colon\n").unwrap_err().0, 1);
-        assert_eq!(parse_htpasswd(&format!(":{}", &ALICE[6..])).unwrap_err().0, 1);
+        assert_eq!(
+            parse_htpasswd(&format!(":{}", &ALICE[6..])).unwrap_err().0,
+            1
+        );
         let dup = format!("{ALICE}\n{ALICE}\n");
         let (line, reason) = parse_htpasswd(&dup).unwrap_err();
         assert_eq!(line, 2);

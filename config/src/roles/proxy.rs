@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::any_addr;
 use crate::access::AccessConfig;
 use crate::cluster::RemoteCluster;
+use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
-use crate::keypath::KeyPath;
 use crate::validate::{Problems, Validate};
 
 /// `proxy.yaml`.
