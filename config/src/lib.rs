@@ -8,6 +8,7 @@
 // Every public item says why it exists; the compiler holds us to it.
 #![warn(missing_docs)]
 
+mod access;
 mod auth;
 mod backend;
 mod bandwidth;
@@ -32,6 +33,10 @@ mod secret;
 mod store;
 mod validate;
 
+pub use access::{
+    AccessConfig, HtpasswdError, HtpasswdUsers, MIN_TOKEN_KEY_BYTES, TokenConfig, parse_htpasswd,
+    read_htpasswd,
+};
 pub use auth::{AuthConfig, GcsAuth, GcsCredentials, S3Auth, S3Credentials};
 pub use backend::{
     Backend, BackendEntry, BackendKind, BackoffConfig, BasicAuth, EcrConfig, FsBackend, GcsBackend,

@@ -63,8 +63,8 @@ pub struct DevArgs {
     /// Directory for blobs, manifests and uploads [default: ./shoal-data, or `data_dir`].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// A dev-role YAML file (same keys as an origin's `backends:` and `auth:`, plus `listen`
-    /// and `data_dir`).
+    /// A dev-role YAML file (same keys as an origin's `backends:` and `auth:`, plus `listen`,
+    /// `data_dir` and `access:` for credentials).
     #[arg(long)]
     pub config: Option<PathBuf>,
 }

@@ -4,6 +4,8 @@
 //! The registry API serves from the local store, which caches the `backends:` list: pushes are
 //! written through to the backend the namespace routes to, and misses are fetched from it.
 //! Without a config the one backend is the embedded `fs` plugin over `<data_dir>/backend`.
+//! With `access.htpasswd` in the config, pushing and pulling need credentials (Basic, or a
+//! bearer token from `/token`), except pulls from the `access.anonymous_pull` namespaces.
 //! The P2P roles are separate processes (`shoal agent`, `origin`, `tracker`, `build-index`).
 
 use std::net::SocketAddr;
@@ -11,10 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use shoal_config::{AuthConfig, BackendEntry, DevConfig, PluginsConfig};
+use shoal_config::{AccessConfig, AuthConfig, BackendEntry, DevConfig, PluginsConfig};
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
-use shoal_registry::{LocalStore, Registry};
+use shoal_registry::{Access, LocalStore, Registry};
 use shoal_storage::StorageBacking;
 
 use crate::cli::DevArgs;
@@ -27,6 +29,7 @@ struct DevSettings {
     log_level: String,
     backends: Vec<BackendEntry>,
     auth: AuthConfig,
+    access: AccessConfig,
     plugins: PluginsConfig,
 }
 
@@ -63,6 +66,7 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         data_dir: cfg.data_dir,
         backends: cfg.backends,
         auth: cfg.auth,
+        access: cfg.access,
         plugins: cfg.plugins,
     })
 }
@@ -100,7 +104,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let backing = Arc::new(StorageBacking::new(Arc::new(router)));
     let registry = Arc::new(Registry::with_backing(store, backing));
-    let app = shoal_registry::router(registry);
+    let mut app = shoal_registry::router(registry);
+    if let Some(access) = Access::load(&s.access)? {
+        let anonymous: Vec<&str> = access.anonymous_pull().iter().map(|p| p.as_str()).collect();
+        tracing::info!(
+            users = access.user_count(),
+            anonymous_pull = ?anonymous,
+            "credentials required (access.htpasswd); tokens at /token"
+        );
+        app = shoal_registry::protect(app, Arc::new(access));
+    }
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;

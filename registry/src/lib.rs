@@ -4,6 +4,7 @@
 //! The agent, proxy and `shoal dev` all serve this one router; what differs is the store
 //! behind it.
 
+pub mod access;
 pub mod api;
 pub mod backing;
 pub mod digest;
@@ -13,6 +14,7 @@ pub mod name;
 pub mod range;
 pub mod store;
 
+pub use access::{Access, AccessError, hash_password, htpasswd_line, protect};
 pub use api::{Registry, router};
 pub use backing::{Backing, BodyStream};
 pub use digest::{Algorithm, Digest, Digester};

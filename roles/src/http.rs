@@ -4,6 +4,7 @@
 //! the one way to build an outbound client ([`client`]), and serving with a connection limit
 //! ([`serve`]).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,16 +13,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use axum::{Extension, Router};
 use shoal_registry::{Digest, RepoName, TagKey};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower::Layer;
 
 /// Connections one role listener serves at once, unless the caller says otherwise; past it,
 /// new connections wait in the kernel's backlog.
@@ -178,7 +181,8 @@ pub fn client(overall: Option<Duration>) -> Result<reqwest::Client, reqwest::Err
 }
 
 /// Serves `router` on `listener` with at most `max_connections` connections at once, until
-/// `shutdown` completes; then in-flight requests finish. Dropping the future instead closes
+/// `shutdown` completes, with each peer's address as axum's `ConnectInfo<SocketAddr>`; then
+/// in-flight requests finish. Dropping the future instead closes
 /// every open connection too (axum runs each on a task of its own, which would otherwise go on
 /// answering on a kept-alive connection after its service is gone).
 pub async fn serve(
@@ -196,7 +200,14 @@ pub async fn serve(
         full: false,
         stopped,
     };
-    axum::serve(limited, router)
+    // Handlers may take the peer's address (`ConnectInfo<SocketAddr>`): the registry's
+    // login throttle counts failures per client. axum provides it only for its own
+    // listeners, so each connection's router gets it as an extension here.
+    let make_service = tower::service_fn(move |incoming: IncomingStream<'_, LimitedListener>| {
+        let peer = ConnectInfo(*incoming.remote_addr());
+        std::future::ready(Ok::<_, Infallible>(Extension(peer).layer(router.clone())))
+    });
+    axum::serve(limited, make_service)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -369,6 +380,30 @@ mod tests {
         drop(idle);
         let reply = request.await.unwrap().unwrap();
         assert_eq!(reply.text().await.unwrap(), "ok");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_peer_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.to_string()
+            }),
+        );
+        let server = tokio::spawn(serve(listener, router, 8, std::future::pending()));
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let local = conn.local_addr().unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).await.unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.ends_with(&local.to_string()), "{reply}");
         server.abort();
     }
 

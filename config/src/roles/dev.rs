@@ -1,6 +1,6 @@
 //! `shoal dev`: the registry (push and pull) in one process over the storage backends, with the
-//! origin's `backends:` and `auth:` at the top level and a local folder as the backend when none
-//! is given. None of the P2P roles run in it.
+//! origin's `backends:` and `auth:` at the top level, a local folder as the backend when none is
+//! given, and `access:` for credentials. None of the P2P roles run in it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::local_addr;
+use crate::access::AccessConfig;
 use crate::auth::AuthConfig;
 use crate::backend::{
     Backend, BackendEntry, FsBackend, NamePath, NamespacePattern, validate_backends,
@@ -33,6 +34,8 @@ pub struct DevConfig {
     pub backends: Vec<BackendEntry>,
     /// Credentials the backends name.
     pub auth: AuthConfig,
+    /// Who may push, pull and delete [anyone].
+    pub access: AccessConfig,
     /// P2P settings of the embedded agent and origin.
     pub scheduler: SchedulerConfig,
     /// On-disk cache settings of the embedded agent and origin.
@@ -52,6 +55,7 @@ impl Default for DevConfig {
             data_dir: PathBuf::from("./shoal-data"),
             backends: Vec::new(),
             auth: AuthConfig::default(),
+            access: AccessConfig::default(),
             scheduler: SchedulerConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
@@ -91,6 +95,7 @@ impl sealed::Role for DevConfig {
             "a folder path, like ./shoal-data",
         );
         validate_backends(&self.backends, &self.auth, problems);
+        self.access.validate(&root.key("access"), problems);
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
         self.plugins.validate(&root.key("plugins"), problems);

@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::any_addr;
+use crate::access::AccessConfig;
 use crate::cluster::RemoteCluster;
+use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
-use crate::validate::Problems;
+use crate::validate::{Problems, Validate};
 
 /// `proxy.yaml`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -20,6 +22,8 @@ pub struct ProxyConfig {
     pub origin: RemoteCluster,
     /// Where tags go.
     pub build_index: RemoteCluster,
+    /// Who may push, pull and delete [anyone].
+    pub access: AccessConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -43,5 +47,8 @@ impl Default for ProxyRegistry {
 }
 
 impl sealed::Role for ProxyConfig {
-    fn check(&self, _problems: &mut Problems) {}
+    fn check(&self, problems: &mut Problems) {
+        self.access
+            .validate(&KeyPath::root().key("access"), problems);
+    }
 }

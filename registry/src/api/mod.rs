@@ -107,15 +107,18 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     resp
 }
 
-/// Decodes an `application/x-www-form-urlencoded` query string.
+/// Decodes an `application/x-www-form-urlencoded` query string; a repeated key keeps its last value.
 fn url_pairs(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    form_pairs(q).collect()
+}
+
+/// Decodes an `application/x-www-form-urlencoded` string (a query or a form body) into its
+/// pairs in order, repeated keys included (the token endpoint takes several `scope`s).
+pub(crate) fn form_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (percent_decode(k), percent_decode(v))
+    })
 }
 
 fn percent_decode(s: &str) -> String {
