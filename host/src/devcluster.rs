@@ -10,7 +10,9 @@
 //!
 //! Ports, from `--base-port` B (15000 by default, Kraken's devcluster ports): proxy B, origin k
 //! B+2+10(k-1) (peer one below), tracker B+3, build-index B+4, agent k B+1000+2(k-1) (peer one
-//! above). A process that dies is restarted (its log says why); Ctrl-C or SIGTERM stops all.
+//! above). The proxy needs credentials: one user, `shoal`, with a fresh password each run (its
+//! bcrypt line in `DIR/htpasswd`), printed as `credentials USER PASSWORD` after the process
+//! lines. A process that dies is restarted (its log says why); Ctrl-C or SIGTERM stops all.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -134,7 +136,8 @@ fn plan(args: &DevClusterArgs) -> anyhow::Result<Vec<Member>> {
         address: proxy,
         overlay: format!(
             "registry:\n  listen: {proxy}\norigin:\n  hosts:\n    static:{}\n\
-             build_index:\n  hosts:\n    static:\n      - {build_index}\n",
+             build_index:\n  hosts:\n    static:\n      - {build_index}\n\
+             access:\n  htpasswd: ./htpasswd\n",
             list(&origins)
         ),
     });
@@ -180,6 +183,23 @@ fn write_configs(dir: &Path, members: &[Member]) -> anyhow::Result<()> {
         std::fs::write(folder.join("config.yaml"), text)?;
     }
     Ok(())
+}
+
+/// The one user allowed to push to the proxy: a fresh password each run, its bcrypt line in
+/// `DIR/htpasswd` (the proxy's `access.htpasswd`).
+fn credentials(dir: &Path) -> anyhow::Result<(String, String)> {
+    let mut raw = [0u8; 12];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut raw,
+    )?;
+    let (user, password) = ("shoal".to_owned(), hex::encode(raw));
+    let line = shoal_registry::htpasswd_line(&user, &password)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, format!("{line}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok((user, password))
 }
 
 /// A running member and its restarts.
@@ -299,6 +319,7 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     write_configs(&dir, &members)?;
+    let (user, password) = credentials(&dir)?;
     let exe = std::env::current_exe().context("finding the shoal binary")?;
     let mut running = Vec::with_capacity(members.len());
     for member in members {
@@ -322,6 +343,7 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
                 r.member.role, r.member.name, r.member.address
             );
         }
+        let _ = writeln!(out, "credentials {user} {password}");
         print!("{out}");
         use std::io::Write;
         let _ = std::io::stdout().flush();

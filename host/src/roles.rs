@@ -130,13 +130,24 @@ pub async fn proxy(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let engine = engine(&PluginsConfig::default(), &data_dir)?;
+    let access = shoal_registry::Access::load(&config.access).context("loading access:")?;
+    let protect = access.map(|access| {
+        let users = access.user_count();
+        tracing::info!(
+            users,
+            "credentials required (access.htpasswd); tokens at /token"
+        );
+        let access = Arc::new(access);
+        Box::new(move |app| shoal_registry::protect(app, access))
+            as Box<dyn FnOnce(axum::Router) -> axum::Router + Send>
+    });
     let deps = proxy::ProxyDeps {
         origin_health: filter(
             engine
                 .active_health(&Default::default())
                 .context("loading the origins' health policy")?,
         ),
-        protect: None,
+        protect,
     };
     let listener = bind(config.registry.listen, "registry.listen").await?;
     proxy::serve(&config, &data_dir, listener, deps, shutdown).await?;
