@@ -9,9 +9,11 @@ pub mod backing;
 pub mod digest;
 pub mod error;
 pub mod manifest;
+pub mod mirror;
 pub mod name;
 pub mod range;
 pub mod store;
+mod tag_authority;
 
 pub use api::{Registry, router};
 pub use backing::{Backing, BodyStream};
