@@ -188,7 +188,7 @@ impl Registry {
                 authority.stale_served.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     %repo,
-                    tag = tag.as_str(),
+                    tag = %tag.as_str(),
                     digest = %m.digest,
                     error = %message,
                     "serving a stale tag: the tag service did not answer, so this is the last \

@@ -1,7 +1,9 @@
 //! `shoal agent`: the node-local, read-only registry. Blobs (manifests are blobs too) come from
 //! peers through the scheduler, verified piece by piece and as a whole, and stay seeded for the
-//! other agents; tags are resolved by the build-index. Writes are refused: pushes go to the
-//! proxy.
+//! other agents; tags are resolved by the build-index on every request by tag (at most once
+//! per `registry.tag_ttl`), and the last digest known is served, logged as stale, only when no
+//! build-index answers. containerd's `?ns=` picks the repository (`registry.mirrors`). Writes
+//! are refused: pushes go to the proxy.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use shoal_config::{AgentConfig, HostPort};
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
+use shoal_registry::mirror::{self, Mirrors};
 use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
     RepoName, Tag, TagKey,
@@ -87,14 +90,25 @@ pub async fn serve(
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
-    let metrics = crate::metrics::router(scheduler.clone(), String::new);
     let backing = Arc::new(P2pBacking {
         scheduler: scheduler.clone(),
         build_index,
         http: crate::http::client(Some(TAG_TIMEOUT))?,
     });
-    let registry = Registry::with_backing(local, backing).read_only(READ_ONLY);
-    let app = shoal_registry::router(Arc::new(registry)).merge(metrics);
+    let registry = Arc::new(
+        Registry::with_backing(local, backing)
+            .tags_from_backing(config.registry.tag_ttl.get())
+            .read_only(READ_ONLY),
+    );
+    let mirrors = match &config.registry.mirrors {
+        None => Mirrors::all(),
+        Some(map) => Mirrors::only(map.iter().map(|(h, p)| (h.as_str(), p.as_str())))?,
+    };
+    let metrics = crate::metrics::router(scheduler.clone(), {
+        let registry = registry.clone();
+        move || stale_tags_metric(registry.stale_tags_served())
+    });
+    let app = mirror::apply(shoal_registry::router(registry), mirrors).merge(metrics);
     tracing::info!(
         registry = %listeners.registry.local_addr()?,
         peer = %advertise,
@@ -110,6 +124,15 @@ pub async fn serve(
     scheduler.shutdown().await;
     tasks.shutdown().await;
     Ok(served?)
+}
+
+/// The `/metrics` lines of the stale-tag counter.
+fn stale_tags_metric(served: u64) -> String {
+    format!(
+        "# HELP shoal_agent_stale_tags_served_total Requests by tag answered with the last known digest because no build-index answered.\n\
+         # TYPE shoal_agent_stale_tags_served_total counter\n\
+         shoal_agent_stale_tags_served_total {served}\n"
+    )
 }
 
 /// The agent's registry backing: blobs over P2P, tags from the build-index.

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod origin;
 mod peer;
 pub mod ring;
+mod tag_cache;
 pub mod tracker;
 
 pub use error::RoleError;
