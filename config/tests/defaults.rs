@@ -35,6 +35,8 @@ fn agent() {
     assert_eq!(passive.fails, 3);
     assert_eq!(passive.fail_timeout, Duration::from_mins(5));
     assert_eq!(agent.registry.listen, addr("127.0.0.1:16000"));
+    assert_eq!(agent.registry.tag_ttl, Duration::ZERO);
+    assert_eq!(agent.registry.mirrors, None);
     assert_eq!(agent.peer.listen, addr("0.0.0.0:16001"));
     assert_eq!(agent.peer.ip, None);
     assert_eq!(agent.allowed_cidrs, None);

@@ -297,3 +297,33 @@ fn metainfogen_piece_lengths_by_blob_size() {
     assert!(text.contains("metainfogen.piece_lengths"), "{text}");
     assert!(text.contains("4MB, 512KB"), "{text}");
 }
+
+#[test]
+fn agent_mirrors_need_hosts_and_repository_prefixes() {
+    let ok: AgentConfig = load_str(
+        "registry:\n  tag_ttl: 2s\n  mirrors:\n    docker.io: \"\"\n    ghcr.io: ghcr.io\n    registry.local:5000: mirrors/local\n    \"[::1]:5000\": v6\n",
+        &no_env,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.registry.tag_ttl, shoal_config::Duration::from_secs(2));
+    let mirrors = ok.registry.mirrors.unwrap();
+    assert_eq!(mirrors["ghcr.io"], "ghcr.io");
+    assert_eq!(mirrors["docker.io"], "");
+
+    let err = error::<AgentConfig>(
+        "registry:\n  mirrors:\n    ghcr.io/org: \"\"\n    quay.io: Quay\n    a.io:99999: x\n",
+    );
+    let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "registry.mirrors.a.io:99999",
+            "registry.mirrors.ghcr.io/org",
+            "registry.mirrors.quay.io"
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("\"Quay\" is not a repository name"), "{text}");
+    assert!(text.contains("host or host:port"), "{text}");
+}

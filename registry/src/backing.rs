@@ -10,6 +10,9 @@
 //! The backing is consulted only for content the local store has never held. A blob or
 //! manifest a client deleted from one repository stays known locally (other repositories may
 //! share it), so it is not brought back from the backing; tags are deleted in both places.
+//! A registry built with [`Registry::tags_from_backing`] asks the backing for every tag
+//! instead (see `tag_authority.rs`): there, the local tag is only the fallback for when the
+//! backing does not answer.
 
 use std::collections::HashMap;
 use std::io;
@@ -209,13 +212,28 @@ impl Registry {
         let Some(backing) = &self.backing else {
             return Ok(false);
         };
-        let (digest, tag) = match reference {
-            Reference::Digest(d) => (d.clone(), None),
+        match reference {
+            Reference::Digest(d) => self.fill_manifest_at(repo, d, None).await,
             Reference::Tag(t) => match backing.get_tag(repo, t).await? {
-                Some(d) => (d, Some(t)),
-                None => return Ok(false),
+                Some(d) => self.fill_manifest_at(repo, &d, Some(t)).await,
+                None => Ok(false),
             },
+        }
+    }
+
+    /// Brings manifest `digest` of `repo` into the local store from the backing, and points
+    /// `tag` at it when given. Content known locally but not in `repo` is fetched again only
+    /// for a tag (a backing's tag outranks a local delete by digest).
+    pub(crate) async fn fill_manifest_at(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tag: Option<&Tag>,
+    ) -> ApiResult<bool> {
+        let Some(backing) = &self.backing else {
+            return Ok(false);
         };
+        let digest = digest.clone();
         let _fill = self.fills.lock(&digest).await;
         if self.store.has_manifest(repo, &digest).await? {
             // Known locally (fetched concurrently, or only the tag was missing).

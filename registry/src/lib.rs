@@ -10,9 +10,11 @@ pub mod backing;
 pub mod digest;
 pub mod error;
 pub mod manifest;
+pub mod mirror;
 pub mod name;
 pub mod range;
 pub mod store;
+mod tag_authority;
 
 pub use access::{Access, AccessError, hash_password, htpasswd_line, protect};
 pub use api::{Registry, router};

@@ -1,15 +1,17 @@
 //! `shoal agent`: the node-local, read-only registry. Blobs (manifests are blobs too) come from
 //! peers through the scheduler, verified piece by piece and as a whole, and stay seeded for the
-//! other agents; tags are resolved by the build-index. Writes are refused: pushes go to the
-//! proxy.
+//! other agents; tags are resolved by the build-index on every request by tag (at most once
+//! per `registry.tag_ttl`), and the last digest known is served, logged as stale, only when no
+//! build-index answers. containerd's `?ns=` picks the repository (`registry.mirrors`). Writes
+//! are refused: pushes go to the proxy.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use shoal_config::{AgentConfig, HostPort};
+use shoal_config::AgentConfig;
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
+use shoal_registry::mirror::{self, Mirrors};
 use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
     RepoName, Tag, TagKey,
@@ -18,11 +20,8 @@ use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::hosts::hosts_of;
-use crate::http::segment;
+use crate::tags::TagClient;
 use crate::peer::{PeerSettings, PeerSide};
-
-/// How long one tag lookup at a build-index may take.
-const TAG_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why writes are refused.
 const READ_ONLY: &str = "this agent is read-only: push through the proxy";
@@ -87,14 +86,24 @@ pub async fn serve(
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
-    let metrics = crate::metrics::router(scheduler.clone(), String::new);
     let backing = Arc::new(P2pBacking {
         scheduler: scheduler.clone(),
-        build_index,
-        http: crate::http::client(Some(TAG_TIMEOUT))?,
+        tags: TagClient::new(build_index)?,
     });
-    let registry = Registry::with_backing(local, backing).read_only(READ_ONLY);
-    let app = shoal_registry::router(Arc::new(registry)).merge(metrics);
+    let registry = Arc::new(
+        Registry::with_backing(local, backing)
+            .tags_from_backing(config.registry.tag_ttl.get())
+            .read_only(READ_ONLY),
+    );
+    let mirrors = match &config.registry.mirrors {
+        None => Mirrors::all(),
+        Some(map) => Mirrors::only(map.iter().map(|(h, p)| (h.as_str(), p.as_str())))?,
+    };
+    let metrics = crate::metrics::router(scheduler.clone(), {
+        let registry = registry.clone();
+        move || stale_tags_metric(registry.stale_tags_served())
+    });
+    let app = mirror::apply(shoal_registry::router(registry), mirrors).merge(metrics);
     tracing::info!(
         registry = %listeners.registry.local_addr()?,
         peer = %advertise,
@@ -112,11 +121,19 @@ pub async fn serve(
     Ok(served?)
 }
 
+/// The `/metrics` lines of the stale-tag counter.
+fn stale_tags_metric(served: u64) -> String {
+    format!(
+        "# HELP shoal_agent_stale_tags_served_total Requests by tag answered with the last known digest because no build-index answered.\n\
+         # TYPE shoal_agent_stale_tags_served_total counter\n\
+         shoal_agent_stale_tags_served_total {served}\n"
+    )
+}
+
 /// The agent's registry backing: blobs over P2P, tags from the build-index.
 struct P2pBacking {
     scheduler: Scheduler,
-    build_index: Vec<HostPort>,
-    http: reqwest::Client,
+    tags: TagClient,
 }
 
 impl P2pBacking {
@@ -164,29 +181,9 @@ impl Backing for P2pBacking {
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
-        let key = TagKey::new(repo.clone(), tag.clone());
-        let mut last = None;
-        for host in &self.build_index {
-            let url = format!("http://{host}/tags/{}", segment(&key.to_string()));
-            match self.http.get(&url).send().await {
-                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
-                Ok(r) if r.status().is_success() => {
-                    let text = r.text().await.unwrap_or_default();
-                    return text.trim().parse().map(Some).map_err(|e| {
-                        RegistryError::new(
-                            ErrorCode::Unavailable,
-                            format!("build-index {host} sent a bad digest for {key}: {e}"),
-                        )
-                    });
-                }
-                Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
-                Err(e) => last = Some(format!("build-index {host}: {e}")),
-            }
-        }
-        match last {
-            Some(why) => Err(RegistryError::new(ErrorCode::Unavailable, why)),
-            None => Ok(None),
-        }
+        self.tags
+            .get(&TagKey::new(repo.clone(), tag.clone()))
+            .await
     }
 
     async fn delete_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<()> {

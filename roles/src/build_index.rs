@@ -1,27 +1,34 @@
 //! `shoal build-index`: tag → digest, over the `backends:` list (the same tag objects `shoal
 //! dev` and Kraken write: `<repo>:<tag>` holding the digest), with an in-memory cache
-//! (`tag_cache.tti`, `tag_cache.capacity`). Kraken's API: `GET /tags/{repo}:{tag}` answers the
-//! digest as text (404 when unknown), `PUT /tags/{repo}:{tag}/digest/{digest}` sets it. The
-//! repository is URL-escaped in the path (`library%2Fubuntu:22.04`).
+//! (`tag_cache.tti`, `tag_cache.capacity`; see `tag_cache.rs`). The repository is URL-escaped
+//! in the path (`library%2Fubuntu:22.04`). Kraken's API, plus delete:
+//! - `GET`/`HEAD /tags/{repo}:{tag}`: the digest as text; 404 when the backend has no such
+//!   tag; 502 when the backend failed and nothing is cached. A cached entry older than
+//!   `tag_cache.tti` is revalidated first; if the backend does not answer, the cached digest is
+//!   served and the staleness logged.
+//! - `PUT /tags/{repo}:{tag}/digest/{digest}`: sets it in the backend, then in the cache; 200.
+//! - `DELETE /tags/{repo}:{tag}`: removes it from the backend and the cache; 204, 404 when the
+//!   backend has no such tag, 403 when no `backends:` entry may write the namespace's tags
+//!   (or the backend refuses writes, as `registry_tag` does), 502 when the backend failed.
 //!
 //! Not built yet: replication to the remote build-indexes of `cluster:`.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use shoal_config::BuildIndexConfig;
-use shoal_registry::{Backing, Digest, TagKey};
+use shoal_registry::{Backing, Digest, ErrorCode, TagKey};
 use shoal_storage::{NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::http::{HttpError, HttpResult, TagDigestPath, TagPath};
+use crate::tag_cache::{Cached, TagCache};
 
 /// Entries kept when `tag_cache.capacity` is not set.
 const DEFAULT_CAPACITY: usize = 100_000;
@@ -34,9 +41,7 @@ pub struct BuildIndexDeps {
 
 struct BuildIndex {
     backing: StorageBacking,
-    cache: Mutex<HashMap<TagKey, (Digest, Instant)>>,
-    tti: Duration,
-    capacity: usize,
+    cache: Mutex<TagCache>,
 }
 
 /// Serves a build-index on `listener` until `shutdown`.
@@ -48,16 +53,17 @@ pub async fn serve(
 ) -> Result<(), RoleError> {
     let index = Arc::new(BuildIndex {
         backing: StorageBacking::new(deps.backends),
-        cache: Mutex::new(HashMap::new()),
-        tti: config.tag_cache.tti.get(),
-        capacity: config
-            .tag_cache
-            .capacity
-            .map_or(DEFAULT_CAPACITY, |c| c as usize),
+        cache: Mutex::new(TagCache::new(
+            config.tag_cache.tti.get(),
+            config
+                .tag_cache
+                .capacity
+                .map_or(DEFAULT_CAPACITY, |c| c as usize),
+        )),
     });
     let app = Router::new()
         .route("/health", get(|| async { "OK" }))
-        .route("/tags/{tag}", get(get_tag).head(get_tag))
+        .route("/tags/{tag}", get(get_tag).head(get_tag).delete(delete_tag))
         .route("/tags/{tag}/digest/{digest}", put(put_tag))
         .with_state(index);
     tracing::info!(listen = %listener.local_addr()?, "shoal build-index listening");
@@ -72,16 +78,61 @@ pub async fn serve(
 }
 
 async fn get_tag(State(b): State<Arc<BuildIndex>>, TagPath(key): TagPath) -> HttpResult<String> {
-    if let Some(d) = b.cached(&key) {
+    let cached = b.cache().get(&key, Instant::now());
+    if let Cached::Fresh(d) = cached {
         return Ok(d.to_string());
     }
+    let started = Instant::now();
     match b.backing.get_tag(&key.repo, &key.tag).await {
         Ok(Some(d)) => {
-            b.remember(key, d.clone());
+            b.cache().confirm(key, d.clone(), started);
             Ok(d.to_string())
         }
-        Ok(None) => Err(HttpError::not_found(format!("{key} is not tagged"))),
-        Err(e) => Err(HttpError::bad_gateway(e.message)),
+        Ok(None) => {
+            b.cache().forget(&key);
+            Err(HttpError::not_found(format!("{key} is not tagged")))
+        }
+        Err(e) => match cached {
+            Cached::Stale(d) => {
+                tracing::warn!(
+                    tag = %key,
+                    digest = %d,
+                    error = %e.message,
+                    "serving a stale tag: the backend did not answer its revalidation"
+                );
+                Ok(d.to_string())
+            }
+            _ => Err(HttpError::bad_gateway(e.message)),
+        },
+    }
+}
+
+/// Removes a tag from the backend, then from the cache; see the module doc for the statuses.
+async fn delete_tag(
+    State(b): State<Arc<BuildIndex>>,
+    TagPath(key): TagPath,
+) -> HttpResult<StatusCode> {
+    let refused = |e: shoal_registry::RegistryError| match e.code {
+        ErrorCode::Denied | ErrorCode::Unsupported => {
+            HttpError::new(StatusCode::FORBIDDEN, e.message)
+        }
+        _ => HttpError::bad_gateway(e.message),
+    };
+    let known = b
+        .backing
+        .get_tag(&key.repo, &key.tag)
+        .await
+        .map_err(refused)?;
+    if known.is_some() {
+        b.backing
+            .delete_tag(&key.repo, &key.tag)
+            .await
+            .map_err(refused)?;
+    }
+    b.cache().forget(&key);
+    match known {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(HttpError::not_found(format!("{key} is not tagged"))),
     }
 }
 
@@ -98,33 +149,12 @@ async fn put_tag(
 }
 
 impl BuildIndex {
-    /// The cached digest of `key`, when it was used within the TTI (which it then renews).
-    fn cached(&self, key: &TagKey) -> Option<Digest> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (d, at) = cache.get_mut(key)?;
-        if at.elapsed() < self.tti {
-            *at = Instant::now();
-            return Some(d.clone());
-        }
-        cache.remove(key);
-        None
+    fn cache(&self) -> MutexGuard<'_, TagCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Caches what a write through this build-index just set.
     fn remember(&self, key: TagKey, d: Digest) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= self.capacity && !cache.contains_key(&key) {
-            // Full: drop the entries idle past the TTI, then the least recently used one.
-            let tti = self.tti;
-            cache.retain(|_, (_, at)| at.elapsed() < tti);
-            if cache.len() >= self.capacity
-                && let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone())
-            {
-                cache.remove(&oldest);
-            }
-        }
-        cache.insert(key, (d, Instant::now()));
+        self.cache().confirm(key, d, Instant::now());
     }
 }

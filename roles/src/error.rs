@@ -53,6 +53,9 @@ pub enum RoleError {
     /// The hash ring could not be built.
     #[error("hash ring: {0}")]
     Ring(#[from] RingError),
+    /// An entry of `registry.mirrors` cannot be used (config validation catches it first).
+    #[error("registry.mirrors: {0}")]
+    Mirrors(#[from] shoal_registry::mirror::MirrorError),
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),

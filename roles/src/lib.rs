@@ -25,6 +25,7 @@ pub mod origin;
 mod peer;
 pub mod proxy;
 pub mod ring;
+mod tag_cache;
 pub mod tags;
 pub mod tracker;
 

@@ -101,7 +101,9 @@ pub async fn serve(
         // Blob transfers are as long as blobs are: only the connect timeout.
         http: crate::http::client(None)?,
     });
-    let registry = Registry::with_backing(local, backing);
+    // Tags are the build-index's: every read by tag asks it (a tag pushed through another
+    // proxy is seen at once).
+    let registry = Registry::with_backing(local, backing).tags_from_backing(Duration::ZERO);
     let mut app = shoal_registry::router(Arc::new(registry));
     if let Some(protect) = deps.protect {
         app = protect(app);

@@ -15,11 +15,20 @@ pub(super) async fn get(
     r: &Reference,
     call: &Call,
 ) -> ApiResult<Response> {
-    let m = match reg.store.get_manifest(repo, r).await {
-        Err(e) if e.code == ErrorCode::ManifestUnknown && reg.fill_manifest(repo, r).await? => {
-            reg.store.get_manifest(repo, r).await?
-        }
-        other => other?,
+    let authoritative = match r {
+        Reference::Tag(t) => reg.authoritative_manifest(repo, t).await?,
+        Reference::Digest(_) => None,
+    };
+    let m = match authoritative {
+        Some(m) => m,
+        None => match reg.store.get_manifest(repo, r).await {
+            Err(e)
+                if e.code == ErrorCode::ManifestUnknown && reg.fill_manifest(repo, r).await? =>
+            {
+                reg.store.get_manifest(repo, r).await?
+            }
+            other => other?,
+        },
     };
     let accept: Vec<&str> = call
         .headers

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use crate::backing::{Backing, Fills};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::store::LocalStore;
+use crate::tag_authority::TagAuthority;
 pub use route::Route;
 
 /// What the API serves from: the local store, and the durable storage behind it.
@@ -29,6 +30,8 @@ pub struct Registry {
     /// Where pushes are written through to and misses are fetched from.
     pub(crate) backing: Option<Arc<dyn Backing>>,
     pub(crate) fills: Fills,
+    /// Set when the backing, not the local store, says what a tag names.
+    pub(crate) tag_authority: Option<TagAuthority>,
     /// When set, every write (upload, manifest put, delete) is refused with this explanation.
     read_only: Option<String>,
 }
@@ -40,6 +43,7 @@ impl Registry {
             store,
             backing: None,
             fills: Fills::default(),
+            tag_authority: None,
             read_only: None,
         }
     }
@@ -108,7 +112,7 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
 }
 
 /// Decodes an `application/x-www-form-urlencoded` query string; a repeated key keeps its last value.
-fn url_pairs(q: &str) -> HashMap<String, String> {
+pub(crate) fn url_pairs(q: &str) -> HashMap<String, String> {
     form_pairs(q).collect()
 }
 

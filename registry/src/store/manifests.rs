@@ -123,6 +123,20 @@ impl LocalStore {
         .await
     }
 
+    /// What `tag` of `repo` points at locally, `None` when the store has no such tag.
+    pub async fn tag_digest(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
+        match self.resolve(repo, &Reference::Tag(tag.clone())).await {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.code == ErrorCode::ManifestUnknown => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes `tag` of `repo` locally and only there; `false` when it was not there.
+    pub async fn untag(&self, repo: &RepoName, tag: &Tag) -> io::Result<bool> {
+        remove_optional(&self.tag_path(repo, tag.as_str())).await
+    }
+
     /// The writes of a manifest whose checks passed: content, revision link, referrer
     /// entry, tag.
     async fn record_manifest(

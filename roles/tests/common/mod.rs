@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -232,6 +234,10 @@ pub struct Cluster {
     origin_setups: Vec<OriginSetup>,
     pub build_index: Node,
     pub agents: Vec<Node>,
+    /// The config every agent shares (build-index, tracker, scheduler).
+    agent_base: String,
+    /// The number `ip` gives the next node added.
+    next_ip: u8,
     pub http: reqwest::Client,
 }
 
@@ -270,7 +276,50 @@ fn spawn_origin(
     node
 }
 
+/// Starts agent `i` on `ip` from the shared `base` config; `registry` is more of its
+/// `registry:` section (lines indented by two spaces).
+async fn start_agent(
+    dir: &std::path::Path,
+    i: usize,
+    ip: Ipv4Addr,
+    base: &str,
+    registry: &str,
+) -> Node {
+    let listeners = agent::AgentListeners {
+        registry: bind(ip).await,
+        peer: bind(ip).await,
+    };
+    let http = listeners.registry.local_addr().unwrap();
+    let peer = listeners.peer.local_addr().unwrap();
+    let cfg: AgentConfig = config(&format!(
+        "registry:\n  listen: \"{http}\"\n{registry}peer:\n  listen: \"{peer}\"\n{base}"
+    ));
+    let data = dir.join(format!("agent{i}"));
+    // As an origin's: see `spawn_origin`.
+    let calls = Observed::new(Consecutive::new(2, 1));
+    let deps = agent::AgentDeps {
+        tracker_health: calls.clone(),
+    };
+    let mut node = Node::spawn(format!("agent{i}"), http, Some(peer), async move {
+        agent::serve(&cfg, &data, listeners, deps, std::future::pending()).await
+    });
+    node.tracker_calls = Some(calls);
+    node
+}
+
 impl Cluster {
+    /// Starts one more agent, with `registry` added to its `registry:` section (lines indented
+    /// by two spaces, e.g. `"  tag_ttl: 1s\n"`); returns its index once it answers.
+    pub async fn add_agent(&mut self, registry: &str) -> usize {
+        let i = self.agents.len();
+        let ip = ip(self.next_ip);
+        self.next_ip += 1;
+        let node = start_agent(self.dir.path(), i, ip, &self.agent_base, registry).await;
+        self.wait_for(&node).await;
+        self.agents.push(node);
+        i
+    }
+
     pub async fn start(spec: Spec) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("shoal-roles-cluster-")
@@ -371,30 +420,12 @@ impl Cluster {
             .await
         });
 
+        let agent_base = format!(
+            "build_index:\n  hosts:\n    static: [\"{build_index_addr}\"]\n{tracker_client}{scheduler}"
+        );
         let mut agents = Vec::new();
         for i in 0..spec.agents {
-            let ip = next_ip();
-            let listeners = agent::AgentListeners {
-                registry: bind(ip).await,
-                peer: bind(ip).await,
-            };
-            let http = listeners.registry.local_addr().unwrap();
-            let peer = listeners.peer.local_addr().unwrap();
-            let cfg: AgentConfig = config(&format!(
-                "registry:\n  listen: \"{http}\"\npeer:\n  listen: \"{}\"\nbuild_index:\n  hosts:\n    static: [\"{build_index_addr}\"]\n{tracker_client}{scheduler}",
-                listeners.peer.local_addr().unwrap(),
-            ));
-            let data = dir.path().join(format!("agent{i}"));
-            // As an origin's: see `spawn_origin`.
-            let calls = Observed::new(Consecutive::new(2, 1));
-            let deps = agent::AgentDeps {
-                tracker_health: calls.clone(),
-            };
-            let mut node = Node::spawn(format!("agent{i}"), http, Some(peer), async move {
-                agent::serve(&cfg, &data, listeners, deps, std::future::pending()).await
-            });
-            node.tracker_calls = Some(calls);
-            agents.push(node);
+            agents.push(start_agent(dir.path(), i, next_ip(), &agent_base, "").await);
         }
 
         let cluster = Cluster {
@@ -406,6 +437,8 @@ impl Cluster {
             origin_setups,
             build_index,
             agents,
+            agent_base,
+            next_ip: n + 1,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
