@@ -196,6 +196,30 @@ fn a_tag_pushed_again_is_served_with_its_new_digest_at_every_agent() {
         skopeo_digest_at(&cluster.addr("agent-1"), &pinned),
         first.manifest_digest.as_str()
     );
+
+    // A tag deleted through the proxy (with credentials) is gone at every agent.
+    let http = reqwest::blocking::Client::new();
+    let (user, password) = cluster.credentials.clone().expect("credentials");
+    let url = format!("http://{proxy}/v2/team/app/manifests/latest");
+    let anonymous = http.delete(&url).send().expect("DELETE");
+    assert_eq!(anonymous.status().as_u16(), 401, "an anonymous delete");
+    let deleted = http
+        .delete(&url)
+        .basic_auth(user, Some(password))
+        .send()
+        .expect("DELETE");
+    assert_eq!(deleted.status().as_u16(), 202, "{:?}", deleted.text());
+    for agent in ["agent-1", "agent-2"] {
+        let resp = http
+            .get(format!(
+                "http://{}/v2/team/app/manifests/latest",
+                cluster.addr(agent)
+            ))
+            .header("accept", common::http::ACCEPT_MANIFESTS)
+            .send()
+            .expect("GET");
+        assert_eq!(resp.status().as_u16(), 404, "{agent} after the delete");
+    }
 }
 
 #[test]

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::hosts::hosts_of;
-use crate::tags::TagClient;
 use crate::peer::{PeerSettings, PeerSide};
+use crate::tags::TagClient;
 
 /// Why writes are refused.
 const READ_ONLY: &str = "this agent is read-only: push through the proxy";
@@ -181,9 +181,7 @@ impl Backing for P2pBacking {
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
-        self.tags
-            .get(&TagKey::new(repo.clone(), tag.clone()))
-            .await
+        self.tags.get(&TagKey::new(repo.clone(), tag.clone())).await
     }
 
     async fn delete_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<()> {

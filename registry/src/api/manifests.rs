@@ -95,6 +95,13 @@ pub(super) async fn put(
 }
 
 pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &Reference) -> ApiResult<Response> {
+    // Where the backing owns the tags (the proxy: the build-index), a tag is deleted there even
+    // when this store never saw it.
+    if let (Reference::Tag(tag), Some(_), Some(backing)) = (r, &reg.tag_authority, &reg.backing) {
+        backing.delete_tag(repo, tag).await?;
+        let _ = reg.store.delete_manifest(repo, r).await;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
     let removed = reg.store.delete_manifest(repo, r).await?;
     reg.forget_tags(repo, &removed).await?;
     Ok(StatusCode::ACCEPTED.into_response())
