@@ -297,3 +297,11 @@ fn metainfogen_piece_lengths_by_blob_size() {
     assert!(text.contains("metainfogen.piece_lengths"), "{text}");
     assert!(text.contains("4MB, 512KB"), "{text}");
 }
+
+#[test]
+fn a_zero_retry_delay_is_refused_at_its_key() {
+    let text = error::<OriginConfig>("writeback:\n  delay: 0s\n").to_string();
+    assert!(text.contains("writeback.delay"), "{text}");
+    let text = error::<BuildIndexConfig>("replication:\n  delay: 0s\n").to_string();
+    assert!(text.contains("replication.delay"), "{text}");
+}
