@@ -22,6 +22,7 @@ pub mod http;
 pub mod metrics;
 pub mod origin;
 mod peer;
+pub mod queue;
 pub mod ring;
 pub mod tracker;
 
