@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod flaky;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +21,8 @@ use shoal_roles::{RoleError, agent, build_index, origin, tracker};
 use shoal_storage::{Backend, MemoryBackend, NamespaceRouter};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use flaky::FlakyBackend;
 
 /// A native stand-in for the health-policy components: `fails` failures in a row take a host
 /// out, `passes` successes in a row bring it back (the active filter's rule; with `passes: 1`
@@ -199,6 +203,9 @@ pub struct Spec {
     pub max_replica: u32,
     /// Each origin's egress cap on its peer connections, in bits per second.
     pub origin_egress_bits: Option<u64>,
+    /// Whether to run a second build-index, over a backend of its own ([`Cluster::remote`]),
+    /// as the remote cluster the first one replicates tags to.
+    pub remote_build_index: bool,
 }
 
 impl Default for Spec {
@@ -209,6 +216,7 @@ impl Default for Spec {
             agents: 3,
             max_replica: 2,
             origin_egress_bits: None,
+            remote_build_index: false,
         }
     }
 }
@@ -220,16 +228,31 @@ struct OriginSetup {
     data: PathBuf,
 }
 
+/// What a build-index is started from, kept for restarts (as [`OriginSetup`]).
+struct BuildIndexSetup {
+    name: &'static str,
+    config: BuildIndexConfig,
+    data: PathBuf,
+    router: Arc<NamespaceRouter>,
+}
+
 /// The running cluster.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// The one storage backend origins and build-index share.
     pub backend: Arc<MemoryBackend>,
+    /// The same backend as seen by the roles: its uploads fail when a test says so.
+    pub flaky: Arc<FlakyBackend>,
     router: Arc<NamespaceRouter>,
     pub trackers: Vec<Node>,
     pub origins: Vec<Node>,
     origin_setups: Vec<OriginSetup>,
     pub build_index: Node,
+    build_index_setup: BuildIndexSetup,
+    /// The remote cluster's build-index ([`Spec::remote_build_index`]), and its own backend.
+    pub remote: Option<Node>,
+    remote_setup: Option<BuildIndexSetup>,
+    pub remote_backend: Arc<MemoryBackend>,
     pub agents: Vec<Node>,
     pub http: reqwest::Client,
 }
@@ -242,6 +265,20 @@ fn hosts(addrs: &[SocketAddr]) -> String {
 fn config<T: shoal_config::RoleConfig>(yaml: &str) -> T {
     shoal_config::load_str(yaml, &|_| None)
         .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"))
+}
+
+/// Starts a build-index from `setup` on `listener`.
+fn spawn_build_index(setup: &BuildIndexSetup, listener: TcpListener) -> Node {
+    let http = listener.local_addr().unwrap();
+    let (cfg, data, router) = (
+        setup.config.clone(),
+        setup.data.clone(),
+        setup.router.clone(),
+    );
+    Node::spawn(setup.name.into(), http, None, async move {
+        let deps = build_index::BuildIndexDeps { backends: router };
+        build_index::serve(&cfg, &data, listener, deps, std::future::pending()).await
+    })
 }
 
 /// Starts origin `i` from `setup` on `listeners`.
@@ -276,7 +313,8 @@ impl Cluster {
             .tempdir()
             .unwrap();
         let backend = Arc::new(MemoryBackend::new("memory"));
-        let router = Arc::new(NamespaceRouter::single(backend.clone() as Arc<dyn Backend>));
+        let flaky = FlakyBackend::new(backend.clone());
+        let router = Arc::new(NamespaceRouter::single(flaky.clone() as Arc<dyn Backend>));
         let mut n = 0u8;
         let mut next_ip = || {
             n += 1;
@@ -305,6 +343,10 @@ impl Cluster {
             .collect();
         let build_index_listener = bind(next_ip()).await;
         let build_index_addr = build_index_listener.local_addr().unwrap();
+        let remote_listener = match spec.remote_build_index {
+            true => Some(bind(next_ip()).await),
+            false => None,
+        };
 
         let tracker_client = format!(
             "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: 5s\n",
@@ -345,7 +387,7 @@ impl Cluster {
             let http = listeners.http.local_addr().unwrap();
             let setup = OriginSetup {
                 config: config(&format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\n{tracker_client}{origin_scheduler}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nwriteback:\n  retries: 10\n  delay: 100ms\n{tracker_client}{origin_scheduler}",
                     listeners.peer.local_addr().unwrap(),
                     hosts(&origin_http),
                     spec.max_replica,
@@ -356,19 +398,35 @@ impl Cluster {
             origin_setups.push(setup);
         }
 
-        let bi_config: BuildIndexConfig = config(&format!("listen: \"{build_index_addr}\"\n"));
-        let bi_router = router.clone();
-        let build_index = Node::spawn("build-index".into(), build_index_addr, None, async move {
-            build_index::serve(
-                &bi_config,
-                build_index_listener,
-                build_index::BuildIndexDeps {
-                    backends: bi_router,
-                },
-                std::future::pending(),
-            )
-            .await
-        });
+        let remote_backend = Arc::new(MemoryBackend::new("remote-memory"));
+        let remotes = match &remote_listener {
+            Some(l) => format!(
+                "cluster:\n  hosts:\n    static: [\"{}\"]\nreplication:\n  retries: 10\n  delay: 100ms\n",
+                l.local_addr().unwrap()
+            ),
+            None => String::new(),
+        };
+        let build_index_setup = BuildIndexSetup {
+            name: "build-index",
+            config: config(&format!("listen: \"{build_index_addr}\"\n{remotes}")),
+            data: dir.path().join("build-index"),
+            router: router.clone(),
+        };
+        let build_index = spawn_build_index(&build_index_setup, build_index_listener);
+        let (remote, remote_setup) = match remote_listener {
+            Some(listener) => {
+                let setup = BuildIndexSetup {
+                    name: "remote-build-index",
+                    config: config(&format!("listen: \"{}\"\n", listener.local_addr().unwrap())),
+                    data: dir.path().join("remote-build-index"),
+                    router: Arc::new(NamespaceRouter::single(
+                        remote_backend.clone() as Arc<dyn Backend>
+                    )),
+                };
+                (Some(spawn_build_index(&setup, listener)), Some(setup))
+            }
+            None => (None, None),
+        };
 
         let mut agents = Vec::new();
         for i in 0..spec.agents {
@@ -399,11 +457,16 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             backend,
+            flaky,
             router,
             trackers,
             origins,
             origin_setups,
             build_index,
+            build_index_setup,
+            remote,
+            remote_setup,
+            remote_backend,
             agents,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -433,6 +496,34 @@ impl Cluster {
         self.wait_for(&self.origins[i]).await;
     }
 
+    /// Starts the build-index (`remote: false`) or the remote one again on its address, config
+    /// and data directory, as a restarted process would (killing it first if it runs); returns
+    /// once it answers `/health`.
+    pub async fn restart_build_index(&mut self, remote: bool) {
+        let (node, setup) = match remote {
+            false => (&mut self.build_index, &self.build_index_setup),
+            true => (
+                self.remote.as_mut().expect("no remote build-index in this cluster"),
+                self.remote_setup.as_ref().expect("no remote build-index"),
+            ),
+        };
+        node.kill().await;
+        let listener = TcpListener::bind(node.http)
+            .await
+            .expect("rebinding the build-index's port");
+        *node = spawn_build_index(setup, listener);
+        let node = match remote {
+            false => &self.build_index,
+            true => self.remote.as_ref().unwrap(),
+        };
+        self.wait_for(node).await;
+    }
+
+    /// The path of origin `i`'s data directory.
+    pub fn origin_data(&self, i: usize) -> &std::path::Path {
+        &self.origin_setups[i].data
+    }
+
     /// Waits until every service answers on its HTTP address.
     async fn wait_up(&self) {
         let nodes = self
@@ -440,6 +531,7 @@ impl Cluster {
             .iter()
             .chain(&self.origins)
             .chain(std::iter::once(&self.build_index))
+            .chain(&self.remote)
             .chain(&self.agents);
         for node in nodes {
             self.wait_for(node).await;
