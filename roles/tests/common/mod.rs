@@ -608,8 +608,8 @@ impl Cluster {
         .await
     }
 
-    /// Puts `bytes` into the cluster through origin `i`, as a push: verified, written to the
-    /// backend and copied to the blob's replica set. Returns the digest.
+    /// Puts `bytes` into the cluster through origin `i`, as a push: verified and stored, its
+    /// write-back to the backend and its copies to the replica set queued. Returns the digest.
     pub async fn push(&self, origin: usize, namespace: &str, bytes: Vec<u8>) -> String {
         let digest = digest_of(&bytes);
         let url = format!(
@@ -627,6 +627,21 @@ impl Cluster {
         let status = resp.status().as_u16();
         assert_eq!(status, 201, "push refused: {:?}", resp.text().await);
         digest
+    }
+
+    /// Puts `bytes` into the cluster as the proxy does: through the first origin of its
+    /// replica set, which then answers the tracker for it. Returns the digest.
+    pub async fn push_to_owner(&self, namespace: &str, bytes: Vec<u8>) -> String {
+        let digest: shoal_registry::Digest = digest_of(&bytes).parse().unwrap();
+        let members: Vec<shoal_config::HostPort> = self
+            .origins
+            .iter()
+            .map(|o| shoal_config::HostPort::new(o.http.ip().to_string(), o.http.port()))
+            .collect();
+        let ring = shoal_p2p::HashRing::new(members.clone()).unwrap();
+        let first = ring.ranked(&digest)[0];
+        let owner = members.iter().position(|m| m == first).unwrap();
+        self.push(owner, namespace, bytes).await
     }
 
     /// Starts pulling blob `digest` of `namespace` from every agent at once. The handle yields,
