@@ -28,7 +28,10 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 fn blob_url(origin: &Node, hex: &str) -> String {
-    format!("http://{}/namespace/team%2Fapp/blobs/sha256:{hex}", origin.http)
+    format!(
+        "http://{}/namespace/team%2Fapp/blobs/sha256:{hex}",
+        origin.http
+    )
 }
 
 /// Files in `dir` (none when it does not exist).
@@ -174,7 +177,11 @@ fn a_build_index_killed_during_replication_loses_no_tag() {
         let arrived = poll_until(Duration::from_secs(60), || {
             std::fs::read_to_string(&copy).is_ok_and(|d| d.trim() == digest)
         });
-        assert!(arrived, "{NS}:{tag} never reached the remote ({})", copy.display());
+        assert!(
+            arrived,
+            "{NS}:{tag} never reached the remote ({})",
+            copy.display()
+        );
         // And the remote serves it.
         let url = format!("http://{}/tags/team%2Fapp%3A{tag}", remote.http);
         assert_eq!(http.get(url).send().unwrap().text().unwrap(), *digest);

@@ -66,15 +66,13 @@ pub async fn serve(
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
     let queue_dir = data_dir.join("queue");
-    let queue: Queue<TagCopy> = Queue::open(
-        &queue_dir,
-        Policy::from_config(&config.replication),
-        &tasks,
-    )
-    .map_err(|source| RoleError::Queue {
-        path: queue_dir.clone(),
-        source,
-    })?;
+    let queue: Queue<TagCopy> =
+        Queue::open(&queue_dir, Policy::from_config(&config.replication), &tasks).map_err(
+            |source| RoleError::Queue {
+                path: queue_dir.clone(),
+                source,
+            },
+        )?;
     queue.start(
         Arc::new(replication::Sender {
             http: crate::http::client(Some(replication::COPY_TIMEOUT))?,

@@ -47,7 +47,9 @@ async fn an_origin_down_during_a_push_receives_its_copy_once_it_is_back() {
     assert!(cluster.until_judged(0, 1, false).await);
     let origin = &cluster.origins[0];
     assert_eq!(
-        cluster.metric(origin, &queue_metric("replicate", "pending")).await,
+        cluster
+            .metric(origin, &queue_metric("replicate", "pending"))
+            .await,
         Some(1)
     );
     assert!(!cluster.holds(&cluster.origins[1], NS, &digest).await);
@@ -57,7 +59,10 @@ async fn an_origin_down_during_a_push_receives_its_copy_once_it_is_back() {
         cluster.holds(&cluster.origins[1], NS, &digest).await
     })
     .await;
-    assert!(arrived, "the restarted origin never received the copy it missed");
+    assert!(
+        arrived,
+        "the restarted origin never received the copy it missed"
+    );
     let drained = poll_until(Duration::from_secs(10), || async {
         cluster
             .metric(&cluster.origins[0], &queue_metric("replicate", "pending"))
@@ -121,7 +126,10 @@ async fn an_origin_killed_after_acknowledging_a_push_finishes_its_jobs_after_a_r
             && cluster.holds(&cluster.origins[1], NS, &digest).await
     })
     .await;
-    assert!(done, "the restarted origin did not finish what it had acknowledged");
+    assert!(
+        done,
+        "the restarted origin did not finish what it had acknowledged"
+    );
     let emptied = poll_until(Duration::from_secs(10), || async {
         std::fs::read_dir(&pending).unwrap().count() == 0
     })
@@ -136,7 +144,12 @@ async fn put_tag(cluster: &Cluster, tag: &str, digest: &str) {
         cluster.build_index.http,
         shoal_roles::http::segment(&format!("{NS}:{tag}"))
     );
-    let resp = cluster.http.put(url).send().await.expect("PUT to build-index");
+    let resp = cluster
+        .http
+        .put(url)
+        .send()
+        .await
+        .expect("PUT to build-index");
     assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
 }
 
@@ -167,12 +180,24 @@ async fn tags_reach_a_remote_build_index_that_was_down_across_a_restart() {
     // v1 moves on while its first copy still waits: the remote must end with the newer one.
     put_tag(&cluster, "v1", &new).await;
     cluster.restart_build_index(false).await;
-    assert!(cluster.remote_backend.get(NS, &format!("{NS}:v1")).is_none());
+    assert!(
+        cluster
+            .remote_backend
+            .get(NS, &format!("{NS}:v1"))
+            .is_none()
+    );
 
     cluster.restart_build_index(true).await;
     let arrived = poll_until(Duration::from_secs(30), || async {
-        cluster.remote_backend.get(NS, &format!("{NS}:v1")).as_deref() == Some(new.as_bytes())
-            && cluster.remote_backend.get(NS, &format!("{NS}:v2")).as_deref()
+        cluster
+            .remote_backend
+            .get(NS, &format!("{NS}:v1"))
+            .as_deref()
+            == Some(new.as_bytes())
+            && cluster
+                .remote_backend
+                .get(NS, &format!("{NS}:v2"))
+                .as_deref()
                 == Some(other.as_bytes())
     })
     .await;
@@ -183,7 +208,15 @@ async fn tags_reach_a_remote_build_index_that_was_down_across_a_restart() {
         cluster.remote.as_ref().unwrap().http,
         shoal_roles::http::segment(&format!("{NS}:v1"))
     );
-    let body = cluster.http.get(url).send().await.unwrap().text().await.unwrap();
+    let body = cluster
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(body, new);
     let metric = "shoal_build_index_queue_jobs{kind=\"replicate\",state=\"pending\"} ";
     let drained = poll_until(Duration::from_secs(10), || async {
@@ -192,7 +225,9 @@ async fn tags_reach_a_remote_build_index_that_was_down_across_a_restart() {
     .await;
     assert!(drained, "copies stayed in the build-index's queue");
     assert_eq!(
-        cluster.metric(cluster.remote.as_ref().unwrap(), metric).await,
+        cluster
+            .metric(cluster.remote.as_ref().unwrap(), metric)
+            .await,
         Some(0)
     );
 }

@@ -658,11 +658,7 @@ impl PieceStore {
     /// An origin pins the blobs its write-back and replication jobs will read, without holding
     /// a file open per job. Replaces an earlier predicate.
     pub fn pin_with(&self, pinned: impl Fn(&Digest) -> bool + Send + Sync + 'static) {
-        let mut slot = self
-            .inner
-            .pinned
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.inner.pinned.write().unwrap_or_else(|e| e.into_inner());
         *slot = Some(Arc::new(pinned));
     }
 

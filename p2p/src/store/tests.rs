@@ -768,8 +768,16 @@ async fn pinned_blobs_survive_cleanup_until_unpinned() {
     cfg.capacity = 1;
     cfg.cache_cleanup.tti = hours(1).into();
     let store = PieceStore::open(dir.path(), &cfg).unwrap();
-    let kept = import(&store, &blob(100, 60)).await.metainfo().digest().clone();
-    let other = import(&store, &blob(100, 61)).await.metainfo().digest().clone();
+    let kept = import(&store, &blob(100, 60))
+        .await
+        .metainfo()
+        .digest()
+        .clone();
+    let other = import(&store, &blob(100, 61))
+        .await
+        .metainfo()
+        .digest()
+        .clone();
     let pins = Arc::new(std::sync::Mutex::new(vec![kept.clone()]));
     let held = pins.clone();
     store.pin_with(move |d| held.lock().unwrap().contains(d));

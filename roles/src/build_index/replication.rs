@@ -31,7 +31,11 @@ pub(crate) struct TagCopy {
 
 impl fmt::Display for TagCopy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "copy of tag {} ({}) to {}", self.tag, self.digest, self.to)
+        write!(
+            f,
+            "copy of tag {} ({}) to {}",
+            self.tag, self.digest, self.to
+        )
     }
 }
 

@@ -117,7 +117,9 @@ impl Dirs {
             let parsed = match &stem {
                 None => Err("not a <id>.json job file".to_owned()),
                 Some(_) => match fs::read(&path) {
-                    Ok(bytes) => serde_json::from_slice::<Record<J>>(&bytes).map_err(|e| e.to_string()),
+                    Ok(bytes) => {
+                        serde_json::from_slice::<Record<J>>(&bytes).map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e.to_string()),
                 },
             };

@@ -539,10 +539,7 @@ impl<J: Job> State<J> {
         let Some(entry) = self.entries.get_mut(&id) else {
             return wait;
         };
-        let (old_pin, new_pin) = (
-            entry.record.job.pins().cloned(),
-            record.job.pins().cloned(),
-        );
+        let (old_pin, new_pin) = (entry.record.job.pins().cloned(), record.job.pins().cloned());
         let from = entry.area;
         let was = (entry.due, entry.running);
         entry.record = record;

@@ -72,7 +72,10 @@ impl Script {
 #[async_trait::async_trait]
 impl Runner<Note> for Script {
     async fn run(&self, job: &Note) -> Outcome {
-        self.runs.lock().unwrap().push((Instant::now(), job.clone()));
+        self.runs
+            .lock()
+            .unwrap()
+            .push((Instant::now(), job.clone()));
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
         }
@@ -179,7 +182,11 @@ async fn the_file_carries_attempts_and_the_last_error_across_a_restart() {
         let tasks = Tasks::new();
         let q = Queue::<Note>::open(dir.path(), policy(5), &tasks).unwrap();
         let script = Script::new([Outcome::Retry("backend down".into())]);
-        script.outcomes.lock().unwrap().push_back(Outcome::Retry("still down".into()));
+        script
+            .outcomes
+            .lock()
+            .unwrap()
+            .push_back(Outcome::Retry("still down".into()));
         q.start(script.clone(), &tasks);
         q.push(note("a", 1)).await.unwrap();
         until(|| script.runs().len() == 2).await;
@@ -206,7 +213,10 @@ async fn a_job_past_its_retries_is_parked_in_failed_and_still_retried() {
     until(|| files(dir.path(), "failed").len() == 1).await;
     assert!(files(dir.path(), "pending").is_empty());
     let metrics = q.depth().render("jobs", "Jobs.");
-    assert!(metrics.contains("jobs{kind=\"note\",state=\"failed\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("jobs{kind=\"note\",state=\"failed\"} 1\n"),
+        "{metrics}"
+    );
     // Parked, it is tried every `parked_every`: it fails once more, then succeeds.
     until_within(Duration::from_secs(3600), || q.jobs().is_empty()).await;
     let runs = script.runs();
@@ -229,7 +239,10 @@ async fn waiting_does_not_count_as_an_attempt() {
     until(|| q.jobs().is_empty()).await;
     let runs = script.runs();
     assert_eq!(runs.len(), 6);
-    assert!(runs.windows(2).all(|w| w[1].0 - w[0].0 == Duration::from_secs(1)));
+    assert!(
+        runs.windows(2)
+            .all(|w| w[1].0 - w[0].0 == Duration::from_secs(1))
+    );
     assert!(files(dir.path(), "failed").is_empty());
     tasks.shutdown().await;
 }

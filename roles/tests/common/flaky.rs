@@ -93,7 +93,9 @@ impl Backend for FlakyBackend {
         continuation: Option<String>,
         limit: u32,
     ) -> Result<ListPage, BackendError> {
-        self.inner.list(namespace, prefix, continuation, limit).await
+        self.inner
+            .list(namespace, prefix, continuation, limit)
+            .await
     }
 
     async fn delete(&self, namespace: &str, name: &str) -> Result<(), BackendError> {

@@ -503,7 +503,9 @@ impl Cluster {
         let (node, setup) = match remote {
             false => (&mut self.build_index, &self.build_index_setup),
             true => (
-                self.remote.as_mut().expect("no remote build-index in this cluster"),
+                self.remote
+                    .as_mut()
+                    .expect("no remote build-index in this cluster"),
                 self.remote_setup.as_ref().expect("no remote build-index"),
             ),
         };
