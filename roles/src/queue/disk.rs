@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -179,8 +181,20 @@ pub(crate) enum Op {
 /// share that cost.
 const BATCH: usize = 256;
 
+/// Cleared when the journal's future is dropped (its role stopped): a batch still running on
+/// its blocking thread then applies nothing more, so a role stopped and started again in the
+/// same process never sees files changed behind its back by its former self.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Applies ops until the sender side is gone, a batch at a time on a blocking thread.
 pub(crate) async fn journal(dirs: Dirs, mut ops: mpsc::UnboundedReceiver<Op>) {
+    let alive = Alive(Arc::new(AtomicBool::new(true)));
     let mut seq: u64 = 0;
     while let Some(first) = ops.recv().await {
         let mut batch = vec![first];
@@ -190,20 +204,26 @@ pub(crate) async fn journal(dirs: Dirs, mut ops: mpsc::UnboundedReceiver<Op>) {
                 Err(_) => break,
             }
         }
-        let dirs = dirs.clone();
+        let (dirs, running) = (dirs.clone(), alive.0.clone());
         let start = seq;
         seq += batch.len() as u64;
-        let applied = tokio::task::spawn_blocking(move || apply(&dirs, batch, start)).await;
+        let applied =
+            tokio::task::spawn_blocking(move || apply(&dirs, batch, start, &running)).await;
         if let Err(e) = applied {
             tracing::error!(error = %e, "the queue's journal thread failed");
         }
     }
 }
 
-fn apply(dirs: &Dirs, batch: Vec<Op>, seq: u64) {
+/// Applies `batch` in order, then fsyncs the folders it touched. Once `running` is cleared the
+/// rest is skipped: its waiters see the journal stopped, which is what happened.
+fn apply(dirs: &Dirs, batch: Vec<Op>, seq: u64, running: &AtomicBool) {
     let mut touched = HashSet::new();
     let mut replies = Vec::new();
     for (n, op) in batch.into_iter().enumerate() {
+        if !running.load(Ordering::SeqCst) {
+            return;
+        }
         let tmp = dirs.tmp().join(format!("{}.tmp", seq + n as u64));
         match op {
             Op::Write {
