@@ -138,7 +138,11 @@ async fn an_origin_killed_after_acknowledging_a_push_finishes_its_jobs_after_a_r
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect();
-    assert!(emptied, "job files were left in {}: {left:?}", pending.display());
+    assert!(
+        emptied,
+        "job files were left in {}: {left:?}",
+        pending.display()
+    );
 }
 
 /// Sets `NS:tag` to `digest` at the build-index, as the proxy does.

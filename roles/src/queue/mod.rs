@@ -31,6 +31,7 @@
 //! tokio's paused clock) and as wall-clock milliseconds in the file, read back at open.
 
 mod disk;
+mod state;
 #[cfg(test)]
 mod tests;
 
@@ -47,10 +48,11 @@ use serde::de::DeserializeOwned;
 use shoal_config::RetryConfig;
 use shoal_p2p::Tasks;
 use shoal_registry::Digest;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 
-use disk::{Area, Dirs, Op, Record, millis, until};
+use disk::{Area, Dirs, Op, millis, until};
+use state::{State, encode};
 
 /// Longest wait between two retries of a pending job (the doubling stops there).
 pub const MAX_DELAY: Duration = Duration::from_secs(5 * 60);
@@ -155,26 +157,6 @@ struct Inner<J> {
     state: Mutex<State<J>>,
     /// Told when a job becomes due earlier than the dispatcher thought (a push, a finish).
     wake: Notify,
-}
-
-struct State<J> {
-    entries: HashMap<String, Entry<J>>,
-    by_key: HashMap<String, String>,
-    /// Idle jobs by due time.
-    schedule: BTreeSet<(Instant, String)>,
-    /// Jobs per pinned blob.
-    pins: HashMap<Digest, usize>,
-    next_generation: u64,
-    journal: mpsc::UnboundedSender<Op>,
-}
-
-struct Entry<J> {
-    record: Record<J>,
-    area: Area,
-    due: Instant,
-    running: bool,
-    /// Bumped by every push of the key, so a run of an older version does not finish a newer.
-    generation: u64,
 }
 
 /// Queue depth by kind and state, for metrics.
@@ -451,159 +433,4 @@ impl<J: Job> Inner<J> {
         drop(state);
         self.wake.notify_one();
     }
-}
-
-impl<J: Job> State<J> {
-    fn insert(&mut self, id: String, record: Record<J>, area: Area, due: Instant) {
-        if let Some(d) = record.job.pins() {
-            *self.pins.entry(d.clone()).or_default() += 1;
-        }
-        self.by_key.insert(record.job.key(), id.clone());
-        self.schedule.insert((due, id.clone()));
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        self.entries.insert(
-            id,
-            Entry {
-                record,
-                area,
-                due,
-                running: false,
-                generation,
-            },
-        );
-    }
-
-    fn remove(&mut self, id: &str) -> Option<Entry<J>> {
-        let entry = self.entries.remove(id)?;
-        self.schedule.remove(&(entry.due, id.to_owned()));
-        self.by_key.remove(&entry.record.job.key());
-        if let Some(d) = entry.record.job.pins() {
-            unpin(&mut self.pins, d);
-        }
-        Some(entry)
-    }
-
-    fn counts(&self) -> (usize, usize) {
-        let failed = self
-            .entries
-            .values()
-            .filter(|e| e.area == Area::Failed)
-            .count();
-        (self.entries.len() - failed, failed)
-    }
-
-    /// Takes the first due idle job (marking it running), or says when the next one is due.
-    fn take_due(&mut self, now: Instant) -> Result<(String, J, u64), Option<Instant>> {
-        let Some((due, id)) = self.schedule.first().cloned() else {
-            return Err(None);
-        };
-        if due > now {
-            return Err(Some(due));
-        }
-        self.schedule.remove(&(due, id.clone()));
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return Err(Some(now));
-        };
-        entry.running = true;
-        Ok((id, entry.record.job.clone(), entry.generation))
-    }
-
-    /// Queues `job` (see [`Queue::push`]); the receiver says when its file is on disk.
-    fn push(&mut self, job: J) -> oneshot::Receiver<io::Result<()>> {
-        let (done, wait) = oneshot::channel();
-        let now_ms = millis(SystemTime::now());
-        let now = Instant::now();
-        let record = Record {
-            job,
-            attempts: 0,
-            due_ms: now_ms,
-            queued_ms: now_ms,
-            last_error: None,
-        };
-        let bytes = encode(&record);
-        let key = record.job.key();
-        let Some(id) = self.by_key.get(&key).cloned() else {
-            let id = self.fresh_id(&key);
-            let _ = self.journal.send(Op::Write {
-                area: Area::Pending,
-                id: id.clone(),
-                bytes,
-                done: Some(done),
-            });
-            self.insert(id, record, Area::Pending, now);
-            return wait;
-        };
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return wait;
-        };
-        let (old_pin, new_pin) = (entry.record.job.pins().cloned(), record.job.pins().cloned());
-        let from = entry.area;
-        let was = (entry.due, entry.running);
-        entry.record = record;
-        entry.area = Area::Pending;
-        entry.due = now;
-        entry.generation = generation;
-        if from == Area::Failed {
-            tracing::info!(job = %entry.record.job, "a parked job was pushed again: pending");
-            let _ = self.journal.send(Op::Move {
-                from,
-                to: Area::Pending,
-                id: id.clone(),
-                bytes,
-                done: Some(done),
-            });
-        } else {
-            let _ = self.journal.send(Op::Write {
-                area: Area::Pending,
-                id: id.clone(),
-                bytes,
-                done: Some(done),
-            });
-        }
-        if !was.1 {
-            // Idle: rescheduled now. Running: scheduled when that run finishes.
-            self.schedule.remove(&(was.0, id.clone()));
-            self.schedule.insert((now, id));
-        }
-        if old_pin != new_pin {
-            if let Some(d) = &old_pin {
-                unpin(&mut self.pins, d);
-            }
-            if let Some(d) = new_pin {
-                *self.pins.entry(d).or_default() += 1;
-            }
-        }
-        wait
-    }
-
-    /// A file name for a new job with `key`: derived from the key, so one job keeps one name.
-    fn fresh_id(&self, key: &str) -> String {
-        use sha2::Digest as _;
-        let hash = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..16]);
-        let mut id = hash.clone();
-        let mut n = 1;
-        while self.entries.contains_key(&id) {
-            id = format!("{hash}-{n}");
-            n += 1;
-        }
-        id
-    }
-}
-
-fn unpin(pins: &mut HashMap<Digest, usize>, d: &Digest) {
-    if let Some(n) = pins.get_mut(d) {
-        *n -= 1;
-        if *n == 0 {
-            pins.remove(d);
-        }
-    }
-}
-
-fn encode<J: Serialize>(record: &Record<J>) -> Vec<u8> {
-    // A record of strings and numbers always serializes; an empty file would be set aside
-    // as corrupt at the next open rather than crash anything.
-    serde_json::to_vec_pretty(record).unwrap_or_default()
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
+use super::disk::Record;
 use super::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+mod build_index_setup;
 pub mod flaky;
 
 use std::collections::HashMap;
@@ -15,13 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use shoal_config::{AgentConfig, BuildIndexConfig, OriginConfig, TrackerConfig};
+use shoal_config::{AgentConfig, OriginConfig, TrackerConfig};
 use shoal_p2p::HealthFilter;
-use shoal_roles::{RoleError, agent, build_index, origin, tracker};
+use shoal_roles::{RoleError, agent, origin, tracker};
 use shoal_storage::{Backend, MemoryBackend, NamespaceRouter};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use build_index_setup::{BuildIndexSetup, spawn_build_index};
 use flaky::FlakyBackend;
 
 /// A native stand-in for the health-policy components: `fails` failures in a row take a host
@@ -228,14 +230,6 @@ struct OriginSetup {
     data: PathBuf,
 }
 
-/// What a build-index is started from, kept for restarts (as [`OriginSetup`]).
-struct BuildIndexSetup {
-    name: &'static str,
-    config: BuildIndexConfig,
-    data: PathBuf,
-    router: Arc<NamespaceRouter>,
-}
-
 /// The running cluster.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -265,20 +259,6 @@ fn hosts(addrs: &[SocketAddr]) -> String {
 fn config<T: shoal_config::RoleConfig>(yaml: &str) -> T {
     shoal_config::load_str(yaml, &|_| None)
         .unwrap_or_else(|e| panic!("test config does not load: {e}\n{yaml}"))
-}
-
-/// Starts a build-index from `setup` on `listener`.
-fn spawn_build_index(setup: &BuildIndexSetup, listener: TcpListener) -> Node {
-    let http = listener.local_addr().unwrap();
-    let (cfg, data, router) = (
-        setup.config.clone(),
-        setup.data.clone(),
-        setup.router.clone(),
-    );
-    Node::spawn(setup.name.into(), http, None, async move {
-        let deps = build_index::BuildIndexDeps { backends: router };
-        build_index::serve(&cfg, &data, listener, deps, std::future::pending()).await
-    })
 }
 
 /// Starts origin `i` from `setup` on `listeners`.
@@ -494,31 +474,6 @@ impl Cluster {
         };
         self.origins[i] = spawn_origin(i, &self.origin_setups[i], listeners, &self.router);
         self.wait_for(&self.origins[i]).await;
-    }
-
-    /// Starts the build-index (`remote: false`) or the remote one again on its address, config
-    /// and data directory, as a restarted process would (killing it first if it runs); returns
-    /// once it answers `/health`.
-    pub async fn restart_build_index(&mut self, remote: bool) {
-        let (node, setup) = match remote {
-            false => (&mut self.build_index, &self.build_index_setup),
-            true => (
-                self.remote
-                    .as_mut()
-                    .expect("no remote build-index in this cluster"),
-                self.remote_setup.as_ref().expect("no remote build-index"),
-            ),
-        };
-        node.kill().await;
-        let listener = TcpListener::bind(node.http)
-            .await
-            .expect("rebinding the build-index's port");
-        *node = spawn_build_index(setup, listener);
-        let node = match remote {
-            false => &self.build_index,
-            true => self.remote.as_ref().unwrap(),
-        };
-        self.wait_for(node).await;
     }
 
     /// The path of origin `i`'s data directory.
