@@ -26,6 +26,7 @@ mod net;
 mod observe;
 mod peerstore;
 mod plugins;
+mod retry;
 mod role;
 mod roles;
 mod scheduler;
@@ -58,6 +59,7 @@ pub use net::{Cidr, CidrError, HostPort, HostPortError};
 pub use observe::{LogConfig, LogLevel, MetricsConfig};
 pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
 pub use plugins::PluginsConfig;
+pub use retry::RetryConfig;
 pub use role::Role;
 pub use roles::{
     AgentConfig, AgentPeer, AgentRegistry, BuildIndexConfig, DevConfig, MetainfoGenConfig,

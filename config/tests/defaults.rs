@@ -95,6 +95,8 @@ fn build_index_proxy_and_dev() {
     let index: BuildIndexConfig = load_str("", &no_env).unwrap();
     assert_eq!(index.listen, addr("0.0.0.0:15004"));
     assert_eq!(index.tag_cache.tti, Duration::from_hours(6));
+    assert_eq!(index.replication.retries, 5);
+    assert_eq!(index.replication.delay, Duration::from_secs(10));
 
     let proxy: ProxyConfig = load_str("", &no_env).unwrap();
     assert_eq!(proxy.registry.listen, addr("0.0.0.0:15000"));

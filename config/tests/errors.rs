@@ -327,3 +327,11 @@ fn agent_mirrors_need_hosts_and_repository_prefixes() {
     assert!(text.contains("\"Quay\" is not a repository name"), "{text}");
     assert!(text.contains("host or host:port"), "{text}");
 }
+
+#[test]
+fn a_zero_retry_delay_is_refused_at_its_key() {
+    let text = error::<OriginConfig>("writeback:\n  delay: 0s\n").to_string();
+    assert!(text.contains("writeback.delay"), "{text}");
+    let text = error::<BuildIndexConfig>("replication:\n  delay: 0s\n").to_string();
+    assert!(text.contains("replication.delay"), "{text}");
+}

@@ -119,7 +119,7 @@ pub async fn build_index(
         backends: Arc::new(backends),
     };
     let listener = bind(config.listen, "listen").await?;
-    build_index::serve(&config, listener, deps, shutdown).await?;
+    build_index::serve(&config, &data_dir, listener, deps, shutdown).await?;
     Ok(())
 }
 

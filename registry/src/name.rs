@@ -198,6 +198,25 @@ macro_rules! display_as_str {
 }
 display_as_str!(RepoName, Tag);
 
+// As text, parsed (and so checked) when read back: a job file or a config names a repository,
+// a tag or a tag key the way a URL would.
+macro_rules! serde_as_str {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+serde_as_str!(RepoName, Tag, TagKey);
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -228,6 +247,18 @@ mod tests {
         ));
         assert!(matches!("a:b:c".parse::<TagKey>(), Err(NameError::Repo(_))));
         assert!(matches!("a:".parse::<TagKey>(), Err(NameError::Tag(_))));
+    }
+
+    #[test]
+    fn names_travel_as_text_and_are_checked_when_read_back() {
+        let k: TagKey = "library/alpine:3.19".parse().unwrap();
+        let json = serde_json::to_string(&k).unwrap();
+        assert_eq!(json, r#""library/alpine:3.19""#);
+        assert_eq!(serde_json::from_str::<TagKey>(&json).unwrap(), k);
+        let repo: RepoName = serde_json::from_str(r#""team/app""#).unwrap();
+        assert_eq!(repo.as_str(), "team/app");
+        assert!(serde_json::from_str::<RepoName>(r#""Team/App""#).is_err());
+        assert!(serde_json::from_str::<Tag>(r#""-x""#).is_err());
     }
 
     #[test]

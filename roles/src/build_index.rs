@@ -11,24 +11,34 @@
 //!   backend has no such tag, 403 when no `backends:` entry may write the namespace's tags
 //!   (or the backend refuses writes, as `registry_tag` does), 502 when the backend failed.
 //!
-//! Not built yet: replication to the remote build-indexes of `cluster:`.
+//! A PUT is copied to the remote build-indexes of `cluster:` through a queue on disk
+//! ([`replication`]): it is acknowledged once the tag is in the backend and the copies are
+//! queued. A copy arrives as `PUT ...?replica=true` and is stored without being copied again.
+//! `GET /metrics` shows the queue's depth.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use shoal_config::BuildIndexConfig;
+use shoal_config::{BuildIndexConfig, HostPort};
+use shoal_p2p::{StopOnDrop, Tasks};
 use shoal_registry::{Backing, Digest, ErrorCode, TagKey};
 use shoal_storage::{NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
 
 use crate::RoleError;
-use crate::http::{HttpError, HttpResult, TagDigestPath, TagPath};
+use crate::http::{HttpError, HttpResult, ReplicaQuery, TagDigestPath, TagPath};
+use crate::queue::{Policy, Queue};
 use crate::tag_cache::{Cached, TagCache};
+
+mod replication;
+
+use replication::TagCopy;
 
 /// Entries kept when `tag_cache.capacity` is not set.
 const DEFAULT_CAPACITY: usize = 100_000;
@@ -41,18 +51,44 @@ pub struct BuildIndexDeps {
 
 struct BuildIndex {
     backing: StorageBacking,
+    /// The remote build-indexes tags are copied to.
+    remotes: Vec<HostPort>,
+    /// Copies still to send, on disk.
+    queue: Queue<TagCopy>,
     cache: Mutex<TagCache>,
 }
 
-/// Serves a build-index on `listener` until `shutdown`.
+/// Serves a build-index on `listener` until `shutdown`; its replication queue is
+/// `<data_dir>/queue`. When the future is dropped or returns, every task it started stops;
+/// queued copies are sent after the next start.
 pub async fn serve(
     config: &BuildIndexConfig,
+    data_dir: &Path,
     listener: TcpListener,
     deps: BuildIndexDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RoleError> {
+    let tasks = Tasks::new();
+    let _stop = StopOnDrop(tasks.clone());
+    let queue_dir = data_dir.join("queue");
+    let queue: Queue<TagCopy> =
+        Queue::open(&queue_dir, Policy::from_config(&config.replication), &tasks).map_err(
+            |source| RoleError::Queue {
+                path: queue_dir.clone(),
+                source,
+            },
+        )?;
+    queue.start(
+        Arc::new(replication::Sender {
+            http: crate::http::client(Some(replication::COPY_TIMEOUT))?,
+        }),
+        &tasks,
+    );
+    let depth = queue.clone();
     let index = Arc::new(BuildIndex {
         backing: StorageBacking::new(deps.backends),
+        remotes: replication::remotes(&config.cluster.hosts),
+        queue,
         cache: Mutex::new(TagCache::new(
             config.tag_cache.tti.get(),
             config
@@ -65,16 +101,26 @@ pub async fn serve(
         .route("/health", get(|| async { "OK" }))
         .route("/tags/{tag}", get(get_tag).head(get_tag).delete(delete_tag))
         .route("/tags/{tag}/digest/{digest}", put(put_tag))
+        .route(
+            "/metrics",
+            get(move || async move {
+                depth.depth().render(
+                    "shoal_build_index_queue_jobs",
+                    "Tag copies to remote build-indexes queued on disk, pending or parked as failed.",
+                )
+            }),
+        )
         .with_state(index);
     tracing::info!(listen = %listener.local_addr()?, "shoal build-index listening");
-    crate::http::serve(
+    let served = crate::http::serve(
         listener,
         app,
         crate::http::DEFAULT_MAX_CONNECTIONS,
         shutdown,
     )
-    .await?;
-    Ok(())
+    .await;
+    tasks.shutdown().await;
+    Ok(served?)
 }
 
 async fn get_tag(State(b): State<Arc<BuildIndex>>, TagPath(key): TagPath) -> HttpResult<String> {
@@ -136,15 +182,33 @@ async fn delete_tag(
     }
 }
 
+/// Sets a tag in the backend; unless it is a copy from another cluster, queues its copies to
+/// the remotes before answering.
 async fn put_tag(
     State(b): State<Arc<BuildIndex>>,
     TagDigestPath(key, d): TagDigestPath,
+    Query(q): Query<ReplicaQuery>,
 ) -> HttpResult<StatusCode> {
     b.backing
         .put_tag(&key.repo, &key.tag, &d)
         .await
         .map_err(|e| HttpError::bad_gateway(e.message))?;
-    b.remember(key, d);
+    b.remember(key.clone(), d.clone());
+    if !q.replica && !b.remotes.is_empty() {
+        let copies = b
+            .remotes
+            .iter()
+            .map(|to| TagCopy {
+                tag: key.clone(),
+                digest: d.clone(),
+                to: to.clone(),
+            })
+            .collect();
+        b.queue.push_all(copies).await.map_err(|e| {
+            tracing::error!(tag = %key, error = %e, "queueing a tag's copies failed");
+            HttpError::unavailable(format!("queueing the copies of {key}: {e}"))
+        })?;
+    }
     Ok(StatusCode::OK)
 }
 

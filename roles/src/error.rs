@@ -27,6 +27,15 @@ pub enum RoleError {
         #[source]
         source: std::io::Error,
     },
+    /// The job queue on disk could not be opened.
+    #[error("opening the job queue {}: {source}", path.display())]
+    Queue {
+        /// Its folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A `hosts: {dns: ...}` name did not resolve.
     #[error("resolving hosts.dns {name}: {why}")]
     Resolve {

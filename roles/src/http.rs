@@ -111,6 +111,15 @@ impl<S: Send + Sync> FromRequestParts<S> for BlobPath {
     }
 }
 
+/// `?replica=true`: the request is a copy from a peer of the same kind (an origin of the ring,
+/// a build-index of another cluster), stored without being passed on, so copies never loop.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub struct ReplicaQuery {
+    /// Whether the request is such a copy.
+    #[serde(default)]
+    pub replica: bool,
+}
+
 /// `/tags/{repo:tag}`: the tag key, parsed.
 #[derive(Debug, Clone)]
 pub struct TagPath(pub TagKey);

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod origin;
 mod peer;
 pub mod proxy;
+pub mod queue;
 pub mod ring;
 mod tag_cache;
 pub mod tags;

@@ -6,8 +6,10 @@
 //! namespace routes to and answers 202 until the blob is in its piece store. After a fetch the
 //! origin copies the blob to the other members of its replica set (`hashring.max_replica`,
 //! rendezvous hashing over `cluster.hosts`), so a second origin can seed it when the first
-//! dies. `PUT /namespace/{ns}/blobs/{digest}` takes such a copy (or a push): the body is
-//! verified against the digest before it is kept.
+//! dies. `PUT /namespace/{ns}/blobs/{digest}` takes a push, and `...?replica=true` such a
+//! copy: the body is verified against the digest before it is kept. A push is acknowledged
+//! (201) once the blob is in the piece store and its write-back and copies are jobs on disk
+//! (see [`jobs`] and [`crate::queue`]); a copy is only stored.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,14 +27,19 @@ use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
 use shoal_p2p::store::CompleteBlob;
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
-use shoal_registry::{Backing, Digest, RepoName};
-use shoal_storage::{NamespaceRouter, StorageBacking};
+use shoal_registry::{Digest, RepoName};
+use shoal_storage::{Content, NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
 
 use crate::RoleError;
-use crate::http::{BlobPath, HttpError, HttpResult, segment};
+use crate::http::{BlobPath, HttpError, HttpResult, ReplicaQuery};
 use crate::peer::{PeerSettings, PeerSide};
+use crate::queue::{Policy, Queue};
 use crate::ring::Ring;
+
+mod jobs;
+
+use jobs::{OriginJob, Worker, jobs_for};
 
 /// How long a failed fetch is remembered (answered as its error) before it is tried again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
@@ -72,16 +79,19 @@ enum Fetch {
 /// The origin's state, shared by its HTTP handlers.
 struct Origin {
     backing: StorageBacking,
+    routes: Arc<NamespaceRouter>,
     scheduler: Scheduler,
     ring: Arc<Ring>,
     pieces: shoal_config::MetainfoGenConfig,
     fetches: Mutex<HashMap<Digest, Fetch>>,
-    http: reqwest::Client,
+    /// Write-backs and copies still to do, on disk.
+    queue: Queue<OriginJob>,
     tasks: Tasks,
 }
 
 /// Serves an origin on `listeners` until `shutdown`; its piece store is `store.root`, or
-/// `<data_dir>/store`. When the future is dropped or returns, every task it started stops.
+/// `<data_dir>/store`, and its job queue `queue/` in that folder. When the future is dropped
+/// or returns, every task it started stops; queued jobs run again at the next start.
 pub async fn serve(
     config: &OriginConfig,
     data_dir: &Path,
@@ -122,14 +132,34 @@ pub async fn serve(
         &tasks,
     )
     .await?;
+    let queue_dir = store_root.join("queue");
+    let queue: Queue<OriginJob> =
+        Queue::open(&queue_dir, Policy::from_config(&config.writeback), &tasks).map_err(
+            |source| RoleError::Queue {
+                path: queue_dir.clone(),
+                source,
+            },
+        )?;
+    let pins = queue.clone();
+    scheduler.store().pin_with(move |d| pins.pins(d));
+    queue.start(
+        Arc::new(Worker {
+            backing: StorageBacking::new(deps.backends.clone()),
+            store: scheduler.store().clone(),
+            ring: ring.clone(),
+            // Copies are as long as blobs are: each sets its own timeout by size.
+            http: crate::http::client(None)?,
+        }),
+        &tasks,
+    );
     let origin = Arc::new(Origin {
-        backing: StorageBacking::new(deps.backends),
+        backing: StorageBacking::new(deps.backends.clone()),
+        routes: deps.backends,
         scheduler: scheduler.clone(),
         ring,
         pieces: config.metainfogen.clone(),
         fetches: Mutex::new(HashMap::new()),
-        // Copies are as long as blobs are: no overall timeout, only the connect one.
-        http: crate::http::client(None)?,
+        queue,
         tasks: tasks.clone(),
     });
     tracing::info!(%listen, peer = %advertise, "shoal origin listening");
@@ -147,8 +177,13 @@ pub async fn serve(
 
 fn router_of(origin: Arc<Origin>) -> Router {
     let ring = origin.ring.clone();
+    let queue = origin.queue.clone();
     let metrics = crate::metrics::router(origin.scheduler.clone(), move || {
-        let mut out = String::from(
+        let mut out = queue.depth().render(
+            "shoal_origin_queue_jobs",
+            "Jobs in the origin's queue on disk: write-backs to the backend and copies to the replica set, pending or parked as failed.",
+        );
+        out.push_str(
             "# HELP shoal_ring_member_healthy Whether the active check counts a ring member healthy.\n\
              # TYPE shoal_ring_member_healthy gauge\n",
         );
@@ -208,8 +243,8 @@ impl Origin {
         Ok(Fetch::Running)
     }
 
-    /// Fetches `d` from the backend into the piece store, seeds it, and copies it to the rest
-    /// of its replica set.
+    /// Fetches `d` from the backend into the piece store, seeds it, and queues its copies to
+    /// the rest of its replica set.
     async fn fetch(self: Arc<Self>, repo: RepoName, d: Digest) {
         let outcome = match self.backing.download_blob(&repo, &d).await {
             Ok(Some((length, body))) => {
@@ -223,11 +258,13 @@ impl Origin {
                 {
                     Ok(blob) => {
                         tracing::info!(%d, namespace = %repo, "fetched from the storage backend");
-                        self.scheduler.seed(repo.as_str(), blob.clone());
-                        let this = self.clone();
-                        let repo = repo.clone();
-                        self.tasks
-                            .spawn(async move { this.replicate(&repo, &blob).await });
+                        self.scheduler.seed(repo.as_str(), blob);
+                        // Nobody waits on these: a failure to queue them costs copies, not data
+                        // (the backend holds the blob).
+                        let copies = jobs_for(&self.ring, &repo, &d, false);
+                        if let Err(e) = self.queue.push_all(copies).await {
+                            tracing::error!(%d, error = %e, "queueing the copies to the replica set failed");
+                        }
                         None
                     }
                     Err(e) => Some(Fetch::Failed(
@@ -246,43 +283,6 @@ impl Origin {
             }
             None => {
                 fetches.remove(&d);
-            }
-        }
-    }
-
-    /// Sends a copy of `blob` to the other members of its replica set.
-    async fn replicate(&self, repo: &RepoName, blob: &CompleteBlob) {
-        let d = blob.metainfo().digest();
-        for host in self.ring.owners(d) {
-            if Some(&host) == self.ring.me() {
-                continue;
-            }
-            let url = format!(
-                "http://{host}/namespace/{}/blobs/{d}?replica=true",
-                segment(repo.as_str())
-            );
-            let result = async {
-                let file = tokio::fs::File::open(blob.path()).await?;
-                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-                let resp = self
-                    .http
-                    .put(&url)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(std::io::Error::other)?;
-                if !resp.status().is_success() {
-                    return Err(std::io::Error::other(format!(
-                        "{host} answered {}",
-                        resp.status()
-                    )));
-                }
-                Ok(())
-            }
-            .await;
-            match result {
-                Ok(()) => tracing::info!(%d, %host, "replicated"),
-                Err(e) => tracing::warn!(%d, %host, error = %e, "replication failed"),
             }
         }
     }
@@ -340,20 +340,27 @@ async fn download(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Respo
         .into_response())
 }
 
-#[derive(serde::Deserialize)]
-struct UploadQuery {
-    #[serde(default)]
-    replica: bool,
-}
-
-/// Takes a blob (a replica's copy, or a push): verified against its digest while stored.
+/// Takes a blob (a push, or a replica's copy): verified against its digest while stored. A push
+/// is acknowledged once its write-back and its copies are queued on disk; a copy is only
+/// stored, so copies never travel further.
 async fn upload(
     State(o): State<Arc<Origin>>,
     p: BlobPath,
-    Query(q): Query<UploadQuery>,
+    Query(q): Query<ReplicaQuery>,
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> HttpResult<StatusCode> {
+    if !q.replica && o.routes.route(p.repo.as_str(), Content::Blobs).is_none() {
+        // Refused before the body is read: a write-back with nowhere to go would never end.
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "namespace {} matches no `backends:` entry that holds blobs, so nothing can be \
+                 stored there",
+                p.repo
+            ),
+        ));
+    }
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
@@ -365,17 +372,12 @@ async fn upload(
         .await
         .map_err(|e| HttpError::bad_request(format!("{}: {e}", p.digest)))?;
     if !q.replica {
-        // A push: the backend is the durable copy; then the replica set gets theirs.
-        let path = blob.path().to_owned();
-        o.backing
-            .put_blob(&p.repo, &p.digest, &path, blob.len())
-            .await
-            .map_err(|e| HttpError::bad_gateway(e.message))?;
-        let this = o.clone();
-        let copy = blob.clone();
-        let repo = p.repo.clone();
-        o.tasks
-            .spawn(async move { this.replicate(&repo, &copy).await });
+        // The blob is on disk; once its jobs are too, the push is safe to acknowledge.
+        let jobs = jobs_for(&o.ring, &p.repo, &p.digest, true);
+        o.queue.push_all(jobs).await.map_err(|e| {
+            tracing::error!(digest = %p.digest, error = %e, "queueing a push's write-back failed");
+            HttpError::unavailable(format!("queueing the write-back of {}: {e}", p.digest))
+        })?;
     }
     o.scheduler.seed(p.repo.as_str(), blob);
     Ok(StatusCode::CREATED)

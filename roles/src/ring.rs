@@ -95,6 +95,18 @@ impl Ring {
             .collect()
     }
 
+    /// `digest`'s whole replica set, best first, healthy or not: the members that should hold
+    /// a copy (a copy for an unhealthy one waits until it is back).
+    pub fn replica_set(&self, digest: &Digest) -> Vec<HostPort> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .ring
+            .replica_set(digest, self.max_replica)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
     /// The active check's verdict on `host` (healthy when never checked).
     pub fn is_healthy(&self, host: &HostPort) -> bool {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());

@@ -26,6 +26,7 @@ async fn a_peer_serving_corrupt_pieces_is_blacklisted_by_every_agent() {
         agents: 3,
         max_replica: 1,
         origin_egress_bits: Some(200_000_000),
+        ..Spec::default()
     })
     .await;
     let digest = cluster.push(0, NS, noise(24 << 20, 3)).await;

@@ -57,6 +57,7 @@ async fn a_dead_tracker_is_skipped_after_fails_errors() {
         agents: 3,
         max_replica: 1,
         origin_egress_bits: None,
+        ..Spec::default()
     })
     .await;
     let bytes = noise(16 << 20, 5);

@@ -20,9 +20,10 @@ async fn six_agents_pull_a_256_mib_blob_mostly_from_each_other() {
         agents: 6,
         max_replica: 2,
         origin_egress_bits: Some(400_000_000),
+        ..Spec::default()
     })
     .await;
-    let digest = cluster.push(0, NS, noise(size as usize, 7)).await;
+    let digest = cluster.push_to_owner(NS, noise(size as usize, 7)).await;
     let pulls = cluster.pull_everywhere(NS, &digest).await.unwrap();
     for (i, got) in pulls.into_iter().enumerate() {
         let got = got.unwrap_or_else(|e| panic!("agent{i}: {e}"));

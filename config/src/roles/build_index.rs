@@ -14,6 +14,7 @@ use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
+use crate::retry::RetryConfig;
 use crate::validate::{Problems, Validate};
 
 /// `build-index.yaml`.
@@ -31,6 +32,8 @@ pub struct BuildIndexConfig {
     pub cluster: ClusterConfig,
     /// Local cache of resolved tags.
     pub tag_cache: TagCacheConfig,
+    /// Retries of the queue that copies tags to the remote build-indexes of `cluster:`.
+    pub replication: RetryConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -47,6 +50,7 @@ impl Default for BuildIndexConfig {
             auth: AuthConfig::default(),
             cluster: ClusterConfig::default(),
             tag_cache: TagCacheConfig::default(),
+            replication: RetryConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
@@ -78,6 +82,8 @@ impl sealed::Role for BuildIndexConfig {
         let root = KeyPath::root();
         validate_backends(&self.backends, &self.auth, problems);
         self.cluster.validate(&root.key("cluster"), problems);
+        self.replication
+            .validate(&root.key("replication"), problems);
         if let Some(capacity) = self.tag_cache.capacity {
             problems.at_least_one(capacity, &root.key("tag_cache").key("capacity"));
         }

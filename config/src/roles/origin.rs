@@ -11,11 +11,11 @@ use crate::auth::AuthConfig;
 use crate::backend::{BackendEntry, validate_backends};
 use crate::bytesize::ByteSize;
 use crate::cluster::{ClusterConfig, HashRingConfig, TrackerClientConfig};
-use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
+use crate::retry::RetryConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
@@ -41,7 +41,8 @@ pub struct OriginConfig {
     pub scheduler: SchedulerConfig,
     /// On-disk cache.
     pub store: StoreConfig,
-    /// Write-back of pushed blobs to the backend.
+    /// Retries of the queue that writes pushed blobs back to the backend and copies blobs to
+    /// the replica set.
     pub writeback: WritebackConfig,
     /// How blobs are cut into pieces.
     pub metainfogen: MetainfoGenConfig,
@@ -76,24 +77,9 @@ impl Default for OriginConfig {
     }
 }
 
-/// `writeback:`: retries of the persisted queue that uploads pushed blobs to the backend.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WritebackConfig {
-    /// Attempts before a task is parked as failed [5].
-    pub retries: u32,
-    /// Wait between attempts [10s].
-    pub delay: Duration,
-}
-
-impl Default for WritebackConfig {
-    fn default() -> Self {
-        WritebackConfig {
-            retries: 5,
-            delay: Duration::from_secs(10),
-        }
-    }
-}
+/// `writeback:`: retries of the origin's job queue on disk, which writes pushed blobs back to
+/// the backend and copies them to the replica set (see [`RetryConfig`]).
+pub type WritebackConfig = RetryConfig;
 
 /// How the origin cuts blobs into pieces (Kraken's `metainfogen`): `piece_lengths` maps a blob
 /// size to the piece length used from that size up, e.g. `{0: 4MB, 2GB: 8MB}`.
@@ -158,6 +144,7 @@ impl sealed::Role for OriginConfig {
         validate_backends(&self.backends, &self.auth, problems);
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
+        self.writeback.validate(&root.key("writeback"), problems);
         self.metainfogen
             .validate(&root.key("metainfogen"), problems);
         self.tracker.validate(&root.key("tracker"), problems);

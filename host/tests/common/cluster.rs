@@ -180,6 +180,9 @@ pub struct Spec {
     pub max_replica: u32,
     /// Whether to run a build-index over the shared backend (agents resolve tags through it).
     pub build_index: bool,
+    /// Whether to run a second build-index over a backend folder of its own
+    /// ([`Cluster::remote`]), as the remote cluster the first replicates tags to.
+    pub remote_build_index: bool,
 }
 
 impl Default for Spec {
@@ -190,6 +193,7 @@ impl Default for Spec {
             agents: 6,
             max_replica: 2,
             build_index: false,
+            remote_build_index: false,
         }
     }
 }
@@ -202,6 +206,9 @@ pub struct Cluster {
     pub origins: Vec<Node>,
     pub agents: Vec<Node>,
     pub build_index: Option<Node>,
+    /// The remote build-index ([`Spec::remote_build_index`]) and its backend folder.
+    pub remote: Option<Node>,
+    pub remote_backend: PathBuf,
 }
 
 fn hosts(addrs: &[SocketAddr]) -> String {
@@ -257,7 +264,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, (http, peer))| {
                 let yaml = format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{peer}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nwriteback:\n  delay: 200ms\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{tracker_client}{scheduler}",
                     hosts(&origin_http),
                     spec.max_replica,
                     backend.display(),
@@ -265,11 +272,29 @@ impl Cluster {
                 Node::spawn(dir.path(), &format!("origin{i}"), "origin", yaml, *http, Some(*peer))
             })
             .collect();
-        let build_index = spec.build_index.then(|| {
+        let remote_backend = dir.path().join("remote-backend");
+        let remote = spec.remote_build_index.then(|| {
+            std::fs::create_dir_all(&remote_backend).unwrap();
             let ip = next_ip();
             let addr = SocketAddr::from((ip, free_port(ip)));
             let yaml = format!(
                 "listen: \"{addr}\"\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n",
+                remote_backend.display()
+            );
+            Node::spawn(dir.path(), "remote-build-index", "build-index", yaml, addr, None)
+        });
+        let build_index = spec.build_index.then(|| {
+            let ip = next_ip();
+            let addr = SocketAddr::from((ip, free_port(ip)));
+            let remotes = match &remote {
+                Some(r) => format!(
+                    "cluster:\n  hosts:\n    static: [\"{}\"]\nreplication:\n  delay: 200ms\n",
+                    r.http
+                ),
+                None => String::new(),
+            };
+            let yaml = format!(
+                "listen: \"{addr}\"\nbackends:\n  - namespace: .*\n    backend:\n      fs:\n        root: {}\n{remotes}",
                 backend.display()
             );
             Node::spawn(dir.path(), "build-index", "build-index", yaml, addr, None)
@@ -296,6 +321,8 @@ impl Cluster {
             origins,
             agents,
             build_index,
+            remote,
+            remote_backend,
         }
     }
 }

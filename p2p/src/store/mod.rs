@@ -98,7 +98,12 @@ pub(crate) struct StoreInner {
     cache_dir: PathBuf,
     config: StoreConfig,
     state: tokio::sync::Mutex<State>,
+    /// Complete blobs the owner still needs (see [`PieceStore::pin_with`]).
+    pinned: std::sync::RwLock<Option<Pinned>>,
 }
+
+/// Whether the owner of a store still needs a complete blob, so cleanup keeps it.
+type Pinned = Arc<dyn Fn(&Digest) -> bool + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -469,6 +474,7 @@ impl PieceStore {
                 cache_dir,
                 config: config.clone(),
                 state: tokio::sync::Mutex::new(state),
+                pinned: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -647,13 +653,30 @@ impl PieceStore {
         Ok(removed)
     }
 
+    /// Tells cleanup which complete blobs the owner still needs whatever their idle time and
+    /// the capacity: those for which `pinned` answers true are kept as if a handle were open.
+    /// An origin pins the blobs its write-back and replication jobs will read, without holding
+    /// a file open per job. Replaces an earlier predicate.
+    pub fn pin_with(&self, pinned: impl Fn(&Digest) -> bool + Send + Sync + 'static) {
+        let mut slot = self.inner.pinned.write().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(Arc::new(pinned));
+    }
+
     /// One cleanup pass as of `now`: closed cache entries idle for `cache_cleanup.tti` and
     /// closed downloads idle for `download_cleanup.tti` go (a TTI of `0s` means never); then,
     /// while the cache holds more than `capacity` blobs or `capacity_bytes` bytes, the least
-    /// recently accessed closed blobs go. Blobs with a live handle always stay.
+    /// recently accessed closed blobs go. Blobs with a live handle, and blobs pinned (see
+    /// [`PieceStore::pin_with`]), always stay.
     pub async fn cleanup(&self, now: SystemTime) -> Result<CleanupReport, StoreError> {
         let config = &self.inner.config;
         let tti = |t: shoal_config::Duration| (!t.is_zero()).then(|| t.get());
+        let pinned = self
+            .inner
+            .pinned
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let is_pinned = |d: &Digest| pinned.as_ref().is_some_and(|p| p(d));
         let mut state = self.inner.state.lock().await;
         let cache: Vec<_> = state
             .cache
@@ -662,7 +685,7 @@ impl PieceStore {
                 key: d.clone(),
                 last_access: e.access.get(),
                 bytes: e.bytes,
-                open: e.handle.strong_count() > 0,
+                open: e.handle.strong_count() > 0 || is_pinned(d),
             })
             .collect();
         let downloads: Vec<_> = state

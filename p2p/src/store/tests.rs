@@ -760,3 +760,37 @@ async fn the_cleanup_task_runs_on_its_interval_and_stops_with_the_store() {
         .expect("the task stops once the store is gone")
         .unwrap();
 }
+
+#[tokio::test]
+async fn pinned_blobs_survive_cleanup_until_unpinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.capacity = 1;
+    cfg.cache_cleanup.tti = hours(1).into();
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let kept = import(&store, &blob(100, 60))
+        .await
+        .metainfo()
+        .digest()
+        .clone();
+    let other = import(&store, &blob(100, 61))
+        .await
+        .metainfo()
+        .digest()
+        .clone();
+    let pins = Arc::new(std::sync::Mutex::new(vec![kept.clone()]));
+    let held = pins.clone();
+    store.pin_with(move |d| held.lock().unwrap().contains(d));
+
+    // Idle past the TTI and over capacity: only the unpinned one goes.
+    let far = SystemTime::now() + hours(24);
+    let r = store.cleanup(far).await.unwrap();
+    assert_eq!(r.removed_cache, 1);
+    assert!(store.complete(&other).await.unwrap().is_none());
+    assert!(store.complete(&kept).await.unwrap().is_some());
+
+    pins.lock().unwrap().clear();
+    let r = store.cleanup(far + hours(24)).await.unwrap();
+    assert_eq!(r.removed_cache, 1);
+    assert!(store.complete(&kept).await.unwrap().is_none());
+}

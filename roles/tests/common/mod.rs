@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+mod build_index_setup;
+pub mod flaky;
 pub mod images;
 
 use std::collections::HashMap;
@@ -15,12 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use shoal_config::{AgentConfig, BuildIndexConfig, OriginConfig, TrackerConfig};
+use shoal_config::{AgentConfig, OriginConfig, TrackerConfig};
 use shoal_p2p::HealthFilter;
-use shoal_roles::{RoleError, agent, build_index, origin, tracker};
+use shoal_roles::{RoleError, agent, origin, tracker};
 use shoal_storage::{Backend, MemoryBackend, NamespaceRouter};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use build_index_setup::{BuildIndexSetup, spawn_build_index};
+use flaky::FlakyBackend;
 
 /// A native stand-in for the health-policy components: `fails` failures in a row take a host
 /// out, `passes` successes in a row bring it back (the active filter's rule; with `passes: 1`
@@ -202,6 +207,9 @@ pub struct Spec {
     pub max_replica: u32,
     /// Each origin's egress cap on its peer connections, in bits per second.
     pub origin_egress_bits: Option<u64>,
+    /// Whether to run a second build-index, over a backend of its own ([`Cluster::remote`]),
+    /// as the remote cluster the first one replicates tags to.
+    pub remote_build_index: bool,
 }
 
 impl Default for Spec {
@@ -212,6 +220,7 @@ impl Default for Spec {
             agents: 3,
             max_replica: 2,
             origin_egress_bits: None,
+            remote_build_index: false,
         }
     }
 }
@@ -228,11 +237,18 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// The one storage backend origins and build-index share.
     pub backend: Arc<MemoryBackend>,
+    /// The same backend as seen by the roles: its uploads fail when a test says so.
+    pub flaky: Arc<FlakyBackend>,
     router: Arc<NamespaceRouter>,
     pub trackers: Vec<Node>,
     pub origins: Vec<Node>,
     origin_setups: Vec<OriginSetup>,
     pub build_index: Node,
+    build_index_setup: BuildIndexSetup,
+    /// The remote cluster's build-index ([`Spec::remote_build_index`]), and its own backend.
+    pub remote: Option<Node>,
+    remote_setup: Option<BuildIndexSetup>,
+    pub remote_backend: Arc<MemoryBackend>,
     pub agents: Vec<Node>,
     /// The config every agent shares (build-index, tracker, scheduler).
     agent_base: String,
@@ -326,7 +342,8 @@ impl Cluster {
             .tempdir()
             .unwrap();
         let backend = Arc::new(MemoryBackend::new("memory"));
-        let router = Arc::new(NamespaceRouter::single(backend.clone() as Arc<dyn Backend>));
+        let flaky = FlakyBackend::new(backend.clone());
+        let router = Arc::new(NamespaceRouter::single(flaky.clone() as Arc<dyn Backend>));
         let mut n = 0u8;
         let mut next_ip = || {
             n += 1;
@@ -355,6 +372,10 @@ impl Cluster {
             .collect();
         let build_index_listener = bind(next_ip()).await;
         let build_index_addr = build_index_listener.local_addr().unwrap();
+        let remote_listener = match spec.remote_build_index {
+            true => Some(bind(next_ip()).await),
+            false => None,
+        };
 
         let tracker_client = format!(
             "tracker:\n  hosts:\n    static: {}\n  cluster:\n    healthcheck:\n      fails: 2\n      fail_timeout: 5s\n",
@@ -395,7 +416,7 @@ impl Cluster {
             let http = listeners.http.local_addr().unwrap();
             let setup = OriginSetup {
                 config: config(&format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\n{tracker_client}{origin_scheduler}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nwriteback:\n  retries: 10\n  delay: 100ms\n{tracker_client}{origin_scheduler}",
                     listeners.peer.local_addr().unwrap(),
                     hosts(&origin_http),
                     spec.max_replica,
@@ -406,19 +427,35 @@ impl Cluster {
             origin_setups.push(setup);
         }
 
-        let bi_config: BuildIndexConfig = config(&format!("listen: \"{build_index_addr}\"\n"));
-        let bi_router = router.clone();
-        let build_index = Node::spawn("build-index".into(), build_index_addr, None, async move {
-            build_index::serve(
-                &bi_config,
-                build_index_listener,
-                build_index::BuildIndexDeps {
-                    backends: bi_router,
-                },
-                std::future::pending(),
-            )
-            .await
-        });
+        let remote_backend = Arc::new(MemoryBackend::new("remote-memory"));
+        let remotes = match &remote_listener {
+            Some(l) => format!(
+                "cluster:\n  hosts:\n    static: [\"{}\"]\nreplication:\n  retries: 10\n  delay: 100ms\n",
+                l.local_addr().unwrap()
+            ),
+            None => String::new(),
+        };
+        let build_index_setup = BuildIndexSetup {
+            name: "build-index",
+            config: config(&format!("listen: \"{build_index_addr}\"\n{remotes}")),
+            data: dir.path().join("build-index"),
+            router: router.clone(),
+        };
+        let build_index = spawn_build_index(&build_index_setup, build_index_listener);
+        let (remote, remote_setup) = match remote_listener {
+            Some(listener) => {
+                let setup = BuildIndexSetup {
+                    name: "remote-build-index",
+                    config: config(&format!("listen: \"{}\"\n", listener.local_addr().unwrap())),
+                    data: dir.path().join("remote-build-index"),
+                    router: Arc::new(NamespaceRouter::single(
+                        remote_backend.clone() as Arc<dyn Backend>
+                    )),
+                };
+                (Some(spawn_build_index(&setup, listener)), Some(setup))
+            }
+            None => (None, None),
+        };
 
         let agent_base = format!(
             "build_index:\n  hosts:\n    static: [\"{build_index_addr}\"]\n{tracker_client}{scheduler}"
@@ -431,11 +468,16 @@ impl Cluster {
         let cluster = Cluster {
             dir,
             backend,
+            flaky,
             router,
             trackers,
             origins,
             origin_setups,
             build_index,
+            build_index_setup,
+            remote,
+            remote_setup,
+            remote_backend,
             agents,
             agent_base,
             next_ip: n + 1,
@@ -467,6 +509,11 @@ impl Cluster {
         self.wait_for(&self.origins[i]).await;
     }
 
+    /// The path of origin `i`'s data directory.
+    pub fn origin_data(&self, i: usize) -> &std::path::Path {
+        &self.origin_setups[i].data
+    }
+
     /// Waits until every service answers on its HTTP address.
     async fn wait_up(&self) {
         let nodes = self
@@ -474,6 +521,7 @@ impl Cluster {
             .iter()
             .chain(&self.origins)
             .chain(std::iter::once(&self.build_index))
+            .chain(&self.remote)
             .chain(&self.agents);
         for node in nodes {
             self.wait_for(node).await;
@@ -550,8 +598,8 @@ impl Cluster {
         .await
     }
 
-    /// Puts `bytes` into the cluster through origin `i`, as a push: verified, written to the
-    /// backend and copied to the blob's replica set. Returns the digest.
+    /// Puts `bytes` into the cluster through origin `i`, as a push: verified and stored, its
+    /// write-back to the backend and its copies to the replica set queued. Returns the digest.
     pub async fn push(&self, origin: usize, namespace: &str, bytes: Vec<u8>) -> String {
         let digest = digest_of(&bytes);
         let url = format!(
@@ -569,6 +617,21 @@ impl Cluster {
         let status = resp.status().as_u16();
         assert_eq!(status, 201, "push refused: {:?}", resp.text().await);
         digest
+    }
+
+    /// Puts `bytes` into the cluster as the proxy does: through the first origin of its
+    /// replica set, which then answers the tracker for it. Returns the digest.
+    pub async fn push_to_owner(&self, namespace: &str, bytes: Vec<u8>) -> String {
+        let digest: shoal_registry::Digest = digest_of(&bytes).parse().unwrap();
+        let members: Vec<shoal_config::HostPort> = self
+            .origins
+            .iter()
+            .map(|o| shoal_config::HostPort::new(o.http.ip().to_string(), o.http.port()))
+            .collect();
+        let ring = shoal_p2p::HashRing::new(members.clone()).unwrap();
+        let first = ring.ranked(&digest)[0];
+        let owner = members.iter().position(|m| m == first).unwrap();
+        self.push(owner, namespace, bytes).await
     }
 
     /// Starts pulling blob `digest` of `namespace` from every agent at once. The handle yields,
