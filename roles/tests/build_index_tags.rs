@@ -93,6 +93,8 @@ impl Backend for Switched {
 struct Index {
     node: Node,
     http: reqwest::Client,
+    /// The build-index's data directory (its replication queue), gone with it.
+    _data: tempfile::TempDir,
 }
 
 impl Index {
@@ -107,10 +109,13 @@ impl Index {
         .unwrap();
         let router = Arc::new(NamespaceRouter::single(backend.clone() as Arc<dyn Backend>));
         let deps = build_index::BuildIndexDeps { backends: router };
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().to_owned();
         let node = Node::spawn("build-index".into(), addr, None, async move {
-            build_index::serve(&config, listener, deps, std::future::pending()).await
+            build_index::serve(&config, &dir, listener, deps, std::future::pending()).await
         });
         let index = Index {
+            _data: data,
             node,
             http: reqwest::Client::new(),
         };

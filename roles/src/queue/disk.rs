@@ -95,7 +95,12 @@ impl Dirs {
         }
         for entry in fs::read_dir(self.tmp()).map_err(at(&self.tmp()))? {
             let path = entry.map_err(at(&self.tmp()))?.path();
-            fs::remove_file(&path).map_err(at(&path))?;
+            // Gone already: renamed into place by a writer that was still finishing (a role
+            // stopped and started again in one process).
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(at(&path)(e)),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -122,6 +127,8 @@ impl Dirs {
                     Ok(bytes) => {
                         serde_json::from_slice::<Record<J>>(&bytes).map_err(|e| e.to_string())
                     }
+                    // Removed or moved since it was listed: not a job any more.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => Err(e.to_string()),
                 },
             };
