@@ -10,6 +10,8 @@
 //! The backing is consulted only for content the local store has never held. A blob or
 //! manifest a client deleted from one repository stays known locally (other repositories may
 //! share it), so it is not brought back from the backing; tags are deleted in both places.
+//! The garbage collector (`store::gc`) deletes a blob's file and its backing copies together,
+//! once no repository links it.
 
 use std::collections::HashMap;
 use std::io;
@@ -50,6 +52,13 @@ pub trait Backing: Send + Sync {
         _d: &Digest,
     ) -> ApiResult<Option<std::path::PathBuf>> {
         Ok(None)
+    }
+
+    /// Removes blob `d` of `repo`, which the local store's garbage collector found
+    /// unreferenced and deleted; a blob that is not there is not an error. The default keeps
+    /// everything (a backing that cannot delete, or should not).
+    async fn delete_blob(&self, _repo: &RepoName, _d: &Digest) -> ApiResult<()> {
+        Ok(())
     }
 
     /// Points `tag` of `repo` at `d`.
@@ -244,7 +253,7 @@ impl Registry {
 }
 
 /// Reads a small body whole, refusing more than `cap` bytes.
-async fn read_capped(mut body: BodyStream, cap: usize) -> Result<Bytes, String> {
+pub(crate) async fn read_capped(mut body: BodyStream, cap: usize) -> Result<Bytes, String> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("the transfer broke off: {e}"))?;

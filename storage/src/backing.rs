@@ -147,6 +147,16 @@ impl Backing for StorageBacking {
         Ok(self.download_blob(repo, d).await?.map(|(_, body)| body))
     }
 
+    async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
+        let Some(route) = self.route(repo, Content::Blobs) else {
+            return Ok(());
+        };
+        match route.backend.delete(repo.as_str(), &blob_name(d)).await {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(api_error(repo, e)),
+        }
+    }
+
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
         let route = self.route_for_write(repo, Content::Tags)?;
         let content = bytes::Bytes::from(d.to_string());
