@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use shoal_config::{AuthConfig, BackendEntry, DevConfig, PluginsConfig};
+use shoal_config::{AuthConfig, BackendEntry, DevConfig, GcConfig, PluginsConfig};
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
 use shoal_registry::{LocalStore, Registry};
@@ -28,6 +28,7 @@ struct DevSettings {
     backends: Vec<BackendEntry>,
     auth: AuthConfig,
     plugins: PluginsConfig,
+    gc: GcConfig,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
@@ -64,6 +65,7 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         backends: cfg.backends,
         auth: cfg.auth,
         plugins: cfg.plugins,
+        gc: cfg.gc,
     })
 }
 
@@ -81,6 +83,7 @@ pub(crate) fn init_logging(level: &str) {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
     init_logging(&s.log_level);
+    let _lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
     let store = LocalStore::open(s.data_dir.join("cache"))
         .await
         .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
@@ -100,6 +103,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let backing = Arc::new(StorageBacking::new(Arc::new(router)));
     let registry = Arc::new(Registry::with_backing(store, backing));
+    let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let app = shoal_registry::router(registry);
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
@@ -113,6 +117,30 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         crate::serve::signal(),
     )
     .await?;
+    collector.stop().await;
     tracing::info!("shoal dev stopped");
     Ok(())
+}
+
+/// What `shoal gc` needs from the dev settings: the registry over the same store and
+/// backends, the `gc:` block and the data directory, with the directory locked.
+pub(crate) async fn open_for_gc(
+    args: DevArgs,
+) -> anyhow::Result<(Arc<Registry>, GcConfig, PathBuf, crate::gc::DataDirLock)> {
+    let s = settings(args)?;
+    init_logging(&s.log_level);
+    let lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
+    let store = LocalStore::open(s.data_dir.join("cache"))
+        .await
+        .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
+    let engine = PluginEngine::new(
+        PluginLimits::from_config(&s.plugins),
+        Some(s.data_dir.join("plugin-cache")),
+    )
+    .context("starting the plugin engine")?;
+    let router =
+        load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
+    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
+    let registry = Arc::new(Registry::with_backing(store, backing));
+    Ok((registry, s.gc, s.data_dir, lock))
 }

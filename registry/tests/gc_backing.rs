@@ -44,7 +44,10 @@ impl Backing for Memory {
 
     async fn get_blob(&self, _: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
         if self.unreadable.lock().unwrap().contains(d) {
-            return Err(RegistryError::new(ErrorCode::Unavailable, "memory: unreachable"));
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                "memory: unreachable",
+            ));
         }
         let data = self.blobs.lock().unwrap().get(d).cloned();
         Ok(data.map(|b| Box::pin(futures_util::stream::iter([Ok(b)])) as BodyStream))
@@ -52,7 +55,10 @@ impl Backing for Memory {
 
     async fn delete_blob(&self, _: &RepoName, d: &Digest) -> ApiResult<()> {
         if self.refuse_deletes.load(Ordering::SeqCst) {
-            return Err(RegistryError::new(ErrorCode::Unavailable, "memory: refusing deletes"));
+            return Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                "memory: refusing deletes",
+            ));
         }
         self.blobs.lock().unwrap().remove(d);
         Ok(())
@@ -89,7 +95,11 @@ async fn what_gc_frees_locally_goes_from_the_backing_too() {
     let (a, b) = two_images(&f).await;
     delete(&f, "/v2/app/manifests/a").await;
     let report = gc(&f, now()).await;
-    assert_eq!((report.blobs_deleted, report.backing_deleted), (2, 2), "{report}");
+    assert_eq!(
+        (report.blobs_deleted, report.backing_deleted),
+        (2, 2),
+        "{report}"
+    );
     for d in [&a.digest, &a.blobs[2].0] {
         assert!(!memory.has(d) && !stored(&f, d), "{d} freed in both places");
         let r = f.get(&format!("/v2/app/blobs/{d}")).await;
@@ -125,7 +135,11 @@ async fn a_failed_backing_delete_is_counted_not_fatal() {
     delete(&f, "/v2/app/manifests/a").await;
     memory.refuse_deletes.store(true, Ordering::SeqCst);
     let report = gc(&f, now()).await;
-    assert_eq!((report.blobs_deleted, report.backing_failed), (2, 2), "{report}");
+    assert_eq!(
+        (report.blobs_deleted, report.backing_failed),
+        (2, 2),
+        "{report}"
+    );
     assert!(!stored(&f, &a.blobs[2].0), "freed locally all the same");
     assert!(memory.has(&a.blobs[2].0));
     assert_intact(&f, "app", &b).await;
@@ -142,7 +156,11 @@ async fn the_backing_is_left_alone_when_the_policy_says_so() {
         ..now()
     };
     let report = gc(&f, policy).await;
-    assert_eq!((report.blobs_deleted, report.backing_deleted), (2, 0), "{report}");
+    assert_eq!(
+        (report.blobs_deleted, report.backing_deleted),
+        (2, 0),
+        "{report}"
+    );
     assert!(memory.has(&a.digest) && memory.has(&a.blobs[2].0));
 }
 
@@ -165,14 +183,24 @@ async fn a_live_manifest_the_cache_lacks_is_read_from_the_backing() {
         .await;
     assert_eq!(r.status.as_u16(), 200);
     let layer = &child.blobs[1].0;
-    assert_eq!(cold.get(&format!("/v2/multi/blobs/{layer}")).await.status.as_u16(), 200);
+    assert_eq!(
+        cold.get(&format!("/v2/multi/blobs/{layer}"))
+            .await
+            .status
+            .as_u16(),
+        200
+    );
 
     let report = gc(&cold, now()).await;
     assert_eq!(report.blobs_deleted, 0, "{report}");
     assert!(stored(&cold, layer) && memory.has(layer));
 
     // When the backing cannot say what the child references, nothing is deleted there.
-    memory.unreadable.lock().unwrap().insert(child.digest.clone());
+    memory
+        .unreadable
+        .lock()
+        .unwrap()
+        .insert(child.digest.clone());
     let report = gc(&cold, now()).await;
     assert!(report.backing_skipped.is_some(), "{report}");
     assert!(stored(&cold, layer) && memory.has(layer));
