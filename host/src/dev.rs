@@ -5,6 +5,7 @@
 //! written through to the backend the namespace routes to, and misses are fetched from it.
 //! Without a config the one backend is the embedded `fs` plugin over `<data_dir>/backend`.
 //! The P2P roles are separate processes (`shoal agent`, `origin`, `tracker`, `build-index`).
+//! Every `gc.interval` a garbage collection frees what no tag reaches any more (`crate::gc`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -217,3 +217,22 @@ impl Backing for StorageBacking {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    #[tokio::test]
+    async fn delete_blob_removes_the_routed_copy_and_tolerates_a_missing_one() {
+        let memory = Arc::new(MemoryBackend::new("memory"));
+        let backing = StorageBacking::new(Arc::new(NamespaceRouter::single(memory.clone())));
+        let repo: RepoName = "team/app".parse().unwrap();
+        let d = Digest::sha256_of(b"layer");
+        memory.insert("team/app", d.hex(), &b"layer"[..]);
+        backing.delete_blob(&repo, &d).await.unwrap();
+        assert!(memory.get("team/app", d.hex()).is_none());
+        // Already gone: not an error, as a second collection may find it so.
+        backing.delete_blob(&repo, &d).await.unwrap();
+    }
+}
