@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -26,6 +26,9 @@ struct Memory {
     refuse_deletes: AtomicBool,
     /// Digests whose reads fail, as an unreachable backend's would.
     unreadable: Mutex<HashSet<Digest>>,
+    /// When set, deletes wait for a permit: a slow backend.
+    delete_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    deletes_started: AtomicUsize,
 }
 
 impl Memory {
@@ -54,6 +57,11 @@ impl Backing for Memory {
     }
 
     async fn delete_blob(&self, _: &RepoName, d: &Digest) -> ApiResult<()> {
+        self.deletes_started.fetch_add(1, Ordering::SeqCst);
+        let gate = self.delete_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await.unwrap();
+        }
         if self.refuse_deletes.load(Ordering::SeqCst) {
             return Err(RegistryError::new(
                 ErrorCode::Unavailable,
@@ -204,4 +212,68 @@ async fn a_live_manifest_the_cache_lacks_is_read_from_the_backing() {
     let report = gc(&cold, now()).await;
     assert!(report.backing_skipped.is_some(), "{report}");
     assert!(stored(&cold, layer) && memory.has(layer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_racing_the_gc_keeps_its_backing_copies() {
+    let memory = Arc::new(Memory::default());
+    let f = Arc::new(backed(memory.clone()).await);
+    let outcome = race(f.clone(), 4, 12).await;
+    assert!(outcome.freed > 0 && outcome.pushed > 0, "{outcome:?}");
+    for (repo, image) in &outcome.kept {
+        assert_intact(&f, repo, image).await;
+        for d in image.all() {
+            assert!(
+                memory.has(d),
+                "{d} of {repo} was written through and must stay there"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_a_blob_being_deleted_from_the_backing_waits_for_the_delete() {
+    let memory = Arc::new(Memory::default());
+    let f = Arc::new(backed(memory.clone()).await);
+    let d = f.push_blob("app", b"pushed, forgotten, pushed again").await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *memory.delete_gate.lock().unwrap() = Some(gate.clone());
+
+    // The collection frees the unreferenced blob locally, then stalls in the backend delete.
+    let collection = tokio::spawn({
+        let f = f.clone();
+        async move { gc(&f, now()).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while memory.deletes_started.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collection never deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!stored(&f, &d));
+
+    // A client pushes the same content meanwhile: its write-through must land after the delete.
+    let push = tokio::spawn({
+        let f = f.clone();
+        async move { f.push_blob("app", b"pushed, forgotten, pushed again").await }
+    });
+    // It waits for the stalled delete (a push in process takes a few ms otherwise).
+    let watch = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while std::time::Instant::now() < watch {
+        assert!(
+            !push.is_finished(),
+            "the push finished while its digest was being deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    gate.add_permits(1);
+    collection.await.unwrap();
+    push.await.unwrap();
+    assert!(stored(&f, &d));
+    assert!(
+        memory.has(&d),
+        "the second push's backing copy survived the first one's delete"
+    );
 }
