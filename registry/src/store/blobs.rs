@@ -137,16 +137,24 @@ impl LocalStore {
 
     /// Notes that a client checked `repo`'s blob `d`, as a push does before it skips uploading
     /// a blob the registry has: the link's time is renewed, so the garbage collector's grace
-    /// period counts from the check, not from the first upload.
-    pub async fn touch_blob(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
+    /// period counts from the check, not from the first upload. `BLOB_UNKNOWN` when the
+    /// collector freed it since the caller found it.
+    pub async fn touch_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
         let _permit = self.fence.commit([d]).await;
         let link = self.layer_link(repo, d);
-        tokio::task::spawn_blocking(move || match renew(&link) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+        let blob = self.blob_path(d);
+        let present = tokio::task::spawn_blocking(move || match renew(&link) {
+            Ok(()) => exists(&blob),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)??;
+        if present {
+            Ok(())
+        } else {
+            Err(blob_unknown(repo, d))
+        }
     }
 
     /// Makes blob `d` part of `repo`, or renews the link's time when it already is. The caller
