@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use shoal_config::{AuthConfig, BackendEntry, DevConfig, GcConfig, PluginsConfig};
+use shoal_config::{AuthConfig, BackendEntry, DevConfig, PluginsConfig};
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
 use shoal_registry::{LocalStore, Registry};
@@ -29,7 +29,7 @@ struct DevSettings {
     backends: Vec<BackendEntry>,
     auth: AuthConfig,
     plugins: PluginsConfig,
-    gc: GcConfig,
+    gc: shoal_config::GcConfig,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
@@ -127,7 +127,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 /// backends, the `gc:` block and the data directory, with the directory locked.
 pub(crate) async fn open_for_gc(
     args: DevArgs,
-) -> anyhow::Result<(Arc<Registry>, GcConfig, PathBuf, crate::gc::DataDirLock)> {
+) -> anyhow::Result<(
+    Arc<Registry>,
+    shoal_config::GcConfig,
+    PathBuf,
+    crate::gc::DataDirLock,
+)> {
     let s = settings(args)?;
     init_logging(&s.log_level);
     let lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;

@@ -10,8 +10,6 @@
 //! The backing is consulted only for content the local store has never held. A blob or
 //! manifest a client deleted from one repository stays known locally (other repositories may
 //! share it), so it is not brought back from the backing; tags are deleted in both places.
-//! The garbage collector (`store::gc`) deletes a blob's file and its backing copies together,
-//! once no repository links it.
 
 use std::collections::HashMap;
 use std::io;
@@ -55,8 +53,9 @@ pub trait Backing: Send + Sync {
     }
 
     /// Removes blob `d` of `repo`, which the local store's garbage collector found
-    /// unreferenced and deleted; a blob that is not there is not an error. The default keeps
-    /// everything (a backing that cannot delete, or should not).
+    /// unreferenced and deleted locally (`store::gc`: the file and its backing copies go
+    /// together); a blob that is not there is not an error. The default keeps everything (a
+    /// backing that cannot delete, or should not).
     async fn delete_blob(&self, _repo: &RepoName, _d: &Digest) -> ApiResult<()> {
         Ok(())
     }
