@@ -18,6 +18,7 @@ mod decode;
 mod duration;
 mod env;
 mod error;
+mod gc;
 mod hosts;
 mod keypath;
 mod layering;
@@ -53,6 +54,7 @@ pub use cluster::{
 pub use duration::{DURATION_FORM, Duration, DurationError};
 pub use env::{EnvLookup, process_env};
 pub use error::{ConfigError, Problem};
+pub use gc::GcConfig;
 pub use hosts::Hosts;
 pub use load::{RoleConfig, check, load, load_str, render};
 pub use net::{Cidr, CidrError, HostPort, HostPortError};

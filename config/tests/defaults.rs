@@ -112,6 +112,9 @@ fn build_index_proxy_and_dev() {
         panic!("fs backend")
     };
     assert_eq!(fs.root, std::path::Path::new("./shoal-data/backend"));
+    assert_eq!(dev.gc.interval, Duration::from_hours(1));
+    assert_eq!(dev.gc.grace, Duration::from_hours(1));
+    assert!(dev.gc.backends);
 }
 
 #[test]

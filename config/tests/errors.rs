@@ -218,6 +218,23 @@ fn plugin_limits_are_checked_with_their_paths() {
 }
 
 #[test]
+fn gc_settings_are_checked_with_their_paths() {
+    let text =
+        error::<shoal_config::DevConfig>("gc:\n  interval: 100ms\n  grace: 9000h\n").to_string();
+    assert!(text.contains("gc.interval"), "{text}");
+    assert!(text.contains("0s (off)"), "{text}");
+    assert!(text.contains("gc.grace"), "{text}");
+    let text = error::<shoal_config::DevConfig>("gc:\n  every: 1h\n").to_string();
+    assert!(text.contains("every"), "{text}");
+    let ok = load_str::<shoal_config::DevConfig>(
+        "gc:\n  interval: 0s\n  grace: 0s\n  backends: false\n",
+        &no_env,
+    )
+    .unwrap();
+    assert!(ok.gc.interval.is_zero() && ok.gc.grace.is_zero() && !ok.gc.backends);
+}
+
+#[test]
 fn a_health_policy_path_must_be_an_existing_wasm_file() {
     let text = error::<OriginConfig>(
         "cluster:\n  hosts: {dns: origin:15002}\n  healthcheck: {policy: /no/such/policy.wasm}\n",

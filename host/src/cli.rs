@@ -20,6 +20,10 @@ enum Command {
     /// Run the registry (push and pull) over the storage backends in one process, on embedded
     /// defaults: a full OCI registry on one port (the P2P roles are the commands below).
     Dev(DevArgs),
+    /// Collect garbage once in a `shoal dev` data directory (refused while a `shoal dev` uses
+    /// it, which collects by itself every `gc.interval`): blobs no tag, index or referrer
+    /// reaches are deleted, from the backends too unless `gc.backends: false`.
+    Gc(GcArgs),
     /// Run the whole P2P cluster on this machine as separate processes (tracker, origins,
     /// build-index, proxy, agents) from the configs in examples/devcluster/.
     Devcluster(DevClusterArgs),
@@ -67,6 +71,20 @@ pub struct DevArgs {
     /// `data_dir` and `access:` for credentials).
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// Flags of `shoal gc`.
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
+    /// The `shoal dev` data directory [default: ./shoal-data, or `data_dir` from --config].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The dev-role YAML that `shoal dev` runs with (its backends and `gc:` settings).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Keep content younger than this, e.g. 10m [default: `gc.grace`, 1h].
+    #[arg(long)]
+    pub grace: Option<shoal_config::Duration>,
 }
 
 /// Flags of `shoal devcluster`.
@@ -117,6 +135,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::dev::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::gc::run(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Devcluster(args) => {

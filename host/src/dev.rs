@@ -7,6 +7,7 @@
 //! With `access.htpasswd` in the config, pushing and pulling need credentials (Basic, or a
 //! bearer token from `/token`), except pulls from the `access.anonymous_pull` namespaces.
 //! The P2P roles are separate processes (`shoal agent`, `origin`, `tracker`, `build-index`).
+//! Every `gc.interval` a garbage collection frees what no tag reaches any more (`crate::gc`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ struct DevSettings {
     auth: AuthConfig,
     access: AccessConfig,
     plugins: PluginsConfig,
+    gc: shoal_config::GcConfig,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
@@ -68,6 +70,7 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         auth: cfg.auth,
         access: cfg.access,
         plugins: cfg.plugins,
+        gc: cfg.gc,
     })
 }
 
@@ -85,6 +88,7 @@ pub(crate) fn init_logging(level: &str) {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
     init_logging(&s.log_level);
+    let _lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
     let store = LocalStore::open(s.data_dir.join("cache"))
         .await
         .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
@@ -104,6 +108,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let backing = Arc::new(StorageBacking::new(Arc::new(router)));
     let registry = Arc::new(Registry::with_backing(store, backing));
+    let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let mut app = shoal_registry::router(registry);
     if let Some(access) = Access::load(&s.access)? {
         let anonymous: Vec<&str> = access.anonymous_pull().iter().map(|p| p.as_str()).collect();
@@ -126,6 +131,35 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         crate::serve::signal(),
     )
     .await?;
+    collector.stop().await;
     tracing::info!("shoal dev stopped");
     Ok(())
+}
+
+/// What `shoal gc` needs from the dev settings: the registry over the same store and
+/// backends, the `gc:` block and the data directory, with the directory locked.
+pub(crate) async fn open_for_gc(
+    args: DevArgs,
+) -> anyhow::Result<(
+    Arc<Registry>,
+    shoal_config::GcConfig,
+    PathBuf,
+    crate::gc::DataDirLock,
+)> {
+    let s = settings(args)?;
+    init_logging(&s.log_level);
+    let lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
+    let store = LocalStore::open(s.data_dir.join("cache"))
+        .await
+        .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
+    let engine = PluginEngine::new(
+        PluginLimits::from_config(&s.plugins),
+        Some(s.data_dir.join("plugin-cache")),
+    )
+    .context("starting the plugin engine")?;
+    let router =
+        load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
+    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
+    let registry = Arc::new(Registry::with_backing(store, backing));
+    Ok((registry, s.gc, s.data_dir, lock))
 }

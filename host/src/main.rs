@@ -3,6 +3,7 @@
 mod cli;
 mod dev;
 mod devcluster;
+mod gc;
 mod roles;
 mod serve;
 

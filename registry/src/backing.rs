@@ -55,6 +55,14 @@ pub trait Backing: Send + Sync {
         Ok(None)
     }
 
+    /// Removes blob `d` of `repo`, which the local store's garbage collector found
+    /// unreferenced and deleted locally (`store::gc`: the file and its backing copies go
+    /// together); a blob that is not there is not an error. The default keeps everything (a
+    /// backing that cannot delete, or should not).
+    async fn delete_blob(&self, _repo: &RepoName, _d: &Digest) -> ApiResult<()> {
+        Ok(())
+    }
+
     /// Points `tag` of `repo` at `d`.
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()>;
 
@@ -262,7 +270,7 @@ impl Registry {
 }
 
 /// Reads a small body whole, refusing more than `cap` bytes.
-async fn read_capped(mut body: BodyStream, cap: usize) -> Result<Bytes, String> {
+pub(crate) async fn read_capped(mut body: BodyStream, cap: usize) -> Result<Bytes, String> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("the transfer broke off: {e}"))?;

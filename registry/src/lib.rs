@@ -23,3 +23,4 @@ pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ApiResult, ErrorCode, RegistryError};
 pub use name::{Reference, RepoName, Tag, TagKey};
 pub use store::LocalStore;
+pub use store::gc::{GcPolicy, GcReport};

@@ -176,6 +176,17 @@ impl Manifest {
         }
     }
 
+    /// Everything this manifest points at in its repository but its `subject`: config and
+    /// every layer (foreign ones too, which the repository may hold), or the child manifests.
+    /// What the garbage collector keeps while the manifest lives.
+    pub fn references(&self) -> impl Iterator<Item = &Digest> + Clone {
+        let (config, items) = match &self.kind {
+            ManifestKind::Image { config, layers } => (Some(config), layers),
+            ManifestKind::Index { manifests } => (None, manifests),
+        };
+        config.into_iter().chain(items).map(|d| &d.digest)
+    }
+
     /// Child manifests an index needs in the same repository.
     pub fn required_manifests(&self) -> Vec<&Digest> {
         match &self.kind {

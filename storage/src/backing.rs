@@ -147,6 +147,16 @@ impl Backing for StorageBacking {
         Ok(self.download_blob(repo, d).await?.map(|(_, body)| body))
     }
 
+    async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
+        let Some(route) = self.route(repo, Content::Blobs) else {
+            return Ok(());
+        };
+        match route.backend.delete(repo.as_str(), &blob_name(d)).await {
+            Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(api_error(repo, e)),
+        }
+    }
+
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
         let route = self.route_for_write(repo, Content::Tags)?;
         let content = bytes::Bytes::from(d.to_string());
@@ -205,5 +215,24 @@ impl Backing for StorageBacking {
             Ok(()) | Err(BackendError::NotFound { .. }) => Ok(()),
             Err(e) => Err(api_error(repo, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    #[tokio::test]
+    async fn delete_blob_removes_the_routed_copy_and_tolerates_a_missing_one() {
+        let memory = Arc::new(MemoryBackend::new("memory"));
+        let backing = StorageBacking::new(Arc::new(NamespaceRouter::single(memory.clone())));
+        let repo: RepoName = "team/app".parse().unwrap();
+        let d = Digest::sha256_of(b"layer");
+        memory.insert("team/app", d.hex(), &b"layer"[..]);
+        backing.delete_blob(&repo, &d).await.unwrap();
+        assert!(memory.get("team/app", d.hex()).is_none());
+        // Already gone: not an error, as a second collection may find it so.
+        backing.delete_blob(&repo, &d).await.unwrap();
     }
 }

@@ -14,6 +14,7 @@ use crate::backend::{
     Backend, BackendEntry, FsBackend, NamePath, NamespacePattern, validate_backends,
 };
 use crate::bandwidth::BandwidthConfig;
+use crate::gc::GcConfig;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
@@ -46,6 +47,8 @@ pub struct DevConfig {
     pub metrics: MetricsConfig,
     /// Limits of the backend plugins.
     pub plugins: PluginsConfig,
+    /// The local store's garbage collector.
+    pub gc: GcConfig,
 }
 
 impl Default for DevConfig {
@@ -61,6 +64,7 @@ impl Default for DevConfig {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -99,5 +103,6 @@ impl sealed::Role for DevConfig {
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
         self.plugins.validate(&root.key("plugins"), problems);
+        self.gc.validate(&root.key("gc"), problems);
     }
 }

@@ -80,12 +80,11 @@ pub(super) async fn start(
 ) -> ApiResult<Response> {
     if let Some(d) = query_digest(call, "mount")? {
         let from: Option<RepoName> = call.query.get("from").and_then(|f| f.parse().ok());
-        let mountable = match &from {
-            Some(from) => reg.store.repo_has_blob(from, &d).await?,
+        let mounted = match &from {
+            Some(from) => reg.store.mount_blob(from, repo, &d).await?,
             None => false,
         };
-        if mountable {
-            reg.store.link_blob(repo, &d).await?;
+        if mounted {
             reg.persist_blob(repo, &d).await?;
             return Ok(created(repo, &d));
         }

@@ -119,13 +119,61 @@ impl LocalStore {
         opened.ok_or_else(|| blob_unknown(repo, d))
     }
 
-    /// Makes blob `d` part of `repo` (it must already be in the store).
-    pub async fn link_blob(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
-        let link = self.layer_link(repo, d);
-        if tokio::fs::try_exists(&link).await? {
-            return Ok(());
+    /// Links blob `d`, which `from` holds, into `repo` (a cross-repository mount). `false`
+    /// when `from` does not hold it, or no longer does: the client then uploads it.
+    pub async fn mount_blob(
+        &self,
+        from: &RepoName,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> io::Result<bool> {
+        let _permit = self.fence.commit([d]).await;
+        if !self.repo_has_blob(from, d).await? {
+            return Ok(false);
         }
-        self.write_atomic(&link, Vec::new()).await
+        self.write_layer_link(repo, d).await?;
+        Ok(true)
+    }
+
+    /// Notes that a client checked `repo`'s blob `d`, as a push does before it skips uploading
+    /// a blob the registry has: the link's time is renewed, so the garbage collector's grace
+    /// period counts from the check, not from the first upload. `BLOB_UNKNOWN` when the
+    /// collector freed it since the caller found it.
+    pub async fn touch_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
+        let _permit = self.fence.commit([d]).await;
+        let link = self.layer_link(repo, d);
+        let blob = self.blob_path(d);
+        let present = tokio::task::spawn_blocking(move || match renew(&link) {
+            Ok(()) => exists(&blob),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(io::Error::other)??;
+        if present {
+            Ok(())
+        } else {
+            Err(blob_unknown(repo, d))
+        }
+    }
+
+    /// Makes blob `d` part of `repo`, or renews the link's time when it already is. The caller
+    /// holds a commit permit naming `d` and has checked that the content is there.
+    pub(super) async fn write_layer_link(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
+        let link = self.layer_link(repo, d);
+        let renewed = {
+            let link = link.clone();
+            tokio::task::spawn_blocking(move || renew(&link))
+                .await
+                .map_err(io::Error::other)?
+        };
+        match renewed {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.write_atomic(&link, Vec::new()).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes blob `d` from `repo`; `BLOB_UNKNOWN` when it was not there. The content itself
@@ -161,8 +209,7 @@ impl LocalStore {
         };
         match res {
             Ok(n) => {
-                self.commit_file(file, &tmp, expected).await?;
-                self.link_blob(repo, expected).await?;
+                self.commit_file(file, &tmp, repo, expected).await?;
                 Ok(n)
             }
             Err(e) => {
@@ -186,6 +233,7 @@ impl LocalStore {
         let tmp = self.tmp_path();
         let dest = self.blob_path(d);
         let src = file.to_owned();
+        let _permit = self.fence.commit([d]).await;
         let linked = tokio::task::spawn_blocking(move || -> io::Result<bool> {
             if exists(&dest)? {
                 return Ok(true);
@@ -203,22 +251,25 @@ impl LocalStore {
         .await
         .map_err(io::Error::other)??;
         if linked {
-            self.link_blob(repo, d).await?;
+            self.write_layer_link(repo, d).await?;
         }
         Ok(linked)
     }
 
-    /// Syncs a fully written, verified file and renames it to its content address.
+    /// Syncs a fully written, verified file, renames it to its content address and links it
+    /// into `repo`.
     pub(super) async fn commit_file(
         &self,
         file: tokio::fs::File,
         tmp: &Path,
+        repo: &RepoName,
         d: &Digest,
     ) -> io::Result<()> {
         file.sync_all().await?;
         drop(file);
         let dest = self.blob_path(d);
         let tmp = tmp.to_owned();
+        let _permit = self.fence.commit([d]).await;
         tokio::task::spawn_blocking(move || {
             if exists(&dest)? {
                 // Same content already stored: keep the existing file, drop the copy.
@@ -227,8 +278,17 @@ impl LocalStore {
             publish(&tmp, &dest)
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)??;
+        self.write_layer_link(repo, d).await
     }
+}
+
+/// Sets a file's modification time to now; `NotFound` when it does not exist.
+fn renew(path: &Path) -> io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
 }
 
 /// Appends a body stream to `file`, feeding `digester`; returns the number of bytes written.

@@ -59,6 +59,11 @@ impl LocalStore {
         {
             return Err(super::blobs::digest_mismatch(d, &digest));
         }
+        // From the checks to the last write, so the collector cannot sweep what they found.
+        let _permit = self
+            .fence
+            .commit(std::iter::once(&digest).chain(manifest.references()))
+            .await;
         let mut missing = Vec::new();
         for blob in manifest.required_blobs() {
             if !self.repo_has_blob(repo, blob).await? {
@@ -105,6 +110,10 @@ impl LocalStore {
         if actual != *digest {
             return Err(super::blobs::digest_mismatch(digest, &actual));
         }
+        let _permit = self
+            .fence
+            .commit(std::iter::once(digest).chain(manifest.references()))
+            .await;
         self.record_manifest(repo, digest, bytes, manifest, tag)
             .await
     }
@@ -116,6 +125,12 @@ impl LocalStore {
 
     /// Points `tag` of `repo` at `d`.
     pub async fn set_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> io::Result<()> {
+        let _permit = self.fence.commit([d]).await;
+        self.write_tag(repo, tag, d).await
+    }
+
+    /// [`LocalStore::set_tag`] under a commit permit the caller holds.
+    async fn write_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> io::Result<()> {
         self.write_atomic(
             &self.tag_path(repo, tag.as_str()),
             d.to_string().into_bytes(),
@@ -138,7 +153,7 @@ impl LocalStore {
     }
 
     /// The writes of a manifest whose checks passed: content, revision link, referrer
-    /// entry, tag.
+    /// entry, tag. The caller holds a commit permit naming the manifest and its references.
     async fn record_manifest(
         &self,
         repo: &RepoName,
@@ -175,7 +190,7 @@ impl LocalStore {
             self.write_atomic(&entry, json).await?;
         }
         if let Some(tag) = tag {
-            self.set_tag(repo, tag, digest).await?;
+            self.write_tag(repo, tag, digest).await?;
         }
         self.cache_manifest(digest, &bytes);
         Ok(())
@@ -346,7 +361,7 @@ impl LocalStore {
 }
 
 /// File names in a directory; empty when it does not exist.
-fn list_names(dir: &Path) -> io::Result<Vec<String>> {
+pub(super) fn list_names(dir: &Path) -> io::Result<Vec<String>> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -364,7 +379,7 @@ fn list_names(dir: &Path) -> io::Result<Vec<String>> {
 
 /// Collects repository names: a directory holding `_manifests` or `_layers` is a repository;
 /// name components never start with `_`, so the two cannot collide.
-fn walk_repos(dir: &Path, prefix: String, out: &mut Vec<String>) -> io::Result<()> {
+pub(super) fn walk_repos(dir: &Path, prefix: String, out: &mut Vec<String>) -> io::Result<()> {
     for name in list_names(dir)? {
         if name.starts_with('_') {
             continue;

@@ -11,9 +11,13 @@
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>  descriptor of a manifest whose subject is <alg>:<hex>
 //! ```
 //! Every write lands in a temporary file that is synced and then renamed into place, so a crash
-//! never leaves a partial blob or manifest visible.
+//! never leaves a partial blob or manifest visible. Writes that create references take a
+//! permit from the fence (`fence.rs`) so the garbage collector (`gc`) never sweeps what they
+//! commit.
 
 mod blobs;
+mod fence;
+pub mod gc;
 mod manifests;
 mod uploads;
 
@@ -39,6 +43,10 @@ pub struct LocalStore {
     root: PathBuf,
     uploads: Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<uploads::Upload>>>>,
     manifest_cache: Mutex<ManifestCache>,
+    /// Orders writes against the garbage collector's sweep (see `fence.rs`).
+    fence: fence::Fence,
+    /// One collection at a time.
+    collecting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -64,6 +72,8 @@ impl LocalStore {
             root,
             uploads: Mutex::new(HashMap::new()),
             manifest_cache: Mutex::new(ManifestCache::default()),
+            fence: fence::Fence::default(),
+            collecting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -72,7 +82,7 @@ impl LocalStore {
         &self.root
     }
 
-    fn blob_path(&self, d: &Digest) -> PathBuf {
+    pub(super) fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root
             .join("blobs")
             .join(d.algorithm().as_str())

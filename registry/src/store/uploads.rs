@@ -178,8 +178,7 @@ impl LocalStore {
             .write(true)
             .open(&data)
             .await?;
-        self.commit_file(file, &data, expected).await?;
-        self.link_blob(repo, expected).await?;
+        self.commit_file(file, &data, repo, expected).await?;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         Ok(size)
     }

@@ -2,6 +2,8 @@
 //! through `tower::ServiceExt::oneshot`.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod gc;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,13 +16,17 @@ use tower::ServiceExt;
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub app: Router,
+    /// The registry behind `app`, for what the HTTP surface does not reach (GC).
+    pub registry: Arc<Registry>,
 }
 
 pub async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).await.unwrap();
+    let registry = Arc::new(Registry::new(store));
     Fixture {
-        app: shoal_registry::router(Arc::new(Registry::new(store))),
+        app: shoal_registry::router(registry.clone()),
+        registry,
         dir,
     }
 }
@@ -29,8 +35,10 @@ pub async fn fixture() -> Fixture {
 pub async fn backed(backing: Arc<dyn Backing>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).await.unwrap();
+    let registry = Arc::new(Registry::with_backing(store, backing));
     Fixture {
-        app: shoal_registry::router(Arc::new(Registry::with_backing(store, backing))),
+        app: shoal_registry::router(registry.clone()),
+        registry,
         dir,
     }
 }
