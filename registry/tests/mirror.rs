@@ -24,6 +24,7 @@ fn mirrored(f: Fixture, mirrors: Mirrors) -> Fixture {
     Fixture {
         app: mirror::apply(f.app, mirrors),
         dir: f.dir,
+        registry: f.registry,
     }
 }
 

@@ -112,7 +112,14 @@ async fn agent_like(fake: &Arc<Fake>, ttl: Duration) -> (Fixture, Arc<Registry>)
             .read_only("read-only"),
     );
     let app = shoal_registry::router(registry.clone());
-    (Fixture { dir, app }, registry)
+    (
+        Fixture {
+            dir,
+            app,
+            registry: registry.clone(),
+        },
+        registry,
+    )
 }
 
 /// The digest served for `app:latest`, or the error code.
