@@ -278,3 +278,45 @@ fn one_agent_mirrors_two_upstream_hosts_with_the_same_path() {
         "quay.io/org/app:v1 was pulled from somewhere"
     );
 }
+
+/// Whether process `pid` still exists (a zombie counts as gone: it no longer runs).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn ctrl_c_stops_every_process_and_a_killed_one_is_restarted() {
+    let mut cluster = DevCluster::start(1, 1);
+    // A member that dies is started again, on the same address.
+    let before = cluster.pid("build-index-1");
+    cluster.signal("build-index-1", "KILL");
+    let url = format!("http://{}/health", cluster.addr("build-index-1"));
+    let restarted = common::poll_until(std::time::Duration::from_secs(60), || {
+        cluster.pid("build-index-1") != before
+            && reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
+    });
+    assert!(restarted, "build-index-1 was not restarted");
+
+    let pids: Vec<(String, u32)> = cluster
+        .members
+        .keys()
+        .map(|name| (name.clone(), cluster.pid(name)))
+        .collect();
+    let status = cluster
+        .interrupt()
+        .expect("devcluster did not exit after SIGINT");
+    assert!(status.success(), "devcluster exited with {status}");
+    for (name, pid) in pids {
+        assert!(
+            !alive(pid),
+            "{name} (pid {pid}) still runs after the devcluster stopped"
+        );
+    }
+}

@@ -143,9 +143,20 @@ impl DevCluster {
 
     /// Sends `signal` (`KILL`, `STOP`, ...) to member `name`.
     pub fn signal(&self, name: &str, signal: &str) {
+        send_signal(self.pid(name), signal);
+    }
+
+    /// Member `name`'s process id, from `DIR/<name>/pid`.
+    pub fn pid(&self, name: &str) -> u32 {
         let pid = std::fs::read_to_string(self.dir().join(name).join("pid"))
             .unwrap_or_else(|e| panic!("reading {name}'s pid: {e}"));
-        send_signal(pid.trim().parse().expect("a pid"), signal);
+        pid.trim().parse().expect("a pid")
+    }
+
+    /// Stops the command as Ctrl-C would and returns how it exited.
+    pub fn interrupt(&mut self) -> Option<std::process::ExitStatus> {
+        send_signal(self.child.id(), "INT");
+        wait_with_deadline(&mut self.child, Duration::from_secs(60))
     }
 
     /// Member `name`'s log.
@@ -173,6 +184,9 @@ fn logs(dir: &Path) -> String {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
         send_signal(self.child.id(), "TERM");
         if wait_with_deadline(&mut self.child, Duration::from_secs(60)).is_none() {
             eprintln!("shoal devcluster did not stop within 60 s of SIGTERM; killing it");
