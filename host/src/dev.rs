@@ -88,26 +88,7 @@ pub(crate) fn init_logging(level: &str) {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
     init_logging(&s.log_level);
-    let _lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
-    let store = LocalStore::open(s.data_dir.join("cache"))
-        .await
-        .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
-    let engine = PluginEngine::new(
-        PluginLimits::from_config(&s.plugins),
-        Some(s.data_dir.join("plugin-cache")),
-    )
-    .context("starting the plugin engine")?;
-    let router =
-        load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
-    for route in router.routes() {
-        tracing::info!(
-            namespace = route.pattern.as_str(),
-            backend = route.backend.name(),
-            "storage backend"
-        );
-    }
-    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
-    let registry = Arc::new(Registry::with_backing(store, backing));
+    let (registry, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let mut app = shoal_registry::router(registry);
     if let Some(access) = Access::load(&s.access)? {
@@ -136,6 +117,36 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Locks the data directory and opens the registry over its store and the `backends:` list
+/// (each backend logged when `log_backends`).
+async fn open_registry(
+    s: &DevSettings,
+    log_backends: bool,
+) -> anyhow::Result<(Arc<Registry>, crate::gc::DataDirLock)> {
+    let lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
+    let store = LocalStore::open(s.data_dir.join("cache"))
+        .await
+        .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
+    let engine = PluginEngine::new(
+        PluginLimits::from_config(&s.plugins),
+        Some(s.data_dir.join("plugin-cache")),
+    )
+    .context("starting the plugin engine")?;
+    let router =
+        load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
+    if log_backends {
+        for route in router.routes() {
+            tracing::info!(
+                namespace = route.pattern.as_str(),
+                backend = route.backend.name(),
+                "storage backend"
+            );
+        }
+    }
+    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
+    Ok((Arc::new(Registry::with_backing(store, backing)), lock))
+}
+
 /// What `shoal gc` needs from the dev settings: the registry over the same store and
 /// backends, the `gc:` block and the data directory, with the directory locked.
 pub(crate) async fn open_for_gc(
@@ -148,18 +159,6 @@ pub(crate) async fn open_for_gc(
 )> {
     let s = settings(args)?;
     init_logging(&s.log_level);
-    let lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
-    let store = LocalStore::open(s.data_dir.join("cache"))
-        .await
-        .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
-    let engine = PluginEngine::new(
-        PluginLimits::from_config(&s.plugins),
-        Some(s.data_dir.join("plugin-cache")),
-    )
-    .context("starting the plugin engine")?;
-    let router =
-        load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
-    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
-    let registry = Arc::new(Registry::with_backing(store, backing));
+    let (registry, lock) = open_registry(&s, false).await?;
     Ok((registry, s.gc, s.data_dir, lock))
 }

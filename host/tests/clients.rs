@@ -274,15 +274,9 @@ fn skopeo_copies_between_repositories_with_a_mount_and_deletes() {
     );
 }
 
-/// The `ctr images ls` line for `reference`, split into columns (REF TYPE DIGEST SIZE ...).
+/// The digest containerd lists for `reference`.
 fn ctr_image_digest(containerd: &Containerd, reference: &str) -> Digest {
-    let listing =
-        String::from_utf8(run_ok(containerd.ctr().args(["images", "ls"]))).expect("UTF-8");
-    let line = listing
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(reference))
-        .unwrap_or_else(|| panic!("{reference} not in `ctr images ls`:\n{listing}"));
-    Digest::parse(line.split_whitespace().nth(2).unwrap_or_default()).expect("the DIGEST column")
+    Digest::parse(&containerd.image_digest(reference)).expect("the DIGEST column")
 }
 
 #[test]

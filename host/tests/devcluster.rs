@@ -30,20 +30,6 @@ fn hosts_toml(hosts_dir: &Path, host: &str, agent: &str) {
     .expect("writing hosts.toml");
 }
 
-/// The digest `ctr images ls` lists for `reference`.
-fn ctr_digest(containerd: &Containerd, reference: &str) -> String {
-    let listing =
-        String::from_utf8(run_ok(containerd.ctr().args(["images", "ls"]))).expect("UTF-8");
-    let line = listing
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(reference))
-        .unwrap_or_else(|| panic!("{reference} not in `ctr images ls`:\n{listing}"));
-    line.split_whitespace()
-        .nth(2)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn ctr_pull(containerd: &Containerd, hosts_dir: &Path, reference: &str) {
     run_ok(
         containerd
@@ -121,7 +107,7 @@ fn an_image_pushed_through_the_proxy_is_pulled_identically_through_every_agent_a
     hosts_toml(&hosts_dir, "docker.io", &cluster.addr("agent-1"));
     ctr_pull(&containerd, &hosts_dir, "docker.io/shoaltest/app:v1");
     assert_eq!(
-        ctr_digest(&containerd, "docker.io/shoaltest/app:v1"),
+        containerd.image_digest("docker.io/shoaltest/app:v1"),
         built.manifest_digest.as_str()
     );
 
@@ -258,11 +244,11 @@ fn one_agent_mirrors_two_upstream_hosts_with_the_same_path() {
     ctr_pull(&containerd, &hosts_dir, "docker.io/org/app:v1");
     ctr_pull(&containerd, &hosts_dir, "ghcr.io/org/app:v1");
     assert_eq!(
-        ctr_digest(&containerd, "docker.io/org/app:v1"),
+        containerd.image_digest("docker.io/org/app:v1"),
         hub.manifest_digest.as_str()
     );
     assert_eq!(
-        ctr_digest(&containerd, "ghcr.io/org/app:v1"),
+        containerd.image_digest("ghcr.io/org/app:v1"),
         ghcr.manifest_digest.as_str()
     );
     // A host the agent holds nothing for fails (containerd then tries `server`, a closed

@@ -159,6 +159,20 @@ impl Containerd {
         cmd
     }
 
+    /// The DIGEST column of `ctr images ls` for `reference`.
+    pub fn image_digest(&self, reference: &str) -> String {
+        let listing =
+            String::from_utf8(super::run_ok(self.ctr().args(["images", "ls"]))).expect("UTF-8");
+        let line = listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(reference))
+            .unwrap_or_else(|| panic!("{reference} not in `ctr images ls`:\n{listing}"));
+        line.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// A scratch directory that goes away with this containerd.
     pub fn dir(&self) -> &Path {
         self.dir.path()
