@@ -65,8 +65,8 @@ pub use retry::RetryConfig;
 pub use role::Role;
 pub use roles::{
     AgentConfig, AgentPeer, AgentRegistry, BuildIndexConfig, DevConfig, MetainfoGenConfig,
-    OriginConfig, OriginPeer, ProxyConfig, ProxyRegistry, TagCacheConfig, TrackerConfig,
-    WritebackConfig,
+    OriginConfig, OriginPeer, ProxyConfig, ProxyRegistry, StagingConfig, TagCacheConfig,
+    TrackerConfig, WritebackConfig,
 };
 pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig};
 pub use secret::{REDACTED, Secret, with_secrets_exposed};

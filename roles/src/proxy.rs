@@ -9,6 +9,9 @@
 //! client only after the origin and the build-index took it, so a push that returned 201 is in
 //! the cluster.
 //!
+//! The staging store is not a second copy of the cluster: content older than `staging.ttl` is
+//! dropped from it every `staging.interval` ([`evict_staged`]).
+//!
 //! Pulls are served too, for convenience (nodes pull through their agents): a blob the staging
 //! store lacks is fetched from its origin (which fetches it from its backend first when it must),
 //! and a tag is resolved at the build-index on every request.
@@ -103,8 +106,14 @@ pub async fn serve(
     });
     // Tags are the build-index's: every read by tag asks it (a tag pushed through another
     // proxy is seen at once).
-    let registry = Registry::with_backing(local, backing).tags_from_backing(Duration::ZERO);
-    let mut app = shoal_registry::router(Arc::new(registry));
+    let registry =
+        Arc::new(Registry::with_backing(local, backing).tags_from_backing(Duration::ZERO));
+    let every = config.staging.interval.get();
+    if !every.is_zero() {
+        let (staged, ttl) = (registry.clone(), config.staging.ttl.get());
+        tasks.spawn(async move { evict_staged_every(&staged, ttl, every).await });
+    }
+    let mut app = shoal_registry::router(registry);
     if let Some(protect) = deps.protect {
         app = protect(app);
     }
@@ -118,6 +127,54 @@ pub async fn serve(
     .await;
     tasks.shutdown().await;
     Ok(served?)
+}
+
+/// Drops staged content older than `ttl` every `every`.
+async fn evict_staged_every(registry: &Registry, ttl: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match evict_staged(registry, ttl).await {
+            Ok(r) if r.blobs_deleted > 0 => tracing::info!(
+                blobs = r.blobs_deleted,
+                bytes = r.bytes_freed,
+                "dropped staged content older than staging.ttl"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "dropping staged content failed"),
+        }
+    }
+}
+
+/// Drops what the proxy's store holds longer than `ttl`: everything in it was acknowledged
+/// only once the cluster had it. Its tags are only a copy (every read by tag asks the
+/// build-index), so they all go; the collector then frees what is older than `ttl`, and never
+/// touches the cluster (`delete_from_backing: false`). Content of a push in flight is younger
+/// than `ttl`, which the collector keeps, with all it references.
+pub async fn evict_staged(
+    registry: &Registry,
+    ttl: Duration,
+) -> std::io::Result<shoal_registry::GcReport> {
+    let store = &registry.store;
+    for name in store.catalog().await? {
+        let Ok(repo) = name.parse::<RepoName>() else {
+            continue;
+        };
+        let tags = store.all_tags(&repo).await.map_err(std::io::Error::other)?;
+        for tag in tags {
+            if let Ok(tag) = tag.parse::<Tag>() {
+                store.untag(&repo, &tag).await?;
+            }
+        }
+    }
+    store
+        .collect_garbage(&shoal_registry::GcPolicy {
+            grace: ttl,
+            delete_from_backing: false,
+        })
+        .await
 }
 
 /// The proxy's backing: blobs at the origins, tags at the build-index.

@@ -14,6 +14,11 @@ use tokio::net::TcpListener;
 
 /// Starts a proxy on 127.0.0.150 over `origins` and the cluster's build-index.
 async fn start_proxy(cluster: &Cluster, origins: &[SocketAddr]) -> Node {
+    start_proxy_with(cluster, origins, "").await
+}
+
+/// As [`start_proxy`], with `extra` YAML appended to its config.
+async fn start_proxy_with(cluster: &Cluster, origins: &[SocketAddr], extra: &str) -> Node {
     let listener = TcpListener::bind((ip(50), 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let list: Vec<String> = origins.iter().map(|a| format!("\"{a}\"")).collect();
@@ -27,6 +32,7 @@ async fn start_proxy(cluster: &Cluster, origins: &[SocketAddr]) -> Node {
             list.join(", ")
         ));
     }
+    yaml.push_str(extra);
     let config: ProxyConfig = shoal_config::load_str(&yaml, &|_| None).expect("proxy config");
     let data = cluster.dir.path().join("proxy");
     let deps = proxy::ProxyDeps {
@@ -206,4 +212,62 @@ async fn a_proxy_without_origins_refuses_pushes_with_a_clear_error() {
         body.contains("UNAVAILABLE") && body.contains("origin.hosts"),
         "{body}"
     );
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() { files_under(&path) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_drops_staged_content_and_still_serves_it_from_the_cluster() {
+    let cluster = Cluster::start(Spec {
+        origins: 1,
+        agents: 1,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
+    let proxy = start_proxy_with(
+        &cluster,
+        &origins,
+        "staging:\n  ttl: 3s\n  interval: 100ms\n",
+    )
+    .await;
+    let http = &cluster.http;
+    // The push takes milliseconds: well inside the 3 s a staged blob is kept for, as
+    // `staging.ttl` must exceed the longest push.
+    let (layer_d, layer, manifest_d) = push_image(http, proxy.http, "team/app", "v1", 7).await;
+    let blobs = cluster.dir.path().join("proxy/proxy/blobs");
+    let emptied = poll_until(std::time::Duration::from_secs(20), || async {
+        files_under(&blobs) == 0
+    })
+    .await;
+    assert!(emptied, "{} files still staged", files_under(&blobs));
+
+    // The cluster still has everything, through the proxy and through the agent.
+    let resp = http
+        .get(format!("http://{}/v2/team/app/manifests/v1", proxy.http))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(digest_of(&resp.bytes().await.unwrap()), manifest_d);
+    let (status, body) = cluster
+        .get(0, &format!("/v2/team/app/blobs/{layer_d}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(body == layer);
 }

@@ -15,7 +15,7 @@ pub use agent::{AgentConfig, AgentRegistry};
 pub use build_index::{BuildIndexConfig, TagCacheConfig};
 pub use dev::DevConfig;
 pub use origin::{MetainfoGenConfig, OriginConfig, WritebackConfig};
-pub use proxy::{ProxyConfig, ProxyRegistry};
+pub use proxy::{ProxyConfig, ProxyRegistry, StagingConfig};
 pub use tracker::TrackerConfig;
 
 /// Declares a role's `peer:` section, the P2P endpoint. Only the default port differs by role

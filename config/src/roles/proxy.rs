@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::any_addr;
 use crate::access::AccessConfig;
 use crate::cluster::RemoteCluster;
+use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
@@ -24,6 +25,8 @@ pub struct ProxyConfig {
     pub build_index: RemoteCluster,
     /// Who may push, pull and delete [anyone].
     pub access: AccessConfig,
+    /// How long pushed content stays in the proxy's own store.
+    pub staging: StagingConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -42,6 +45,27 @@ impl Default for ProxyRegistry {
     fn default() -> Self {
         ProxyRegistry {
             listen: any_addr(15000),
+        }
+    }
+}
+
+/// `staging:`: the proxy's store only stages pushes (the cluster keeps them once a push is
+/// acknowledged), so its content is dropped once it is old enough.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StagingConfig {
+    /// Content older than this is dropped from the proxy's store [1h]. It must exceed the
+    /// longest push, from its first layer to its manifest.
+    pub ttl: Duration,
+    /// How often staged content is looked at [10m]; `0s` never drops any.
+    pub interval: Duration,
+}
+
+impl Default for StagingConfig {
+    fn default() -> Self {
+        StagingConfig {
+            ttl: Duration::from_secs(3600),
+            interval: Duration::from_secs(600),
         }
     }
 }
