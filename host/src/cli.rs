@@ -111,7 +111,8 @@ pub struct RoleArgs {
     /// The role's YAML file (it may `extends:` a base file).
     #[arg(long)]
     pub config: PathBuf,
-    /// Directory for the piece store and the plugin cache, unless `store.root` says otherwise.
+    /// Directory for the role's files (piece store, queues, the proxy's staging store) and the
+    /// plugin cache; `store.root` moves the piece store (and an origin's queue) elsewhere.
     #[arg(long, default_value = "./shoal-data")]
     pub data_dir: PathBuf,
 }
