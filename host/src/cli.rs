@@ -9,7 +9,7 @@ use shoal_host::plugin;
 
 /// shoal: a peer-to-peer container registry mirror with sandboxed WebAssembly storage backends.
 #[derive(Parser, Debug)]
-#[command(name = "shoal", version, about)]
+#[command(name = "shoal", version)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
