@@ -32,6 +32,7 @@ mod role;
 mod roles;
 mod scheduler;
 mod secret;
+mod server;
 mod store;
 mod validate;
 
@@ -70,4 +71,5 @@ pub use roles::{
 };
 pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig};
 pub use secret::{REDACTED, Secret, with_secrets_exposed};
+pub use server::{ServerConfig, ServerTls};
 pub use store::{CleanupConfig, StoreConfig};

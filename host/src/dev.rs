@@ -18,6 +18,7 @@ use shoal_config::{AccessConfig, AuthConfig, BackendEntry, DevConfig, PluginsCon
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
 use shoal_registry::{Access, LocalStore, Registry};
+use shoal_roles::serve::ServeOptions;
 use shoal_storage::StorageBacking;
 
 use crate::cli::DevArgs;
@@ -33,6 +34,8 @@ struct DevSettings {
     access: AccessConfig,
     plugins: PluginsConfig,
     gc: shoal_config::GcConfig,
+    server: shoal_config::ServerConfig,
+    allowed_cidrs: Option<Vec<shoal_config::Cidr>>,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
@@ -71,6 +74,8 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         access: cfg.access,
         plugins: cfg.plugins,
         gc: cfg.gc,
+        server: cfg.server,
+        allowed_cidrs: cfg.allowed_cidrs,
     })
 }
 
@@ -90,8 +95,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     init_logging(&s.log_level);
     let (registry, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
+    let options = ServeOptions::from_config(&s.server)?.allowing(s.allowed_cidrs.clone());
     let mut app = shoal_registry::router(registry);
-    if let Some(access) = Access::load(&s.access)? {
+    if let Some(mut access) = Access::load(&s.access)? {
+        if options.tls.is_some() {
+            access = access.over_tls();
+        }
         let anonymous: Vec<&str> = access.anonymous_pull().iter().map(|p| p.as_str()).collect();
         tracing::info!(
             users = access.user_count(),
@@ -104,14 +113,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %s.data_dir.display(), "shoal dev listening on http://{addr}");
-    shoal_roles::http::serve(
-        listener,
-        app,
-        shoal_roles::http::DEFAULT_MAX_CONNECTIONS,
-        crate::serve::signal(),
-    )
-    .await?;
+    tracing::info!(
+        data_dir = %s.data_dir.display(),
+        "shoal dev listening on {}://{addr}",
+        options.scheme()
+    );
+    shoal_roles::serve::serve(listener, app, &options, crate::serve::signal()).await?;
     collector.stop().await;
     tracing::info!("shoal dev stopped");
     Ok(())

@@ -132,6 +132,11 @@ pub async fn proxy(
     let engine = engine(&PluginsConfig::default(), &data_dir)?;
     let access = shoal_registry::Access::load(&config.access).context("loading access:")?;
     let protect = access.map(|access| {
+        let access = if config.server.tls.is_some() {
+            access.over_tls()
+        } else {
+            access
+        };
         let users = access.user_count();
         tracing::info!(
             users,

@@ -52,6 +52,8 @@ pub async fn serve(
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let options = crate::serve::ServeOptions::from_config(&config.server)?
+        .allowing(config.allowed_cidrs.clone());
     let root = config
         .store
         .root
@@ -109,13 +111,7 @@ pub async fn serve(
         peer = %advertise,
         "shoal agent listening"
     );
-    let served = crate::http::serve(
-        listeners.registry,
-        app,
-        crate::http::DEFAULT_MAX_CONNECTIONS,
-        shutdown,
-    )
-    .await;
+    let served = crate::serve::serve(listeners.registry, app, &options, shutdown).await;
     scheduler.shutdown().await;
     tasks.shutdown().await;
     Ok(served?)

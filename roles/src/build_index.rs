@@ -70,6 +70,7 @@ pub async fn serve(
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let options = crate::serve::ServeOptions::from_config(&config.server)?;
     let queue_dir = data_dir.join("queue");
     let queue: Queue<TagCopy> =
         Queue::open(&queue_dir, Policy::from_config(&config.replication), &tasks).map_err(
@@ -112,13 +113,7 @@ pub async fn serve(
         )
         .with_state(index);
     tracing::info!(listen = %listener.local_addr()?, "shoal build-index listening");
-    let served = crate::http::serve(
-        listener,
-        app,
-        crate::http::DEFAULT_MAX_CONNECTIONS,
-        shutdown,
-    )
-    .await;
+    let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;
     Ok(served?)
 }

@@ -36,6 +36,14 @@ pub enum RoleError {
         #[source]
         source: std::io::Error,
     },
+    /// A `server.tls` file could not be used.
+    #[error("server.tls: {}: {why}", path.display())]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A `hosts: {dns: ...}` name did not resolve.
     #[error("resolving hosts.dns {name}: {why}")]
     Resolve {

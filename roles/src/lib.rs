@@ -26,6 +26,7 @@ mod peer;
 pub mod proxy;
 pub mod queue;
 pub mod ring;
+pub mod serve;
 mod tag_cache;
 pub mod tags;
 pub mod tracker;

@@ -101,6 +101,7 @@ pub async fn serve(
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let options = crate::serve::ServeOptions::from_config(&config.server)?;
     let store_root = config
         .store
         .root
@@ -163,13 +164,7 @@ pub async fn serve(
         tasks: tasks.clone(),
     });
     tracing::info!(%listen, peer = %advertise, "shoal origin listening");
-    let served = crate::http::serve(
-        listeners.http,
-        router_of(origin),
-        crate::http::DEFAULT_MAX_CONNECTIONS,
-        shutdown,
-    )
-    .await;
+    let served = crate::serve::serve(listeners.http, router_of(origin), &options, shutdown).await;
     scheduler.shutdown().await;
     tasks.shutdown().await;
     Ok(served?)

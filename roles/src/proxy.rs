@@ -60,6 +60,7 @@ pub async fn serve(
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let options = crate::serve::ServeOptions::from_config(&config.server)?;
     let root = data_dir.join("proxy");
     let local = LocalStore::open(&root)
         .await
@@ -118,13 +119,7 @@ pub async fn serve(
         app = protect(app);
     }
     tracing::info!(%listen, "shoal proxy listening");
-    let served = crate::http::serve(
-        listener,
-        app,
-        crate::http::DEFAULT_MAX_CONNECTIONS,
-        shutdown,
-    )
-    .await;
+    let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;
     Ok(served?)
 }

@@ -37,6 +37,7 @@ pub async fn serve(
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let options = crate::serve::ServeOptions::from_config(&config.server)?;
     config.origin.hosts = resolved(&config.origin.hosts).await?;
     let listen = listener.local_addr()?;
     let health: OriginHealth = match &config.origin.hosts {
@@ -60,13 +61,7 @@ pub async fn serve(
     };
     let app = shoal_p2p::tracker::app(&config, health, &tasks).await?;
     tracing::info!(%listen, "shoal tracker listening");
-    let served = crate::http::serve(
-        listener,
-        app,
-        crate::http::DEFAULT_MAX_CONNECTIONS,
-        shutdown,
-    )
-    .await;
+    let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;
     Ok(served?)
 }

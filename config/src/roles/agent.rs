@@ -13,6 +13,7 @@ use crate::load::sealed;
 use crate::net::Cidr;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::scheduler::SchedulerConfig;
+use crate::server::ServerConfig;
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
 
@@ -34,6 +35,8 @@ pub struct AgentConfig {
     pub store: StoreConfig,
     /// Clients allowed to use the registry endpoint; unset means any.
     pub allowed_cidrs: Option<Vec<Cidr>>,
+    /// Connection limits, timeouts and TLS of the HTTP listeners.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -166,6 +169,7 @@ fn is_repository(s: &str) -> bool {
 impl sealed::Role for AgentConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
+        self.server.validate(&root.key("server"), problems);
         self.registry.validate(&root.key("registry"), problems);
         self.tracker.validate(&root.key("tracker"), problems);
         self.scheduler.validate(&root.key("scheduler"), problems);

@@ -15,6 +15,7 @@ use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
 use crate::retry::RetryConfig;
+use crate::server::ServerConfig;
 use crate::validate::{Problems, Validate};
 
 /// `build-index.yaml`.
@@ -34,6 +35,8 @@ pub struct BuildIndexConfig {
     pub tag_cache: TagCacheConfig,
     /// Retries of the queue that copies tags to the remote build-indexes of `cluster:`.
     pub replication: RetryConfig,
+    /// Connection limits, timeouts and TLS of the HTTP listeners.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -51,6 +54,7 @@ impl Default for BuildIndexConfig {
             cluster: ClusterConfig::default(),
             tag_cache: TagCacheConfig::default(),
             replication: RetryConfig::default(),
+            server: ServerConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
@@ -80,6 +84,7 @@ impl Default for TagCacheConfig {
 impl sealed::Role for BuildIndexConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
+        self.server.validate(&root.key("server"), problems);
         validate_backends(&self.backends, &self.auth, problems);
         self.cluster.validate(&root.key("cluster"), problems);
         self.replication

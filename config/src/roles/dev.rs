@@ -17,9 +17,11 @@ use crate::bandwidth::BandwidthConfig;
 use crate::gc::GcConfig;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
+use crate::net::Cidr;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
 use crate::scheduler::SchedulerConfig;
+use crate::server::ServerConfig;
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
 
@@ -41,6 +43,10 @@ pub struct DevConfig {
     pub scheduler: SchedulerConfig,
     /// On-disk cache settings of the embedded agent and origin.
     pub store: StoreConfig,
+    /// Connection limits, timeouts and TLS of the registry port.
+    pub server: ServerConfig,
+    /// Clients allowed to use the registry port (403 `DENIED` for others); unset means any.
+    pub allowed_cidrs: Option<Vec<Cidr>>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -61,6 +67,8 @@ impl Default for DevConfig {
             access: AccessConfig::default(),
             scheduler: SchedulerConfig::default(),
             store: StoreConfig::default(),
+            server: ServerConfig::default(),
+            allowed_cidrs: None,
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
@@ -92,6 +100,7 @@ impl sealed::Role for DevConfig {
 
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
+        self.server.validate(&root.key("server"), problems);
         problems.require(
             !self.data_dir.as_os_str().is_empty(),
             &root.key("data_dir"),

@@ -17,6 +17,7 @@ use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
 use crate::retry::RetryConfig;
 use crate::scheduler::SchedulerConfig;
+use crate::server::ServerConfig;
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
 
@@ -48,6 +49,8 @@ pub struct OriginConfig {
     pub metainfogen: MetainfoGenConfig,
     /// Where torrents are announced.
     pub tracker: TrackerClientConfig,
+    /// Connection limits, timeouts and TLS of the HTTP listeners.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -70,6 +73,7 @@ impl Default for OriginConfig {
             writeback: WritebackConfig::default(),
             metainfogen: MetainfoGenConfig::default(),
             tracker: TrackerClientConfig::default(),
+            server: ServerConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
@@ -139,6 +143,7 @@ impl Validate for MetainfoGenConfig {
 impl sealed::Role for OriginConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
+        self.server.validate(&root.key("server"), problems);
         self.cluster.validate(&root.key("cluster"), problems);
         self.hashring.validate(&root.key("hashring"), problems);
         validate_backends(&self.backends, &self.auth, problems);

@@ -11,6 +11,7 @@ use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
+use crate::server::ServerConfig;
 use crate::validate::{Problems, Validate};
 
 /// `proxy.yaml`.
@@ -27,6 +28,8 @@ pub struct ProxyConfig {
     pub access: AccessConfig,
     /// How long pushed content stays in the proxy's own store.
     pub staging: StagingConfig,
+    /// Connection limits, timeouts and TLS of the HTTP listeners.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -74,5 +77,7 @@ impl sealed::Role for ProxyConfig {
     fn check(&self, problems: &mut Problems) {
         self.access
             .validate(&KeyPath::root().key("access"), problems);
+        self.server
+            .validate(&KeyPath::root().key("server"), problems);
     }
 }

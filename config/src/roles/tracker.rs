@@ -11,6 +11,7 @@ use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::peerstore::PeerStoreConfig;
+use crate::server::ServerConfig;
 use crate::validate::{Problems, Validate};
 
 /// `tracker.yaml`.
@@ -31,6 +32,8 @@ pub struct TrackerConfig {
     /// The tracker ring; unset means a ring of one.
     #[serde(skip_serializing_if = "ClusterConfig::is_unset")]
     pub cluster: ClusterConfig,
+    /// Connection limits, timeouts and TLS of the HTTP listeners.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -46,6 +49,7 @@ impl Default for TrackerConfig {
             announce_interval: Duration::from_secs(3),
             peer_handout_limit: 50,
             cluster: ClusterConfig::default(),
+            server: ServerConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -55,6 +59,7 @@ impl Default for TrackerConfig {
 impl sealed::Role for TrackerConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
+        self.server.validate(&root.key("server"), problems);
         self.peerstore.validate(&root.key("peerstore"), problems);
         self.cluster.validate(&root.key("cluster"), problems);
         problems.at_least_one(

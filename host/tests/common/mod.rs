@@ -64,12 +64,34 @@ impl DevServer {
         DevServer::spawn(data_dir.to_owned(), None, Some(config))
     }
 
+    /// Starts `shoal dev --config CONFIG` under `wrapper` (a command that runs the rest of its
+    /// arguments, such as `prlimit --nofile=1024:`).
+    pub fn start_wrapped(data_dir: &Path, config: &Path, wrapper: &[&str]) -> DevServer {
+        DevServer::spawn_wrapped(data_dir.to_owned(), None, Some(config), wrapper)
+    }
+
     fn spawn(
         data_dir: PathBuf,
         owned: Option<tempfile::TempDir>,
         config: Option<&Path>,
     ) -> DevServer {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+        DevServer::spawn_wrapped(data_dir, owned, config, &[])
+    }
+
+    fn spawn_wrapped(
+        data_dir: PathBuf,
+        owned: Option<tempfile::TempDir>,
+        config: Option<&Path>,
+        wrapper: &[&str],
+    ) -> DevServer {
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(env!("CARGO_BIN_EXE_shoal")),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_shoal"));
+                cmd
+            }
+        };
         cmd.args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir);
         if let Some(config) = config {
@@ -195,7 +217,10 @@ impl Drop for DevServer {
 
 /// The address in tracing's `... listening on http://127.0.0.1:PORT ...` line.
 fn parse_listening_line(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on http://")? + "listening on http://".len()..];
+    let at = line.find("listening on http")? + "listening on http".len();
+    let rest = line[at..]
+        .strip_prefix("://")
+        .or_else(|| line[at..].strip_prefix("s://"))?;
     let end = rest
         .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
         .unwrap_or(rest.len());

@@ -68,6 +68,8 @@ pub struct Access {
     /// Token lifetime, in seconds.
     expiry: u64,
     realm: Option<String>,
+    /// The scheme of the derived realm: `https` on a TLS listener.
+    scheme: &'static str,
     throttle: LoginThrottle,
 }
 
@@ -147,11 +149,18 @@ impl Access {
             key: TokenKey::new(key, config.token.service.clone()),
             expiry: config.token.expiry.get().as_secs(),
             realm: config.token.realm.clone(),
+            scheme: "http",
             throttle: LoginThrottle::new(
                 config.max_failed_logins,
                 config.failed_login_window.get(),
             ),
         }
+    }
+
+    /// The listener speaks TLS: the derived token realm is `https://`.
+    pub fn over_tls(mut self) -> Self {
+        self.scheme = "https";
+        self
     }
 
     /// How many htpasswd users there are, for the start-up log line.
@@ -296,7 +305,7 @@ impl Access {
                         .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
             })
             .unwrap_or("localhost");
-        format!("http://{host}/token")
+        format!("{}://{host}/token", self.scheme)
     }
 }
 
@@ -343,7 +352,7 @@ fn unix_now() -> u64 {
 /// Puts `access` in front of `router`: adds `GET`/`POST /token` and checks every other request
 /// but `/health`. The peer address for throttling comes from axum's `ConnectInfo`, so serve
 /// the result with `into_make_service_with_connect_info::<SocketAddr>()` (as
-/// `shoal_roles::http::serve` does); without it all clients share one throttle.
+/// `shoal_roles::serve::serve` does); without it all clients share one throttle.
 pub fn protect(router: Router, access: Arc<Access>) -> Router {
     use axum::routing::get;
     router

@@ -1,0 +1,339 @@
+//! One connection: the TLS handshake when the listener speaks TLS, hyper's HTTP/1 server over
+//! it, and a watchdog that closes it when a client takes too long.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response, StatusCode, header};
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::ServeOptions;
+use super::body::MinRate;
+use super::slots::{ConnState, Slot, Slots};
+
+/// What every connection of one listener shares.
+pub(super) struct Shared {
+    pub(super) options: ServeOptions,
+    pub(super) router: Router,
+    pub(super) slots: Arc<Slots>,
+}
+
+/// Serves one accepted connection until it closes, its watchdog closes it, the limit needs
+/// its slot, or the server is dropped (`killed`); `stopping` lets in-flight requests finish.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    stopping: CancellationToken,
+    killed: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let state = slot.state.clone();
+    let Some(tls) = shared.options.tls.clone() else {
+        http(shared, tcp, peer, state, stopping, killed).await;
+        return;
+    };
+    let header_timeout = shared.options.header_timeout;
+    let handshake = async {
+        if !speaks_tls(&tcp).await? {
+            refuse_plain_http(tcp).await;
+            return Ok(None);
+        }
+        tokio_rustls::TlsAcceptor::from(tls)
+            .accept(tcp)
+            .await
+            .map(Some)
+    };
+    let stream = tokio::select! {
+        r = tokio::time::timeout(header_timeout, handshake) => match r {
+            Ok(Ok(Some(stream))) => stream,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake took longer than server.header_timeout");
+                return;
+            }
+        },
+        () = killed.cancelled() => return,
+        () = state.close.cancelled() => return,
+    };
+    http(shared, stream, peer, state, stopping, killed).await;
+    drop(slot);
+}
+
+/// Whether the client's first byte starts a TLS handshake (a handshake record is 0x16).
+async fn speaks_tls(tcp: &TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == 0x16)
+}
+
+/// Answers a plain-HTTP request on a TLS port with a 400 that says so, as Go's servers do.
+async fn refuse_plain_http(mut tcp: TcpStream) {
+    const BODY: &str = "This port speaks TLS: use https://\n";
+    let reply = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tcp.write_all(reply.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// HTTP/1 over `io` with the watchdog.
+async fn http<IO>(
+    shared: Arc<Shared>,
+    io: IO,
+    peer: SocketAddr,
+    state: Arc<ConnState>,
+    stopping: CancellationToken,
+    killed: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let options = &shared.options;
+    let io = Watched {
+        io,
+        state: state.clone(),
+        send_timeout: options.send_timeout,
+        stalled: None,
+    };
+    let service = {
+        let shared = shared.clone();
+        let state = state.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(respond(&shared, &state, peer, request).await) }
+        })
+    };
+    // hyper's own header timer would also end kept-alive connections after the header
+    // timeout; the watchdog below keeps the two apart.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        let deadline = state.deadline(options.header_timeout, options.idle_timeout);
+        let changed = state.changed.notified();
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = changed => {}
+            () = sleep_until(deadline.map(|(at, _)| at)) => {
+                // Re-read: the phase may have moved on since the deadline was taken.
+                if let Some((at, why)) = state.deadline(options.header_timeout, options.idle_timeout)
+                    && at <= Instant::now()
+                {
+                    tracing::debug!(%peer, timeout = why, "closing a connection past server.{why}");
+                    return;
+                }
+            }
+            () = state.close.cancelled() => {
+                tracing::debug!(%peer, "closing an idle connection: the connection limit needs its slot");
+                return;
+            }
+            () = stopping.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = killed.cancelled() => return,
+        }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One request: refused outside `allowed_cidrs`, else the router's answer, with the body's
+/// minimum rate on the way in and the connection busy until the answer is sent.
+async fn respond(
+    shared: &Shared,
+    state: &Arc<ConnState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    state.request_started();
+    let busy = Busy(state.clone());
+    let options = &shared.options;
+    let response = if options.allows(peer.ip()) {
+        let mut request = request.map(|body| {
+            Body::new(MinRate::new(
+                body,
+                options.body_timeout,
+                options.min_body_rate,
+            ))
+        });
+        request.extensions_mut().insert(ConnectInfo(peer));
+        match shared.router.clone().oneshot(request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    } else {
+        tracing::info!(%peer, "refused a client outside allowed_cidrs");
+        denied()
+    };
+    response.map(|body| Body::new(Sent { body, _busy: busy }))
+}
+
+/// 403 `DENIED`, in the distribution spec's error form.
+fn denied() -> Response<Body> {
+    let body = r#"{"errors":[{"code":"DENIED","message":"this client's address is not in allowed_cidrs"}]}"#;
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Marks its connection busy until dropped (the response sent, or abandoned).
+struct Busy(Arc<ConnState>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// A response body that keeps its connection busy until it is sent.
+struct Sent {
+    body: Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for Sent {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's I/O: reads tell the watchdog a request has begun, and a write that waits
+/// longer than `send_timeout` on a client that does not read fails.
+struct Watched<IO> {
+    io: IO,
+    state: Arc<ConnState>,
+    send_timeout: Duration,
+    /// Armed while a write waits.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<IO> Watched<IO> {
+    /// Called when a write could not proceed: an error once it has waited `send_timeout`.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let timeout = self.send_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        stalled.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for server.send_timeout",
+            )
+        })
+    }
+
+    fn wrote<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.poll_stall(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.read_some();
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.wrote(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
