@@ -79,14 +79,39 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
     })
 }
 
+/// Logs at `level` (`log.level`) from shoal's own crates; the libraries under it (wasmtime's
+/// compiler logs every pass at debug) log at `info` at most. `RUST_LOG` replaces both.
 pub(crate) fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(level)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The filter directives of `log.level`: `level` for shoal's crates, at most `info` for the
+/// rest.
+fn log_directives(level: &str) -> String {
+    let libraries = match level {
+        "debug" | "trace" => "info",
+        other => other,
+    };
+    let ours = [
+        "shoal",
+        "shoal_host",
+        "shoal_roles",
+        "shoal_p2p",
+        "shoal_registry",
+        "shoal_storage",
+        "shoal_config",
+    ];
+    let mut directives = libraries.to_owned();
+    for krate in ours {
+        directives.push_str(&format!(",{krate}={level}"));
+    }
+    directives
 }
 
 /// Runs `shoal dev` until SIGINT or SIGTERM.
@@ -168,4 +193,19 @@ pub(crate) async fn open_for_gc(
     init_logging(&s.log_level);
     let (registry, lock) = open_registry(&s, false).await?;
     Ok((registry, s.gc, s.data_dir, lock))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_is_for_shoal_and_info_for_the_libraries() {
+        let d = super::log_directives("debug");
+        assert!(d.starts_with("info,"), "{d}");
+        assert!(
+            d.contains("shoal_roles=debug") && d.contains("shoal_p2p=debug"),
+            "{d}"
+        );
+        assert!(super::log_directives("warn").starts_with("warn,"));
+        tracing_subscriber::EnvFilter::try_new(d).expect("valid directives");
+    }
 }
