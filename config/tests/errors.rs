@@ -352,3 +352,41 @@ fn a_zero_retry_delay_is_refused_at_its_key() {
     let text = error::<BuildIndexConfig>("replication:\n  delay: 0s\n").to_string();
     assert!(text.contains("replication.delay"), "{text}");
 }
+
+#[test]
+fn server_settings_are_checked_with_their_paths() {
+    let text = error::<AgentConfig>(
+        "server:\n  max_connections: 0\n  header_timeout: 10ms\n  body_timeout: 1ms\n",
+    )
+    .to_string();
+    assert!(text.contains("server.max_connections"), "{text}");
+    assert!(text.contains("server.header_timeout"), "{text}");
+    assert!(text.contains("server.body_timeout"), "{text}");
+    let text = error::<OriginConfig>("server:\n  tls:\n    cert: a.pem\n").to_string();
+    assert!(text.contains("server.tls"), "{text}");
+    assert!(text.contains("key"), "{text}");
+    let ok = load_str::<shoal_config::DevConfig>(
+        "server:\n  idle_timeout: 5m\n  tls: {cert: a.pem, key: b.pem, client_ca: ca.pem}\nallowed_cidrs: [10.0.0.0/8]\n",
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(ok.server.idle_timeout.get().as_secs(), 300);
+    assert_eq!(ok.server.max_connections, 4096);
+    let tls = ok.server.tls.expect("tls");
+    assert_eq!(tls.client_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert_eq!(ok.allowed_cidrs.map(|c| c.len()), Some(1));
+}
+
+#[test]
+fn tls_on_a_port_only_roles_reach_is_refused_until_they_speak_it() {
+    for text in [
+        error::<OriginConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n").to_string(),
+        error::<TrackerConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n").to_string(),
+        error::<BuildIndexConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n").to_string(),
+    ] {
+        assert!(text.contains("server.tls"), "{text}");
+        assert!(text.contains("plain HTTP"), "{text}");
+    }
+    load_str::<shoal_config::ProxyConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n", &no_env)
+        .unwrap();
+}

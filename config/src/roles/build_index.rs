@@ -85,6 +85,12 @@ impl sealed::Role for BuildIndexConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
         self.server.validate(&root.key("server"), problems);
+        problems.require(
+            self.server.tls.is_none(),
+            &root.key("server").key("tls"),
+            "is not supported on this role yet: the other roles reach it over plain HTTP",
+            "no tls here; TLS is served on the registry ports (shoal dev, proxy, agent)",
+        );
         validate_backends(&self.backends, &self.auth, problems);
         self.cluster.validate(&root.key("cluster"), problems);
         self.replication

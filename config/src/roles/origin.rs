@@ -144,6 +144,12 @@ impl sealed::Role for OriginConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
         self.server.validate(&root.key("server"), problems);
+        problems.require(
+            self.server.tls.is_none(),
+            &root.key("server").key("tls"),
+            "is not supported on this role yet: the other roles reach it over plain HTTP",
+            "no tls here; TLS is served on the registry ports (shoal dev, proxy, agent)",
+        );
         self.cluster.validate(&root.key("cluster"), problems);
         self.hashring.validate(&root.key("hashring"), problems);
         validate_backends(&self.backends, &self.auth, problems);
