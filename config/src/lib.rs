@@ -33,6 +33,7 @@ mod roles;
 mod scheduler;
 mod secret;
 mod store;
+mod uploads;
 mod validate;
 
 pub use access::{
@@ -57,7 +58,7 @@ pub use error::{ConfigError, Problem};
 pub use gc::GcConfig;
 pub use hosts::Hosts;
 pub use load::{RoleConfig, check, load, load_str, render};
-pub use net::{Cidr, CidrError, HostPort, HostPortError};
+pub use net::{Cidr, CidrError, HostPort, HostPortError, ListenAddrError, parse_listen};
 pub use observe::{LogConfig, LogLevel, MetricsConfig};
 pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
 pub use plugins::PluginsConfig;
@@ -71,3 +72,4 @@ pub use roles::{
 pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig};
 pub use secret::{REDACTED, Secret, with_secrets_exposed};
 pub use store::{CleanupConfig, StoreConfig};
+pub use uploads::UploadsConfig;

@@ -7,7 +7,8 @@
 //! With `access.htpasswd` in the config, pushing and pulling need credentials (Basic, or a
 //! bearer token from `/token`), except pulls from the `access.anonymous_pull` namespaces.
 //! The P2P roles are separate processes (`shoal agent`, `origin`, `tracker`, `build-index`).
-//! Every `gc.interval` a garbage collection frees what no tag reaches any more (`crate::gc`).
+//! Every `gc.interval` a garbage collection frees what no tag reaches any more (`crate::gc`),
+//! and upload sessions idle for `uploads.max_age` are purged (`crate::uploads`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ struct DevSettings {
     access: AccessConfig,
     plugins: PluginsConfig,
     gc: shoal_config::GcConfig,
+    uploads: shoal_config::UploadsConfig,
+    tag_ttl: std::time::Duration,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
@@ -71,6 +74,8 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         access: cfg.access,
         plugins: cfg.plugins,
         gc: cfg.gc,
+        uploads: cfg.uploads,
+        tag_ttl: cfg.tag_ttl.get(),
     })
 }
 
@@ -90,6 +95,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     init_logging(&s.log_level);
     let (registry, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
+    let purger = crate::uploads::UploadPurger::start(registry.clone(), &s.uploads);
     let mut app = shoal_registry::router(registry);
     if let Some(access) = Access::load(&s.access)? {
         let anonymous: Vec<&str> = access.anonymous_pull().iter().map(|p| p.as_str()).collect();
@@ -113,6 +119,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     )
     .await?;
     collector.stop().await;
+    purger.stop().await;
     tracing::info!("shoal dev stopped");
     Ok(())
 }
@@ -144,7 +151,9 @@ async fn open_registry(
         }
     }
     let backing = Arc::new(StorageBacking::new(Arc::new(router)));
-    Ok((Arc::new(Registry::with_backing(store, backing)), lock))
+    // Pull-through tags are revalidated at the upstream; pushed tags stay this registry's own.
+    let registry = Registry::with_backing(store, backing).upstream_tags_from_backing(s.tag_ttl);
+    Ok((Arc::new(registry), lock))
 }
 
 /// What `shoal gc` needs from the dev settings: the registry over the same store and
