@@ -198,11 +198,19 @@ fn requests_with_ambiguous_body_framing_are_refused() {
         5 + smuggled.len()
     );
     let answer = raw_exchange(&server, both.as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // hyper settles this itself, before the registry sees the request: it drops the length,
+    // reads the body as chunked (RFC 9112 6.3) and closes the connection after answering, so
+    // the hidden request is never served. (The registry refuses both headers with a 400 when
+    // they reach it: registry/tests/uploads.rs.)
     assert_eq!(
         answer.matches("HTTP/1.1").count(),
         1,
         "one answer only: {answer}"
+    );
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        !answer.contains("repositories"),
+        "the hidden request was served: {answer}"
     );
     // A coding before chunked.
     let gzip = format!(

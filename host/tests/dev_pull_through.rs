@@ -74,6 +74,11 @@ fn pull_through_tags_follow_the_upstream_and_go_stale_only_while_it_is_down() {
         (200, first.manifest_digest.as_str())
     );
     let log = upstream.log_text();
+    let as_manifest = format!("/manifests/{}", first.manifest_digest.as_str());
+    assert!(
+        log.contains(&as_manifest),
+        "the upstream's log names the manifest fetch:\n{log}"
+    );
     let as_blob = format!("/blobs/{}", first.manifest_digest.as_str());
     assert_eq!(
         log.matches(&as_blob).count(),

@@ -396,3 +396,34 @@ async fn a_full_disk_is_reported_as_such_and_pushes_work_again_after() {
         String::from_utf8_lossy(&r.body)
     );
 }
+
+#[tokio::test]
+async fn ambiguous_body_framing_is_refused() {
+    let f = fixture().await;
+    let loc = start(&f, "a").await;
+    for headers in [
+        &[("content-length", "3"), ("transfer-encoding", "chunked")][..],
+        &[("transfer-encoding", "gzip, chunked")][..],
+        &[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked"),
+        ][..],
+    ] {
+        let r = f.call(Method::PATCH, &loc, headers, b"abc".to_vec()).await;
+        assert_eq!(
+            (r.status, r.code().as_str(), r.header("connection")),
+            (StatusCode::BAD_REQUEST, "SIZE_INVALID", "close"),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(f.get(&loc).await.header("range"), "0-0");
+    let r = f
+        .call(
+            Method::PATCH,
+            &loc,
+            &[("transfer-encoding", "chunked")],
+            b"abc".to_vec(),
+        )
+        .await;
+    assert_eq!((r.status, r.header("range")), (StatusCode::ACCEPTED, "0-2"));
+}
