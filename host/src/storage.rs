@@ -84,7 +84,7 @@ fn link_into_place(src: &Path, dest: &Path) -> std::io::Result<bool> {
     let dir = dest.parent().expect("object paths have a parent");
     std::fs::create_dir_all(dir)?;
     let file_name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("blob");
-    let part = dir.join(format!(".{file_name}.{}.part", uuid_like()));
+    let part = dir.join(format!(".{file_name}.{}.part", link_number()));
     match std::fs::hard_link(src, &part) {
         Ok(()) => {}
         // EXDEV: another file system; EPERM: one that has no hard links (some FUSE mounts).
@@ -98,8 +98,9 @@ fn link_into_place(src: &Path, dest: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// A name no concurrent link picks: the process id and a counter.
-fn uuid_like() -> String {
+/// A part name no concurrent link picks: the process id (the data directory has one shoal at
+/// a time, but the backend folder may be shared) and a counter.
+fn link_number() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}-{n}", std::process::id())
