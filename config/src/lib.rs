@@ -34,6 +34,7 @@ mod scheduler;
 mod secret;
 mod server;
 mod store;
+mod uploads;
 mod validate;
 
 pub use access::{
@@ -58,7 +59,7 @@ pub use error::{ConfigError, Problem};
 pub use gc::GcConfig;
 pub use hosts::Hosts;
 pub use load::{RoleConfig, check, load, load_str, render};
-pub use net::{Cidr, CidrError, HostPort, HostPortError};
+pub use net::{Cidr, CidrError, HostPort, HostPortError, ListenAddrError, parse_listen};
 pub use observe::{LogConfig, LogLevel, MetricsConfig};
 pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
 pub use plugins::PluginsConfig;
@@ -73,3 +74,4 @@ pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig
 pub use secret::{REDACTED, Secret, with_secrets_exposed};
 pub use server::{ServerConfig, ServerTls};
 pub use store::{CleanupConfig, StoreConfig};
+pub use uploads::UploadsConfig;

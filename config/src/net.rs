@@ -2,7 +2,7 @@
 //! (which breaks IPv6 addresses).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -220,6 +220,122 @@ mod tests {
         assert_eq!(one.to_string(), "::1/128");
         for bad in ["10.0.0.0/33", "nope/8", "10.0.0.0/x", "10.0.0.0/+8"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_as_go_servers_take_them() {
+        let ok = |s: &str| parse_listen(s).unwrap().to_string();
+        assert_eq!(ok(":5000"), "0.0.0.0:5000");
+        assert_eq!(ok("localhost:5000"), "127.0.0.1:5000");
+        assert_eq!(ok("LocalHost:1"), "127.0.0.1:1");
+        assert_eq!(ok("127.0.0.1:0"), "127.0.0.1:0");
+        assert_eq!(ok("[::1]:5000"), "[::1]:5000");
+        for bad in [
+            "",
+            ":",
+            "5000",
+            ":x",
+            ":65536",
+            "localhost",
+            "localhost:",
+            "example.com:80",
+            "::1:5000",
+        ] {
+            let e = parse_listen(bad).unwrap_err().to_string();
+            assert!(e.contains(":PORT"), "{bad}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn listen_parse_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_listen(&s);
+        }
+
+        #[test]
+        fn every_ip_and_port_parses_as_itself(ip: IpAddr, port: u16) {
+            let a = SocketAddr::from((ip, port));
+            proptest::prop_assert_eq!(parse_listen(&a.to_string()).unwrap(), a);
+        }
+    }
+}
+
+/// Why a string is not an address to listen on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid listen address {input:?}: expected IP:PORT (127.0.0.1:5000, [::1]:5000), \
+     localhost:PORT, or :PORT for every interface"
+)]
+pub struct ListenAddrError {
+    input: String,
+}
+
+/// Parses an address to listen on, as Go servers (distribution, Kraken) take it: `IP:PORT`,
+/// `[IPv6]:PORT`, `:PORT` for every IPv4 interface (`0.0.0.0`), and `localhost:PORT` for the
+/// IPv4 loopback. No other name is resolved: a listener binds an address, and a name that
+/// resolves differently tomorrow should not move it.
+pub fn parse_listen(input: &str) -> Result<SocketAddr, ListenAddrError> {
+    let err = || ListenAddrError {
+        input: input.chars().take(128).collect(),
+    };
+    let port = |p: &str| {
+        Some(p)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
+    };
+    if let Some(p) = input.strip_prefix(':') {
+        return port(p)
+            .map(|p| SocketAddr::from((Ipv4Addr::UNSPECIFIED, p)))
+            .ok_or_else(err);
+    }
+    if let Some((host, p)) = input.rsplit_once(':')
+        && host.eq_ignore_ascii_case("localhost")
+    {
+        return port(p)
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
+            .ok_or_else(err);
+    }
+    input.parse().map_err(|_| err())
+}
+
+/// Serde for a `listen:` key: written as `IP:PORT`, read with [`parse_listen`].
+pub(crate) mod listen_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(addr)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let raw = String::deserialize(d)?;
+        super::parse_listen(&raw).map_err(serde::de::Error::custom)
+    }
+
+    /// The same for an optional key.
+    pub(crate) mod option {
+        use std::net::SocketAddr;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(
+            addr: &Option<SocketAddr>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match addr {
+                Some(a) => s.collect_str(a),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SocketAddr>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|raw| super::super::parse_listen(&raw).map_err(serde::de::Error::custom))
+                .transpose()
         }
     }
 }

@@ -47,5 +47,6 @@ impl LogLevel {
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Where the Prometheus endpoint listens; unset means no metrics endpoint.
+    #[serde(with = "crate::net::listen_addr::option")]
     pub listen: Option<SocketAddr>,
 }

@@ -115,6 +115,8 @@ fn build_index_proxy_and_dev() {
     assert_eq!(dev.gc.interval, Duration::from_hours(1));
     assert_eq!(dev.gc.grace, Duration::from_hours(1));
     assert!(dev.gc.backends);
+    assert_eq!(dev.uploads.max_age, Duration::from_hours(24));
+    assert_eq!(dev.uploads.interval, Duration::from_hours(1));
 }
 
 #[test]

@@ -218,6 +218,22 @@ fn plugin_limits_are_checked_with_their_paths() {
 }
 
 #[test]
+fn upload_expiry_is_checked_with_its_paths() {
+    let text = error::<shoal_config::DevConfig>("uploads:\n  max_age: 100ms\n  interval: 0s\n")
+        .to_string();
+    assert!(text.contains("uploads.max_age"), "{text}");
+    assert!(text.contains("uploads.interval"), "{text}");
+    assert!(text.contains("24h"), "{text}");
+}
+
+#[test]
+fn a_day_long_tag_ttl_is_refused_with_its_path() {
+    let text = error::<shoal_config::DevConfig>("tag_ttl: 48h\n").to_string();
+    assert!(text.contains("tag_ttl"), "{text}");
+    assert!(text.contains("0s"), "{text}");
+}
+
+#[test]
 fn gc_settings_are_checked_with_their_paths() {
     let text =
         error::<shoal_config::DevConfig>("gc:\n  interval: 100ms\n  grace: 9000h\n").to_string();

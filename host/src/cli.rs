@@ -61,8 +61,9 @@ enum PluginCommand {
 /// Flags of `shoal dev`; each overrides the same setting from `--config`.
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
-    /// Address to listen on [default: 127.0.0.1:5000, or `listen` from --config].
-    #[arg(long)]
+    /// Address to listen on: IP:PORT, localhost:PORT, or :PORT for every interface
+    /// [default: 127.0.0.1:5000, or `listen` from --config].
+    #[arg(long, value_parser = shoal_config::parse_listen)]
     pub listen: Option<SocketAddr>,
     /// Directory for blobs, manifests and uploads [default: ./shoal-data, or `data_dir`].
     #[arg(long)]

@@ -7,7 +7,8 @@
 //! With `access.htpasswd` in the config, pushing and pulling need credentials (Basic, or a
 //! bearer token from `/token`), except pulls from the `access.anonymous_pull` namespaces.
 //! The P2P roles are separate processes (`shoal agent`, `origin`, `tracker`, `build-index`).
-//! Every `gc.interval` a garbage collection frees what no tag reaches any more (`crate::gc`).
+//! Every `gc.interval` a garbage collection frees what no tag reaches any more (`crate::gc`),
+//! and upload sessions idle for `uploads.max_age` are purged (`crate::uploads`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ struct DevSettings {
     gc: shoal_config::GcConfig,
     server: shoal_config::ServerConfig,
     allowed_cidrs: Option<Vec<shoal_config::Cidr>>,
+    uploads: shoal_config::UploadsConfig,
+    tag_ttl: std::time::Duration,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
@@ -76,6 +79,8 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         gc: cfg.gc,
         server: cfg.server,
         allowed_cidrs: cfg.allowed_cidrs,
+        uploads: cfg.uploads,
+        tag_ttl: cfg.tag_ttl.get(),
     })
 }
 
@@ -121,6 +126,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let (registry, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let options = ServeOptions::from_config(&s.server)?.allowing(s.allowed_cidrs.clone());
+    let purger = crate::uploads::UploadPurger::start(registry.clone(), &s.uploads);
     let mut app = shoal_registry::router(registry);
     if let Some(mut access) = Access::load(&s.access)? {
         if options.tls.is_some() {
@@ -145,6 +151,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     shoal_roles::serve::serve(listener, app, &options, crate::serve::signal()).await?;
     collector.stop().await;
+    purger.stop().await;
     tracing::info!("shoal dev stopped");
     Ok(())
 }
@@ -176,7 +183,9 @@ async fn open_registry(
         }
     }
     let backing = Arc::new(StorageBacking::new(Arc::new(router)));
-    Ok((Arc::new(Registry::with_backing(store, backing)), lock))
+    // Pull-through tags are revalidated at the upstream; pushed tags stay this registry's own.
+    let registry = Registry::with_backing(store, backing).upstream_tags_from_backing(s.tag_ttl);
+    Ok((Arc::new(registry), lock))
 }
 
 /// What `shoal gc` needs from the dev settings: the registry over the same store and

@@ -8,6 +8,7 @@
 //! another process holds it.
 
 use std::fs::{File, TryLockError};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,13 +38,27 @@ impl DataDirLock {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(DataDirLock { _file: file }),
-            Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "{} is in use by another shoal dev or shoal gc ({} is locked); a running \
-                 shoal dev collects garbage itself every gc.interval",
-                data_dir.display(),
-                path.display()
-            ),
+            Ok(()) => {
+                // The holder's pid, for the message of whoever is refused next. Written under
+                // the lock; the lock, not the file's content, is what keeps them out.
+                let mut file = file;
+                file.set_len(0)
+                    .and_then(|()| write!(file, "{}", std::process::id()))
+                    .with_context(|| format!("writing the pid into {}", path.display()))?;
+                Ok(DataDirLock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|pid| pid.trim().parse::<u32>().ok())
+                    .map_or_else(|| "another process".to_owned(), |pid| format!("pid {pid}"));
+                anyhow::bail!(
+                    "{} is in use by another shoal dev or shoal gc ({holder} holds the lock on \
+                     {}); a running shoal dev collects garbage itself every gc.interval",
+                    data_dir.display(),
+                    path.display()
+                )
+            }
             Err(TryLockError::Error(e)) => {
                 Err(e).with_context(|| format!("locking {}", path.display()))
             }

@@ -6,6 +6,7 @@ mod devcluster;
 mod gc;
 mod roles;
 mod serve;
+mod uploads;
 
 use clap::Parser;
 

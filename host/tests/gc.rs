@@ -181,6 +181,10 @@ fn shoal_gc_is_refused_while_shoal_dev_runs_and_collects_once_it_stopped() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("in use by another shoal dev"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {} holds the lock", server.pid())),
+        "{stderr}"
+    );
     server.stop();
 
     // A grace period longer than the data's age keeps everything.

@@ -44,6 +44,12 @@ pub trait Backing: Send + Sync {
     /// Blob `d` of `repo`, or `None` when the backing does not hold it.
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>>;
 
+    /// Manifest `d` of `repo`, or `None` when the backing does not hold it. The default asks
+    /// for it as a blob, which is what a manifest is to a storage backend.
+    async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
+        self.get_blob(repo, d).await
+    }
+
     /// Blob `d` of `repo` as a local file already verified against `d` on this filesystem,
     /// which the store hard-links instead of copying (the agent's piece store); `None` when
     /// the backing has no such file and [`Backing::get_blob`] is to be used.
@@ -65,6 +71,12 @@ pub trait Backing: Send + Sync {
 
     /// Points `tag` of `repo` at `d`.
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()>;
+
+    /// Whether `repo`'s tags belong to an upstream registry this one mirrors (a read-only tag
+    /// backend such as `registry_tag`), where they move without this registry seeing it.
+    fn tags_move_upstream(&self, _repo: &RepoName) -> bool {
+        false
+    }
 
     /// What `tag` of `repo` points at, or `None` when the backing has no such tag.
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>>;
@@ -253,7 +265,7 @@ impl Registry {
         if self.store.blob_size(&digest).await?.is_some() && tag.is_none() {
             return Ok(false);
         }
-        let Some(body) = backing.get_blob(repo, &digest).await? else {
+        let Some(body) = backing.get_manifest(repo, &digest).await? else {
             return Ok(false);
         };
         let bytes = read_capped(body, MAX_MANIFEST_BYTES)

@@ -43,6 +43,8 @@ pub enum ErrorCode {
     Unknown,
     /// A backend or upstream is unavailable.
     Unavailable,
+    /// The disk (or a backend) has no room for the write.
+    StorageFull,
 }
 
 impl ErrorCode {
@@ -68,6 +70,13 @@ impl ErrorCode {
             RangeInvalid => ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
             Unknown => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
             Unavailable => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            // The spec has no code for a full disk. 507 (RFC 4918: the server cannot store
+            // what the request needs) is a 5xx, so clients treat it as the registry's fault
+            // and may retry later, not as a bad request to give up on; docker, containerd
+            // and skopeo print the message of any 5xx envelope, and `UNKNOWN` is the code
+            // they all accept for a failure outside the table (distribution sends it for
+            // storage driver errors). BLOB_UPLOAD_INVALID would blame the client's bytes.
+            StorageFull => ("UNKNOWN", StatusCode::INSUFFICIENT_STORAGE),
         }
     }
 }
@@ -116,9 +125,28 @@ impl RegistryError {
     }
 }
 
+impl RegistryError {
+    /// The disk has no room: `context` says for what.
+    pub fn storage_full(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(%err, "{context}: the disk is full");
+        RegistryError::new(
+            ErrorCode::StorageFull,
+            format!("the registry's disk is full ({context}: {err}); free space and retry"),
+        )
+    }
+}
+
 impl From<std::io::Error> for RegistryError {
     fn from(e: std::io::Error) -> Self {
-        RegistryError::internal("storage I/O failed", e)
+        // ENOSPC, and EDQUOT (a quota is a full disk to the writer).
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ) {
+            RegistryError::storage_full("writing to the local store", e)
+        } else {
+            RegistryError::internal("storage I/O failed", e)
+        }
     }
 }
 

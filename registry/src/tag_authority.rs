@@ -46,14 +46,17 @@ type Slot = Arc<tokio::sync::Mutex<Option<Lookup>>>;
 /// The state behind [`Registry::tags_from_backing`].
 pub(crate) struct TagAuthority {
     ttl: Duration,
+    /// Only for namespaces whose tags move upstream ([`Backing::tags_move_upstream`]).
+    upstream_only: bool,
     slots: Mutex<HashMap<TagKey, Slot>>,
     stale_served: AtomicU64,
 }
 
 impl TagAuthority {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration, upstream_only: bool) -> Self {
         TagAuthority {
             ttl,
+            upstream_only,
             slots: Mutex::new(HashMap::new()),
             stale_served: AtomicU64::new(0),
         }
@@ -125,7 +128,17 @@ impl Registry {
     /// that knows every push (the agent); without it, a tag is asked for only when it is
     /// missing locally, which suits a registry that holds its own tags (`shoal dev`).
     pub fn tags_from_backing(mut self, ttl: Duration) -> Self {
-        self.tag_authority = Some(TagAuthority::new(ttl));
+        self.tag_authority = Some(TagAuthority::new(ttl, false));
+        self
+    }
+
+    /// [`Registry::tags_from_backing`] for the namespaces whose tags an upstream registry owns
+    /// (pull-through, `registry_tag`): there a tag is revalidated after `ttl` (zero: on every
+    /// request, as distribution's proxy does) and served stale only while the upstream does
+    /// not answer. Every other namespace keeps its own tags, the ones pushed here, which are
+    /// written through to a backend that nobody else moves (`shoal dev`).
+    pub fn upstream_tags_from_backing(mut self, ttl: Duration) -> Self {
+        self.tag_authority = Some(TagAuthority::new(ttl, true));
         self
     }
 
@@ -135,6 +148,16 @@ impl Registry {
         self.tag_authority
             .as_ref()
             .map_or(0, |a| a.stale_served.load(Ordering::Relaxed))
+    }
+
+    /// Whether the backing, not the local store, says what `repo`'s tags name.
+    pub(crate) fn tags_owned_by_backing(&self, repo: &RepoName) -> bool {
+        match (&self.tag_authority, &self.backing) {
+            (Some(authority), Some(backing)) => {
+                !authority.upstream_only || backing.tags_move_upstream(repo)
+            }
+            _ => false,
+        }
     }
 
     /// Manifest `tag` of `repo` as the backing resolves the tag now; `None` when this registry
@@ -147,6 +170,9 @@ impl Registry {
         let (Some(authority), Some(backing)) = (&self.tag_authority, &self.backing) else {
             return Ok(None);
         };
+        if !self.tags_owned_by_backing(repo) {
+            return Ok(None);
+        }
         let arrived = Instant::now();
         let outcome = {
             let guard = authority.slot(&TagKey::new(repo.clone(), tag.clone()));
@@ -191,8 +217,8 @@ impl Registry {
                     tag = %tag.as_str(),
                     digest = %m.digest,
                     error = %message,
-                    "serving a stale tag: the tag service did not answer, so this is the last \
-                     digest it named"
+                    "serving a stale tag: the tag service (or upstream registry) did not \
+                     answer, so this is the last digest it named"
                 );
                 Ok(Some(m))
             }

@@ -2,6 +2,7 @@
 //! rollback of a chunk whose body fails half way.
 
 use bytes::Bytes;
+use shoal_registry::store::ChunkRange;
 use shoal_registry::{Digest, LocalStore, RepoName};
 
 fn repo(s: &str) -> RepoName {
@@ -36,7 +37,13 @@ async fn upload_in_progress_survives_a_restart() {
     assert_eq!(store.upload_status(&r, &id).await.unwrap().offset, 6);
     let d = Digest::sha256_of(b"hello world");
     store
-        .finish_upload(&r, &id, &d, Some(6), ok_stream(&[b"world"]))
+        .finish_upload(
+            &r,
+            &id,
+            &d,
+            Some(ChunkRange { start: 6, len: 5 }),
+            ok_stream(&[b"world"]),
+        )
         .await
         .unwrap();
     assert!(store.repo_has_blob(&r, &d).await.unwrap());

@@ -41,14 +41,19 @@ impl StorageBacking {
         repo: &RepoName,
         d: &Digest,
     ) -> ApiResult<Option<(Option<u64>, BodyStream)>> {
+        self.download_object(repo, &blob_name(d)).await
+    }
+
+    /// Object `name` of `repo`'s blob route, with its length when the backend says it.
+    async fn download_object(
+        &self,
+        repo: &RepoName,
+        name: &str,
+    ) -> ApiResult<Option<(Option<u64>, BodyStream)>> {
         let Some(route) = self.route(repo, Content::Blobs) else {
             return Ok(None);
         };
-        match route
-            .backend
-            .download(repo.as_str(), &blob_name(d), None)
-            .await
-        {
+        match route.backend.download(repo.as_str(), name, None).await {
             Ok(download) => {
                 let body = route.bandwidth.pace_ingress(download.body);
                 Ok(Some((download.length, body)))
@@ -135,6 +140,16 @@ impl Backing for StorageBacking {
             Ok(_) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(api_error(repo, e)),
         }
+        // The local store's blob files are immutable once committed: a backend on the same
+        // disk shares the file instead of holding a second copy.
+        if route
+            .backend
+            .link_file(repo.as_str(), &name, path)
+            .await
+            .map_err(|e| api_error(repo, e))?
+        {
+            return Ok(());
+        }
         let body = route.bandwidth.pace_egress(file_stream(path).await?);
         route
             .backend
@@ -145,6 +160,25 @@ impl Backing for StorageBacking {
 
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
         Ok(self.download_blob(repo, d).await?.map(|(_, body)| body))
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
+        // A storage backend keeps a manifest as the blob it is. An upstream registry keeps
+        // manifests apart: `manifest:<digest>` asks it for one as such, so it is not asked
+        // for a blob first (a 404 per manifest on every cold pull).
+        let upstream = self
+            .router
+            .route(repo.as_str(), Content::Blobs)
+            .is_some_and(|r| r.upstream);
+        let name = if upstream {
+            format!("manifest:{d}")
+        } else {
+            blob_name(d)
+        };
+        Ok(self
+            .download_object(repo, &name)
+            .await?
+            .map(|(_, body)| body))
     }
 
     async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
@@ -167,6 +201,12 @@ impl Backing for StorageBacking {
             .upload(repo.as_str(), &tag_name(repo, tag), size, body)
             .await
             .map_err(|e| api_error(repo, e))
+    }
+
+    fn tags_move_upstream(&self, repo: &RepoName) -> bool {
+        self.router
+            .route(repo.as_str(), Content::Tags)
+            .is_some_and(|r| r.upstream)
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {

@@ -164,6 +164,20 @@ pub trait Backend: Send + Sync {
 
     /// Removes a blob.
     async fn delete(&self, namespace: &str, name: &str) -> Result<(), BackendError>;
+
+    /// Stores the file at `path` under `name` without copying its bytes, when the backend keeps
+    /// its objects on the same file system (a hard link); `Ok(false)` when it cannot, and the
+    /// caller streams the file through [`Backend::upload`] instead. Only for files that are
+    /// never written again (the local store's committed blobs), since both names then share
+    /// one inode.
+    async fn link_file(
+        &self,
+        _namespace: &str,
+        _name: &str,
+        _path: &std::path::Path,
+    ) -> Result<bool, BackendError> {
+        Ok(false)
+    }
 }
 
 /// A health-check policy: fed observations, asked for verdicts. It keeps state between

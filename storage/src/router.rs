@@ -63,6 +63,9 @@ pub struct Route {
     pub pattern: NamespacePattern,
     /// Which content it serves.
     pub holds: Holds,
+    /// An upstream registry's content (`registry_blob`, `registry_tag`): read-only here, and
+    /// its tags move there without this registry seeing it.
+    pub upstream: bool,
     /// The backend (a plugin, or a native one).
     pub backend: Arc<dyn Backend>,
     /// Paces downloads (ingress) and uploads (egress), when `bandwidth.enable`.
@@ -99,6 +102,7 @@ impl std::fmt::Debug for Route {
         f.debug_struct("Route")
             .field("namespace", &self.pattern.as_str())
             .field("holds", &self.holds)
+            .field("upstream", &self.upstream)
             .field("backend", &self.backend.name())
             .field("bandwidth", &self.bandwidth.is_limited())
             .finish()
@@ -130,6 +134,10 @@ impl NamespaceRouter {
             routes.push(Route {
                 pattern: entry.namespace.clone(),
                 holds: Holds::of(&entry.backend),
+                upstream: matches!(
+                    entry.backend,
+                    shoal_config::Backend::RegistryBlob(_) | shoal_config::Backend::RegistryTag(_)
+                ),
                 backend,
                 bandwidth,
             });
@@ -142,6 +150,7 @@ impl NamespaceRouter {
         NamespaceRouter::new(vec![Route {
             pattern: NamespacePattern::any(),
             holds: Holds::Both,
+            upstream: false,
             backend,
             bandwidth: BandwidthLimiter::unlimited(),
         }])

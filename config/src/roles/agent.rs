@@ -48,6 +48,7 @@ pub struct AgentConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AgentRegistry {
     /// Where the registry listens [127.0.0.1:16000]: only this node's runtime should pull here.
+    #[serde(with = "crate::net::listen_addr")]
     pub listen: SocketAddr,
     /// How long a tag the build-index resolved is served without asking again [0s: every
     /// request by tag asks, so a tag pushed again is seen at once].

@@ -23,6 +23,7 @@ use crate::validate::{Problems, Validate};
 #[serde(default, deny_unknown_fields)]
 pub struct BuildIndexConfig {
     /// Where the tag server listens [0.0.0.0:15004].
+    #[serde(with = "crate::net::listen_addr")]
     pub listen: SocketAddr,
     /// Storage backends by namespace.
     pub backends: Vec<BackendEntry>,

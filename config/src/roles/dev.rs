@@ -14,6 +14,7 @@ use crate::backend::{
     Backend, BackendEntry, FsBackend, NamePath, NamespacePattern, validate_backends,
 };
 use crate::bandwidth::BandwidthConfig;
+use crate::duration::Duration;
 use crate::gc::GcConfig;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
@@ -23,6 +24,7 @@ use crate::plugins::PluginsConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::server::ServerConfig;
 use crate::store::StoreConfig;
+use crate::uploads::UploadsConfig;
 use crate::validate::{Problems, Validate};
 
 /// `dev.yaml`.
@@ -30,6 +32,7 @@ use crate::validate::{Problems, Validate};
 #[serde(default, deny_unknown_fields)]
 pub struct DevConfig {
     /// The one registry port, for both push and pull [127.0.0.1:5000].
+    #[serde(with = "crate::net::listen_addr")]
     pub listen: SocketAddr,
     /// Where every role keeps its files [./shoal-data].
     pub data_dir: PathBuf,
@@ -55,6 +58,13 @@ pub struct DevConfig {
     pub plugins: PluginsConfig,
     /// The local store's garbage collector.
     pub gc: GcConfig,
+    /// When abandoned upload sessions are purged.
+    pub uploads: UploadsConfig,
+    /// How long a tag resolved at an upstream registry (a `registry_tag` backend) is served
+    /// without asking the upstream again [0s: every request by tag asks, as distribution's
+    /// pull-through proxy does]. While the upstream does not answer, the last digest it named
+    /// is served, with a warning. Tags pushed to this registry are its own and never asked.
+    pub tag_ttl: Duration,
 }
 
 impl Default for DevConfig {
@@ -73,6 +83,8 @@ impl Default for DevConfig {
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
             gc: GcConfig::default(),
+            uploads: UploadsConfig::default(),
+            tag_ttl: Duration::ZERO,
         }
     }
 }
@@ -113,5 +125,12 @@ impl sealed::Role for DevConfig {
         self.store.validate(&root.key("store"), problems);
         self.plugins.validate(&root.key("plugins"), problems);
         self.gc.validate(&root.key("gc"), problems);
+        self.uploads.validate(&root.key("uploads"), problems);
+        problems.require(
+            self.tag_ttl <= Duration::from_hours(24),
+            &root.key("tag_ttl"),
+            "is longer than a day, so a tag moved upstream would go unseen that long",
+            "a duration like 0s (ask on every request) or 5m",
+        );
     }
 }

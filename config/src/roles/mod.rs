@@ -28,6 +28,7 @@ macro_rules! peer_section {
         #[serde(default, deny_unknown_fields)]
         pub struct $name {
             /// Where the P2P listener binds [0.0.0.0 and the role's port].
+            #[serde(with = "crate::net::listen_addr")]
             pub listen: SocketAddr,
             /// The address announced to the tracker; unset means the address the tracker sees.
             pub ip: Option<IpAddr>,

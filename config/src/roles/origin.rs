@@ -26,6 +26,7 @@ use crate::validate::{Problems, Validate};
 #[serde(default, deny_unknown_fields)]
 pub struct OriginConfig {
     /// Where the blob server (HTTP) listens [0.0.0.0:15002].
+    #[serde(with = "crate::net::listen_addr")]
     pub listen: SocketAddr,
     /// The P2P endpoint.
     pub peer: OriginPeer,

@@ -41,6 +41,7 @@ pub struct ProxyConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyRegistry {
     /// Where the registry listens [0.0.0.0:15000].
+    #[serde(with = "crate::net::listen_addr")]
     pub listen: SocketAddr,
 }
 

@@ -19,6 +19,7 @@ use crate::validate::{Problems, Validate};
 #[serde(default, deny_unknown_fields)]
 pub struct TrackerConfig {
     /// Where the announce server listens [0.0.0.0:15003].
+    #[serde(with = "crate::net::listen_addr")]
     pub listen: SocketAddr,
     /// Where announces are kept.
     pub peerstore: PeerStoreConfig,

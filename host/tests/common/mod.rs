@@ -51,37 +51,50 @@ impl DevServer {
             .tempdir()
             .expect("creating a data directory");
         let path = dir.path().to_owned();
-        DevServer::spawn(path, Some(dir), None)
+        DevServer::spawn(path, Some(dir), None, "127.0.0.1:0")
+    }
+
+    /// Starts `shoal dev --listen LISTEN` with a fresh temporary data directory; the address
+    /// is the one it reports.
+    pub fn start_listening(listen: &str) -> DevServer {
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-data-")
+            .tempdir()
+            .expect("creating a data directory");
+        let path = dir.path().to_owned();
+        DevServer::spawn(path, Some(dir), None, listen)
     }
 
     /// Starts `shoal dev` on a data directory the caller owns, e.g. to restart on the same data.
     pub fn start_in(data_dir: &Path) -> DevServer {
-        DevServer::spawn(data_dir.to_owned(), None, None)
+        DevServer::spawn(data_dir.to_owned(), None, None, "127.0.0.1:0")
     }
 
     /// Starts `shoal dev --config CONFIG` on a data directory the caller owns.
     pub fn start_with_config(data_dir: &Path, config: &Path) -> DevServer {
-        DevServer::spawn(data_dir.to_owned(), None, Some(config))
+        DevServer::spawn(data_dir.to_owned(), None, Some(config), "127.0.0.1:0")
     }
 
     /// Starts `shoal dev --config CONFIG` under `wrapper` (a command that runs the rest of its
     /// arguments, such as `prlimit --nofile=1024:`).
     pub fn start_wrapped(data_dir: &Path, config: &Path, wrapper: &[&str]) -> DevServer {
-        DevServer::spawn_wrapped(data_dir.to_owned(), None, Some(config), wrapper)
+        DevServer::spawn_wrapped(data_dir.to_owned(), None, Some(config), "127.0.0.1:0", wrapper)
     }
 
     fn spawn(
         data_dir: PathBuf,
         owned: Option<tempfile::TempDir>,
         config: Option<&Path>,
+        listen: &str,
     ) -> DevServer {
-        DevServer::spawn_wrapped(data_dir, owned, config, &[])
+        DevServer::spawn_wrapped(data_dir, owned, config, listen, &[])
     }
 
     fn spawn_wrapped(
         data_dir: PathBuf,
         owned: Option<tempfile::TempDir>,
         config: Option<&Path>,
+        listen: &str,
         wrapper: &[&str],
     ) -> DevServer {
         let mut cmd = match wrapper.split_first() {
@@ -92,7 +105,7 @@ impl DevServer {
                 cmd
             }
         };
-        cmd.args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["dev", "--listen", listen, "--data-dir"])
             .arg(&data_dir);
         if let Some(config) = config {
             cmd.arg("--config").arg(config);

@@ -106,7 +106,7 @@ impl Registry {
         registry
     }
 
-    fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 

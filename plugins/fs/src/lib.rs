@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -169,7 +169,7 @@ impl Guest for Fs {
 /// Copies exactly `size` bytes of `body` into a new file at `part`.
 fn write_part(part: &Path, size: u64, body: &InputStream) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::from_io(&e, "upload");
-    let mut file = File::create_new(part).map_err(io)?;
+    let file = File::create_new(part).map_err(io)?;
     let mut written = 0u64;
     loop {
         match body.blocking_read(MAX_CHUNK) {
@@ -180,7 +180,7 @@ fn write_part(part: &Path, size: u64, body: &InputStream) -> Result<(), Error> {
                         "upload body is longer than the {size} bytes announced"
                     )));
                 }
-                file.write_all(&chunk).map_err(io)?;
+                write_at(&file, &chunk, written - chunk.len() as u64).map_err(io)?;
             }
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
@@ -197,6 +197,39 @@ fn write_part(part: &Path, size: u64, body: &InputStream) -> Result<(), Error> {
         )));
     }
     file.sync_all().map_err(io)
+}
+
+/// Writes all of `buf` at `offset`, through `pwrite`.
+///
+/// Not `Write::write_all`: on wasm32-wasip2, wasi-libc's `write` goes through a
+/// `wasi:io/streams` output stream and turns every stream error into `EIO` (WASI errno 29, so
+/// a full disk read "I/O error (os error 29)") without asking `filesystem-error-code` what it
+/// was. `pwrite` calls `wasi:filesystem` `descriptor.write`, which returns the error code
+/// itself, so `ENOSPC` arrives as `ErrorKind::StorageFull`. The stable `FileExt::write_at` is
+/// not available on WASI (`wasi_ext` is unstable), hence libc.
+fn write_at(file: &File, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        let at = libc::off_t::try_from(offset).map_err(std::io::Error::other)?;
+        // SAFETY: the descriptor belongs to `file`, open for the whole call, and the pointer
+        // and length describe `buf`, which outlives the call; pwrite only reads from it.
+        #[allow(unsafe_code)]
+        let n = unsafe { libc::pwrite(file.as_raw_fd(), buf.as_ptr().cast(), buf.len(), at) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(ErrorKind::WriteZero.into());
+        }
+        let n = n as usize;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 /// Calls `found` with every regular file under `dir`, skipping uploads in progress.

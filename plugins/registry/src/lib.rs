@@ -6,7 +6,9 @@
 //! Names follow Kraken's registry backends: for `registry_blob` the namespace is the
 //! repository and the name the digest (bare hex, as Kraken passes it, or `sha256:<hex>`); a
 //! digest the registry does not know as a blob is tried as a manifest, since Kraken stores
-//! manifests as blobs too. For `registry_tag` the name is `<repo>:<tag>` and the download is
+//! manifests as blobs too. A name `manifest:<digest>` is a manifest and only that: shoal
+//! names manifests so when it knows it wants one, and the upstream is asked once, not for a
+//! blob first. For `registry_tag` the name is `<repo>:<tag>` and the download is
 //! the manifest's digest string (`sha256:...`), which is what a build-index stores for a tag.
 //! `stat` of a tag gives the length of that string (Kraken's gives the manifest's length,
 //! which no download of the tag ever has).
@@ -16,6 +18,9 @@
 mod client;
 mod ecr;
 mod reference;
+
+/// The prefix of a name that asks for a manifest by digest, not a blob.
+const MANIFEST_PREFIX: &str = "manifest:";
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -222,6 +227,14 @@ impl Plugin {
     }
 
     fn blob_stat(&self, repo: &str, name: &str) -> Result<BlobInfo, Error> {
+        if let Some(name) = name.strip_prefix(MANIFEST_PREFIX) {
+            let digest = Digest::from_name(name).map_err(Error::Invalid)?;
+            let repo = self.repository(repo)?;
+            let response = self.manifest(Method::Head, &repo, digest.as_str(), "stat manifest")?;
+            let size = http::content_length(&response)
+                .ok_or_else(|| Error::Other("stat: the registry sent no Content-Length".into()))?;
+            return Ok(BlobInfo { size });
+        }
         let digest = Digest::from_name(name).map_err(Error::Invalid)?;
         let repo = self.repository(repo)?;
         let response = match self.registry.send(
@@ -249,6 +262,14 @@ impl Plugin {
         name: &str,
         range: Option<ByteRange>,
     ) -> Result<BlobStream, Error> {
+        if let Some(name) = name.strip_prefix(MANIFEST_PREFIX) {
+            let digest = Digest::from_name(name).map_err(Error::Invalid)?;
+            let repo = self.repository(repo)?;
+            let response =
+                self.manifest(Method::Get, &repo, digest.as_str(), "download manifest")?;
+            let body = read_manifest(response, "download manifest")?;
+            return bytes_stream(body, range);
+        }
         let digest = Digest::from_name(name).map_err(Error::Invalid)?;
         let repo = self.repository(repo)?;
         let range_value = http::range_header(range)?;

@@ -32,6 +32,11 @@ impl Error {
         match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound,
             std::io::ErrorKind::PermissionDenied => Error::Unauthorized(format!("{what}: {e}")),
+            // The WIT has no case for it (adding one changes the world every plugin links
+            // against); the message is what the operator needs.
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Error::Other(format!("{what}: the disk is full ({e})"))
+            }
             _ => Error::Other(format!("{what}: {e}")),
         }
     }

@@ -97,7 +97,9 @@ pub(super) async fn put(
 pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &Reference) -> ApiResult<Response> {
     // Where the backing owns the tags (the proxy: the build-index), a tag is deleted there even
     // when this store never saw it.
-    if let (Reference::Tag(tag), Some(_), Some(backing)) = (r, &reg.tag_authority, &reg.backing) {
+    if let (Reference::Tag(tag), true, Some(backing)) =
+        (r, reg.tags_owned_by_backing(repo), &reg.backing)
+    {
         backing.delete_tag(repo, tag).await?;
         let _ = reg.store.delete_manifest(repo, r).await;
         return Ok(StatusCode::ACCEPTED.into_response());

@@ -92,7 +92,14 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
         headers: parts.headers,
         query,
     };
-    let mut resp = match route::parse(parts.uri.path()) {
+    if let Some(e) = ambiguous_framing(&call.headers) {
+        let mut resp = e.into_response();
+        // What follows on the connection cannot be trusted to start a request.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    let mut resp = match route::parse_for(&call.method, parts.uri.path()) {
         Ok(Ok(route)) => handle(&reg, route, call, body)
             .await
             .unwrap_or_else(IntoResponse::into_response),
@@ -109,6 +116,46 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
         HeaderValue::from_static("registry/2.0"),
     );
     resp
+}
+
+/// A request whose body length two parsers could read differently: `Content-Length` beside
+/// `Transfer-Encoding`, or any transfer coding but a lone `chunked`. hyper accepts both (it
+/// ignores the length, and decodes `gzip, chunked` as chunked, handing on gzip bytes); a proxy
+/// in front may have framed the body by the other header, which is how request smuggling
+/// works, so such a request is refused (RFC 9112 6.1 allows it) rather than guessed at.
+fn ambiguous_framing(headers: &axum::http::HeaderMap) -> Option<RegistryError> {
+    let codings: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if codings.is_empty() {
+        return None;
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Some(RegistryError::new(
+            ErrorCode::SizeInvalid,
+            "Content-Length and Transfer-Encoding together make the body's length ambiguous: \
+             send one of them",
+        ));
+    }
+    let chunked_only = matches!(codings.as_slice(), [one] if one
+        .to_str()
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")));
+    (!chunked_only).then(|| {
+        let sent: Vec<String> = codings
+            .iter()
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect()
+            })
+            .collect();
+        RegistryError::new(
+            ErrorCode::SizeInvalid,
+            format!(
+                "Transfer-Encoding {:?} is not supported: only `chunked` alone",
+                sent.join(", ")
+            ),
+        )
+    })
 }
 
 /// Decodes an `application/x-www-form-urlencoded` query string; a repeated key keeps its last value.

@@ -46,6 +46,25 @@ fn digest(s: &str) -> Result<Digest, RegistryError> {
 /// Parses a request path. `Ok(Err(NotFound))` for paths outside the API; `Err` for API paths
 /// whose parameters are malformed (bad name, bad digest, bad tag).
 pub fn parse(path: &str) -> Result<Result<Route, NotFound>, RegistryError> {
+    parse_with(path, false)
+}
+
+/// [`parse`] for a request with `method`. A GET or HEAD of a manifest by a reference that is
+/// neither a tag nor a digest asks for something no registry can hold: that is
+/// `MANIFEST_UNKNOWN` (404), as distribution answers, so a client probing names sees "not
+/// there" rather than a complaint about its request; a PUT keeps `MANIFEST_INVALID` /
+/// `DIGEST_INVALID`, since the client is trying to create it under that name.
+pub fn parse_for(
+    method: &http::Method,
+    path: &str,
+) -> Result<Result<Route, NotFound>, RegistryError> {
+    parse_with(
+        path,
+        matches!(*method, http::Method::GET | http::Method::HEAD),
+    )
+}
+
+fn parse_with(path: &str, reads: bool) -> Result<Result<Route, NotFound>, RegistryError> {
     let Some(rest) = path.strip_prefix("/v2") else {
         return Ok(Err(NotFound));
     };
@@ -82,6 +101,13 @@ pub fn parse(path: &str) -> Result<Result<Route, NotFound>, RegistryError> {
             "manifests" => {
                 let repo = name(repo_segs)?;
                 let reference = last.parse().map_err(|e| match e {
+                    _ if reads => RegistryError::new(
+                        ErrorCode::ManifestUnknown,
+                        format!(
+                            "manifest {:?} is unknown: {e}",
+                            last.chars().take(160).collect::<String>()
+                        ),
+                    ),
                     ReferenceError::Digest(d) => {
                         RegistryError::new(ErrorCode::DigestInvalid, d.to_string())
                     }

@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
 use crate::range::parse_content_range;
-use crate::store::UploadStatus;
+use crate::store::{ChunkRange, UploadStatus};
 
 fn query_digest(call: &Call, key: &str) -> ApiResult<Option<Digest>> {
     call.query
@@ -45,8 +45,8 @@ fn in_progress(repo: &RepoName, status: UploadStatus, code: StatusCode) -> Respo
     resp
 }
 
-/// The start byte of a chunk's `Content-Range`, checked against `Content-Length`.
-fn chunk_start(call: &Call) -> ApiResult<Option<u64>> {
+/// The chunk a `Content-Range` header announces, checked against `Content-Length`.
+fn chunk_range(call: &Call) -> ApiResult<Option<ChunkRange>> {
     let Some(raw) = call.header(header::CONTENT_RANGE) else {
         return Ok(None);
     };
@@ -56,20 +56,25 @@ fn chunk_start(call: &Call) -> ApiResult<Option<u64>> {
             format!("Content-Range {raw:?} is malformed: expected <start>-<end>"),
         )
     })?;
-    if let Some(len) = call
+    // `0-18446744073709551615` covers 2^64 bytes, one more than a u64 counts: no upload can
+    // hold that, so it is a range the session cannot satisfy, not an overflow.
+    let len = (end - start).checked_add(1).ok_or_else(|| {
+        RegistryError::new(
+            ErrorCode::RangeInvalid,
+            format!("Content-Range {raw:?} covers more bytes than an upload can hold"),
+        )
+    })?;
+    if let Some(given) = call
         .header(header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok())
-        && len != end - start + 1
+        && given != len
     {
         return Err(RegistryError::new(
             ErrorCode::SizeInvalid,
-            format!(
-                "Content-Range {raw:?} covers {} bytes but Content-Length is {len}",
-                end - start + 1
-            ),
+            format!("Content-Range {raw:?} covers {len} bytes but Content-Length is {given}"),
         ));
     }
-    Ok(Some(start))
+    Ok(Some(ChunkRange { start, len }))
 }
 
 pub(super) async fn start(
@@ -112,10 +117,10 @@ pub(super) async fn patch(
     call: &Call,
     body: Body,
 ) -> ApiResult<Response> {
-    let start = chunk_start(call)?;
+    let range = chunk_range(call)?;
     let status = reg
         .store
-        .append_upload(repo, id, start, body.into_data_stream())
+        .append_upload(repo, id, range, body.into_data_stream())
         .await?;
     Ok(in_progress(repo, status, StatusCode::ACCEPTED))
 }
@@ -133,9 +138,9 @@ pub(super) async fn put(
             "closing an upload needs ?digest=<algorithm>:<hex>",
         )
     })?;
-    let start = chunk_start(call)?;
+    let range = chunk_range(call)?;
     reg.store
-        .finish_upload(repo, id, &d, start, body.into_data_stream())
+        .finish_upload(repo, id, &d, range, body.into_data_stream())
         .await?;
     reg.persist_blob(repo, &d).await?;
     Ok(created(repo, &d))

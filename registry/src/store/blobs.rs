@@ -200,6 +200,8 @@ impl LocalStore {
     {
         let tmp = self.tmp_path();
         let mut file = tokio::fs::File::create(&tmp).await?;
+        // A request dropped midway (the client went away) never reaches the cleanup below.
+        let scratch = Scratch(tmp.clone());
         let mut digester = Digester::new(expected.algorithm());
         let res = ingest(&mut file, body, &mut digester).await;
         let res = match res {
@@ -210,6 +212,7 @@ impl LocalStore {
         match res {
             Ok(n) => {
                 self.commit_file(file, &tmp, repo, expected).await?;
+                drop(scratch); // renamed away by the commit: nothing left to delete
                 Ok(n)
             }
             Err(e) => {
@@ -280,6 +283,17 @@ impl LocalStore {
         .await
         .map_err(io::Error::other)??;
         self.write_layer_link(repo, d).await
+    }
+}
+
+/// A scratch file (a unique name under `tmp/`) deleted when dropped; after a commit renamed it
+/// away there is nothing to delete. The name goes at once; a write still in flight lands in
+/// the unlinked file, freed when it closes.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

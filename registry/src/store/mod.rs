@@ -3,7 +3,7 @@
 //! Layout under the data directory:
 //! ```text
 //! blobs/<alg>/<hex[0..2]>/<hex>                        content, written once, never modified
-//! uploads/<uuid>/{data,repo}                           uploads in progress
+//! uploads/<uuid>/{data,repo}                           uploads in progress (purged when idle)
 //! tmp/                                                 scratch for atomic writes
 //! repositories/<name>/_layers/<alg>/<hex>              blob membership (empty files)
 //! repositories/<name>/_manifests/revisions/<alg>/<hex> manifest membership; holds its media type
@@ -33,7 +33,7 @@ use crate::name::RepoName;
 
 pub use blobs::BlobReader;
 pub use manifests::StoredManifest;
-pub use uploads::UploadStatus;
+pub use uploads::{ChunkRange, UploadPurge, UploadStatus};
 
 /// Bytes of manifests kept in memory for fast GETs (they are immutable once written).
 const MANIFEST_CACHE_BYTES: usize = 64 * 1024 * 1024;

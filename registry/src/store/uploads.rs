@@ -3,18 +3,24 @@
 //! The bytes of a session live in `uploads/<uuid>/data`; its SHA-256 state is kept in memory so
 //! finishing costs no second pass. After a restart the state is rebuilt from the file, so an
 //! upload in progress survives a crash.
+//!
+//! The session's offset counts only chunks that arrived whole. A chunk that fails midway (the
+//! disk is full, the client went away, the request was dropped) is cut off the file again, so
+//! the client can resume from the last good offset and the space is freed. Sessions nobody
+//! touched for a while are purged ([`LocalStore::purge_uploads`]).
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderValue, header};
-use bytes::Bytes;
-use futures_util::Stream;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::LocalStore;
-use super::blobs::{digest_mismatch, ingest};
+use super::blobs::digest_mismatch;
 use crate::digest::{Algorithm, Digest, Digester};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
@@ -24,8 +30,32 @@ pub(super) struct Upload {
     dir: PathBuf,
     offset: u64,
     sha256: Digester,
-    /// Set once the session is finished or cancelled; later requests see it as unknown.
+    /// Set once the session is finished, cancelled or purged; later requests see it as unknown.
     closed: bool,
+    /// The number of the chunk allowed to touch `data`. Every write and every rollback of a
+    /// chunk happens under this lock and only while the number is still its own, so a chunk
+    /// whose request was dropped can neither write after, nor cut off, the chunk that follows.
+    writer: Arc<std::sync::Mutex<u64>>,
+}
+
+/// The bytes a chunk's `Content-Range` announces: `len` bytes from `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// The first byte; it must equal the bytes the session holds.
+    pub start: u64,
+    /// How many bytes the body must carry.
+    pub len: u64,
+}
+
+/// What [`LocalStore::purge_uploads`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadPurge {
+    /// Sessions deleted because nobody had written to them for the whole age.
+    pub purged: usize,
+    /// Bytes those sessions held.
+    pub bytes_freed: u64,
+    /// Idle sessions kept because a request was using them.
+    pub kept_busy: usize,
 }
 
 /// Where an upload stands, for `Location` and `Range` headers.
@@ -58,6 +88,7 @@ impl LocalStore {
             offset: 0,
             sha256: Digester::new(Algorithm::Sha256),
             closed: false,
+            writer: Arc::default(),
         };
         self.uploads
             .lock()
@@ -96,6 +127,7 @@ impl LocalStore {
                     offset,
                     sha256,
                     closed: false,
+                    writer: Arc::default(),
                 }));
                 self.uploads
                     .lock()
@@ -124,20 +156,20 @@ impl LocalStore {
         })
     }
 
-    /// Appends a chunk. `start` is the first byte of a `Content-Range`; it must equal the bytes
-    /// received so far, or the chunk is refused with 416 and nothing changes.
+    /// Appends a chunk. A `Content-Range` must start at the bytes received so far and cover
+    /// exactly the body, or the chunk is refused with 416 and nothing changes.
     pub async fn append_upload<S, E>(
         &self,
         repo: &RepoName,
         id: &str,
-        start: Option<u64>,
+        range: Option<ChunkRange>,
         body: S,
     ) -> ApiResult<UploadStatus>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let u = self.append_checked(repo, id, start, body).await?;
+        let u = self.append_checked(repo, id, range, body).await?;
         Ok(UploadStatus {
             id: id.parse().map_err(|_| upload_unknown(id))?,
             offset: u.offset,
@@ -151,45 +183,50 @@ impl LocalStore {
         repo: &RepoName,
         id: &str,
         expected: &Digest,
-        start: Option<u64>,
+        range: Option<ChunkRange>,
         body: S,
     ) -> ApiResult<u64>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let mut u = self.append_checked(repo, id, start, body).await?;
+        let mut u = self.append_checked(repo, id, range, body).await?;
         let data = u.dir.join("data");
         let actual = match expected.algorithm() {
             Algorithm::Sha256 => u.sha256.current(),
             other => hash_file(data.clone(), other).await?.1.current(),
         };
+        // The session stays locked and in the table until its folder is gone, so the purge
+        // never deletes what this commit is renaming.
         u.closed = true;
         let size = u.offset;
         let dir = u.dir.clone();
+        let result = if actual != *expected {
+            Err(digest_mismatch(expected, &actual))
+        } else {
+            let commit = async {
+                let file = tokio::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&data)
+                    .await?;
+                self.commit_file(file, &data, repo, expected).await
+            };
+            commit.await.map(|()| size).map_err(RegistryError::from)
+        };
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         drop(u);
         self.forget_upload(id);
-        if actual != *expected {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(digest_mismatch(expected, &actual));
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&data)
-            .await?;
-        self.commit_file(file, &data, repo, expected).await?;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        Ok(size)
+        result
     }
 
-    /// Locks an open session, checks that a chunk starting at `start` continues it, and appends
-    /// the body; returns the session still locked.
+    /// Locks an open session, checks that a chunk in `range` continues it, and appends the
+    /// body; returns the session still locked.
     async fn append_checked<S, E>(
         &self,
         repo: &RepoName,
         id: &str,
-        start: Option<u64>,
+        range: Option<ChunkRange>,
         body: S,
     ) -> ApiResult<tokio::sync::OwnedMutexGuard<Upload>>
     where
@@ -200,12 +237,12 @@ impl LocalStore {
         if u.closed {
             return Err(upload_unknown(id));
         }
-        if let Some(start) = start
-            && start != u.offset
+        if let Some(range) = range
+            && range.start != u.offset
         {
-            return Err(out_of_order(start, u.offset));
+            return Err(out_of_order(range.start, u.offset));
         }
-        append_locked(&mut u, body).await?;
+        append_locked(&mut u, range.map(|r| r.len), body).await?;
         Ok(u)
     }
 
@@ -217,11 +254,78 @@ impl LocalStore {
             return Err(upload_unknown(id));
         }
         u.closed = true;
-        let dir = u.dir.clone();
+        let removed = tokio::fs::remove_dir_all(&u.dir).await;
         drop(u);
         self.forget_upload(id);
-        tokio::fs::remove_dir_all(&dir).await?;
-        Ok(())
+        Ok(removed?)
+    }
+
+    /// Deletes the sessions nobody has written to for `max_age` (by their file's modification
+    /// time), with their bytes: what a client that died or gave up leaves, or a `kill -9`
+    /// during a push. A session a request is using is kept whatever its age, and so is one
+    /// younger than `max_age`; a later request for a purged session gets
+    /// `BLOB_UPLOAD_UNKNOWN`, as after a cancel.
+    pub async fn purge_uploads(&self, max_age: Duration) -> io::Result<UploadPurge> {
+        let mut report = UploadPurge::default();
+        let mut entries = tokio::fs::read_dir(self.root.join("uploads")).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            // Folders not named by a session id are not shoal's: leave them.
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Uuid>().ok())
+            else {
+                continue;
+            };
+            let dir = entry.path();
+            if idle_for(&dir).await? < max_age {
+                continue;
+            }
+            let Some(owner) = super::read_optional(&dir.join("repo")).await? else {
+                // No owner: no request can reach it, and it is old.
+                report.bytes_freed += remove_session(&dir).await?;
+                report.purged += 1;
+                continue;
+            };
+            let Ok(owner) = String::from_utf8_lossy(&owner).parse::<RepoName>() else {
+                report.bytes_freed += remove_session(&dir).await?;
+                report.purged += 1;
+                continue;
+            };
+            // Claim the session: the one in the table, or a closed stand-in, so a request that
+            // reloads it from disk meanwhile finds it gone rather than half deleted.
+            let session = self
+                .uploads
+                .lock()
+                .expect("uploads lock")
+                .entry(id)
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Mutex::new(Upload {
+                        repo: owner,
+                        dir: dir.clone(),
+                        offset: 0,
+                        sha256: Digester::new(Algorithm::Sha256),
+                        closed: true,
+                        writer: Arc::default(),
+                    }))
+                })
+                .clone();
+            let Ok(mut u) = session.try_lock_owned() else {
+                report.kept_busy += 1;
+                continue;
+            };
+            // Closed: the stand-in, or a session finished just now whose folder is gone.
+            if !u.closed && idle_for(&dir).await? < max_age {
+                // Written to between the first look and the lock.
+                continue;
+            }
+            u.closed = true;
+            report.bytes_freed += remove_session(&dir).await?;
+            report.purged += 1;
+            drop(u);
+            self.forget_upload(&id.to_string());
+        }
+        Ok(report)
     }
 
     fn forget_upload(&self, id: &str) {
@@ -231,28 +335,146 @@ impl LocalStore {
     }
 }
 
-/// Appends to a locked session; on failure the file and hash state go back to where they were.
-async fn append_locked<S, E>(u: &mut Upload, body: S) -> ApiResult<()>
+/// Appends to a locked session, `len` bytes when the chunk announced its length. On failure,
+/// or when the request is dropped midway, the file is cut back to the last good offset and the
+/// hash state is left as it was.
+async fn append_locked<S, E>(u: &mut Upload, len: Option<u64>, mut body: S) -> ApiResult<()>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let data = u.dir.join("data");
-    let mut file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&data)
-        .await?;
+    let start = u.offset;
+    let mut chunk = {
+        let data = u.dir.join("data");
+        let writer = u.writer.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<Chunk> {
+            let mut number = writer.lock().unwrap_or_else(|e| e.into_inner());
+            *number += 1;
+            let file = std::fs::OpenOptions::new().write(true).open(&data)?;
+            // Bytes past the offset belong to a chunk whose request was dropped mid-write.
+            file.set_len(start)?;
+            Ok(Chunk {
+                file: Arc::new(file),
+                writer: writer.clone(),
+                number: *number,
+                start,
+                done: false,
+            })
+        })
+        .await
+        .map_err(io::Error::other)??
+    };
     let mut digester = u.sha256.clone();
-    match ingest(&mut file, body, &mut digester).await {
-        Ok(n) => {
-            u.offset += n;
-            u.sha256 = digester;
-            Ok(())
+    let mut pos = start;
+    let mut buf = BytesMut::new();
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| {
+            RegistryError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("reading the request body failed: {e}"),
+            )
+        })?;
+        digester.update(&piece);
+        buf.extend_from_slice(&piece);
+        if buf.len() >= WRITE_BUFFER {
+            pos = chunk.write_at(buf.split().freeze(), pos).await?;
         }
-        Err(e) => {
-            file.set_len(u.offset).await?;
-            Err(e)
+    }
+    if !buf.is_empty() {
+        pos = chunk.write_at(buf.freeze(), pos).await?;
+    }
+    let received = pos - start;
+    if let Some(len) = len
+        && received != len
+    {
+        return Err(RegistryError::new(
+            ErrorCode::RangeInvalid,
+            format!("Content-Range announced {len} bytes but the body carried {received}"),
+        ));
+    }
+    chunk.done = true;
+    u.offset = pos;
+    u.sha256 = digester;
+    Ok(())
+}
+
+/// Bytes buffered before each write of a chunk to disk.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// One chunk being written into a session's file; cut off again when dropped unfinished.
+struct Chunk {
+    file: Arc<std::fs::File>,
+    writer: Arc<std::sync::Mutex<u64>>,
+    number: u64,
+    start: u64,
+    done: bool,
+}
+
+impl Chunk {
+    /// Writes `bytes` at `pos` on a blocking thread; returns the position after them.
+    async fn write_at(&self, bytes: Bytes, pos: u64) -> io::Result<u64> {
+        let (file, writer, number) = (self.file.clone(), self.writer.clone(), self.number);
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let current = writer.lock().unwrap_or_else(|e| e.into_inner());
+            if *current != number {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "a later chunk took over the upload",
+                ));
+            }
+            file.write_all_at(&bytes, pos)?;
+            Ok(pos + bytes.len() as u64)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if self.done {
+            return;
         }
+        // Blocks for at most the one write of this chunk in flight (WRITE_BUFFER bytes): after
+        // it, no write of this chunk can land, so the cut is final. A later chunk that already
+        // took over has cut the file itself.
+        let current = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == self.number
+            && let Err(e) = self.file.set_len(self.start)
+        {
+            tracing::warn!(%e, "cutting a failed chunk off an upload failed; the next chunk will");
+        }
+    }
+}
+
+/// How long since a session's bytes (or, before any, its folder) last changed.
+async fn idle_for(dir: &std::path::Path) -> io::Result<Duration> {
+    let modified = match tokio::fs::metadata(dir.join("data")).await {
+        Ok(m) => m.modified()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match tokio::fs::metadata(dir).await {
+            Ok(m) => m.modified()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Duration::ZERO),
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    // A clock set back makes everything look new: keep it rather than purge early.
+    Ok(SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or(Duration::ZERO))
+}
+
+/// Deletes a session's folder; returns the bytes its data held (0 when it was already gone).
+async fn remove_session(dir: &std::path::Path) -> io::Result<u64> {
+    let bytes = match tokio::fs::metadata(dir.join("data")).await {
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    };
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,0 +1,128 @@
+//! `shoal dev` in front of a real upstream registry (Debian's docker-registry) through the
+//! `registry_blob` / `registry_tag` backends: a cold pull asks the upstream for a manifest as a
+//! manifest only, a tag moved upstream is seen at once (`tag_ttl: 0s`), and while the upstream
+//! is down the last digest it named is served with a warning.
+
+mod common;
+#[allow(dead_code)] // this binary uses the docker-registry fixture only
+mod registry_peers;
+
+use common::http::{ACCEPT_MANIFESTS, http};
+use common::image;
+use common::skopeo::skopeo;
+use common::{DevServer, require, run_ok, tempdir};
+
+fn pull_through_config(upstream: &std::net::SocketAddr) -> String {
+    format!(
+        "tag_ttl: 0s\nbackends:\n  - namespace: library/.*\n    backend:\n      registry_blob:\n        \
+         address: {upstream}\n        security:\n          tls:\n            client:\n              \
+         disabled: true\n  - namespace: library/.*\n    backend:\n      registry_tag:\n        \
+         address: {upstream}\n        security:\n          tls:\n            client:\n              \
+         disabled: true\n"
+    )
+}
+
+/// Copies the OCI layout at `layout` (tag `tag`) to `reference` on the upstream.
+fn seed(layout: &std::path::Path, tag: &str, upstream: &std::net::SocketAddr, reference: &str) {
+    run_ok(
+        skopeo()
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{upstream}/{reference}")),
+    );
+}
+
+/// The digest `shoal dev` serves for `library/app:v1`.
+fn served_digest(server: &DevServer) -> (u16, String) {
+    let (status, headers, body) = http(
+        "GET",
+        &server.url("/v2/library/app/manifests/v1"),
+        ACCEPT_MANIFESTS,
+    );
+    let digest = headers
+        .get("docker-content-digest")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    (status, digest)
+}
+
+#[test]
+fn pull_through_tags_follow_the_upstream_and_go_stale_only_while_it_is_down() {
+    if !require("skopeo") || !require("docker-registry") {
+        return;
+    }
+    let work = tempdir("shoal-pull-through-");
+    let upstream = registry_peers::Registry::start(work.path(), 0, &registry_peers::Auth::Open);
+    let first = image::write_image_layout(&work.path().join("first"), "v1", "first");
+    let second = image::write_image_layout(&work.path().join("second"), "v1", "second");
+    seed(
+        &work.path().join("first"),
+        "v1",
+        &upstream.addr,
+        "library/app:v1",
+    );
+
+    let data = tempdir("shoal-pull-through-data-");
+    let config = data.path().join("dev.yaml");
+    std::fs::write(&config, pull_through_config(&upstream.addr)).unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+
+    // Cold: the manifest comes through, and the upstream was never asked for it as a blob.
+    let (status, digest) = served_digest(&server);
+    assert_eq!(
+        (status, digest.as_str()),
+        (200, first.manifest_digest.as_str())
+    );
+    let log = upstream.log_text();
+    let as_manifest = format!("/manifests/{}", first.manifest_digest.as_str());
+    assert!(
+        log.contains(&as_manifest),
+        "the upstream's log names the manifest fetch:\n{log}"
+    );
+    let as_blob = format!("/blobs/{}", first.manifest_digest.as_str());
+    assert_eq!(
+        log.matches(&as_blob).count(),
+        0,
+        "the manifest was asked for as a blob:\n{log}"
+    );
+
+    // The tag moves upstream: the next request by tag sees it.
+    seed(
+        &work.path().join("second"),
+        "v1",
+        &upstream.addr,
+        "library/app:v1",
+    );
+    let (status, digest) = served_digest(&server);
+    assert_eq!(
+        (status, digest.as_str()),
+        (200, second.manifest_digest.as_str())
+    );
+
+    // The upstream goes away: the last digest it named is served, with a warning.
+    upstream.stop();
+    let (status, digest) = served_digest(&server);
+    assert_eq!(
+        (status, digest.as_str()),
+        (200, second.manifest_digest.as_str())
+    );
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("serving a stale tag")),
+        "{:?}",
+        server.log()
+    );
+    // A digest is immutable: served from the cache without asking anyone.
+    let (status, _, _) = http(
+        "GET",
+        &server.url(&format!(
+            "/v2/library/app/manifests/{}",
+            first.manifest_digest.as_str()
+        )),
+        ACCEPT_MANIFESTS,
+    );
+    assert_eq!(status, 200);
+    server.stop();
+}
