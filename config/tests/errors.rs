@@ -389,7 +389,10 @@ fn server_settings_are_checked_with_their_paths() {
     assert_eq!(ok.server.idle_timeout.get().as_secs(), 300);
     assert_eq!(ok.server.max_connections, 4096);
     let tls = ok.server.tls.expect("tls");
-    assert_eq!(tls.client_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert_eq!(
+        tls.client_ca.as_deref(),
+        Some(std::path::Path::new("ca.pem"))
+    );
     assert_eq!(ok.allowed_cidrs.map(|c| c.len()), Some(1));
 }
 

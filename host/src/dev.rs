@@ -84,7 +84,8 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
     })
 }
 
-/// Logs at `level` (`log.level`) from shoal's own crates; the libraries under it (wasmtime's
+/// Logs at `level` (`log.level`) from shoal's own crates, and raises the file-descriptor
+/// limit; the libraries under it (wasmtime's
 /// compiler logs every pass at debug) log at `info` at most. `RUST_LOG` replaces both.
 pub(crate) fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -94,6 +95,9 @@ pub(crate) fn init_logging(level: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
+    // Every command that logs serves or works on many files: the soft file-descriptor limit
+    // goes up to the hard one before anything is opened (logged with the figure).
+    shoal_roles::serve::raise_fd_limit();
 }
 
 /// The filter directives of `log.level`: `level` for shoal's crates, at most `info` for the

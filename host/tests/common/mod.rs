@@ -78,7 +78,13 @@ impl DevServer {
     /// Starts `shoal dev --config CONFIG` under `wrapper` (a command that runs the rest of its
     /// arguments, such as `prlimit --nofile=1024:`).
     pub fn start_wrapped(data_dir: &Path, config: &Path, wrapper: &[&str]) -> DevServer {
-        DevServer::spawn_wrapped(data_dir.to_owned(), None, Some(config), "127.0.0.1:0", wrapper)
+        DevServer::spawn_wrapped(
+            data_dir.to_owned(),
+            None,
+            Some(config),
+            "127.0.0.1:0",
+            wrapper,
+        )
     }
 
     fn spawn(
