@@ -25,8 +25,12 @@ pub struct DevCluster {
     dir: tempfile::TempDir,
 }
 
-/// A first port whose whole layout (see `shoal devcluster --help`) is free now.
+/// A first port whose whole layout (see `shoal devcluster --help`) is free now and shares no
+/// port with a layout another test of this process took (tests run in parallel threads: both
+/// could find one range free before either cluster binds it).
 fn free_base(agents: u32, origins: u32) -> u16 {
+    static CLAIMED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
     let offsets = |base: u32| {
         let mut v = vec![base, base + 3, base + 4];
         for k in 0..origins {
@@ -41,10 +45,12 @@ fn free_base(agents: u32, origins: u32) -> u16 {
     let start = 20_000 + (std::process::id() % 200) * 100;
     for i in 0..200 {
         let base = 20_000 + (start - 20_000 + i * 100) % 20_000;
-        let free = offsets(base)
-            .into_iter()
-            .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p as u16)).is_ok());
+        let ports = offsets(base);
+        let free = ports.iter().all(|p| {
+            !claimed.contains(p) && TcpListener::bind((Ipv4Addr::LOCALHOST, *p as u16)).is_ok()
+        });
         if free {
+            claimed.extend(ports);
             return base as u16;
         }
     }
