@@ -86,7 +86,7 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
 
 /// Logs at `level` (`log.level`) from shoal's own crates, and raises the file-descriptor
 /// limit; the libraries under it (wasmtime's
-/// compiler logs every pass at debug) log at `info` at most. `RUST_LOG` replaces both.
+/// compiler logs every pass at debug) at `warn`. `RUST_LOG` replaces both.
 pub(crate) fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(level)));
@@ -100,13 +100,10 @@ pub(crate) fn init_logging(level: &str) {
     shoal_roles::serve::raise_fd_limit();
 }
 
-/// The filter directives of `log.level`: `level` for shoal's crates, at most `info` for the
-/// rest.
+/// The filter directives of `log.level`: `level` for shoal's crates, `warn` (or `error`) for
+/// the libraries under them.
 fn log_directives(level: &str) -> String {
-    let libraries = match level {
-        "debug" | "trace" => "info",
-        other => other,
-    };
+    let libraries = if level == "error" { "error" } else { "warn" };
     let ours = [
         "shoal",
         "shoal_host",
@@ -211,14 +208,15 @@ pub(crate) async fn open_for_gc(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn debug_is_for_shoal_and_info_for_the_libraries() {
+    fn debug_is_for_shoal_and_warn_for_the_libraries() {
         let d = super::log_directives("debug");
-        assert!(d.starts_with("info,"), "{d}");
+        assert!(d.starts_with("warn,"), "{d}");
         assert!(
             d.contains("shoal_roles=debug") && d.contains("shoal_p2p=debug"),
             "{d}"
         );
-        assert!(super::log_directives("warn").starts_with("warn,"));
+        assert!(super::log_directives("info").starts_with("warn,"));
+        assert!(super::log_directives("error").starts_with("error,"));
         tracing_subscriber::EnvFilter::try_new(d).expect("valid directives");
     }
 }

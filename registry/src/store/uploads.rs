@@ -436,14 +436,16 @@ impl Drop for Chunk {
         if self.done {
             return;
         }
-        // Blocks for at most the one write of this chunk in flight (WRITE_BUFFER bytes): after
-        // it, no write of this chunk can land, so the cut is final. A later chunk that already
-        // took over has cut the file itself.
-        let current = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if *current == self.number
-            && let Err(e) = self.file.set_len(self.start)
-        {
-            tracing::warn!(%e, "cutting a failed chunk off an upload failed; the next chunk will");
+        // Blocks for at most the one write of this chunk in flight (WRITE_BUFFER bytes). A
+        // write of this chunk queued behind the lock must not land after the cut: the chunk
+        // number moves on, so it finds itself superseded. A later chunk that already took over
+        // has cut the file itself.
+        let mut current = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == self.number {
+            *current += 1;
+            if let Err(e) = self.file.set_len(self.start) {
+                tracing::warn!(%e, "cutting a failed chunk off an upload failed; the next chunk will");
+            }
         }
     }
 }
