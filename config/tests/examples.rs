@@ -56,9 +56,6 @@ fn check_renders_every_example() {
                 .join("development.yaml"),
         };
         let yaml = check(role, &path, &env).unwrap_or_else(|e| panic!("{role}:\n{e}"));
-        assert!(
-            yaml.contains("level: debug") || role == Role::Dev,
-            "{role}:\n{yaml}"
-        );
+        assert!(yaml.contains("level: info"), "{role}:\n{yaml}");
     }
 }
