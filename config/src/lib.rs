@@ -72,6 +72,6 @@ pub use roles::{
 };
 pub use scheduler::{ConnConfig, ConnStateConfig, DispatchConfig, SchedulerConfig};
 pub use secret::{REDACTED, Secret, with_secrets_exposed};
-pub use server::{ServerConfig, ServerTls};
+pub use server::{ClientTls, PeerTls, ServerConfig, ServerTls};
 pub use store::{CleanupConfig, StoreConfig};
 pub use uploads::UploadsConfig;

@@ -66,6 +66,90 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `client_tls:` of a role that calls other roles: it reaches their HTTP ports over HTTPS,
+/// verifying each certificate against `ca` (the name or IP address the role is addressed by
+/// must be in the certificate), and presents `cert` to roles that require client certificates
+/// (`server.tls.client_ca` there). Unset, the role speaks plain HTTP to the others.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// The CA the other roles' certificates chain to, PEM.
+    pub ca: PathBuf,
+    /// This role's certificate chain, PEM, leaf first; with `key`, or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`, PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// `peer.tls`: TLS on the P2P port, both ways. Each peer presents `cert` when it accepts and
+/// when it dials, and requires the other side's certificate to chain to `ca` and, when
+/// dialling, to name the IP address it dialled. A peer without a certificate from `ca` is
+/// refused during the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerTls {
+    /// This peer's certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// The private key of `cert`, PEM.
+    pub key: PathBuf,
+    /// The CA every peer's certificate chains to, PEM.
+    pub ca: PathBuf,
+}
+
+/// Each of `paths` that is given must not be empty.
+fn require_paths<'a>(
+    at: &KeyPath,
+    paths: impl IntoIterator<Item = (&'static str, Option<&'a PathBuf>)>,
+    problems: &mut Problems,
+) {
+    for (key, path) in paths {
+        if let Some(path) = path {
+            problems.require(
+                !path.as_os_str().is_empty(),
+                &at.key(key),
+                "is empty",
+                "the path of a PEM file",
+            );
+        }
+    }
+}
+
+impl Validate for ClientTls {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        require_paths(
+            at,
+            [
+                ("ca", Some(&self.ca)),
+                ("cert", self.cert.as_ref()),
+                ("key", self.key.as_ref()),
+            ],
+            problems,
+        );
+        problems.require(
+            self.cert.is_some() == self.key.is_some(),
+            &at.key(if self.cert.is_some() { "key" } else { "cert" }),
+            "is missing: a client certificate needs both cert and key",
+            "both cert and key (PEM paths), or neither",
+        );
+    }
+}
+
+impl Validate for PeerTls {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        require_paths(
+            at,
+            [
+                ("cert", Some(&self.cert)),
+                ("key", Some(&self.key)),
+                ("ca", Some(&self.ca)),
+            ],
+            problems,
+        );
+    }
+}
+
 impl Validate for ServerConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Problems) {
         problems.at_least_one(self.max_connections, &at.key("max_connections"));
@@ -88,20 +172,15 @@ impl Validate for ServerConfig {
             "0s (no minimum rate) or a duration like 30s",
         );
         if let Some(tls) = &self.tls {
-            let at = at.key("tls");
-            for (key, path) in [("cert", Some(&tls.cert)), ("key", Some(&tls.key))]
-                .into_iter()
-                .chain([("client_ca", tls.client_ca.as_ref())])
-            {
-                if let Some(path) = path {
-                    problems.require(
-                        !path.as_os_str().is_empty(),
-                        &at.key(key),
-                        "is empty",
-                        "the path of a PEM file",
-                    );
-                }
-            }
+            require_paths(
+                &at.key("tls"),
+                [
+                    ("cert", Some(&tls.cert)),
+                    ("key", Some(&tls.key)),
+                    ("client_ca", tls.client_ca.as_ref()),
+                ],
+                problems,
+            );
         }
     }
 }

@@ -397,15 +397,30 @@ fn server_settings_are_checked_with_their_paths() {
 }
 
 #[test]
-fn tls_on_a_port_only_roles_reach_is_refused_until_they_speak_it() {
-    for text in [
-        error::<OriginConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n").to_string(),
-        error::<TrackerConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n").to_string(),
-        error::<BuildIndexConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n").to_string(),
-    ] {
-        assert!(text.contains("server.tls"), "{text}");
-        assert!(text.contains("plain HTTP"), "{text}");
-    }
-    load_str::<shoal_config::ProxyConfig>("server:\n  tls: {cert: a.pem, key: b.pem}\n", &no_env)
-        .unwrap();
+fn every_role_takes_tls_and_a_half_certificate_names_its_missing_key() {
+    let tls = "server:\n  tls: {cert: a.pem, key: b.pem, client_ca: ca.pem}\n\
+               client_tls: {ca: ca.pem, cert: a.pem, key: b.pem}\n";
+    load_str::<OriginConfig>(
+        &format!("{tls}peer:\n  tls: {{cert: a.pem, key: b.pem, ca: ca.pem}}\n"),
+        &no_env,
+    )
+    .unwrap();
+    load_str::<TrackerConfig>(tls, &no_env).unwrap();
+    load_str::<BuildIndexConfig>(tls, &no_env).unwrap();
+    load_str::<shoal_config::ProxyConfig>(tls, &no_env).unwrap();
+    load_str::<shoal_config::AgentConfig>(
+        &format!("{tls}peer:\n  tls: {{cert: a.pem, key: b.pem, ca: ca.pem}}\n"),
+        &no_env,
+    )
+    .unwrap();
+
+    let text = error::<OriginConfig>("client_tls: {ca: ca.pem, cert: a.pem}\n").to_string();
+    assert!(text.contains("client_tls.key"), "{text}");
+    assert!(text.contains("both cert and key"), "{text}");
+    let text = error::<TrackerConfig>("client_tls: {cert: a.pem, key: b.pem}\n").to_string();
+    assert!(text.contains("ca"), "{text}");
+    let text =
+        error::<OriginConfig>("peer:\n  tls: {cert: a.pem, key: '', ca: ca.pem}\n").to_string();
+    assert!(text.contains("peer.tls.key"), "{text}");
+    assert!(text.contains("is empty"), "{text}");
 }

@@ -190,19 +190,28 @@ async fn open_registry(
 }
 
 /// What `shoal gc` needs from the dev settings: the registry over the same store and
-/// backends, the `gc:` block and the data directory, with the directory locked.
-pub(crate) async fn open_for_gc(
-    args: DevArgs,
-) -> anyhow::Result<(
-    Arc<Registry>,
-    shoal_config::GcConfig,
-    PathBuf,
-    crate::gc::DataDirLock,
-)> {
+/// backends, the `gc:` and `uploads:` blocks and the data directory, with the directory
+/// locked.
+pub(crate) struct ForGc {
+    pub registry: Arc<Registry>,
+    pub gc: shoal_config::GcConfig,
+    pub uploads: shoal_config::UploadsConfig,
+    pub data_dir: PathBuf,
+    pub _lock: crate::gc::DataDirLock,
+}
+
+/// Opens the data directory of `args` for `shoal gc`.
+pub(crate) async fn open_for_gc(args: DevArgs) -> anyhow::Result<ForGc> {
     let s = settings(args)?;
     init_logging(&s.log_level);
     let (registry, lock) = open_registry(&s, false).await?;
-    Ok((registry, s.gc, s.data_dir, lock))
+    Ok(ForGc {
+        registry,
+        gc: s.gc,
+        uploads: s.uploads,
+        data_dir: s.data_dir,
+        _lock: lock,
+    })
 }
 
 #[cfg(test)]

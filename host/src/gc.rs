@@ -153,15 +153,29 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         config: args.config,
     };
-    let (registry, mut config, data_dir, _lock) = crate::dev::open_for_gc(dev).await?;
+    let mut opened = crate::dev::open_for_gc(dev).await?;
     if let Some(grace) = args.grace {
-        config.grace = grace;
+        opened.gc.grace = grace;
     }
-    let report = registry
-        .collect_garbage(&policy(&config))
+    let data_dir = opened.data_dir.display();
+    // Upload sessions nobody wrote to for `uploads.max_age` are abandoned (no `shoal dev`
+    // holds the directory, so none is in use).
+    let purge = opened
+        .registry
+        .store
+        .purge_uploads(opened.uploads.max_age.get())
         .await
-        .with_context(|| format!("collecting garbage in {}", data_dir.display()))?;
+        .with_context(|| format!("purging upload sessions in {data_dir}"))?;
+    let report = opened
+        .registry
+        .collect_garbage(&policy(&opened.gc))
+        .await
+        .with_context(|| format!("collecting garbage in {data_dir}"))?;
     log_report(&report);
+    println!(
+        "upload sessions: {} purged ({} bytes), older than uploads.max_age {}",
+        purge.purged, purge.bytes_freed, opened.uploads.max_age
+    );
     println!("{report}");
     Ok(())
 }

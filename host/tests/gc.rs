@@ -2,7 +2,7 @@
 //! skopeo, one tag deleted through the API, and the periodic collection (`gc:` in the config)
 //! frees what only the deleted image used, from the local cache and from the `fs` backend,
 //! while the image still tagged pulls byte for byte. And the one-shot `shoal gc`, refused
-//! while a `shoal dev` uses the data directory.
+//! while a `shoal dev` uses the data directory, which also purges abandoned upload sessions.
 
 mod common;
 
@@ -166,6 +166,38 @@ fn shoal_gc_is_refused_while_shoal_dev_runs_and_collects_once_it_stopped() {
         .await;
     });
     delete_tag(&server, "app/manifests/old");
+    // Two upload sessions left behind, one of them abandoned long ago.
+    let (stale, fresh) = block_on(async {
+        let client = reqwest::Client::new();
+        let mut sessions = Vec::new();
+        for _ in 0..2 {
+            let started = client
+                .post(server.url("/v2/app/blobs/uploads/"))
+                .send()
+                .await
+                .expect("starting an upload");
+            assert_eq!(started.status(), 202);
+            let location = started.headers()["location"].to_str().unwrap().to_owned();
+            let id = location.rsplit('/').next().unwrap().to_owned();
+            let location = server.url(&location);
+            let wrote = client
+                .patch(location)
+                .header("content-type", "application/octet-stream")
+                .body(vec![7u8; 4096])
+                .send()
+                .await
+                .expect("writing a chunk");
+            assert_eq!(wrote.status(), 202);
+            sessions.push(data.path().join("cache/uploads").join(id));
+        }
+        (sessions.remove(0), sessions.remove(0))
+    });
+    assert!(stale.is_dir() && fresh.is_dir(), "sessions live elsewhere");
+    run_ok(
+        Command::new("touch")
+            .args(["-d", "3 days ago"])
+            .arg(stale.join("data")),
+    );
 
     let gc = |grace: &str| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
@@ -187,9 +219,15 @@ fn shoal_gc_is_refused_while_shoal_dev_runs_and_collects_once_it_stopped() {
     );
     server.stop();
 
-    // A grace period longer than the data's age keeps everything.
+    // A grace period longer than the data's age keeps everything; the upload session older
+    // than uploads.max_age (24h) is purged, the other kept.
     let kept = String::from_utf8_lossy(&run_ok(&mut gc("1h"))).into_owned();
     assert!(kept.contains(" 0 blobs deleted"), "{kept}");
+    assert!(
+        kept.contains("upload sessions: 1 purged (4096 bytes)"),
+        "{kept}"
+    );
+    assert!(!stale.exists() && fresh.join("data").is_file());
     let report = String::from_utf8_lossy(&run_ok(&mut gc("0s"))).into_owned();
     let (freed, still) = split(&old, &new);
     assert!(

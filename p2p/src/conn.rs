@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 
 use crate::bandwidth::BandwidthLimiter;
@@ -23,6 +21,7 @@ use crate::error::ConnError;
 use crate::metainfo::Metainfo;
 use crate::peer_id::PeerId;
 use crate::piece::PieceIndex;
+use crate::tls::{PeerStream, PeerTls};
 use crate::wire::{Frame, FrameDecoder, Handshake, encode};
 
 /// Frames the owner may queue to one peer before [`ConnHandle::send`] reports it full.
@@ -123,7 +122,7 @@ impl ConnHandle {
 }
 
 /// Writes one frame straight to `stream` (handshakes, before the tasks exist).
-pub async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> Result<(), ConnError> {
+pub async fn write_frame(stream: &mut PeerStream, frame: &Frame) -> Result<(), ConnError> {
     let mut buf = BytesMut::new();
     encode(frame, &mut buf)?;
     stream.write_all(&buf).await?;
@@ -133,7 +132,7 @@ pub async fn write_frame(stream: &mut TcpStream, frame: &Frame) -> Result<(), Co
 /// Reads the peer's handshake within `timeout`. Bytes read past it stay in `buf` for the
 /// connection's reader.
 pub async fn read_handshake(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     buf: &mut BytesMut,
     decoder: &FrameDecoder,
     timeout: Duration,
@@ -172,6 +171,8 @@ pub struct ConnSettings {
     pub traffic: Arc<Traffic>,
     /// The host's tasks: a connection's reader and writer stop with the host.
     pub tasks: crate::Tasks,
+    /// TLS on the peer port, both ways (`peer.tls`); `None` speaks plain TCP.
+    pub tls: Option<PeerTls>,
 }
 
 /// Piece payload bytes moved by a host's connections (metrics, tests, benchmarks).
@@ -186,7 +187,7 @@ pub struct Traffic {
 /// Starts the reader and writer tasks of a connection whose handshakes are done. `leftover`
 /// holds bytes already read past the peer's handshake.
 pub fn start(
-    stream: TcpStream,
+    stream: PeerStream,
     leftover: BytesMut,
     peer: PeerId,
     metainfo: Arc<Metainfo>,
@@ -194,10 +195,21 @@ pub fn start(
     events: mpsc::Sender<ConnEvent>,
 ) -> ConnHandle {
     let addr = stream
+        .tcp()
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let _ = stream.tcp().set_nodelay(true);
+    let (read, write): (ReadHalf, WriteHalf) = match stream {
+        // Plain TCP splits without a lock between the halves.
+        PeerStream::Plain(tcp) => {
+            let (read, write) = tcp.into_split();
+            (Box::new(read), Box::new(write))
+        }
+        tls @ PeerStream::Tls(_) => {
+            let (read, write) = tokio::io::split(tls);
+            (Box::new(read), Box::new(write))
+        }
+    };
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
     let shared = Arc::new(Shared {
         closed: AtomicBool::new(false),
@@ -226,8 +238,14 @@ pub fn start(
     }
 }
 
+/// The receiving half of a connection.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The sending half of a connection.
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 struct Reader {
-    read: OwnedReadHalf,
+    read: ReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
     metainfo: Arc<Metainfo>,
@@ -331,7 +349,7 @@ impl Reader {
 }
 
 async fn writer(
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf,
     mut rx: mpsc::Receiver<Frame>,
     settings: ConnSettings,
     shared: Arc<Shared>,

@@ -426,3 +426,13 @@ fn describe(body: &crate::tracker::ErrorBody) -> String {
         None => body.message.clone(),
     }
 }
+
+/// A certificate, key or CA file of a `tls` block that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {why}", path.display())]
+pub struct TlsError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub why: String,
+}

@@ -30,13 +30,14 @@ pub mod store;
 pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod tracker;
 pub mod wire;
 
 pub use bitfield::Bitfield;
 pub use error::{
     BandwidthError, BitfieldError, ConnError, MetainfoError, PeerStoreError, PickerError,
-    RingError, SchedulerError, StoreError, TrackerError, WireError,
+    RingError, SchedulerError, StoreError, TlsError, TrackerError, WireError,
 };
 pub use health::HealthFilter;
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};

@@ -1,6 +1,7 @@
 //! Schedulers on real loopback sockets, with an in-process tracker: a seeder and several
 //! leechers finish with the right bytes and trade pieces among themselves; a peer that serves
-//! corrupt pieces is blacklisted and everyone still completes; the egress cap holds.
+//! corrupt pieces is blacklisted and everyone still completes; the egress cap holds; with
+//! `peer.tls` peers trade over TLS and a peer without a certificate from the CA is refused.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -15,7 +16,8 @@ use shoal_config::{BandwidthConfig, SchedulerConfig, StoreConfig};
 use shoal_p2p::error::SchedulerError;
 use shoal_p2p::metainfo::{InfoHash, Metainfo};
 use shoal_p2p::store::{CompleteBlob, PieceStore};
-use shoal_p2p::testing::CorruptPeer;
+use shoal_p2p::testing::{CorruptPeer, TestCa};
+use shoal_p2p::tls::PeerTls;
 use shoal_p2p::{Announce, AnnounceReply, Identity, PeerAddr, PeerId, Scheduler, Tracker};
 use shoal_registry::Digest;
 use tokio::net::TcpListener;
@@ -110,6 +112,17 @@ async fn node(
     config: SchedulerConfig,
     origin: bool,
 ) -> Scheduler {
+    tls_node(dir, name, tracker, config, origin, None).await
+}
+
+async fn tls_node(
+    dir: &Path,
+    name: &str,
+    tracker: Arc<FakeTracker>,
+    config: SchedulerConfig,
+    origin: bool,
+    tls: Option<PeerTls>,
+) -> Scheduler {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = PieceStore::open(&dir.join(name), &StoreConfig::default()).unwrap();
@@ -118,7 +131,7 @@ async fn node(
         advertise: addr,
         origin,
     };
-    let s = Scheduler::new(me, config, store, tracker).unwrap();
+    let s = Scheduler::new(me, config, store, tracker, tls).unwrap();
     let serving = s.clone();
     tokio::spawn(async move { serving.serve(listener).await });
     s
@@ -257,4 +270,131 @@ async fn egress_stays_near_its_cap() {
     let ratio = rate / cap_bytes as f64;
     eprintln!("egress {rate:.0} B/s against a cap of {cap_bytes} B/s: {ratio:.3}");
     assert!(ratio <= 1.10, "egress {ratio:.3}x the cap");
+}
+
+/// `peer.tls` of a peer with a certificate from `ca`.
+fn peer_tls(ca: &TestCa, leaf: &str) -> PeerTls {
+    let (cert, key) = ca.issue(leaf);
+    PeerTls::load(&shoal_config::PeerTls {
+        cert,
+        key,
+        ca: ca.cert(),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_with_tls_trade_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "cluster");
+    let tracker = Arc::new(FakeTracker::default());
+    let tls = peer_tls(&ca, "node");
+    let seeder = tls_node(
+        dir.path(),
+        "seed",
+        tracker.clone(),
+        config(),
+        true,
+        Some(tls.clone()),
+    )
+    .await;
+    let bytes = blob(3 << 20, 4);
+    let m = seed_blob(&seeder, &bytes, 256 << 10).await;
+    tracker.publish(m.clone());
+    let mut leechers = Vec::new();
+    for i in 0..3 {
+        let tls = Some(peer_tls(&ca, &format!("leech{i}")));
+        let name = format!("leech{i}");
+        leechers.push(tls_node(dir.path(), &name, tracker.clone(), config(), false, tls).await);
+    }
+    for blob in download_everywhere(&leechers, &m).await {
+        assert_eq!(read_all(&blob).await, bytes, "bytes differ");
+    }
+    assert!(seeder.traffic().0 >= bytes.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_peer_refuses_peers_without_a_certificate_from_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "cluster");
+    let other = TestCa::new(dir.path(), "other");
+    let tracker = Arc::new(FakeTracker::default());
+    let seeder = tls_node(
+        dir.path(),
+        "seed",
+        tracker.clone(),
+        config(),
+        true,
+        Some(peer_tls(&ca, "seed")),
+    )
+    .await;
+    let bytes = blob(1 << 20, 5);
+    let m = seed_blob(&seeder, &bytes, 256 << 10).await;
+    tracker.publish(m.clone());
+    let short = SchedulerConfig {
+        leecher_tti: shoal_config::Duration::from_secs(3),
+        ..config()
+    };
+
+    // A peer whose certificate comes from another CA, and one that speaks plain TCP: neither
+    // gets a byte.
+    let stranger = tls_node(
+        dir.path(),
+        "stranger",
+        tracker.clone(),
+        short.clone(),
+        false,
+        Some(peer_tls(&other, "stranger")),
+    )
+    .await;
+    let plain = node(dir.path(), "plain", tracker.clone(), short, false).await;
+    for peer in [&stranger, &plain] {
+        let outcome = peer.download(NS, m.digest()).await;
+        assert!(
+            outcome.is_err(),
+            "a peer outside the CA downloaded the blob"
+        );
+        assert_eq!(
+            peer.traffic().1,
+            0,
+            "a peer outside the CA received piece bytes"
+        );
+    }
+    assert_eq!(
+        seeder.traffic().0,
+        0,
+        "the seeder sent piece bytes to a stranger"
+    );
+
+    // A TLS client that trusts the CA but presents no certificate is refused in the handshake.
+    let seeder_addr = seeder.identity().advertise;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in shoal_p2p::tls::certificates(&ca.cert()).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(seeder_addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(seeder_addr.ip().into());
+    let refused = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(name, tcp)
+            .await?;
+        // TLS 1.3 reports a refused client certificate at the first read.
+        tls.write_all(b"hello").await?;
+        let mut byte = [0u8; 1];
+        let n = tls.read(&mut byte).await?;
+        Ok::<usize, std::io::Error>(n)
+    }
+    .await;
+    match refused {
+        Err(_) | Ok(0) => {}
+        Ok(n) => panic!("the seeder answered {n} bytes to a client without a certificate"),
+    }
 }

@@ -54,6 +54,7 @@ pub async fn serve(
     let _stop = StopOnDrop(tasks.clone());
     let options = crate::serve::ServeOptions::from_config(&config.server)?
         .allowing(config.allowed_cidrs.clone());
+    let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     let root = config
         .store
         .root
@@ -77,6 +78,8 @@ pub async fn serve(
             tracker_health: deps.tracker_health,
             ip: config.peer.ip,
             origin: false,
+            cluster_tls: &tls,
+            peer_tls: config.peer.tls.as_ref(),
         },
         listeners.peer,
         &tasks,
@@ -90,7 +93,7 @@ pub async fn serve(
     };
     let backing = Arc::new(P2pBacking {
         scheduler: scheduler.clone(),
-        tags: TagClient::new(build_index)?,
+        tags: TagClient::new(build_index, &tls)?,
     });
     let registry = Arc::new(
         Registry::with_backing(local, backing)

@@ -71,6 +71,7 @@ pub async fn serve(
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
+    let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     let queue_dir = data_dir.join("queue");
     let queue: Queue<TagCopy> =
         Queue::open(&queue_dir, Policy::from_config(&config.replication), &tasks).map_err(
@@ -81,7 +82,7 @@ pub async fn serve(
         )?;
     queue.start(
         Arc::new(replication::Sender {
-            http: crate::http::client(Some(replication::COPY_TIMEOUT))?,
+            http: tls.http(Some(replication::COPY_TIMEOUT))?,
         }),
         &tasks,
     );

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use shoal_p2p::{RingError, SchedulerError, StoreError, TrackerError};
+use shoal_p2p::{RingError, SchedulerError, StoreError, TlsError, TrackerError};
 
 /// Why a role service failed; each variant names what the operator would fix.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +36,14 @@ pub enum RoleError {
         #[source]
         source: std::io::Error,
     },
-    /// A `server.tls` file could not be used.
-    #[error("server.tls: {}: {why}", path.display())]
+    /// A file of a `tls` block could not be used.
+    #[error("{key}: {source}")]
     Tls {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        why: String,
+        /// The block's key path: `server.tls`, `client_tls` or `peer.tls`.
+        key: &'static str,
+        /// The file and what is wrong with it.
+        #[source]
+        source: TlsError,
     },
     /// A `hosts: {dns: ...}` name did not resolve.
     #[error("resolving hosts.dns {name}: {why}")]

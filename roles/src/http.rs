@@ -160,16 +160,6 @@ pub fn segment(s: &str) -> String {
     out
 }
 
-/// The outbound HTTP client of a role: a connect timeout, and `overall` for a whole request
-/// (`None` for transfers whose length is not bounded, such as blob copies).
-pub fn client(overall: Option<Duration>) -> Result<reqwest::Client, reqwest::Error> {
-    let mut b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
-    if let Some(t) = overall {
-        b = b.timeout(t);
-    }
-    b.build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

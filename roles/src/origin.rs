@@ -102,6 +102,7 @@ pub async fn serve(
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
+    let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     let store_root = config
         .store
         .root
@@ -116,6 +117,8 @@ pub async fn serve(
             tracker_health: deps.tracker_health,
             ip: config.peer.ip,
             origin: true,
+            cluster_tls: &tls,
+            peer_tls: config.peer.tls.as_ref(),
         },
         listeners.peer,
         &tasks,
@@ -130,6 +133,7 @@ pub async fn serve(
         listen,
         config.peer.ip,
         deps.ring_health,
+        &tls,
         &tasks,
     )
     .await?;
@@ -149,7 +153,7 @@ pub async fn serve(
             store: scheduler.store().clone(),
             ring: ring.clone(),
             // Copies are as long as blobs are: each sets its own timeout by size.
-            http: crate::http::client(None)?,
+            http: tls.http(None)?,
         }),
         &tasks,
     );

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use shoal_config::{SchedulerConfig, StoreConfig, TrackerClientConfig};
 use shoal_p2p::store::PieceStore;
+use shoal_p2p::tls::ClusterTls;
 use shoal_p2p::{HealthFilter, Identity, PeerId, Scheduler, StopOnDrop, Tasks};
 use tokio::net::TcpListener;
 
@@ -25,6 +26,10 @@ pub(crate) struct PeerSettings<'a> {
     pub ip: Option<std::net::IpAddr>,
     /// Whether this host is an origin (announced, so the tracker ranks it).
     pub origin: bool,
+    /// How the tracker is reached (`client_tls:`).
+    pub cluster_tls: &'a ClusterTls,
+    /// `peer.tls`.
+    pub peer_tls: Option<&'a shoal_config::PeerTls>,
 }
 
 /// A running P2P side; dropping it stops the scheduler's torrents and connections.
@@ -49,13 +54,14 @@ impl PeerSide {
             })?;
         tasks.spawn(store.cleanup_loop());
         let advertise = peer_addr(&listener, s.ip)?;
-        let tracker = tracker_client(s.tracker, s.tracker_health).await?;
+        let tracker = tracker_client(s.tracker, s.tracker_health, s.cluster_tls).await?;
+        let peer_tls = crate::serve::load_peer_tls(s.peer_tls)?;
         let identity = Identity {
             peer_id: PeerId::random(),
             advertise,
             origin: s.origin,
         };
-        let scheduler = Scheduler::new(identity, s.scheduler.clone(), store, tracker)?;
+        let scheduler = Scheduler::new(identity, s.scheduler.clone(), store, tracker, peer_tls)?;
         let stop = StopOnDrop(scheduler.tasks().clone());
         let serving = scheduler.clone();
         tasks.spawn(async move { serving.serve(listener).await });

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use shoal_config::{ClusterConfig, HashRingConfig, HostPort, ProxyConfig};
+use shoal_p2p::tls::ClusterHttp;
 use shoal_p2p::{HealthFilter, StopOnDrop, Tasks};
 use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
@@ -61,6 +62,7 @@ pub async fn serve(
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
+    let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     let root = data_dir.join("proxy");
     let local = LocalStore::open(&root)
         .await
@@ -88,6 +90,7 @@ pub async fn serve(
                     listen,
                     None,
                     deps.origin_health,
+                    &tls,
                     &tasks,
                 )
                 .await?,
@@ -101,9 +104,9 @@ pub async fn serve(
     };
     let backing = Arc::new(ClusterBacking {
         origins,
-        tags: TagClient::new(build_index)?,
+        tags: TagClient::new(build_index, &tls)?,
         // Blob transfers are as long as blobs are: only the connect timeout.
-        http: crate::http::client(None)?,
+        http: tls.http(None)?,
     });
     // Tags are the build-index's: every read by tag asks it (a tag pushed through another
     // proxy is seen at once).
@@ -176,7 +179,7 @@ pub async fn evict_staged(
 struct ClusterBacking {
     origins: Option<Arc<Ring>>,
     tags: TagClient,
-    http: reqwest::Client,
+    http: ClusterHttp,
 }
 
 fn unavailable(message: String) -> RegistryError {
@@ -194,11 +197,9 @@ impl ClusterBacking {
         }
     }
 
-    fn blob_url(host: &HostPort, repo: &RepoName, d: &Digest) -> String {
-        format!(
-            "http://{host}/namespace/{}/blobs/{d}",
-            segment(repo.as_str())
-        )
+    fn blob_url(&self, host: &HostPort, repo: &RepoName, d: &Digest) -> String {
+        let path = format!("/namespace/{}/blobs/{d}", segment(repo.as_str()));
+        self.http.url(host, &path)
     }
 
     /// Streams the verified file at `path` to `host`.
@@ -217,7 +218,7 @@ impl ClusterBacking {
             reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
         let resp = self
             .http
-            .put(Self::blob_url(host, repo, d))
+            .put(self.blob_url(host, repo, d))
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body)
             .send()
@@ -239,7 +240,7 @@ impl ClusterBacking {
         repo: &RepoName,
         d: &Digest,
     ) -> Result<Option<BodyStream>, String> {
-        let url = Self::blob_url(host, repo, d);
+        let url = self.blob_url(host, repo, d);
         let metainfo = format!("{url}/metainfo");
         let started = Instant::now();
         let mut wait = Duration::from_millis(20);

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use shoal_config::{ClusterConfig, HashRingConfig, HostPort, Hosts};
+use shoal_p2p::tls::{ClusterHttp, ClusterTls};
 use shoal_p2p::{HashRing, HealthFilter, Tasks};
 use shoal_registry::Digest;
 
@@ -33,7 +34,7 @@ struct State {
 
 impl Ring {
     /// Builds the ring for an origin listening on `listen` and starts its monitor (judged by
-    /// `health`) and, for a DNS name, its refresher, both in `tasks`. Without `cluster.hosts`
+    /// `health`, over HTTPS when `tls` says so) and, for a DNS name, its refresher, both in `tasks`. Without `cluster.hosts`
     /// the ring is this origin alone.
     pub async fn start(
         cluster: &ClusterConfig,
@@ -41,6 +42,7 @@ impl Ring {
         listen: SocketAddr,
         peer_ip: Option<IpAddr>,
         health: Arc<dyn HealthFilter>,
+        tls: &ClusterTls,
         tasks: &Tasks,
     ) -> Result<Arc<Ring>, RoleError> {
         let alone = HostPort::new(listen.ip().to_string(), listen.port());
@@ -60,7 +62,7 @@ impl Ring {
         if cluster.hosts.is_some() {
             let check = cluster.healthcheck.clone();
             let watched = ring.clone();
-            let http = crate::http::client(Some(check.timeout.get()))?;
+            let http = tls.http(Some(check.timeout.get()))?;
             tasks.spawn(async move {
                 watched
                     .monitor(health, http, check.monitor.interval.get())
@@ -123,7 +125,7 @@ impl Ring {
             .collect()
     }
 
-    async fn monitor(&self, policy: Arc<dyn HealthFilter>, http: reqwest::Client, every: Duration) {
+    async fn monitor(&self, policy: Arc<dyn HealthFilter>, http: ClusterHttp, every: Duration) {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -138,7 +140,7 @@ impl Ring {
                 .map(|h| {
                     let http = &http;
                     async move {
-                        let ok = match http.get(format!("http://{h}/health")).send().await {
+                        let ok = match http.get(http.url(h, "/health")).send().await {
                             Ok(r) => r.status().is_success(),
                             Err(_) => false,
                         };

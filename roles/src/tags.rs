@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use shoal_config::HostPort;
+use shoal_p2p::tls::{ClusterHttp, ClusterTls};
 use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, TagKey};
 
 use crate::http::segment;
@@ -15,15 +16,16 @@ const TAG_TIMEOUT: Duration = Duration::from_secs(30);
 /// The build-index hosts, asked in order: the first one that answers decides.
 pub struct TagClient {
     hosts: Vec<HostPort>,
-    http: reqwest::Client,
+    http: ClusterHttp,
 }
 
 impl TagClient {
-    /// A client of `hosts` (an empty list knows no tags and cannot set any).
-    pub fn new(hosts: Vec<HostPort>) -> Result<Self, reqwest::Error> {
+    /// A client of `hosts` (an empty list knows no tags and cannot set any), over HTTPS when
+    /// `tls` says so.
+    pub fn new(hosts: Vec<HostPort>, tls: &ClusterTls) -> Result<Self, reqwest::Error> {
         Ok(TagClient {
             hosts,
-            http: crate::http::client(Some(TAG_TIMEOUT))?,
+            http: tls.http(Some(TAG_TIMEOUT))?,
         })
     }
 
@@ -32,7 +34,9 @@ impl TagClient {
     pub async fn get(&self, key: &TagKey) -> ApiResult<Option<Digest>> {
         let mut last = None;
         for host in &self.hosts {
-            let url = format!("http://{host}/tags/{}", segment(&key.to_string()));
+            let url = self
+                .http
+                .url(host, &format!("/tags/{}", segment(&key.to_string())));
             match self.http.get(&url).send().await {
                 Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
                 Ok(r) if r.status().is_success() => {
@@ -82,7 +86,7 @@ impl TagClient {
         }
         let mut last = String::new();
         for host in &self.hosts {
-            let url = format!("http://{host}{path}");
+            let url = self.http.url(host, path);
             match self.http.request(method.clone(), &url).send().await {
                 Ok(r)
                     if r.status().is_success()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shoal_config::{ClusterConfig, HashRingConfig, TrackerClientConfig, TrackerConfig};
 use shoal_p2p::error::{SchedulerError, TrackerError};
+use shoal_p2p::tls::ClusterTls;
 use shoal_p2p::tracker::{AnnounceRequest, MetainfoReply, OriginHealth, TrackerClient};
 use shoal_p2p::{
     Announce, AnnounceReply, HealthFilter, Metainfo, PeerAddr, PeerInfo, StopOnDrop, Tasks, Tracker,
@@ -38,6 +39,7 @@ pub async fn serve(
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
+    let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     config.origin.hosts = resolved(&config.origin.hosts).await?;
     let listen = listener.local_addr()?;
     let health: OriginHealth = match &config.origin.hosts {
@@ -52,6 +54,7 @@ pub async fn serve(
                 listen,
                 None,
                 deps.origin_health,
+                &tls,
                 &tasks,
             )
             .await?;
@@ -70,11 +73,12 @@ pub async fn serve(
 pub async fn tracker_client(
     config: &TrackerClientConfig,
     health: Arc<dyn HealthFilter>,
+    tls: &ClusterTls,
 ) -> Result<Arc<dyn Tracker>, RoleError> {
     // A `dns:` tracker list is resolved here, once, into the static list the client takes.
     let mut config = config.clone();
     config.hosts = resolved(&config.hosts).await?;
-    let client = TrackerClient::from_config(&config, health)?;
+    let client = TrackerClient::from_config(&config, health, tls)?;
     Ok(Arc::new(ClientTracker(client)))
 }
 

@@ -60,6 +60,7 @@ async fn a_peer_serving_corrupt_pieces_is_blacklisted_by_every_agent() {
         [HostPort::new(tracker.ip().to_string(), tracker.port())],
         Consecutive::new(2, 1),
         DEFAULT_TIMEOUT,
+        &shoal_p2p::tls::ClusterTls::plain(),
     )
     .unwrap();
     let d: Digest = digest.parse().unwrap();

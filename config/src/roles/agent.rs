@@ -13,7 +13,7 @@ use crate::load::sealed;
 use crate::net::Cidr;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::scheduler::SchedulerConfig;
-use crate::server::ServerConfig;
+use crate::server::{ClientTls, ServerConfig};
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
 
@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub allowed_cidrs: Option<Vec<Cidr>>,
     /// Connection limits, timeouts and TLS of the HTTP listeners.
     pub server: ServerConfig,
+    /// HTTPS to the other roles; unset speaks plain HTTP to them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTls>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -171,6 +174,12 @@ impl sealed::Role for AgentConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
         self.server.validate(&root.key("server"), problems);
+        if let Some(tls) = &self.peer.tls {
+            tls.validate(&root.key("peer").key("tls"), problems);
+        }
+        if let Some(tls) = &self.client_tls {
+            tls.validate(&root.key("client_tls"), problems);
+        }
         self.registry.validate(&root.key("registry"), problems);
         self.tracker.validate(&root.key("tracker"), problems);
         self.scheduler.validate(&root.key("scheduler"), problems);

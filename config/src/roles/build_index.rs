@@ -15,7 +15,7 @@ use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
 use crate::retry::RetryConfig;
-use crate::server::ServerConfig;
+use crate::server::{ClientTls, ServerConfig};
 use crate::validate::{Problems, Validate};
 
 /// `build-index.yaml`.
@@ -38,6 +38,9 @@ pub struct BuildIndexConfig {
     pub replication: RetryConfig,
     /// Connection limits, timeouts and TLS of the HTTP listeners.
     pub server: ServerConfig,
+    /// HTTPS to the other roles; unset speaks plain HTTP to them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTls>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -56,6 +59,7 @@ impl Default for BuildIndexConfig {
             tag_cache: TagCacheConfig::default(),
             replication: RetryConfig::default(),
             server: ServerConfig::default(),
+            client_tls: None,
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
@@ -86,12 +90,9 @@ impl sealed::Role for BuildIndexConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
         self.server.validate(&root.key("server"), problems);
-        problems.require(
-            self.server.tls.is_none(),
-            &root.key("server").key("tls"),
-            "is not supported on this role yet: the other roles reach it over plain HTTP",
-            "no tls here; TLS is served on the registry ports (shoal dev, proxy, agent)",
-        );
+        if let Some(tls) = &self.client_tls {
+            tls.validate(&root.key("client_tls"), problems);
+        }
         validate_backends(&self.backends, &self.auth, problems);
         self.cluster.validate(&root.key("cluster"), problems);
         self.replication

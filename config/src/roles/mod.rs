@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::server::PeerTls;
+
 pub use agent::{AgentConfig, AgentRegistry};
 pub use build_index::{BuildIndexConfig, TagCacheConfig};
 pub use dev::DevConfig;
@@ -32,6 +34,9 @@ macro_rules! peer_section {
             pub listen: SocketAddr,
             /// The address announced to the tracker; unset means the address the tracker sees.
             pub ip: Option<IpAddr>,
+            /// TLS on the P2P port, both ways; unset speaks plain TCP.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub tls: Option<PeerTls>,
         }
 
         impl Default for $name {
@@ -39,6 +44,7 @@ macro_rules! peer_section {
                 $name {
                     listen: any_addr($port),
                     ip: None,
+                    tls: None,
                 }
             }
         }

@@ -17,7 +17,7 @@ use crate::observe::{LogConfig, MetricsConfig};
 use crate::plugins::PluginsConfig;
 use crate::retry::RetryConfig;
 use crate::scheduler::SchedulerConfig;
-use crate::server::ServerConfig;
+use crate::server::{ClientTls, ServerConfig};
 use crate::store::StoreConfig;
 use crate::validate::{Problems, Validate};
 
@@ -52,6 +52,9 @@ pub struct OriginConfig {
     pub tracker: TrackerClientConfig,
     /// Connection limits, timeouts and TLS of the HTTP listeners.
     pub server: ServerConfig,
+    /// HTTPS to the other roles; unset speaks plain HTTP to them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTls>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -75,6 +78,7 @@ impl Default for OriginConfig {
             metainfogen: MetainfoGenConfig::default(),
             tracker: TrackerClientConfig::default(),
             server: ServerConfig::default(),
+            client_tls: None,
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             plugins: PluginsConfig::default(),
@@ -145,12 +149,12 @@ impl sealed::Role for OriginConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
         self.server.validate(&root.key("server"), problems);
-        problems.require(
-            self.server.tls.is_none(),
-            &root.key("server").key("tls"),
-            "is not supported on this role yet: the other roles reach it over plain HTTP",
-            "no tls here; TLS is served on the registry ports (shoal dev, proxy, agent)",
-        );
+        if let Some(tls) = &self.peer.tls {
+            tls.validate(&root.key("peer").key("tls"), problems);
+        }
+        if let Some(tls) = &self.client_tls {
+            tls.validate(&root.key("client_tls"), problems);
+        }
         self.cluster.validate(&root.key("cluster"), problems);
         self.hashring.validate(&root.key("hashring"), problems);
         validate_backends(&self.backends, &self.auth, problems);

@@ -11,7 +11,7 @@ use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
-use crate::server::ServerConfig;
+use crate::server::{ClientTls, ServerConfig};
 use crate::validate::{Problems, Validate};
 
 /// `proxy.yaml`.
@@ -30,6 +30,9 @@ pub struct ProxyConfig {
     pub staging: StagingConfig,
     /// Connection limits, timeouts and TLS of the HTTP listeners.
     pub server: ServerConfig,
+    /// HTTPS to the other roles; unset speaks plain HTTP to them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTls>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.

@@ -11,7 +11,7 @@ use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::observe::{LogConfig, MetricsConfig};
 use crate::peerstore::PeerStoreConfig;
-use crate::server::ServerConfig;
+use crate::server::{ClientTls, ServerConfig};
 use crate::validate::{Problems, Validate};
 
 /// `tracker.yaml`.
@@ -35,6 +35,9 @@ pub struct TrackerConfig {
     pub cluster: ClusterConfig,
     /// Connection limits, timeouts and TLS of the HTTP listeners.
     pub server: ServerConfig,
+    /// HTTPS to the other roles; unset speaks plain HTTP to them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTls>,
     /// Logging.
     pub log: LogConfig,
     /// Metrics endpoint.
@@ -51,6 +54,7 @@ impl Default for TrackerConfig {
             peer_handout_limit: 50,
             cluster: ClusterConfig::default(),
             server: ServerConfig::default(),
+            client_tls: None,
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -61,12 +65,9 @@ impl sealed::Role for TrackerConfig {
     fn check(&self, problems: &mut Problems) {
         let root = KeyPath::root();
         self.server.validate(&root.key("server"), problems);
-        problems.require(
-            self.server.tls.is_none(),
-            &root.key("server").key("tls"),
-            "is not supported on this role yet: the other roles reach it over plain HTTP",
-            "no tls here; TLS is served on the registry ports (shoal dev, proxy, agent)",
-        );
+        if let Some(tls) = &self.client_tls {
+            tls.validate(&root.key("client_tls"), problems);
+        }
         self.peerstore.validate(&root.key("peerstore"), problems);
         self.cluster.validate(&root.key("cluster"), problems);
         problems.at_least_one(

@@ -25,10 +25,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::bandwidth::BandwidthLimiter;
 use crate::conn::{self, ConnSettings};
-use crate::error::SchedulerError;
+use crate::error::{ConnError, SchedulerError};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer_id::PeerId;
 use crate::store::{CompleteBlob, PieceStore};
+use crate::tls::{PeerStream, PeerTls};
 use crate::wire::{FrameDecoder, Handshake};
 
 use torrent::{Cmd, Status, Torrent};
@@ -139,12 +140,14 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler over `store`, announcing to `tracker`.
+    /// A scheduler over `store`, announcing to `tracker`; its peer connections speak TLS when
+    /// `tls` is given (`peer.tls`), plain TCP otherwise.
     pub fn new(
         me: Identity,
         config: SchedulerConfig,
         store: PieceStore,
         tracker: Arc<dyn Tracker>,
+        tls: Option<PeerTls>,
     ) -> Result<Self, SchedulerError> {
         let bandwidth = BandwidthLimiter::new(&config.conn.bandwidth)?;
         let conn = ConnSettings {
@@ -152,6 +155,7 @@ impl Scheduler {
             bandwidth,
             traffic: Arc::default(),
             tasks: crate::Tasks::new(),
+            tls,
         };
         Ok(Scheduler {
             inner: Arc::new(Inner {
@@ -240,9 +244,16 @@ impl Scheduler {
 
     async fn accept(
         &self,
-        mut stream: TcpStream,
+        tcp: TcpStream,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(), SchedulerError> {
+        let mut stream = match &self.inner.conn.tls {
+            None => PeerStream::Plain(tcp),
+            Some(tls) => tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp))
+                .await
+                .map_err(|_| ConnError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+                .map_err(|e| ConnError::Handshake(format!("TLS: {e}")))?,
+        };
         let mut buf = BytesMut::new();
         let decoder = FrameDecoder::for_handshake();
         let theirs =

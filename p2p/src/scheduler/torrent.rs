@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+
+use crate::tls::{PeerStream, PeerTls};
 use tokio::sync::{mpsc, watch};
 
 use super::{Announce, AnnounceReply, HANDSHAKE_TIMEOUT, Inner, PeerAddr, upgrade};
@@ -64,13 +66,13 @@ pub(crate) enum Status {
 pub(crate) enum Cmd {
     /// A peer connected to us and sent this handshake.
     Incoming {
-        stream: TcpStream,
+        stream: PeerStream,
         handshake: Handshake,
         leftover: BytesMut,
     },
     /// A dial finished its handshakes.
     Dialed {
-        stream: TcpStream,
+        stream: PeerStream,
         handshake: Handshake,
         leftover: BytesMut,
     },
@@ -440,8 +442,9 @@ impl Torrent {
             let ours = inner.handshake(&self.namespace, &self.metainfo, self.have());
             let tx = self.cmd_tx.clone();
             let metainfo = self.metainfo.clone();
+            let tls = inner.conn.tls.clone();
             self.tasks.spawn(async move {
-                let cmd = match dial(p.addr, p.peer_id, ours, &metainfo).await {
+                let cmd = match dial(p.addr, p.peer_id, ours, &metainfo, tls.as_ref()).await {
                     Ok((stream, handshake, leftover)) => Cmd::Dialed {
                         stream,
                         handshake,
@@ -458,7 +461,7 @@ impl Torrent {
         useful
     }
 
-    fn add_peer(&mut self, stream: TcpStream, handshake: Handshake, leftover: BytesMut) {
+    fn add_peer(&mut self, stream: PeerStream, handshake: Handshake, leftover: BytesMut) {
         let Some(inner) = upgrade(&self.inner) else {
             return;
         };
@@ -803,10 +806,18 @@ async fn dial(
     expected: PeerId,
     ours: Handshake,
     metainfo: &Metainfo,
-) -> Result<(TcpStream, Handshake, BytesMut), ConnError> {
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+    tls: Option<&PeerTls>,
+) -> Result<(PeerStream, Handshake, BytesMut), ConnError> {
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+    let mut stream = match tls {
+        None => PeerStream::Plain(tcp),
+        Some(tls) => tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(addr, tcp))
+            .await
+            .map_err(|_| ConnError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+            .map_err(|e| ConnError::Handshake(format!("TLS: {e}")))?,
+    };
     let info_hash = ours.info_hash;
     conn::write_frame(&mut stream, &Frame::Handshake(ours)).await?;
     let mut buf = BytesMut::new();

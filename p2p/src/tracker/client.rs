@@ -23,12 +23,13 @@ use super::proto::{
     AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES,
     check_namespace,
 };
-use super::{http_client, metainfo_url, read_capped, url};
+use super::{metainfo_url, read_capped, url};
 use crate::error::TrackerError;
 use crate::health::HealthFilter;
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peerstore::{Clock, SystemClock};
 use crate::ring::HashRing;
+use crate::tls::{ClusterHttp, ClusterTls};
 
 /// Most time one request to one tracker may take, connect included, when the config does not
 /// say otherwise. Announces are small and the tracker answers metainfo with 202 while the
@@ -49,7 +50,7 @@ pub struct TrackerClient {
     trackers: HashRing,
     health: Arc<dyn HealthFilter>,
     clock: Arc<dyn Clock>,
-    http: reqwest::Client,
+    http: ClusterHttp,
 }
 
 impl std::fmt::Debug for TrackerClient {
@@ -68,17 +69,21 @@ struct Answer {
 }
 
 impl TrackerClient {
-    /// A client of `trackers`, judged by `health`, with `timeout` on every request.
+    /// A client of `trackers`, judged by `health`, with `timeout` on every request, reaching
+    /// them over HTTPS when `tls` says so.
     pub fn new(
         trackers: impl IntoIterator<Item = HostPort>,
         health: Arc<dyn HealthFilter>,
         timeout: Duration,
+        tls: &ClusterTls,
     ) -> Result<Self, TrackerError> {
         Ok(TrackerClient {
             trackers: HashRing::new(trackers)?,
             health,
             clock: Arc::new(SystemClock),
-            http: http_client(timeout)?,
+            http: tls
+                .http(Some(timeout))
+                .map_err(|e| TrackerError::Config(format!("building the HTTP client: {e}")))?,
         })
     }
 
@@ -88,9 +93,12 @@ impl TrackerClient {
     pub fn from_config(
         config: &TrackerClientConfig,
         health: Arc<dyn HealthFilter>,
+        tls: &ClusterTls,
     ) -> Result<Self, TrackerError> {
         match &config.hosts {
-            Some(Hosts::Static(hosts)) => Self::new(hosts.iter().cloned(), health, DEFAULT_TIMEOUT),
+            Some(Hosts::Static(hosts)) => {
+                Self::new(hosts.iter().cloned(), health, DEFAULT_TIMEOUT, tls)
+            }
             Some(Hosts::Dns(name)) => Err(TrackerError::Config(format!(
                 "tracker.hosts.dns ({name}) is not supported yet: list the trackers under tracker.hosts.static"
             ))),
@@ -124,7 +132,7 @@ impl TrackerClient {
             .call(&announce.digest, MAX_JSON_BYTES, |host| {
                 Ok(self
                     .http
-                    .post(url(host, &["announce", &hash])?)
+                    .post(url(&self.http, host, &["announce", &hash])?)
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone()))
             })
@@ -148,7 +156,9 @@ impl TrackerClient {
         check_namespace(namespace, "namespace").map_err(TrackerError::InvalidRequest)?;
         let answer = self
             .call(digest, MAX_METAINFO_BYTES, |host| {
-                Ok(self.http.get(metainfo_url(host, namespace, digest)?))
+                Ok(self
+                    .http
+                    .get(metainfo_url(&self.http, host, namespace, digest)?))
             })
             .await?;
         match answer.status {

@@ -9,37 +9,19 @@ pub mod service;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
 use shoal_config::HostPort;
 use shoal_registry::Digest;
 
-use crate::error::TrackerError;
+use crate::tls::ClusterHttp;
 
 pub use client::{MetainfoReply, TrackerClient};
 pub use proto::{AnnounceRequest, AnnounceResponse, ErrorBody, PeerJson};
 pub use service::{OriginHealth, TrackerState, app, router, run, run_with_origin_health};
 
-/// Most time to open a connection; a host that takes longer is treated as down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// An HTTP client for calls inside the cluster: `timeout` on every request, connects bounded
-/// by [`CONNECT_TIMEOUT`], and no proxy from the environment (ring members are addressed
-/// directly).
-fn http_client(timeout: Duration) -> Result<reqwest::Client, TrackerError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .no_proxy()
-        .build()
-        .map_err(|e| TrackerError::Config(format!("building the HTTP client: {e}")))
-}
-
-/// `http://{host}/{segments...}`, each segment percent-encoded (a namespace like
+/// `{scheme}://{host}/{segments...}`, each segment percent-encoded (a namespace like
 /// `library/alpine` travels as one segment, `library%2Falpine`).
-fn url(host: &HostPort, segments: &[&str]) -> Result<reqwest::Url, String> {
-    let mut url = reqwest::Url::parse(&format!("http://{host}/"))
-        .map_err(|e| format!("{host} does not make a URL: {e}"))?;
+fn url(http: &ClusterHttp, host: &HostPort, segments: &[&str]) -> Result<reqwest::Url, String> {
+    let mut url = http.base(host)?;
     url.path_segments_mut()
         .map_err(|()| format!("{host} does not make a URL with a path"))?
         .clear()
@@ -48,9 +30,14 @@ fn url(host: &HostPort, segments: &[&str]) -> Result<reqwest::Url, String> {
 }
 
 /// Where `host` (a tracker or an origin) serves the metainfo of `digest`.
-fn metainfo_url(host: &HostPort, ns: &str, digest: &Digest) -> Result<reqwest::Url, String> {
+fn metainfo_url(
+    http: &ClusterHttp,
+    host: &HostPort,
+    ns: &str,
+    digest: &Digest,
+) -> Result<reqwest::Url, String> {
     let digest = digest.to_string();
-    url(host, &["namespace", ns, "blobs", &digest, "metainfo"])
+    url(http, host, &["namespace", ns, "blobs", &digest, "metainfo"])
 }
 
 /// Reads a response body of at most `cap` bytes; a longer one is an error, not truncated.

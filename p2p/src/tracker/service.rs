@@ -21,11 +21,12 @@ use super::proto::{
     AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES, PeerJson,
     check_namespace, parse_digest,
 };
-use super::{http_client, metainfo_url, read_capped};
+use super::{metainfo_url, read_capped};
 use crate::error::{PeerStoreError, TrackerError};
 use crate::metainfo::Metainfo;
 use crate::peerstore::{self, InMemoryPeerStore, PeerSetWindows, PeerStore};
 use crate::ring::HashRing;
+use crate::tls::{ClusterHttp, ClusterTls};
 
 /// Agents remembered per torrent, as a multiple of `peer_handout_limit`: enough that every
 /// hand-out can be a fresh sample, few enough that a flood of made-up peer ids costs bounded
@@ -50,7 +51,7 @@ pub struct TrackerState {
     origins: Option<HashRing>,
     origin_replicas: usize,
     origin_health: OriginHealth,
-    http: reqwest::Client,
+    http: ClusterHttp,
 }
 
 /// Whether an origin should be asked: the verdict of the tracker's active check of its origins
@@ -94,7 +95,10 @@ impl TrackerState {
             // replica count is what origins run with unless told otherwise.
             origin_replicas: HashRingConfig::default().max_replica as usize,
             origin_health: Arc::new(|_| true),
-            http: http_client(ORIGIN_TIMEOUT)?,
+            http: ClusterTls::load(config.client_tls.as_ref())
+                .map_err(|e| TrackerError::Config(format!("client_tls: {e}")))?
+                .http(Some(ORIGIN_TIMEOUT))
+                .map_err(|e| TrackerError::Config(format!("building the HTTP client: {e}")))?,
         })
     }
 
@@ -353,12 +357,12 @@ enum OriginFailure {
 }
 
 async fn fetch_metainfo(
-    http: &reqwest::Client,
+    http: &ClusterHttp,
     origin: &HostPort,
     ns: &str,
     digest: &Digest,
 ) -> Result<Fetched, OriginFailure> {
-    let url = metainfo_url(origin, ns, digest).map_err(OriginFailure::Unreachable)?;
+    let url = metainfo_url(http, origin, ns, digest).map_err(OriginFailure::Unreachable)?;
     let response = http
         .get(url)
         .send()

@@ -33,6 +33,7 @@ use crate::peerstore::{
     RedisPeerStore, SystemClock,
 };
 use crate::ring::HashRing;
+use crate::tls::ClusterTls;
 
 const NS: &str = "library/alpine";
 
@@ -474,7 +475,13 @@ async fn the_client_announces_and_fetches_metainfo_through_a_tracker() {
     let origin = fake_origin(Origin::Ready(m.encode())).await;
     let tracker = RunningTracker::start(config(50, &[origin.addr])).await;
     let health = Arc::new(PassiveFilter::new(3, Duration::from_secs(300)));
-    let client = TrackerClient::new([host(&tracker.addr)], health, Duration::from_secs(5)).unwrap();
+    let client = TrackerClient::new(
+        [host(&tracker.addr)],
+        health,
+        Duration::from_secs(5),
+        &ClusterTls::plain(),
+    )
+    .unwrap();
     let t = m.info_hash();
     let d = m.digest().clone();
     let first = client
@@ -515,8 +522,13 @@ async fn the_client_announces_and_fetches_metainfo_through_a_tracker() {
     ] {
         let tracker = RunningTracker::start(config(50, &[origin.addr])).await;
         let health = Arc::new(PassiveFilter::new(3, Duration::from_secs(300)));
-        let client =
-            TrackerClient::new([host(&tracker.addr)], health, Duration::from_secs(5)).unwrap();
+        let client = TrackerClient::new(
+            [host(&tracker.addr)],
+            health,
+            Duration::from_secs(5),
+            &ClusterTls::plain(),
+        )
+        .unwrap();
         let reply = client.metainfo(NS, &d).await;
         assert!(check(&reply), "{reply:?}");
         tracker.kill().await;
@@ -537,6 +549,7 @@ async fn the_client_leaves_a_dead_tracker_alone_until_fail_timeout() {
         [host(&a_addr), host(&b_addr)],
         health.clone(),
         Duration::from_secs(5),
+        &ClusterTls::plain(),
     )
     .unwrap()
     .with_clock(clock.clone() as Arc<dyn Clock>);
@@ -601,7 +614,13 @@ async fn with_every_tracker_unhealthy_the_client_tries_them_anyway() {
     let dead = dead_addr().await;
     let (contacts, _closer) = closing_listener(dead).await;
     let health = Arc::new(PassiveFilter::new(1, Duration::from_secs(300)));
-    let client = TrackerClient::new([host(&dead)], health, Duration::from_secs(5)).unwrap();
+    let client = TrackerClient::new(
+        [host(&dead)],
+        health,
+        Duration::from_secs(5),
+        &ClusterTls::plain(),
+    )
+    .unwrap();
     let d = blob(1);
     for expected in 1..=2 {
         let err = client

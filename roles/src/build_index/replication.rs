@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_config::{HostPort, Hosts};
+use shoal_p2p::tls::ClusterHttp;
 use shoal_registry::{Digest, TagKey};
 
 use crate::http::segment;
@@ -63,18 +64,18 @@ pub(crate) fn remotes(hosts: &Option<Hosts>) -> Vec<HostPort> {
 
 /// Sends tag copies.
 pub(crate) struct Sender {
-    pub http: reqwest::Client,
+    pub http: ClusterHttp,
 }
 
 #[async_trait::async_trait]
 impl Runner<TagCopy> for Sender {
     async fn run(&self, job: &TagCopy) -> Outcome {
-        let url = format!(
-            "http://{}/tags/{}/digest/{}?replica=true",
-            job.to,
+        let path = format!(
+            "/tags/{}/digest/{}?replica=true",
             segment(&job.tag.to_string()),
             job.digest
         );
+        let url = self.http.url(&job.to, &path);
         match self.http.put(&url).send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(tag = %job.tag, digest = %job.digest, to = %job.to, "tag replicated");

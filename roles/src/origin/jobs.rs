@@ -20,6 +20,7 @@ use shoal_storage::StorageBacking;
 use crate::http::segment;
 use crate::queue::{Job, Outcome, Runner};
 use crate::ring::Ring;
+use shoal_p2p::tls::ClusterHttp;
 
 /// Time a copy may take on top of its bytes at [`COPY_FLOOR_RATE`].
 const COPY_BASE: Duration = Duration::from_secs(30);
@@ -122,7 +123,7 @@ pub(crate) struct Worker {
     pub backing: StorageBacking,
     pub store: PieceStore,
     pub ring: Arc<Ring>,
-    pub http: reqwest::Client,
+    pub http: ClusterHttp,
 }
 
 #[async_trait::async_trait]
@@ -171,10 +172,8 @@ impl Worker {
             Ok(None) => return Outcome::Retry(format!("{d} is no longer in the piece store")),
             Err(e) => return Outcome::Retry(format!("reading {d} from the piece store: {e}")),
         };
-        let url = format!(
-            "http://{to}/namespace/{}/blobs/{d}",
-            segment(namespace.as_str())
-        );
+        let path = format!("/namespace/{}/blobs/{d}", segment(namespace.as_str()));
+        let url = self.http.url(to, &path);
         // A member that fetched the blob itself meanwhile needs no copy.
         let held = self.http.head(&url).timeout(STAT_TIMEOUT).send().await;
         if held.is_ok_and(|r| r.status().is_success()) {

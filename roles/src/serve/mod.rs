@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::RoleError;
 
-pub use tls::load_server_tls;
+pub use tls::{load_cluster_tls, load_peer_tls, load_server_tls};
 
 /// How a listener treats its clients; built from `server:` by [`ServeOptions::from_config`].
 #[derive(Clone)]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use shoal_config::{AgentConfig, OriginConfig, TrackerConfig};
 use shoal_p2p::HealthFilter;
+use shoal_p2p::tls::{ClusterHttp, ClusterTls};
 use shoal_roles::{RoleError, agent, origin, tracker};
 use shoal_storage::{Backend, MemoryBackend, NamespaceRouter};
 use tokio::net::TcpListener;
@@ -210,6 +211,10 @@ pub struct Spec {
     /// Whether to run a second build-index, over a backend of its own ([`Cluster::remote`]),
     /// as the remote cluster the first one replicates tags to.
     pub remote_build_index: bool,
+    /// TLS everywhere: every HTTP port serves `server.tls` (with `client_ca`, but on agents),
+    /// every role calls the others with `client_tls`, and peers speak `peer.tls`, all from one
+    /// test CA; [`Cluster::http`] presents a certificate from it.
+    pub tls: bool,
 }
 
 impl Default for Spec {
@@ -221,6 +226,7 @@ impl Default for Spec {
             max_replica: 2,
             origin_egress_bits: None,
             remote_build_index: false,
+            tls: false,
         }
     }
 }
@@ -254,7 +260,35 @@ pub struct Cluster {
     agent_base: String,
     /// The number `ip` gives the next node added.
     next_ip: u8,
-    pub http: reqwest::Client,
+    /// What each node's YAML adds for [`Spec::tls`].
+    tls: TlsYaml,
+    /// A client of every node, over HTTPS with a client certificate when [`Spec::tls`].
+    pub http: ClusterHttp,
+}
+
+/// The YAML a node of a TLS cluster adds (empty strings for a plain one).
+#[derive(Clone, Default)]
+struct TlsYaml {
+    /// `server:` with `tls` and `client_ca`, and `client_tls:`.
+    role: String,
+    /// The same without `client_ca`: the registry port of an agent.
+    agent: String,
+    /// Lines of `peer:` (`tls:` indented by two).
+    peer: String,
+}
+
+impl TlsYaml {
+    fn new(ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> TlsYaml {
+        let (ca, cert, key) = (ca.display(), cert.display(), key.display());
+        let client = format!("client_tls:\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n");
+        TlsYaml {
+            role: format!(
+                "server:\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n{client}"
+            ),
+            agent: format!("server:\n  tls:\n    cert: {cert}\n    key: {key}\n{client}"),
+            peer: format!("  tls:\n    cert: {cert}\n    key: {key}\n    ca: {ca}\n"),
+        }
+    }
 }
 
 fn hosts(addrs: &[SocketAddr]) -> String {
@@ -299,6 +333,7 @@ async fn start_agent(
     i: usize,
     ip: Ipv4Addr,
     base: &str,
+    peer_tls: &str,
     registry: &str,
 ) -> Node {
     let listeners = agent::AgentListeners {
@@ -308,7 +343,7 @@ async fn start_agent(
     let http = listeners.registry.local_addr().unwrap();
     let peer = listeners.peer.local_addr().unwrap();
     let cfg: AgentConfig = config(&format!(
-        "registry:\n  listen: \"{http}\"\n{registry}peer:\n  listen: \"{peer}\"\n{base}"
+        "registry:\n  listen: \"{http}\"\n{registry}peer:\n  listen: \"{peer}\"\n{peer_tls}{base}"
     ));
     let data = dir.join(format!("agent{i}"));
     // As an origin's: see `spawn_origin`.
@@ -330,7 +365,15 @@ impl Cluster {
         let i = self.agents.len();
         let ip = ip(self.next_ip);
         self.next_ip += 1;
-        let node = start_agent(self.dir.path(), i, ip, &self.agent_base, registry).await;
+        let node = start_agent(
+            self.dir.path(),
+            i,
+            ip,
+            &self.agent_base,
+            &self.tls.peer,
+            registry,
+        )
+        .await;
         self.wait_for(&node).await;
         self.agents.push(node);
         i
@@ -349,6 +392,24 @@ impl Cluster {
             n += 1;
             ip(n)
         };
+        let (tls, http) = if spec.tls {
+            let ca = shoal_p2p::testing::TestCa::new(dir.path(), "cluster");
+            // One certificate for every node: it names each address the cluster may use.
+            let ips: Vec<std::net::IpAddr> = (1..=60).map(|n| ip(n).into()).collect();
+            let (cert, key) = ca.issue_for("node", &ips);
+            let client = shoal_config::ClientTls {
+                ca: ca.cert(),
+                cert: Some(cert.clone()),
+                key: Some(key.clone()),
+            };
+            (
+                TlsYaml::new(&ca.cert(), &cert, &key),
+                ClusterTls::load(Some(&client)).unwrap(),
+            )
+        } else {
+            (TlsYaml::default(), ClusterTls::plain())
+        };
+        let tls_role = tls.role.clone();
         // Bind everything first: every config can then name every address.
         let mut tracker_listeners = Vec::new();
         for _ in 0..spec.trackers {
@@ -385,7 +446,7 @@ impl Cluster {
             "scheduler:\n  announce_interval: 500ms\n  seeder_tti: 2m\n  leecher_tti: 2m\n";
 
         let tracker_config: TrackerConfig = config(&format!(
-            "announce_interval: 500ms\norigin:\n  hosts:\n    static: {}\n",
+            "announce_interval: 500ms\norigin:\n  hosts:\n    static: {}\n{tls_role}",
             hosts(&origin_http)
         ));
         let trackers = tracker_listeners
@@ -416,8 +477,9 @@ impl Cluster {
             let http = listeners.http.local_addr().unwrap();
             let setup = OriginSetup {
                 config: config(&format!(
-                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\ncluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nwriteback:\n  retries: 10\n  delay: 100ms\n{tracker_client}{origin_scheduler}",
+                    "listen: \"{http}\"\npeer:\n  listen: \"{}\"\n{}{tls_role}cluster:\n  hosts:\n    static: {}\n  healthcheck:\n    filter:\n      fails: 2\n      passes: 2\n    monitor:\n      interval: 500ms\n    timeout: 500ms\nhashring:\n  max_replica: {}\nmetainfogen:\n  piece_lengths:\n    0: 1MB\nwriteback:\n  retries: 10\n  delay: 100ms\n{tracker_client}{origin_scheduler}",
                     listeners.peer.local_addr().unwrap(),
+                    tls.peer,
                     hosts(&origin_http),
                     spec.max_replica,
                 )),
@@ -437,7 +499,9 @@ impl Cluster {
         };
         let build_index_setup = BuildIndexSetup {
             name: "build-index",
-            config: config(&format!("listen: \"{build_index_addr}\"\n{remotes}")),
+            config: config(&format!(
+                "listen: \"{build_index_addr}\"\n{remotes}{tls_role}"
+            )),
             data: dir.path().join("build-index"),
             router: router.clone(),
         };
@@ -446,7 +510,10 @@ impl Cluster {
             Some(listener) => {
                 let setup = BuildIndexSetup {
                     name: "remote-build-index",
-                    config: config(&format!("listen: \"{}\"\n", listener.local_addr().unwrap())),
+                    config: config(&format!(
+                        "listen: \"{}\"\n{tls_role}",
+                        listener.local_addr().unwrap()
+                    )),
                     data: dir.path().join("remote-build-index"),
                     router: Arc::new(NamespaceRouter::single(
                         remote_backend.clone() as Arc<dyn Backend>
@@ -458,11 +525,12 @@ impl Cluster {
         };
 
         let agent_base = format!(
-            "build_index:\n  hosts:\n    static: [\"{build_index_addr}\"]\n{tracker_client}{scheduler}"
+            "build_index:\n  hosts:\n    static: [\"{build_index_addr}\"]\n{tracker_client}{scheduler}{}",
+            tls.agent
         );
         let mut agents = Vec::new();
         for i in 0..spec.agents {
-            agents.push(start_agent(dir.path(), i, next_ip(), &agent_base, "").await);
+            agents.push(start_agent(dir.path(), i, next_ip(), &agent_base, &tls.peer, "").await);
         }
 
         let cluster = Cluster {
@@ -481,10 +549,8 @@ impl Cluster {
             agents,
             agent_base,
             next_ip: n + 1,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .unwrap(),
+            tls,
+            http: http.http(None).unwrap(),
         };
         cluster.wait_up().await;
         cluster
@@ -535,7 +601,7 @@ impl Cluster {
         } else {
             "/health"
         };
-        let url = format!("http://{}{path}", node.http);
+        let url = self.url(node.http, path);
         let up = poll_until(Duration::from_secs(30), || async {
             assert!(node.running(), "{} stopped at start", node.name);
             self.http
@@ -552,7 +618,7 @@ impl Cluster {
     pub async fn metric(&self, node: &Node, name: &str) -> Option<u64> {
         let text = self
             .http
-            .get(format!("http://{}/metrics", node.http))
+            .get(self.url(node.http, "/metrics"))
             .send()
             .await
             .ok()?
@@ -565,11 +631,11 @@ impl Cluster {
 
     /// Whether origin `node` holds `digest` whole.
     pub async fn holds(&self, node: &Node, namespace: &str, digest: &str) -> bool {
-        let url = format!(
-            "http://{}/namespace/{}/blobs/{digest}",
-            node.http,
+        let path = format!(
+            "/namespace/{}/blobs/{digest}",
             shoal_roles::http::segment(namespace)
         );
+        let url = self.url(node.http, &path);
         self.http
             .head(url)
             .send()
@@ -580,7 +646,7 @@ impl Cluster {
     /// Whether origin `witness`'s active check counts ring member `member` healthy (its
     /// `/metrics` line `shoal_ring_member_healthy{member="..."}`); `None` when it cannot say.
     pub async fn sees_healthy(&self, witness: &Node, member: SocketAddr) -> Option<bool> {
-        let url = format!("http://{}/metrics", witness.http);
+        let url = self.url(witness.http, "/metrics");
         let text = self.http.get(url).send().await.ok()?.text().await.ok()?;
         let key = format!("shoal_ring_member_healthy{{member=\"{member}\"}} ");
         text.lines()
@@ -602,11 +668,11 @@ impl Cluster {
     /// write-back to the backend and its copies to the replica set queued. Returns the digest.
     pub async fn push(&self, origin: usize, namespace: &str, bytes: Vec<u8>) -> String {
         let digest = digest_of(&bytes);
-        let url = format!(
-            "http://{}/namespace/{}/blobs/{digest}",
-            self.origins[origin].http,
+        let path = format!(
+            "/namespace/{}/blobs/{digest}",
             shoal_roles::http::segment(namespace)
         );
+        let url = self.url(self.origins[origin].http, &path);
         let resp = self
             .http
             .put(url)
@@ -646,16 +712,22 @@ impl Cluster {
             .agents
             .iter()
             .map(|a| {
-                let url = format!("http://{}/v2/{namespace}/blobs/{digest}", a.http);
-                pull(self.http.clone(), url)
+                let url = self.url(a.http, &format!("/v2/{namespace}/blobs/{digest}"));
+                pull((*self.http).clone(), url)
             })
             .collect();
         tokio::spawn(futures_util::future::join_all(pulls))
     }
 
+    /// The URL of `path` at `addr`, `https` in a TLS cluster.
+    pub fn url(&self, addr: SocketAddr, path: &str) -> String {
+        let host = shoal_config::HostPort::new(addr.ip().to_string(), addr.port());
+        self.http.url(&host, path)
+    }
+
     /// GETs `path` from agent `i`: status and body.
     pub async fn get(&self, agent: usize, path: &str) -> (u16, Vec<u8>) {
-        let url = format!("http://{}{path}", self.agents[agent].http);
+        let url = self.url(self.agents[agent].http, path);
         let resp = self
             .http
             .get(&url)

@@ -5,6 +5,8 @@
 //! bytes of the right length that fail the piece hash. What it counts (connections, who dialed
 //! it, pieces served) is what a test asserts blacklisting through, from outside the schedulers
 //! under test.
+//!
+//! [`TestCa`] makes certificates for TLS tests with the `openssl` command.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +22,10 @@ use crate::peer_id::PeerId;
 use crate::scheduler::PeerAddr;
 use crate::tasks::{StopOnDrop, Tasks};
 use crate::wire::{Frame, FrameDecoder, Handshake, encode};
+
+mod certs;
+
+pub use certs::TestCa;
 
 /// The byte every corrupt piece is filled with.
 const GARBAGE: u8 = 0x5A;
