@@ -173,10 +173,22 @@ pub async fn serve(
     options: &ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let slots = Arc::new(slots::Slots::new(connection_limit(options.max_connections)));
+    serve_with_slots(listener, router, options, shutdown, slots).await
+}
+
+/// [`serve`] over `slots`, which tests read to see which connections are open.
+async fn serve_with_slots(
+    listener: TcpListener,
+    router: Router,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    slots: Arc<slots::Slots>,
+) -> io::Result<()> {
     let shared = Arc::new(conn::Shared {
         options: options.clone(),
         router,
-        slots: Arc::new(slots::Slots::new(connection_limit(options.max_connections))),
+        slots,
     });
     let stopping = CancellationToken::new();
     let killed = CancellationToken::new();

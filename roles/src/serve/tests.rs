@@ -1,6 +1,7 @@
 //! The listener's limits, driven over raw TCP so a test can behave as badly as a client can.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -182,22 +183,57 @@ async fn a_body_slower_than_the_minimum_rate_fails() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
-    let (addr, _server) = start(options()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let slots = Arc::new(slots::Slots::new(64));
+    let watched = slots.clone();
+    let _server = tokio::spawn(async move {
+        serve_with_slots(
+            listener,
+            router(),
+            &options(),
+            std::future::pending(),
+            slots,
+        )
+        .await
+    });
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n")
         .await
         .unwrap();
-    // Not reading is the behaviour under test, so time has to pass: six send timeouts. The
-    // socket buffers fill within the first milliseconds and the server's write waits.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // The server stayed responsive meanwhile.
+    // The server took the connection and started its 64 MiB answer; this client reads
+    // nothing, so the socket buffers fill and the server's write waits.
+    assert!(
+        poll(Duration::from_secs(20), || watched.open() == 1).await,
+        "the connection was never admitted"
+    );
+    // The server stays responsive meanwhile.
     let mut probe = TcpStream::connect(addr).await.unwrap();
     assert!(get(&mut probe, "/").await.starts_with("HTTP/1.1 200"));
-    // It gave up on the stalled one: the rest of the 64 MiB never arrives.
+    drop(probe);
+    // It gives up on the stalled one (send_timeout, 500 ms): no connection stays open,
+    // although this client never read a byte.
+    assert!(
+        poll(Duration::from_secs(30), || watched.open() == 0).await,
+        "the stalled response was never dropped"
+    );
+    // The rest of the 64 MiB never arrives.
     let got = closed_within(&mut conn, Duration::from_secs(20))
         .await
-        .expect("the stalled response was never dropped");
+        .expect("the connection stayed open");
     assert!(got.len() < 64 << 20, "the whole body arrived");
+}
+
+/// Polls `ready` every 20 ms until it holds or `deadline` passes; whether it held.
+async fn poll(deadline: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    while !ready() {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 #[tokio::test]
