@@ -32,6 +32,17 @@ use crate::name::{Reference, RepoName, Tag};
 /// Blob bytes from a backing; an `Err` item means the transfer broke off.
 pub type BodyStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
 
+/// What a backing can tell of a blob without fetching it ([`Backing::stat_blob`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobStat {
+    /// It holds the blob, of this many bytes.
+    Present(u64),
+    /// It does not hold the blob.
+    Absent,
+    /// It cannot tell without fetching the blob.
+    Unknown,
+}
+
 /// Durable storage for blobs (manifests are blobs too) and tags, keyed by repository.
 ///
 /// Errors are registry errors already: the implementation chooses the code (`UNAUTHORIZED`,
@@ -43,6 +54,12 @@ pub trait Backing: Send + Sync {
 
     /// Blob `d` of `repo`, or `None` when the backing does not hold it.
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>>;
+
+    /// Whether the backing holds blob `d` of `repo`, and its size, without fetching it: what a
+    /// `HEAD` of a blob the local store lacks is answered from. The default cannot tell.
+    async fn stat_blob(&self, _repo: &RepoName, _d: &Digest) -> ApiResult<BlobStat> {
+        Ok(BlobStat::Unknown)
+    }
 
     /// Manifest `d` of `repo`, or `None` when the backing does not hold it. The default asks
     /// for it as a blob, which is what a manifest is to a storage backend.
@@ -191,6 +208,24 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// What the backing knows of blob `d` of `repo`, which the local store does not hold in
+    /// that repository, for a `HEAD`: [`BlobStat::Absent`] without a backing, and for content
+    /// the store knows (deleted from this repository on purpose, as for
+    /// [`Registry::fill_blob`]).
+    pub(crate) async fn stat_from_backing(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<BlobStat> {
+        let Some(backing) = &self.backing else {
+            return Ok(BlobStat::Absent);
+        };
+        if self.store.blob_size(d).await?.is_some() {
+            return Ok(BlobStat::Absent);
+        }
+        backing.stat_blob(repo, d).await
     }
 
     /// Brings blob `d` of `repo` into the local store from the backing. `Ok(false)` when

@@ -18,7 +18,7 @@ mod tag_authority;
 
 pub use access::{Access, AccessError, hash_password, htpasswd_line, protect};
 pub use api::{Registry, router};
-pub use backing::{Backing, BodyStream};
+pub use backing::{Backing, BlobStat, BodyStream};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ApiResult, ErrorCode, RegistryError};
 pub use name::{Reference, RepoName, Tag, TagKey};

@@ -680,3 +680,34 @@ async fn deletes() {
         "BLOB_UNKNOWN"
     );
 }
+
+#[tokio::test]
+async fn ranged_gets_across_several_send_windows_return_exactly_those_bytes() {
+    let reg = fixture().await;
+    // Over two 2 MiB windows plus an odd tail, with bytes that differ at every offset.
+    let data: Vec<u8> = (0..(5 << 20) + 3)
+        .map(|i: u32| (i * 7 + i / 251) as u8)
+        .collect();
+    let d = reg.push_blob("a", &data).await;
+    let uri = format!("/v2/a/blobs/{d}");
+    let whole = reg.get(&uri).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert!(whole.body == data, "whole blob differs");
+    for (start, end) in [
+        (0, 0),
+        (1_000_001, 4_194_305),
+        (2_097_151, 2_097_152),
+        (5_000_000, (5 << 20) + 2),
+    ] {
+        let range = format!("bytes={start}-{end}");
+        let r = reg
+            .call(Method::GET, &uri, &[("range", &range)], vec![])
+            .await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert!(r.body == data[start..=end], "{range}: bytes differ");
+        assert_eq!(
+            r.header("content-range"),
+            format!("bytes {start}-{end}/{}", data.len())
+        );
+    }
+}

@@ -16,7 +16,7 @@ use common::backed;
 use shoal_registry::error::ApiResult;
 use shoal_registry::manifest::OCI_MANIFEST;
 use shoal_registry::{
-    Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey,
+    Backing, BlobStat, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey,
 };
 
 #[derive(Default)]
@@ -24,6 +24,9 @@ struct Memory {
     blobs: Mutex<HashMap<String, Bytes>>,
     tags: Mutex<HashMap<TagKey, Digest>>,
     fetches: AtomicUsize,
+    stats: AtomicUsize,
+    /// `stat_blob` answers `Unknown`, as a backing that cannot stat.
+    cannot_stat: AtomicBool,
     refuse_writes: AtomicBool,
     corrupt_reads: AtomicBool,
 }
@@ -84,6 +87,17 @@ impl Backing for Memory {
         let (a, b) = data.split_at(data.len() / 2);
         let chunks = vec![Ok(Bytes::copy_from_slice(a)), Ok(Bytes::copy_from_slice(b))];
         Ok(Some(Box::pin(futures_util::stream::iter(chunks))))
+    }
+
+    async fn stat_blob(&self, _repo: &RepoName, d: &Digest) -> ApiResult<BlobStat> {
+        self.stats.fetch_add(1, Ordering::SeqCst);
+        if self.cannot_stat.load(Ordering::SeqCst) {
+            return Ok(BlobStat::Unknown);
+        }
+        Ok(match self.blobs.lock().unwrap().get(&d.to_string()) {
+            Some(data) => BlobStat::Present(data.len() as u64),
+            None => BlobStat::Absent,
+        })
     }
 
     async fn put_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> ApiResult<()> {
@@ -320,4 +334,51 @@ async fn concurrent_misses_fetch_once() {
         assert_eq!(r.body.len(), data.len());
     }
     assert_eq!(memory.fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_head_of_a_cold_blob_asks_the_backing_and_fetches_nothing() {
+    let memory = Arc::new(Memory::default());
+    let first = backed(memory.clone()).await;
+    let data = vec![5u8; 300_000];
+    let d = first.push_blob("a", &data).await;
+    let cold = backed(memory.clone()).await;
+    let head = |d: Digest| {
+        let cold = &cold;
+        async move {
+            cold.call(Method::HEAD, &format!("/v2/a/blobs/{d}"), &[], vec![])
+                .await
+        }
+    };
+
+    let r = head(d.clone()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-length"), data.len().to_string());
+    assert_eq!(r.header("docker-content-digest"), d.to_string());
+    assert!(r.body.is_empty());
+    let missing = Digest::sha256_of(b"nobody has this");
+    assert_eq!(head(missing).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(memory.stats.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        memory.fetches.load(Ordering::SeqCst),
+        0,
+        "a HEAD fetched the blob"
+    );
+
+    // The GET fetches it, once; HEADs are then answered locally.
+    let r = cold.get(&format!("/v2/a/blobs/{d}")).await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::OK, data.len()));
+    assert_eq!(head(d.clone()).await.status, StatusCode::OK);
+    assert_eq!(memory.fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(memory.stats.load(Ordering::SeqCst), 2);
+
+    // A backing that cannot stat has the blob fetched, as before.
+    let other = backed(memory.clone()).await;
+    memory.cannot_stat.store(true, Ordering::SeqCst);
+    let r = other
+        .call(Method::HEAD, &format!("/v2/a/blobs/{d}"), &[], vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-length"), data.len().to_string());
+    assert_eq!(memory.fetches.load(Ordering::SeqCst), 2);
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use shoal_registry::error::ApiResult;
 use shoal_registry::{
-    Algorithm, Backing, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey,
+    Algorithm, Backing, BlobStat, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag,
+    TagKey,
 };
 
 use crate::router::{Content, NamespaceRouter, Route};
@@ -160,6 +161,17 @@ impl Backing for StorageBacking {
 
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
         Ok(self.download_blob(repo, d).await?.map(|(_, body)| body))
+    }
+
+    async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<BlobStat> {
+        let Some(route) = self.route(repo, Content::Blobs) else {
+            return Ok(BlobStat::Absent);
+        };
+        match route.backend.stat(repo.as_str(), &blob_name(d)).await {
+            Ok(info) => Ok(BlobStat::Present(info.size)),
+            Err(BackendError::NotFound { .. }) => Ok(BlobStat::Absent),
+            Err(e) => Err(api_error(repo, e)),
+        }
     }
 
     async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {

@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{Call, Registry, set};
+use crate::backing::BlobStat;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
@@ -17,6 +18,21 @@ pub(super) async fn get(
     call: &Call,
 ) -> ApiResult<Response> {
     let blob = match reg.store.open_blob(repo, d).await {
+        // A HEAD of a blob the store lacks asks the backing's `stat`, not the whole blob.
+        Err(e) if e.code == ErrorCode::BlobUnknown && call.method == Method::HEAD => {
+            match reg.stat_from_backing(repo, d).await? {
+                BlobStat::Present(size) => {
+                    let mut resp = StatusCode::OK.into_response();
+                    blob_headers(&mut resp, d, size);
+                    return Ok(resp);
+                }
+                BlobStat::Absent => return Err(e),
+                BlobStat::Unknown if reg.fill_blob(repo, d).await? => {
+                    reg.store.open_blob(repo, d).await?
+                }
+                BlobStat::Unknown => return Err(e),
+            }
+        }
         Err(e) if e.code == ErrorCode::BlobUnknown && reg.fill_blob(repo, d).await? => {
             reg.store.open_blob(repo, d).await?
         }
@@ -49,11 +65,7 @@ pub(super) async fn get(
         blob.into_body(start, count)?
     };
     let mut resp = (status, body).into_response();
-    set(&mut resp, "content-length", count.to_string());
-    set(&mut resp, "content-type", "application/octet-stream");
-    set(&mut resp, "docker-content-digest", d.to_string());
-    set(&mut resp, "accept-ranges", "bytes");
-    set(&mut resp, "etag", format!("\"{d}\""));
+    blob_headers(&mut resp, d, count);
     if status == StatusCode::PARTIAL_CONTENT {
         set(
             &mut resp,
@@ -62,6 +74,15 @@ pub(super) async fn get(
         );
     }
     Ok(resp)
+}
+
+/// The headers of a blob answer of `len` bytes.
+fn blob_headers(resp: &mut Response, d: &Digest, len: u64) {
+    set(resp, "content-length", len.to_string());
+    set(resp, "content-type", "application/octet-stream");
+    set(resp, "docker-content-digest", d.to_string());
+    set(resp, "accept-ranges", "bytes");
+    set(resp, "etag", format!("\"{d}\""));
 }
 
 pub(super) async fn delete(reg: &Registry, repo: &RepoName, d: &Digest) -> ApiResult<Response> {

@@ -13,8 +13,8 @@ use crate::digest::{Digest, Digester};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
 
-/// Size of each chunk handed to the HTTP layer when streaming a blob out.
-const SEND_CHUNK: usize = 4 * 1024 * 1024;
+/// Size of each window of a blob mapped and handed to the HTTP layer when streaming it out.
+const SEND_CHUNK: u64 = 2 * 1024 * 1024;
 /// Buffer size for writing uploads to disk.
 const WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -37,37 +37,56 @@ impl BlobReader {
 
     /// A response body streaming `len` bytes from `offset`.
     ///
-    /// The blob is memory-mapped read-only and handed to the HTTP layer in 4 MiB slices of the
-    /// mapping: no read copy and no per-chunk allocation, so a cached blob leaves at close to
-    /// `sendfile` speed (measured in bench/RESULTS.md), and memory use is page cache, not heap.
+    /// The blob is handed to the HTTP layer one 2 MiB window at a time, each window a
+    /// read-only memory map made when the body is polled for it and unmapped once the
+    /// connection has sent it: no read copy and no per-chunk allocation, so a cached blob
+    /// leaves at close to `sendfile` speed (measured in bench/RESULTS.md), and the process
+    /// holds only the windows in flight, whatever the blob's size or the number of readers.
     pub fn into_body(self, offset: u64, len: u64) -> io::Result<Body> {
         if len == 0 {
             return Ok(Body::empty());
         }
-        let map = map_readonly(&self.file)?;
-        let all = Bytes::from_owner(map);
-        let start = usize::try_from(offset).map_err(io::Error::other)?;
-        let end = usize::try_from(offset + len).map_err(io::Error::other)?;
-        if end > all.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob shorter than recorded",
-            ));
-        }
-        let chunks = (start..end)
-            .step_by(SEND_CHUNK)
-            .map(move |a| Ok::<_, io::Error>(all.slice(a..(a + SEND_CHUNK).min(end))));
-        Ok(Body::from_stream(futures_util::stream::iter(chunks)))
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= self.len)
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than recorded")
+            })?;
+        let file = std::sync::Arc::new(self.file);
+        let windows = futures_util::stream::unfold(offset, move |at| {
+            let file = file.clone();
+            async move {
+                if at >= end {
+                    return None;
+                }
+                let n = SEND_CHUNK.min(end - at);
+                match map_window(&file, at, n) {
+                    Ok(map) => Some((Ok(Bytes::from_owner(map)), at + n)),
+                    // One error ends the body (the connection is cut mid-blob, so the client
+                    // sees a short read, never wrong bytes).
+                    Err(e) => Some((Err(e), end)),
+                }
+            }
+        });
+        Ok(Body::from_stream(windows))
     }
 }
 
-/// Maps a blob file read-only and asks the kernel to read ahead.
+/// Maps `len` bytes of a blob file from `offset`, read-only, and asks the kernel to read
+/// them ahead.
 #[allow(unsafe_code)]
-fn map_readonly(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
+fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
     // SAFETY: the mapping is read-only and blob files are immutable once committed: they are
     // written in tmp/, synced, and renamed into blobs/; nothing in shoal opens them for writing
-    // afterwards, and deleting one (unlink) keeps the mapped pages valid.
-    let map = unsafe { memmap2::MmapOptions::new().map(file)? };
+    // afterwards, and deleting one (unlink) keeps the mapped pages valid. The window lies
+    // within the length the file had when it was opened (checked by the caller).
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)?
+    };
     let _ = map.advise(memmap2::Advice::Sequential);
     let _ = map.advise(memmap2::Advice::WillNeed);
     Ok(map)
