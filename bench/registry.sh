@@ -2,8 +2,11 @@
 # Benchmarks shoal dev (release build) against its baselines, in one run, and prints ratios:
 #  (a) GET of a cached 1 GiB blob: shoal vs Debian's nginx serving the same file from disk
 #      (same client, curl to /dev/null; median of N runs each; goal >= 0.9x nginx);
-#  (b) manifest GET requests/s with wrk: shoal vs Debian's docker-registry (distribution 2.8)
-#      holding the same manifest (goal >= 2x).
+#  (b) manifest GET by tag, requests/s with wrk: shoal vs Debian's docker-registry
+#      (distribution 2.8) holding the same manifest (goal >= 2x), and vs nginx serving that
+#      manifest as a static file (goal >= 0.5x, shoal's p99 < 5 ms);
+#  (c) four clients reading the 1 GiB blob from shoal at once: shoal's peak resident size
+#      (VmHWM, reset before the reads; goal <= 64 MB).
 # Everything listens on 127.0.0.1 with free ports and is stopped on exit.
 # Usage: bench/registry.sh [BLOB_MIB (default 1024)] [RUNS (default 5)] [WRK_SECONDS (default 10)]
 set -euo pipefail
@@ -88,6 +91,16 @@ S_BLOB=$(awk '{print $1}' "$WORK/pairs" | median)
 N_BLOB=$(awk '{print $2}' "$WORK/pairs" | median)
 BLOB_RATIO=$(awk '{print $1/$2}' "$WORK/pairs" | median)
 
+# --- (c) peak resident size under four readers of the blob -----------------------------------
+SHOAL_PID=${PIDS[0]}
+rss_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
+RSS_BEFORE=$(rss_kb "$SHOAL_PID" VmRSS)
+echo 5 >"/proc/$SHOAL_PID/clear_refs" # resets VmHWM to the current resident size
+READERS=()
+for _ in 1 2 3 4; do curl -fsS -o /dev/null "$S_URL" & READERS+=($!); done
+for p in "${READERS[@]}"; do wait "$p"; done
+HWM=$(rss_kb "$SHOAL_PID" VmHWM)
+
 # --- (b) manifest GET rps --------------------------------------------------------------------
 push_image() { # BASE_URL: pushes a config + layer + manifest as bench/app:v1 through the upload API
   local base=$1 cfg='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' d_cfg d_layer loc
@@ -125,14 +138,30 @@ rps() { # URL -> requests/s; refuses a run with any non-2xx answer
 }
 S_RPS=$(rps "http://127.0.0.1:$SHOAL_PORT")
 R_RPS=$(rps "http://127.0.0.1:$REG_PORT")
+cp "$WORK/manifest.json" "$WORK/nginx/www/manifest.json"
+nginx_rps() {
+  local out; out=$(wrk -t2 -c32 -d"${WRK_SECS}s" --latency "http://127.0.0.1:$NGINX_PORT/manifest.json")
+  if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers from nginx:" >&2; echo "$out" >&2; exit 1; fi
+  awk '/Requests\/sec/ {print $2}' <<<"$out"
+}
+p99_ms() { # URL -> shoal's 99th percentile latency in ms
+  local out; out=$(wrk -t2 -c32 -d"${WRK_SECS}s" --latency -H "$ACCEPT" "$1/v2/bench/app/manifests/v1")
+  awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}' <<<"$out"
+}
+N_RPS=$(nginx_rps)
+S_P99=$(p99_ms "http://127.0.0.1:$SHOAL_PORT")
 
 # --- report ----------------------------------------------------------------------------------
-python3 - "$BLOB_MIB" "$S_BLOB" "$N_BLOB" "$S_RPS" "$R_RPS" "$BLOB_RATIO" "$RUNS" <<'PY'
+python3 - "$BLOB_MIB" "$S_BLOB" "$N_BLOB" "$S_RPS" "$R_RPS" "$BLOB_RATIO" "$RUNS" "$N_RPS" "$S_P99" "$RSS_BEFORE" "$HWM" <<'PY'
 import sys
 mib = sys.argv[1]
-s_blob, n_blob, s_rps, r_rps, blob_ratio, runs = map(float, sys.argv[2:])
+s_blob, n_blob, s_rps, r_rps, blob_ratio, runs, n_rps, s_p99, rss_before, hwm = map(float, sys.argv[2:])
 print(f"(a) GET of a cached {mib} MiB blob, {runs:.0f} alternating runs, median MB/s: shoal {s_blob/1e6:.0f}, "
       f"nginx {n_blob/1e6:.0f}, median per-pair ratio {blob_ratio:.2f}x (goal >= 0.9x)")
 print(f"(b) manifest GET req/s (wrk -t2 -c32): shoal {s_rps:.0f}, docker-registry {r_rps:.0f}, "
       f"ratio {s_rps/r_rps:.2f}x (goal >= 2x)")
+print(f"    vs nginx serving the manifest as a static file: nginx {n_rps:.0f}, ratio {s_rps/n_rps:.2f}x "
+      f"(goal >= 0.5x); shoal p99 {s_p99:.2f} ms (goal < 5 ms)")
+print(f"(c) four clients reading the {mib} MiB blob at once: shoal peak resident size {hwm/1024:.0f} MB "
+      f"(resident before: {rss_before/1024:.0f} MB; goal <= 64 MB)")
 PY

@@ -711,3 +711,63 @@ async fn ranged_gets_across_several_send_windows_return_exactly_those_bytes() {
         );
     }
 }
+
+#[tokio::test]
+async fn tags_read_from_memory_follow_every_change_at_once() {
+    let reg = fixture().await;
+    let one = reg.image("a", OCI_MANIFEST, b"layer one").await;
+    let two = reg.image("a", OCI_MANIFEST, b"layer two").await;
+    let (d1, d2) = (
+        Digest::sha256_of(one.as_bytes()),
+        Digest::sha256_of(two.as_bytes()),
+    );
+    let digest_of_tag = |r: &common::Resp| r.header("docker-content-digest").to_owned();
+    reg.push_manifest("a", "v1", OCI_MANIFEST, &one).await;
+    // Read twice: the second read is answered from memory.
+    for _ in 0..2 {
+        let r = reg.get("/v2/a/manifests/v1").await;
+        assert_eq!(
+            (r.status, digest_of_tag(&r)),
+            (StatusCode::OK, d1.to_string())
+        );
+    }
+    // The tag moves: the next read sees the new digest.
+    reg.push_manifest("a", "v1", OCI_MANIFEST, &two).await;
+    let r = reg.get("/v2/a/manifests/v1").await;
+    assert_eq!(
+        (r.status, digest_of_tag(&r)),
+        (StatusCode::OK, d2.to_string())
+    );
+    // Deleted by tag, then the manifest by digest: both gone at once.
+    let r = reg
+        .call(Method::DELETE, "/v2/a/manifests/v1", &[], vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        reg.get("/v2/a/manifests/v1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    reg.push_manifest("a", "v2", OCI_MANIFEST, &one).await;
+    assert_eq!(reg.get("/v2/a/manifests/v2").await.status, StatusCode::OK);
+    assert_eq!(
+        reg.get(&format!("/v2/a/manifests/{d1}")).await.status,
+        StatusCode::OK
+    );
+    let r = reg
+        .call(
+            Method::DELETE,
+            &format!("/v2/a/manifests/{d1}"),
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        reg.get("/v2/a/manifests/v2").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        reg.get(&format!("/v2/a/manifests/{d1}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -120,6 +120,9 @@ impl LocalStore {
 
     /// Whether `repo` holds manifest `d`.
     pub async fn has_manifest(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        if self.index.revision(repo, d).is_some() {
+            return Ok(true);
+        }
         tokio::fs::try_exists(self.revision_link(repo, d)).await
     }
 
@@ -131,11 +134,14 @@ impl LocalStore {
 
     /// [`LocalStore::set_tag`] under a commit permit the caller holds.
     async fn write_tag(&self, repo: &RepoName, tag: &Tag, d: &Digest) -> io::Result<()> {
-        self.write_atomic(
-            &self.tag_path(repo, tag.as_str()),
-            d.to_string().into_bytes(),
-        )
-        .await
+        let written = self
+            .write_atomic(
+                &self.tag_path(repo, tag.as_str()),
+                d.to_string().into_bytes(),
+            )
+            .await;
+        self.index.forget_tag(repo, tag.as_str());
+        written
     }
 
     /// What `tag` of `repo` points at locally, `None` when the store has no such tag.
@@ -149,7 +155,9 @@ impl LocalStore {
 
     /// Removes `tag` of `repo` locally and only there; `false` when it was not there.
     pub async fn untag(&self, repo: &RepoName, tag: &Tag) -> io::Result<bool> {
-        remove_optional(&self.tag_path(repo, tag.as_str())).await
+        let removed = remove_optional(&self.tag_path(repo, tag.as_str())).await;
+        self.index.forget_tag(repo, tag.as_str());
+        removed
     }
 
     /// The writes of a manifest whose checks passed: content, revision link, referrer
@@ -166,11 +174,16 @@ impl LocalStore {
         if !tokio::fs::try_exists(&blob).await? {
             self.write_atomic(&blob, bytes.to_vec()).await?;
         }
-        self.write_atomic(
-            &self.revision_link(repo, digest),
-            manifest.media_type.clone().into_bytes(),
-        )
-        .await?;
+        let written = self
+            .write_atomic(
+                &self.revision_link(repo, digest),
+                manifest.media_type.clone().into_bytes(),
+            )
+            .await;
+        // A manifest without a mediaType field takes its type from the push's Content-Type,
+        // so the same digest pushed again may change it.
+        self.index.forget_revision(repo, digest);
+        written?;
         if let Some(subject) = &manifest.subject {
             let descriptor = Descriptor {
                 media_type: manifest.media_type.clone(),
@@ -201,13 +214,19 @@ impl LocalStore {
         match reference {
             Reference::Digest(d) => Ok(d.clone()),
             Reference::Tag(t) => {
+                if let Some(d) = self.index.tag(repo, t.as_str()) {
+                    return Ok(d);
+                }
+                let epoch = self.index.epoch();
                 let raw = read_optional(&self.tag_path(repo, t.as_str()))
                     .await?
                     .ok_or_else(|| manifest_unknown(repo, reference))?;
-                String::from_utf8_lossy(&raw)
+                let d: Digest = String::from_utf8_lossy(&raw)
                     .trim()
                     .parse()
-                    .map_err(|e| RegistryError::internal("tag file is corrupt", e))
+                    .map_err(|e| RegistryError::internal("tag file is corrupt", e))?;
+                self.index.fill_tag(epoch, repo, t.as_str(), &d);
+                Ok(d)
             }
         }
     }
@@ -219,11 +238,19 @@ impl LocalStore {
         reference: &Reference,
     ) -> ApiResult<StoredManifest> {
         let digest = self.resolve(repo, reference).await?;
-        let media = read_optional(&self.revision_link(repo, &digest))
-            .await?
-            .ok_or_else(|| manifest_unknown(repo, reference))?;
-        let media_type = String::from_utf8(media)
-            .map_err(|e| RegistryError::internal("revision link is corrupt", e))?;
+        let media_type = match self.index.revision(repo, &digest) {
+            Some(media) => String::from(&*media),
+            None => {
+                let epoch = self.index.epoch();
+                let media = read_optional(&self.revision_link(repo, &digest))
+                    .await?
+                    .ok_or_else(|| manifest_unknown(repo, reference))?;
+                let media_type = String::from_utf8(media)
+                    .map_err(|e| RegistryError::internal("revision link is corrupt", e))?;
+                self.index.fill_revision(epoch, repo, &digest, &media_type);
+                media_type
+            }
+        };
         let cached = self
             .manifest_cache
             .lock()
@@ -269,14 +296,18 @@ impl LocalStore {
         let mut removed = Vec::new();
         match reference {
             Reference::Tag(t) => {
-                if !remove_optional(&self.tag_path(repo, t.as_str())).await? {
+                let gone = remove_optional(&self.tag_path(repo, t.as_str())).await;
+                self.index.forget_tag(repo, t.as_str());
+                if !gone? {
                     return Err(manifest_unknown(repo, reference));
                 }
                 removed.push(t.clone());
             }
             Reference::Digest(d) => {
                 let stored = self.get_manifest(repo, reference).await?;
-                if !remove_optional(&self.revision_link(repo, d)).await? {
+                let gone = remove_optional(&self.revision_link(repo, d)).await;
+                self.index.forget_revision(repo, d);
+                if !gone? {
                     return Err(manifest_unknown(repo, reference));
                 }
                 for tag in self.all_tags(repo).await.unwrap_or_default() {
@@ -285,7 +316,9 @@ impl LocalStore {
                         .await?
                         .is_some_and(|v| v.trim_ascii() == d.to_string().as_bytes())
                     {
-                        remove_optional(&path).await?;
+                        let gone = remove_optional(&path).await;
+                        self.index.forget_tag(repo, &tag);
+                        gone?;
                         if let Ok(tag) = tag.parse() {
                             removed.push(tag);
                         }

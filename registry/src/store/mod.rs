@@ -18,6 +18,7 @@
 mod blobs;
 mod fence;
 pub mod gc;
+mod index;
 mod manifests;
 mod uploads;
 
@@ -43,6 +44,8 @@ pub struct LocalStore {
     root: PathBuf,
     uploads: Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<uploads::Upload>>>>,
     manifest_cache: Mutex<ManifestCache>,
+    /// Tags and manifest revisions in memory, the files as the truth (`index.rs`).
+    index: index::MetaIndex,
     /// Orders writes against the garbage collector's sweep (see `fence.rs`).
     fence: fence::Fence,
     /// One collection at a time.
@@ -72,6 +75,7 @@ impl LocalStore {
             root,
             uploads: Mutex::new(HashMap::new()),
             manifest_cache: Mutex::new(ManifestCache::default()),
+            index: index::MetaIndex::default(),
             fence: fence::Fence::default(),
             collecting: tokio::sync::Mutex::new(()),
         })

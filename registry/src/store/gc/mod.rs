@@ -189,6 +189,8 @@ impl Marked<'_> {
         } = self;
         let backing = backing.filter(|_| report.backing_skipped.is_none());
         sweep::sweep(store, plan, backing, &mut report).await;
+        // The sweep removed revision links behind the in-memory index.
+        store.index.clear();
         report.elapsed = started.elapsed();
         report
     }
