@@ -61,6 +61,17 @@ pub trait Backing: Send + Sync {
         Ok(BlobStat::Unknown)
     }
 
+    /// Blob `d` of `repo` with its length when the backing knows it up front, which lets a
+    /// miss stream to clients while it is fetched (`follow.rs`); `None` when the backing does
+    /// not hold it. The default knows no length.
+    async fn get_blob_sized(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<(Option<u64>, BodyStream)>> {
+        Ok(self.get_blob(repo, d).await?.map(|body| (None, body)))
+    }
+
     /// Manifest `d` of `repo`, or `None` when the backing does not hold it. The default asks
     /// for it as a blob, which is what a manifest is to a storage backend.
     async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
@@ -110,7 +121,7 @@ pub(crate) struct Fills {
 }
 
 impl Fills {
-    async fn lock(&self, d: &Digest) -> FillGuard<'_> {
+    pub(crate) async fn lock(&self, d: &Digest) -> FillGuard<'_> {
         let slot = self
             .inflight
             .lock()
@@ -129,7 +140,7 @@ impl Fills {
 }
 
 /// Held while one fetch of a digest runs; forgets the slot when the last waiter is done.
-struct FillGuard<'a> {
+pub(crate) struct FillGuard<'a> {
     fills: &'a Fills,
     digest: Digest,
     slot: Arc<tokio::sync::Mutex<()>>,
@@ -330,7 +341,11 @@ pub(crate) async fn read_capped(mut body: BodyStream, cap: usize) -> Result<Byte
 }
 
 /// Content from the backing that failed verification: the backend is at fault, not the client.
-fn fetched_corrupt(repo: &RepoName, d: &Digest, cause: impl std::fmt::Display) -> RegistryError {
+pub(crate) fn fetched_corrupt(
+    repo: &RepoName,
+    d: &Digest,
+    cause: impl std::fmt::Display,
+) -> RegistryError {
     tracing::error!(%repo, digest = %d, %cause, "content from the storage backend was rejected");
     RegistryError::new(
         ErrorCode::Unavailable,

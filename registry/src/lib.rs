@@ -9,6 +9,7 @@ pub mod api;
 pub mod backing;
 pub mod digest;
 pub mod error;
+mod follow;
 pub mod manifest;
 pub mod mirror;
 pub mod name;

@@ -163,6 +163,14 @@ impl Backing for StorageBacking {
         Ok(self.download_blob(repo, d).await?.map(|(_, body)| body))
     }
 
+    async fn get_blob_sized(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<(Option<u64>, BodyStream)>> {
+        self.download_blob(repo, d).await
+    }
+
     async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<BlobStat> {
         let Some(route) = self.route(repo, Content::Blobs) else {
             return Ok(BlobStat::Absent);

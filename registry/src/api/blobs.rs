@@ -8,11 +8,12 @@ use super::{Call, Registry, set};
 use crate::backing::BlobStat;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::follow::Fetched;
 use crate::name::RepoName;
 use crate::range::{ByteRange, parse_range};
 
 pub(super) async fn get(
-    reg: &Registry,
+    reg: &std::sync::Arc<Registry>,
     repo: &RepoName,
     d: &Digest,
     call: &Call,
@@ -31,6 +32,18 @@ pub(super) async fn get(
                     reg.store.open_blob(repo, d).await?
                 }
                 BlobStat::Unknown => return Err(e),
+            }
+        }
+        // A whole GET follows the fetch as it lands; a ranged one waits for the whole blob.
+        Err(e) if e.code == ErrorCode::BlobUnknown && call.header(header::RANGE).is_none() => {
+            match reg.fetch_followed(repo, d).await? {
+                Fetched::Local => reg.store.open_blob(repo, d).await?,
+                Fetched::Missing => return Err(e),
+                Fetched::Follow { length, body } => {
+                    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+                    blob_headers(&mut resp, d, length);
+                    return Ok(resp);
+                }
             }
         }
         Err(e) if e.code == ErrorCode::BlobUnknown && reg.fill_blob(repo, d).await? => {

@@ -30,6 +30,8 @@ pub struct Registry {
     /// Where pushes are written through to and misses are fetched from.
     pub(crate) backing: Option<Arc<dyn Backing>>,
     pub(crate) fills: Fills,
+    /// Pull-through misses streamed to clients while they are fetched.
+    pub(crate) following: crate::follow::Following,
     /// Set when the backing, not the local store, says what a tag names.
     pub(crate) tag_authority: Option<TagAuthority>,
     /// When set, every write (upload, manifest put, delete) is refused with this explanation.
@@ -43,6 +45,7 @@ impl Registry {
             store,
             backing: None,
             fills: Fills::default(),
+            following: Default::default(),
             tag_authority: None,
             read_only: None,
         }
@@ -197,7 +200,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The request body travels beside [`Call`]: it is `Send` but not `Sync`, and handlers borrow the call.
-async fn handle(reg: &Registry, route: Route, call: Call, body: Body) -> ApiResult<Response> {
+async fn handle(reg: &Arc<Registry>, route: Route, call: Call, body: Body) -> ApiResult<Response> {
     use Method as M;
     if let Some(why) = &reg.read_only
         && !matches!(call.method, M::GET | M::HEAD)

@@ -242,6 +242,50 @@ impl LocalStore {
         }
     }
 
+    /// Writes `body` (`length` bytes, verified against `expected`) into the scratch file at
+    /// `tmp`, which the caller created, and commits it into `repo`, as
+    /// [`LocalStore::put_blob`] does; meanwhile `written` says how many bytes have reached the
+    /// file, so readers can follow it. A body of another length is refused. The scratch file
+    /// is removed unless committed.
+    pub async fn put_blob_followed<S, E>(
+        &self,
+        repo: &RepoName,
+        expected: &Digest,
+        length: u64,
+        body: S,
+        tmp: &Path,
+        written: &tokio::sync::watch::Sender<u64>,
+    ) -> ApiResult<u64>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let scratch = Scratch(tmp.to_owned());
+        let mut file = tokio::fs::OpenOptions::new().write(true).open(tmp).await?;
+        let mut digester = Digester::new(expected.algorithm());
+        let res = ingest_observed(&mut file, body, &mut digester, length, written).await;
+        let res = match res {
+            Ok(n) if n != length => Err(RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("the backing sent {n} bytes of {expected}, having announced {length}"),
+            )),
+            Ok(n) if digester.current() == *expected => Ok(n),
+            Ok(_) => Err(digest_mismatch(expected, &digester.current())),
+            Err(e) => Err(e),
+        };
+        let n = res?;
+        self.commit_file(file, tmp, repo, expected).await?;
+        drop(scratch);
+        Ok(n)
+    }
+
+    /// A new, empty scratch file for [`LocalStore::put_blob_followed`], and its path.
+    pub async fn scratch_file(&self) -> io::Result<std::path::PathBuf> {
+        let tmp = self.tmp_path();
+        tokio::fs::File::create(&tmp).await?;
+        Ok(tmp)
+    }
+
     /// Adopts `file`, a complete blob already verified against `d` by its owner (the agent's
     /// piece store checked the whole digest), by hard-linking it to `d`'s content address and
     /// linking it into `repo`: no copy and no second hash. `Ok(false)` when the file cannot be
@@ -350,6 +394,49 @@ where
     }
     out.flush().await?;
     Ok(n)
+}
+
+/// As [`ingest`], writing at most [`WRITE_BUFFER`] bytes at a time and telling `written` each
+/// time they reached the file; stops past `limit` bytes.
+async fn ingest_observed<S, E>(
+    file: &mut tokio::fs::File,
+    mut body: S,
+    digester: &mut Digester,
+    limit: u64,
+    written: &tokio::sync::watch::Sender<u64>,
+) -> ApiResult<u64>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut buf = Vec::with_capacity(WRITE_BUFFER);
+    let mut n = 0u64;
+    loop {
+        let chunk = body.next().await;
+        if let Some(chunk) = &chunk {
+            let chunk = chunk.as_ref().map_err(|e| {
+                RegistryError::new(
+                    ErrorCode::BlobUnknown,
+                    format!("fetching the blob broke off: {e}"),
+                )
+            })?;
+            n += chunk.len() as u64;
+            if n > limit {
+                return Ok(n);
+            }
+            digester.update(chunk);
+            buf.extend_from_slice(chunk);
+        }
+        if !buf.is_empty() && (chunk.is_none() || buf.len() >= WRITE_BUFFER) {
+            file.write_all(&buf).await?;
+            file.flush().await?;
+            buf.clear();
+            written.send_replace(n);
+        }
+        if chunk.is_none() {
+            return Ok(n);
+        }
+    }
 }
 
 /// The `BLOB_UNKNOWN` error for a repository.

@@ -1,0 +1,269 @@
+//! A pull-through miss streamed to its clients while it is fetched.
+//!
+//! The first GET of a blob the local store lacks starts one fetch from the backing, in a task
+//! of its own (a client that goes away does not stop it); the fetch writes into a scratch file,
+//! hashing as it goes, and commits it when the digest matches. Every client that asks for the
+//! blob meanwhile, the first included, follows the scratch file as it grows and is sent what
+//! has reached it, all but the last byte: that one goes out only once the whole blob verified,
+//! so no client ever completes a blob that failed its digest (the connection is cut instead).
+//! A backing that does not say the blob's length first is fetched whole, as before.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use crate::api::Registry;
+use crate::digest::Digest;
+use crate::error::{ApiResult, ErrorCode, RegistryError};
+use crate::name::RepoName;
+
+/// Bytes read from the scratch file per chunk sent.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Where one fetch stands.
+#[derive(Clone, Debug)]
+enum FillState {
+    /// Deciding: the store may hold it after all, or the backing may not.
+    Starting,
+    /// Landing in `tmp`; `written` bytes of `length` are there.
+    Streaming {
+        length: u64,
+        tmp: PathBuf,
+        written: watch::Receiver<u64>,
+    },
+    /// Committed to the local store (or it was there already).
+    Local,
+    /// The backing does not hold it, or the store knows it already (deleted on purpose).
+    Missing,
+    /// The fetch failed.
+    Failed(ErrorCode, String),
+}
+
+/// The fetches running, by repository and digest.
+#[derive(Default)]
+pub(crate) struct Following {
+    fetches: Mutex<HashMap<(RepoName, Digest), watch::Receiver<FillState>>>,
+}
+
+/// What a GET of a blob the local store lacks gets.
+pub(crate) enum Fetched {
+    /// It is in the local store now.
+    Local,
+    /// Nothing to fetch.
+    Missing,
+    /// The blob, `length` bytes, as it arrives.
+    Follow {
+        length: u64,
+        body: std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>,
+    },
+}
+
+impl Registry {
+    /// Joins the fetch of blob `d` of `repo` from the backing, starting it when none runs.
+    pub(crate) async fn fetch_followed(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Fetched> {
+        if self.backing.is_none() {
+            return Ok(Fetched::Missing);
+        }
+        let mut state = {
+            let key = (repo.clone(), d.clone());
+            let mut fetches = self.following.fetches.lock().expect("fetch map lock");
+            match fetches.get(&key) {
+                Some(state) => state.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(FillState::Starting);
+                    fetches.insert(key.clone(), rx.clone());
+                    let reg = self.clone();
+                    tokio::spawn(async move {
+                        reg.run_fetch(&key.0, &key.1, &tx).await;
+                        reg.following
+                            .fetches
+                            .lock()
+                            .expect("fetch map lock")
+                            .remove(&key);
+                    });
+                    rx
+                }
+            }
+        };
+        loop {
+            let now = state.borrow_and_update().clone();
+            match now {
+                FillState::Starting => {}
+                FillState::Local => return Ok(Fetched::Local),
+                FillState::Missing => return Ok(Fetched::Missing),
+                FillState::Failed(code, message) => return Err(RegistryError::new(code, message)),
+                FillState::Streaming {
+                    length,
+                    tmp,
+                    written,
+                } => match tokio::fs::File::open(&tmp).await {
+                    Ok(file) => {
+                        let body = follow(file, length, written, state);
+                        return Ok(Fetched::Follow {
+                            length,
+                            body: Box::pin(body),
+                        });
+                    }
+                    // Committed (renamed away) or failed meanwhile: the next state says which.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                },
+            }
+            if state.changed().await.is_err() {
+                let last = state.borrow().clone();
+                return match last {
+                    FillState::Local => Ok(Fetched::Local),
+                    FillState::Failed(code, message) => Err(RegistryError::new(code, message)),
+                    _ => Ok(Fetched::Missing),
+                };
+            }
+        }
+    }
+
+    /// The fetch itself, telling `state` where it stands; one per digest at a time (it shares
+    /// [`Registry::fill_blob`]'s lock).
+    async fn run_fetch(&self, repo: &RepoName, d: &Digest, state: &watch::Sender<FillState>) {
+        let outcome = self.fetch(repo, d, state).await;
+        state.send_replace(match outcome {
+            Ok(true) => FillState::Local,
+            Ok(false) => FillState::Missing,
+            Err(e) => FillState::Failed(e.code, e.message),
+        });
+    }
+
+    async fn fetch(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        state: &watch::Sender<FillState>,
+    ) -> ApiResult<bool> {
+        let Some(backing) = &self.backing else {
+            return Ok(false);
+        };
+        let _fill = self.fills.lock(d).await;
+        if self.store.repo_has_blob(repo, d).await? {
+            return Ok(true);
+        }
+        if self.store.blob_size(d).await?.is_some() {
+            return Ok(false);
+        }
+        if let Some(file) = backing.get_blob_file(repo, d).await?
+            && self.store.adopt_verified_file(repo, d, &file).await?
+        {
+            return Ok(true);
+        }
+        let Some((length, body)) = backing.get_blob_sized(repo, d).await? else {
+            return Ok(false);
+        };
+        let Some(length) = length else {
+            self.store
+                .put_blob(repo, d, body)
+                .await
+                .map_err(|e| crate::backing::fetched_corrupt(repo, d, e))?;
+            return Ok(true);
+        };
+        let tmp = self.store.scratch_file().await?;
+        let (written_tx, written) = watch::channel(0);
+        state.send_replace(FillState::Streaming {
+            length,
+            tmp: tmp.clone(),
+            written,
+        });
+        self.store
+            .put_blob_followed(repo, d, length, body, &tmp, &written_tx)
+            .await
+            .map_err(|e| crate::backing::fetched_corrupt(repo, d, e))?;
+        Ok(true)
+    }
+}
+
+/// What one client is sent of a fetch: the bytes in `file` as `written` grows, all but the
+/// last until `state` says the blob committed; an error when the fetch fails.
+fn follow(
+    file: tokio::fs::File,
+    length: u64,
+    written: watch::Receiver<u64>,
+    state: watch::Receiver<FillState>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    struct Reader {
+        file: tokio::fs::File,
+        pos: u64,
+        length: u64,
+        written: watch::Receiver<u64>,
+        state: watch::Receiver<FillState>,
+        failed: bool,
+    }
+    let reader = Reader {
+        file,
+        pos: 0,
+        length,
+        written,
+        state,
+        failed: false,
+    };
+    futures_util::stream::unfold(reader, |mut r| async move {
+        if r.failed || r.pos >= r.length {
+            return None;
+        }
+        loop {
+            let verdict = match &*r.state.borrow() {
+                FillState::Local => Ok(true),
+                FillState::Failed(_, message) => Err(message.clone()),
+                _ => Ok(false),
+            };
+            let committed = match verdict {
+                Ok(committed) => committed,
+                Err(message) => {
+                    let e = io::Error::other(format!("fetching the blob failed: {message}"));
+                    r.failed = true;
+                    return Some((Err(e), r));
+                }
+            };
+            let available = if committed {
+                r.length
+            } else {
+                (*r.written.borrow()).min(r.length - 1)
+            };
+            if r.pos < available {
+                let n = (available - r.pos).min(READ_CHUNK as u64) as usize;
+                let mut buf = BytesMut::zeroed(n);
+                return match r.file.read_exact(&mut buf).await {
+                    Ok(_) => {
+                        r.pos += n as u64;
+                        Some((Ok(buf.freeze()), r))
+                    }
+                    Err(e) => {
+                        r.failed = true;
+                        Some((Err(e), r))
+                    }
+                };
+            }
+            // Wait for more bytes or a verdict; once the writer is done, for the verdict.
+            let state_open = if r.written.has_changed().is_ok() {
+                tokio::select! {
+                    _ = r.written.changed() => true,
+                    s = r.state.changed() => s.is_ok(),
+                }
+            } else {
+                r.state.changed().await.is_ok()
+            };
+            if !state_open
+                && !matches!(&*r.state.borrow(), FillState::Local | FillState::Failed(..))
+            {
+                r.failed = true;
+                let e = io::Error::other("the fetch of the blob ended without a verdict");
+                return Some((Err(e), r));
+            }
+        }
+    })
+}

@@ -1,0 +1,212 @@
+//! A pull-through miss streamed while it is fetched: clients get the first bytes before the
+//! backing has sent the whole blob, every client of the same miss follows the one fetch, the
+//! last byte waits for the digest, and a fetch that fails verification completes no client.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use common::backed;
+use http_body_util::BodyExt;
+use shoal_registry::error::ApiResult;
+use shoal_registry::{Backing, BodyStream, Digest, RepoName, Tag};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// A backing holding one blob, which it sends in two halves: the second only once `release`
+/// is notified, or at once when `open`. It says the length up front.
+struct Gated {
+    data: Vec<u8>,
+    release: Arc<Notify>,
+    open: Arc<AtomicBool>,
+    fetches: AtomicUsize,
+    corrupt: AtomicBool,
+}
+
+impl Gated {
+    fn new(data: Vec<u8>) -> Arc<Gated> {
+        Arc::new(Gated {
+            data,
+            release: Arc::new(Notify::new()),
+            open: Arc::new(AtomicBool::new(false)),
+            fetches: AtomicUsize::new(0),
+            corrupt: AtomicBool::new(false),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backing for Gated {
+    async fn put_blob(&self, _: &RepoName, _: &Digest, _: &Path, _: u64) -> ApiResult<()> {
+        Ok(())
+    }
+
+    async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
+        Ok(self.get_blob_sized(repo, d).await?.map(|(_, body)| body))
+    }
+
+    async fn get_blob_sized(
+        &self,
+        _: &RepoName,
+        _: &Digest,
+    ) -> ApiResult<Option<(Option<u64>, BodyStream)>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let mut data = self.data.clone();
+        if self.corrupt.load(Ordering::SeqCst) {
+            let last = data.len() - 1;
+            data[last] ^= 0xff;
+        }
+        let (first, second) = data.split_at(data.len() / 2);
+        let (first, second) = (
+            Bytes::copy_from_slice(first),
+            Bytes::copy_from_slice(second),
+        );
+        let (release, open) = (self.release.clone(), self.open.clone());
+        let body = futures_util::stream::unfold(0, move |step| {
+            let (first, second) = (first.clone(), second.clone());
+            let (release, open) = (release.clone(), open.clone());
+            async move {
+                match step {
+                    0 => Some((Ok(first), 1)),
+                    1 => {
+                        if !open.load(Ordering::SeqCst) {
+                            release.notified().await;
+                        }
+                        Some((Ok(second), 2))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        Ok(Some((Some(self.data.len() as u64), Box::pin(body))))
+    }
+
+    async fn put_tag(&self, _: &RepoName, _: &Tag, _: &Digest) -> ApiResult<()> {
+        Ok(())
+    }
+
+    async fn get_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<Option<Digest>> {
+        Ok(None)
+    }
+
+    async fn delete_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<()> {
+        Ok(())
+    }
+}
+
+/// The first `want` bytes of a streaming body, read as they come.
+async fn read_at_least(body: &mut Body, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let frame = body
+            .frame()
+            .await
+            .expect("body ended early")
+            .expect("body failed");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    got
+}
+
+/// The rest of a body: its bytes, or `Err` when it broke off.
+async fn read_rest(mut body: Body, mut got: Vec<u8>) -> Result<Vec<u8>, String> {
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(got)
+}
+
+fn blob(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + i / 977) as u8).collect()
+}
+
+async fn start_get(app: &axum::Router, uri: &str) -> (StatusCode, String, Body) {
+    let resp = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let length = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (resp.status(), length, resp.into_body())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_cold_blob_get_bytes_before_the_fetch_ends_and_share_it() {
+    let data = blob(3 << 20);
+    let d = Digest::sha256_of(&data);
+    let backing = Gated::new(data.clone());
+    let reg = backed(backing.clone()).await;
+    let uri = format!("/v2/team/app/blobs/{d}");
+
+    // The first half arrives while the backing holds back the second.
+    let (status, length, mut first) = start_get(&reg.app, &uri).await;
+    assert_eq!((status, length), (StatusCode::OK, data.len().to_string()));
+    let head = read_at_least(&mut first, 1 << 20).await;
+    assert_eq!(head[..], data[..head.len()]);
+    // A second client joins the same fetch.
+    let (status, _, mut second) = start_get(&reg.app, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let head2 = read_at_least(&mut second, 1 << 20).await;
+    assert_eq!(head2[..], data[..head2.len()]);
+
+    backing.release.notify_one();
+    let (a, b) = tokio::join!(read_rest(first, head), read_rest(second, head2));
+    assert!(a.unwrap() == data, "first client's bytes differ");
+    assert!(b.unwrap() == data, "second client's bytes differ");
+    assert_eq!(
+        backing.fetches.load(Ordering::SeqCst),
+        1,
+        "one fetch for both"
+    );
+
+    // Committed: the next GET is served locally.
+    let again = reg.get(&uri).await;
+    assert_eq!((again.status, again.body == data), (StatusCode::OK, true));
+    assert_eq!(backing.fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_fails_its_digest_completes_no_client_and_is_not_kept() {
+    let data = blob(2 << 20);
+    let d = Digest::sha256_of(&data);
+    let backing = Gated::new(data.clone());
+    backing.corrupt.store(true, Ordering::SeqCst);
+    let reg = backed(backing.clone()).await;
+    let uri = format!("/v2/team/app/blobs/{d}");
+
+    let (status, _, mut body) = start_get(&reg.app, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let head = read_at_least(&mut body, 1 << 20).await;
+    backing.release.notify_one();
+    let rest = read_rest(body, head).await;
+    match rest {
+        Err(_) => {}
+        Ok(got) => assert!(
+            got.len() < data.len(),
+            "a corrupt blob reached the client whole"
+        ),
+    }
+    // Nothing was kept: once the backing is right again, the blob is fetched anew.
+    backing.corrupt.store(false, Ordering::SeqCst);
+    backing.open.store(true, Ordering::SeqCst);
+    let r = reg.get(&uri).await;
+    assert_eq!((r.status, r.body == data), (StatusCode::OK, true));
+    assert_eq!(backing.fetches.load(Ordering::SeqCst), 2);
+}
