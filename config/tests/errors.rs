@@ -417,9 +417,15 @@ fn a_bad_log_level_names_the_key_and_the_filter_form() {
     assert!(text.contains("`debgu` is not a level"), "{text}");
     assert!(text.contains("like info,shoal=debug"), "{text}");
     let text = error::<AgentConfig>("log:\n  level: info,shoal_p2p=loud\n").to_string();
-    assert!(text.contains("log.level") && text.contains("`loud`"), "{text}");
+    assert!(
+        text.contains("log.level") && text.contains("`loud`"),
+        "{text}"
+    );
     let text = error::<AgentConfig>("log:\n  format: xml\n").to_string();
-    assert!(text.contains("log.format") && text.contains("json"), "{text}");
+    assert!(
+        text.contains("log.format") && text.contains("json"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 
 /// Starts logging as `config` says, once per process, and raises the file-descriptor limit.
 pub(crate) fn init(config: &LogConfig) {
-    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let (filter, bad_env) = match from_env.as_deref().map(EnvFilter::try_new) {
         Some(Ok(filter)) => (filter, None),
         Some(Err(e)) => (EnvFilter::new(config.level.directives()), Some(e)),
@@ -86,7 +88,12 @@ mod tests {
     #[test]
     fn a_level_is_for_shoal_and_libraries_stay_at_warn() {
         let out = written("debug");
-        for line in ["p2p-debug", "registry-debug", "request-info", "cranelift-warn"] {
+        for line in [
+            "p2p-debug",
+            "registry-debug",
+            "request-info",
+            "cranelift-warn",
+        ] {
             assert!(out.contains(line), "{line} missing:\n{out}");
         }
         assert!(!out.contains("cranelift-debug") && !out.contains("wasmtime-debug"));
@@ -95,7 +102,12 @@ mod tests {
     #[test]
     fn a_filter_raises_what_it_names_only() {
         let out = written("info,shoal_p2p=debug,wasmtime=debug");
-        for line in ["p2p-debug", "request-info", "wasmtime-debug", "cranelift-warn"] {
+        for line in [
+            "p2p-debug",
+            "request-info",
+            "wasmtime-debug",
+            "cranelift-warn",
+        ] {
             assert!(out.contains(line), "{line} missing:\n{out}");
         }
         assert!(!out.contains("registry-debug") && !out.contains("cranelift-debug"));

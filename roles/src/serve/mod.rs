@@ -11,9 +11,15 @@
 //! - Request bodies slower than `min_body_rate` over `body_timeout` fail ([`body`]).
 //! - TLS, with client certificates required when a client CA is set ([`tls`]).
 //! - `allowed_cidrs`: other clients get 403 `DENIED`.
+//! - A request id per request, in the `X-Request-Id` response header and a span around the
+//!   request's work ([`request_id`]), and one log line per request ([`log`], with the route
+//!   fields of [`route`]).
 
 mod body;
 mod conn;
+pub mod log;
+pub mod request_id;
+mod route;
 mod slots;
 mod tls;
 
@@ -31,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::RoleError;
 
+pub use request_id::{RequestId, X_REQUEST_ID};
 pub use tls::load_server_tls;
 
 /// How a listener treats its clients; built from `server:` by [`ServeOptions::from_config`].
@@ -175,7 +182,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let shared = Arc::new(conn::Shared {
         options: options.clone(),
-        router,
+        router: router.layer(axum::middleware::from_fn(route::record_matched)),
         slots: Arc::new(slots::Slots::new(connection_limit(options.max_connections))),
     });
     let stopping = CancellationToken::new();
@@ -221,3 +228,6 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;
