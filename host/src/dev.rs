@@ -19,6 +19,7 @@ use shoal_config::{AccessConfig, AuthConfig, BackendEntry, DevConfig, PluginsCon
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
 use shoal_registry::{Access, LocalStore, Registry};
+use shoal_roles::ready::Readiness;
 use shoal_roles::serve::ServeOptions;
 use shoal_storage::StorageBacking;
 
@@ -92,7 +93,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let options = ServeOptions::from_config(&s.server)?.allowing(s.allowed_cidrs.clone());
     let purger = crate::uploads::UploadPurger::start(registry.clone(), &s.uploads);
-    let mut app = shoal_registry::router(registry);
+    let mut app = shoal_registry::router(registry.clone());
     if let Some(mut access) = Access::load(&s.access)? {
         if options.tls.is_some() {
             access = access.over_tls();
@@ -105,6 +106,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         app = shoal_registry::protect(app, Arc::new(access));
     }
+    // Ready while the store takes writes (a full or read-only disk is not); open like /health.
+    let app = app.merge(
+        Readiness::new()
+            .check("store", move || {
+                let registry = registry.clone();
+                async move {
+                    let store = &registry.store;
+                    store
+                        .check_writable()
+                        .await
+                        .map_err(|e| format!("{} is not writable: {e}", store.root().display()))
+                }
+            })
+            .router(),
+    );
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;

@@ -35,6 +35,7 @@ use crate::RoleError;
 use crate::http::{BlobPath, HttpError, HttpResult, ReplicaQuery};
 use crate::peer::{PeerSettings, PeerSide};
 use crate::queue::{Policy, Queue};
+use crate::ready::Readiness;
 use crate::ring::Ring;
 
 mod jobs;
@@ -52,7 +53,7 @@ pub const MAX_FETCHES: usize = 10_000;
 /// The sockets an origin serves: its HTTP API (blob server) and its peer port.
 #[derive(Debug)]
 pub struct OriginListeners {
-    /// `listen`: metainfo, blobs, health, metrics.
+    /// `listen`: metainfo, blobs, health, readiness, metrics.
     pub http: TcpListener,
     /// `peer.listen`: pieces to agents.
     pub peer: TcpListener,
@@ -190,6 +191,18 @@ fn router_of(origin: Arc<Origin>) -> Router {
         }
         out
     });
+    let ring = origin.ring.clone();
+    let readiness = Readiness::new()
+        .backends(origin.routes.clone())
+        .check("ring", move || {
+            let healthy = ring.health().iter().any(|(_, ok)| *ok);
+            async move {
+                match healthy {
+                    true => Ok(()),
+                    false => Err("no member of the ring is healthy".to_owned()),
+                }
+            }
+        });
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/namespace/{ns}/blobs/{digest}/metainfo", get(metainfo))
@@ -199,6 +212,7 @@ fn router_of(origin: Arc<Origin>) -> Router {
         )
         .with_state(origin)
         .merge(metrics)
+        .merge(readiness.router())
 }
 
 impl Origin {

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use crate::RoleError;
 use crate::hosts::hosts_of;
 use crate::http::segment;
+use crate::ready::Readiness;
 use crate::ring::Ring;
 use crate::tags::TagClient;
 
@@ -99,6 +100,7 @@ pub async fn serve(
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
+    let readiness = proxy_readiness(origins.clone(), build_index.clone())?;
     let backing = Arc::new(ClusterBacking {
         origins,
         tags: TagClient::new(build_index)?,
@@ -114,14 +116,48 @@ pub async fn serve(
         let (staged, ttl) = (registry.clone(), config.staging.ttl.get());
         tasks.spawn(async move { evict_staged_every(&staged, ttl, every).await });
     }
+    let staging = registry.clone();
+    let readiness = readiness.check("staging store", move || {
+        let staging = staging.clone();
+        async move {
+            staging
+                .store
+                .check_writable()
+                .await
+                .map_err(|e| format!("{}: {e}", staging.store.root().display()))
+        }
+    });
     let mut app = shoal_registry::router(registry);
     if let Some(protect) = deps.protect {
         app = protect(app);
     }
+    // Open like /health: a probe carries no credentials.
+    let app = app.merge(readiness.router());
     tracing::info!(%listen, "shoal proxy listening");
     let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;
     Ok(served?)
+}
+
+/// A proxy is ready while an origin is healthy (its active check) and a build-index answers:
+/// a push needs both.
+fn proxy_readiness(
+    origins: Option<Arc<Ring>>,
+    build_index: Vec<HostPort>,
+) -> Result<Readiness, RoleError> {
+    let mut readiness = Readiness::new();
+    if let Some(ring) = origins {
+        readiness = readiness.check("origins", move || {
+            let health = ring.health();
+            async move {
+                match health.iter().any(|(_, ok)| *ok) {
+                    true => Ok(()),
+                    false => Err(format!("none of the {} origins is healthy", health.len())),
+                }
+            }
+        });
+    }
+    Ok(readiness.any_answers("build-index", build_index)?)
 }
 
 /// Drops staged content older than `ttl` every `every`.

@@ -234,7 +234,10 @@ async fn bad_announces_are_400_naming_the_field() {
     let health = Request::get("/health").body(Body::empty()).unwrap();
     assert_eq!(send(&app, health).await.0, StatusCode::OK);
     let ready = Request::get("/ready").body(Body::empty()).unwrap();
-    assert_eq!(send(&app, ready).await, (StatusCode::OK, b"ready\n".to_vec()));
+    assert_eq!(
+        send(&app, ready).await,
+        (StatusCode::OK, b"ready\n".to_vec())
+    );
 }
 
 /// What a fake origin answers to metainfo requests.
