@@ -46,6 +46,8 @@ pub(super) struct RequestLog {
     /// Request body bytes read so far (counted by the body as the handler reads it).
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
+    /// The response's `Content-Length`: hyper stops polling a body once that much is sent.
+    length: Option<u64>,
     /// The whole response was handed to the connection.
     sent: bool,
 }
@@ -70,6 +72,7 @@ impl RequestLog {
             error: None,
             bytes_in,
             bytes_out: 0,
+            length: None,
             sent: false,
         }
     }
@@ -78,6 +81,10 @@ impl RequestLog {
     pub(super) fn responded(&mut self, response: &Response<Body>) {
         self.status = Some(response.status());
         self.error = response.extensions().get::<ErrorCode>().copied();
+        self.length = response
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
         if self.route.route.is_none()
             && let Some(matched) = response.extensions().get::<RouteFields>()
         {
@@ -102,6 +109,11 @@ impl RequestLog {
                 .is_some_and(|r| PROBES.contains(&r))
     }
 
+    /// Whether the whole response was handed to the connection.
+    fn complete(&self) -> bool {
+        self.sent || self.length == Some(self.bytes_out)
+    }
+
     fn emit(&self) {
         let elapsed = self.started.elapsed();
         let duration_ms = (elapsed.as_micros() as f64) / 1000.0;
@@ -124,7 +136,7 @@ impl RequestLog {
                     duration_ms,
                     client = %self.client,
                     request_id = self.id.as_str(),
-                    aborted = (!self.sent).then_some(true),
+                    aborted = (!self.complete()).then_some(true),
                     "request"
                 )
             };

@@ -101,11 +101,16 @@ async fn app(dir: &std::path::Path) -> Router {
     shoal_registry::router(Arc::new(Registry::new(store))).merge(roles)
 }
 
-/// `n` MiB in 64 KiB chunks, as a blob streams.
-async fn mebibytes(axum::extract::Path(n): axum::extract::Path<usize>) -> axum::body::Body {
+/// `n` MiB in 64 KiB chunks with its length, as a blob streams.
+async fn mebibytes(
+    axum::extract::Path(n): axum::extract::Path<usize>,
+) -> impl axum::response::IntoResponse {
     let chunk = bytes::Bytes::from(vec![7u8; 64 << 10]);
     let chunks = std::iter::repeat_n(chunk, n * 16).map(Ok::<_, io::Error>);
-    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+    (
+        [(axum::http::header::CONTENT_LENGTH, (n << 20).to_string())],
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+    )
 }
 
 async fn start(router: Router, options: ServeOptions) -> SocketAddr {
