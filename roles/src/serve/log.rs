@@ -123,7 +123,7 @@ impl RequestLog {
                 tracing::event!(
                     target: REQUEST_TARGET,
                     $level,
-                    method = self.method.as_str(),
+                    method = %self.method,
                     route = r.route.as_deref(),
                     path = r.path.as_deref(),
                     repository = r.repository.as_deref(),

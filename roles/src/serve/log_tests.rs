@@ -293,3 +293,44 @@ async fn a_response_the_client_stops_reading_is_logged_as_aborted() {
     assert_eq!(line["bytes_out"], 1 << 20);
     assert!(line.get("aborted").is_none(), "{line}");
 }
+
+#[tokio::test]
+async fn the_text_line_holds_the_same_fields() {
+    let buffer = Buffer::default();
+    let sink = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(app(dir.path()).await, ServeOptions::default()).await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/v2/library/alpine/manifests/3.19"))
+        .header("x-request-id", "text-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("shoal::request")) {
+            break line.to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no request line: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for field in [
+        " INFO shoal::request: request method=GET route=",
+        "route=\"/v2/{name}/manifests/{reference}\"",
+        "repository=\"library/alpine\"",
+        "tag=\"3.19\"",
+        "status=404",
+        "error=\"MANIFEST_UNKNOWN\"",
+        "request_id=\"text-1\"",
+        "client=127.0.0.1:",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+}
