@@ -318,7 +318,10 @@ async fn the_text_line_holds_the_same_fields() {
         if let Some(line) = text.lines().find(|l| l.contains("shoal::request")) {
             break line.to_owned();
         }
-        assert!(tokio::time::Instant::now() < deadline, "no request line: {text}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request line: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     for field in [
