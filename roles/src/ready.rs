@@ -220,7 +220,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_check_that_hangs_fails_at_the_timeout() {
-        let readiness = Readiness::new().check("slow", || std::future::pending());
+        let readiness = Readiness::new().check("slow", std::future::pending);
         let (status, body) = get_ready(readiness.router()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, format!("slow: no answer within {CHECK_TIMEOUT:?}\n"));
