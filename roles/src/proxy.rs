@@ -145,18 +145,16 @@ fn proxy_readiness(
     origins: Option<Arc<Ring>>,
     build_index: Vec<HostPort>,
 ) -> Result<Readiness, RoleError> {
-    let mut readiness = Readiness::new();
-    if let Some(ring) = origins {
-        readiness = readiness.check("origins", move || {
-            let health = ring.health();
-            async move {
-                match health.iter().any(|(_, ok)| *ok) {
-                    true => Ok(()),
-                    false => Err(format!("none of the {} origins is healthy", health.len())),
-                }
+    let readiness = Readiness::new().check("origins", move || {
+        let health = origins.as_ref().map(|ring| ring.health());
+        async move {
+            match health {
+                None => Err("origin.hosts is not set: pushes have nowhere to go".to_owned()),
+                Some(h) if h.iter().any(|(_, ok)| *ok) => Ok(()),
+                Some(h) => Err(format!("none of the {} origins is healthy", h.len())),
             }
-        });
-    }
+        }
+    });
     Ok(readiness.any_answers("build-index", build_index)?)
 }
 
