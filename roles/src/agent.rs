@@ -95,8 +95,8 @@ pub async fn serve(
     };
     // Ready while a tracker and a build-index answer: without them nothing new can be pulled.
     let readiness = Readiness::new()
-        .any_answers("tracker", trackers)?
-        .any_answers("build-index", build_index.clone())?;
+        .any_answers("tracker", "tracker.hosts", trackers)?
+        .any_answers("build-index", "build_index.hosts", build_index.clone())?;
     let backing = Arc::new(P2pBacking {
         scheduler: scheduler.clone(),
         tags: TagClient::new(build_index)?,

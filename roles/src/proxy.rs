@@ -155,7 +155,7 @@ fn proxy_readiness(
             }
         }
     });
-    Ok(readiness.any_answers("build-index", build_index)?)
+    Ok(readiness.any_answers("build-index", "build_index.hosts", build_index)?)
 }
 
 /// Drops staged content older than `ttl` every `every`.

@@ -59,10 +59,19 @@ impl Readiness {
     }
 
     /// Adds a check that at least one of `hosts` answers `GET /health` with a success
-    /// (`what` names them: `tracker`, `build-index`). No hosts: nothing to check.
-    pub fn any_answers(self, what: &str, hosts: Vec<HostPort>) -> Result<Self, reqwest::Error> {
+    /// (`what` names them: `tracker`, `build-index`); with no hosts it fails, naming `key`,
+    /// the setting that lists them.
+    pub fn any_answers(
+        self,
+        what: &str,
+        key: &'static str,
+        hosts: Vec<HostPort>,
+    ) -> Result<Self, reqwest::Error> {
         if hosts.is_empty() {
-            return Ok(self);
+            return Ok(self.check(
+                what,
+                move || async move { Err(format!("{key} is not set")) },
+            ));
         }
         let http = crate::http::client(Some(CHECK_TIMEOUT))?;
         let what_owned = what.to_owned();
@@ -241,7 +250,11 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let readiness = Readiness::new()
-            .any_answers("tracker", vec![HostPort::new("127.0.0.1", port)])
+            .any_answers(
+                "tracker",
+                "tracker.hosts",
+                vec![HostPort::new("127.0.0.1", port)],
+            )
             .unwrap();
         let failures = readiness.failures().await;
         assert_eq!(failures.len(), 1, "{failures:?}");
@@ -251,5 +264,10 @@ mod tests {
             "{line}"
         );
         assert!(line.to_lowercase().contains("connection refused"), "{line}");
+        let unset = Readiness::new().any_answers("build-index", "build_index.hosts", Vec::new());
+        assert_eq!(
+            unset.unwrap().failures().await,
+            ["build-index: build_index.hosts is not set"]
+        );
     }
 }
