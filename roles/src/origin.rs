@@ -30,6 +30,7 @@ use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::RoleError;
 use crate::http::{BlobPath, HttpError, HttpResult, ReplicaQuery};
@@ -248,7 +249,9 @@ impl Origin {
         fetches.insert(d.clone(), Fetch::Running);
         let origin = self.clone();
         let (repo, d) = (repo.clone(), d.clone());
-        self.tasks.spawn(async move { origin.fetch(repo, d).await });
+        // In the asking request's span: the fetch's lines carry its request id.
+        self.tasks
+            .spawn(async move { origin.fetch(repo, d).await }.in_current_span());
         Ok(Fetch::Running)
     }
 
