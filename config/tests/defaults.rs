@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use shoal_config::{
-    AgentConfig, Backend, BuildIndexConfig, DevConfig, Duration, LogLevel, OriginConfig,
+    AgentConfig, Backend, BuildIndexConfig, DevConfig, Duration, LogFormat, LogLevel, OriginConfig,
     PeerStoreConfig, ProxyConfig, TrackerConfig, load_str,
 };
 
@@ -40,7 +40,8 @@ fn agent() {
     assert_eq!(agent.peer.listen, addr("0.0.0.0:16001"));
     assert_eq!(agent.peer.ip, None);
     assert_eq!(agent.allowed_cidrs, None);
-    assert_eq!(agent.log.level, LogLevel::Info);
+    assert_eq!(agent.log.level, LogLevel::INFO);
+    assert_eq!(agent.log.format, LogFormat::Text);
     assert_eq!(agent.metrics.listen, None);
 }
 

@@ -424,3 +424,29 @@ fn every_role_takes_tls_and_a_half_certificate_names_its_missing_key() {
     assert!(text.contains("peer.tls.key"), "{text}");
     assert!(text.contains("is empty"), "{text}");
 }
+
+#[test]
+fn a_bad_log_level_names_the_key_and_the_filter_form() {
+    let text = error::<TrackerConfig>("log:\n  level: debgu\n").to_string();
+    assert!(text.contains("log.level"), "{text}");
+    assert!(text.contains("`debgu` is not a level"), "{text}");
+    assert!(text.contains("like info,shoal=debug"), "{text}");
+    let text = error::<AgentConfig>("log:\n  level: info,shoal_p2p=loud\n").to_string();
+    assert!(
+        text.contains("log.level") && text.contains("`loud`"),
+        "{text}"
+    );
+    let text = error::<AgentConfig>("log:\n  format: xml\n").to_string();
+    assert!(
+        text.contains("log.format") && text.contains("json"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_log_filter_and_json_load() {
+    let agent: AgentConfig =
+        load_str("log:\n  level: info,shoal=debug\n  format: json\n", &no_env).unwrap();
+    assert_eq!(agent.log.level.to_string(), "info,shoal=debug");
+    assert_eq!(agent.log.format, shoal_config::LogFormat::Json);
+}

@@ -209,7 +209,7 @@ where
             return Ok(ExitCode::from(2));
         }
     };
-    crate::dev::init_logging(config.log().level.as_str());
+    crate::logging::init(config.log());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -19,6 +19,7 @@ use shoal_config::{AccessConfig, AuthConfig, BackendEntry, DevConfig, PluginsCon
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
 use shoal_registry::{Access, LocalStore, Registry};
+use shoal_roles::ready::Readiness;
 use shoal_roles::serve::ServeOptions;
 use shoal_storage::StorageBacking;
 
@@ -29,7 +30,7 @@ use crate::cli::DevArgs;
 struct DevSettings {
     listen: SocketAddr,
     data_dir: PathBuf,
-    log_level: String,
+    log: shoal_config::LogConfig,
     backends: Vec<BackendEntry>,
     auth: AuthConfig,
     access: AccessConfig,
@@ -70,7 +71,7 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
     }
     Ok(DevSettings {
         listen: cfg.listen,
-        log_level: cfg.log.level.as_str().to_owned(),
+        log: cfg.log,
         data_dir: cfg.data_dir,
         backends: cfg.backends,
         auth: cfg.auth,
@@ -84,51 +85,15 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
     })
 }
 
-/// Logs at `level` (`log.level`) from shoal's own crates, and raises the file-descriptor
-/// limit; the libraries under it (wasmtime's
-/// compiler logs every pass at debug) at `warn`. `RUST_LOG` replaces both.
-pub(crate) fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directives(level)));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-    // Every command that logs serves or works on many files: the soft file-descriptor limit
-    // goes up to the hard one before anything is opened (logged with the figure).
-    shoal_roles::serve::raise_fd_limit();
-}
-
-/// The filter directives of `log.level`: `level` for shoal's crates, `warn` (or `error`) for
-/// the libraries under them.
-fn log_directives(level: &str) -> String {
-    let libraries = if level == "error" { "error" } else { "warn" };
-    let ours = [
-        "shoal",
-        "shoal_host",
-        "shoal_roles",
-        "shoal_p2p",
-        "shoal_registry",
-        "shoal_storage",
-        "shoal_config",
-    ];
-    let mut directives = libraries.to_owned();
-    for krate in ours {
-        directives.push_str(&format!(",{krate}={level}"));
-    }
-    directives
-}
-
 /// Runs `shoal dev` until SIGINT or SIGTERM.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
-    init_logging(&s.log_level);
+    crate::logging::init(&s.log);
     let (registry, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let options = ServeOptions::from_config(&s.server)?.allowing(s.allowed_cidrs.clone());
     let purger = crate::uploads::UploadPurger::start(registry.clone(), &s.uploads);
-    let mut app = shoal_registry::router(registry);
+    let mut app = shoal_registry::router(registry.clone());
     if let Some(mut access) = Access::load(&s.access)? {
         if options.tls.is_some() {
             access = access.over_tls();
@@ -141,6 +106,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         app = shoal_registry::protect(app, Arc::new(access));
     }
+    // Ready while the store takes writes (a full or read-only disk is not); open like /health.
+    let app = app.merge(
+        Readiness::new()
+            .check("store", move || {
+                let registry = registry.clone();
+                async move {
+                    let store = &registry.store;
+                    store
+                        .check_writable()
+                        .await
+                        .map_err(|e| format!("{} is not writable: {e}", store.root().display()))
+                }
+            })
+            .router(),
+    );
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("binding {}", s.listen))?;
@@ -203,7 +183,7 @@ pub(crate) struct ForGc {
 /// Opens the data directory of `args` for `shoal gc`.
 pub(crate) async fn open_for_gc(args: DevArgs) -> anyhow::Result<ForGc> {
     let s = settings(args)?;
-    init_logging(&s.log_level);
+    crate::logging::init(&s.log);
     let (registry, lock) = open_registry(&s, false).await?;
     Ok(ForGc {
         registry,
@@ -212,20 +192,4 @@ pub(crate) async fn open_for_gc(args: DevArgs) -> anyhow::Result<ForGc> {
         data_dir: s.data_dir,
         _lock: lock,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn debug_is_for_shoal_and_warn_for_the_libraries() {
-        let d = super::log_directives("debug");
-        assert!(d.starts_with("warn,"), "{d}");
-        assert!(
-            d.contains("shoal_roles=debug") && d.contains("shoal_p2p=debug"),
-            "{d}"
-        );
-        assert!(super::log_directives("info").starts_with("warn,"));
-        assert!(super::log_directives("error").starts_with("error,"));
-        tracing_subscriber::EnvFilter::try_new(d).expect("valid directives");
-    }
 }

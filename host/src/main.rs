@@ -4,6 +4,7 @@ mod cli;
 mod dev;
 mod devcluster;
 mod gc;
+mod logging;
 mod roles;
 mod serve;
 mod uploads;

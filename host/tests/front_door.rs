@@ -384,8 +384,10 @@ fn a_client_outside_allowed_cidrs_is_denied() {
         poll_until(Duration::from_secs(10), || server
             .log()
             .iter()
-            .any(|l| l.contains("outside allowed_cidrs"))),
-        "the refusal was not logged"
+            .any(|l| l.contains("shoal::request")
+                && l.contains("status=403")
+                && l.contains(r#"error="DENIED""#))),
+        "the refusal has no request line"
     );
     server.stop();
     let config = write(

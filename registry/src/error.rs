@@ -4,7 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// An error code from the distribution spec, with the HTTP status it is sent with.
+/// An error code from the distribution spec, with the HTTP status it is sent with. Every
+/// error response carries its code as a response extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     /// Blob unknown to registry.
@@ -48,6 +49,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code as the envelope spells it (`BLOB_UNKNOWN`).
+    pub fn as_str(self) -> &'static str {
+        self.describe().0
+    }
+
     /// The code string and HTTP status, the single table for the whole API.
     pub fn describe(self) -> (&'static str, StatusCode) {
         use ErrorCode::*;
@@ -167,9 +173,25 @@ impl IntoResponse for RegistryError {
         for (name, value) in self.headers {
             h.insert(name, value);
         }
+        // For whatever logs the response (the listener's request log): the code without
+        // parsing the body back.
+        resp.extensions_mut().insert(self.code);
         resp
     }
 }
 
 /// Result type for API handlers.
 pub type ApiResult<T> = Result<T, RegistryError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_response_carries_its_code() {
+        let resp = RegistryError::new(ErrorCode::ManifestUnknown, "no").into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let code = resp.extensions().get::<ErrorCode>().copied();
+        assert_eq!(code.map(ErrorCode::as_str), Some("MANIFEST_UNKNOWN"));
+    }
+}

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use crate::RoleError;
 use crate::hosts::hosts_of;
 use crate::peer::{PeerSettings, PeerSide};
+use crate::ready::Readiness;
 use crate::tags::TagClient;
 
 /// Why writes are refused.
@@ -29,7 +30,7 @@ const READ_ONLY: &str = "this agent is read-only: push through the proxy";
 /// The sockets an agent serves.
 #[derive(Debug)]
 pub struct AgentListeners {
-    /// `registry.listen`: the OCI registry API (read-only) and `/metrics`.
+    /// `registry.listen`: the OCI registry API (read-only), `/metrics` and `/ready`.
     pub registry: TcpListener,
     /// `peer.listen`: pieces to and from other peers.
     pub peer: TcpListener,
@@ -91,6 +92,19 @@ pub async fn serve(
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
+    let trackers = match &config.tracker.hosts {
+        Some(h) => hosts_of(h).await?,
+        None => Vec::new(),
+    };
+    // Ready while a tracker and a build-index answer: without them nothing new can be pulled.
+    let readiness = Readiness::new()
+        .any_answers("tracker", "tracker.hosts", trackers, &tls)?
+        .any_answers(
+            "build-index",
+            "build_index.hosts",
+            build_index.clone(),
+            &tls,
+        )?;
     let backing = Arc::new(P2pBacking {
         scheduler: scheduler.clone(),
         tags: TagClient::new(build_index, &tls)?,
@@ -108,7 +122,9 @@ pub async fn serve(
         let registry = registry.clone();
         move || stale_tags_metric(registry.stale_tags_served())
     });
-    let app = mirror::apply(shoal_registry::router(registry), mirrors).merge(metrics);
+    let app = mirror::apply(shoal_registry::router(registry), mirrors)
+        .merge(metrics)
+        .merge(readiness.router());
     tracing::info!(
         registry = %listeners.registry.local_addr()?,
         peer = %advertise,

@@ -14,7 +14,7 @@
 //! A PUT is copied to the remote build-indexes of `cluster:` through a queue on disk
 //! ([`replication`]): it is acknowledged once the tag is in the backend and the copies are
 //! queued. A copy arrives as `PUT ...?replica=true` and is stored without being copied again.
-//! `GET /metrics` shows the queue's depth.
+//! `GET /metrics` shows the queue's depth; `GET /ready` is 200 while every backend answers.
 
 use std::future::Future;
 use std::path::Path;
@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use crate::RoleError;
 use crate::http::{HttpError, HttpResult, ReplicaQuery, TagDigestPath, TagPath};
 use crate::queue::{Policy, Queue};
+use crate::ready::Readiness;
 use crate::tag_cache::{Cached, TagCache};
 
 mod replication;
@@ -87,6 +88,7 @@ pub async fn serve(
         &tasks,
     );
     let depth = queue.clone();
+    let readiness = Readiness::new().backends(deps.backends.clone());
     let index = Arc::new(BuildIndex {
         backing: StorageBacking::new(deps.backends),
         remotes: replication::remotes(&config.cluster.hosts),
@@ -112,7 +114,8 @@ pub async fn serve(
                 )
             }),
         )
-        .with_state(index);
+        .with_state(index)
+        .merge(readiness.router());
     tracing::info!(listen = %listener.local_addr()?, "shoal build-index listening");
     let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;

@@ -11,7 +11,8 @@
 //!
 //! Shared parts: [`hosts`] (host lists, the announced peer address), [`http`] (the error type,
 //! path extractors, percent-encoding, the outbound client, a listener with a connection limit),
-//! [`ring`] (an origin's ring with its active health check), [`metrics`].
+//! [`ring`] (an origin's ring with its active health check), [`metrics`], [`ready`] (the
+//! checks behind every role's `/ready`).
 
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod origin;
 mod peer;
 pub mod proxy;
 pub mod queue;
+pub mod ready;
 pub mod ring;
 pub mod serve;
 mod tag_cache;

@@ -30,11 +30,13 @@ use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::RoleError;
 use crate::http::{BlobPath, HttpError, HttpResult, ReplicaQuery};
 use crate::peer::{PeerSettings, PeerSide};
 use crate::queue::{Policy, Queue};
+use crate::ready::Readiness;
 use crate::ring::Ring;
 
 mod jobs;
@@ -52,7 +54,7 @@ pub const MAX_FETCHES: usize = 10_000;
 /// The sockets an origin serves: its HTTP API (blob server) and its peer port.
 #[derive(Debug)]
 pub struct OriginListeners {
-    /// `listen`: metainfo, blobs, health, metrics.
+    /// `listen`: metainfo, blobs, health, readiness, metrics.
     pub http: TcpListener,
     /// `peer.listen`: pieces to agents.
     pub peer: TcpListener,
@@ -194,6 +196,18 @@ fn router_of(origin: Arc<Origin>) -> Router {
         }
         out
     });
+    let ring = origin.ring.clone();
+    let readiness = Readiness::new()
+        .backends(origin.routes.clone())
+        .check("ring", move || {
+            let healthy = ring.health().iter().any(|(_, ok)| *ok);
+            async move {
+                match healthy {
+                    true => Ok(()),
+                    false => Err("no member of the ring is healthy".to_owned()),
+                }
+            }
+        });
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/namespace/{ns}/blobs/{digest}/metainfo", get(metainfo))
@@ -203,6 +217,7 @@ fn router_of(origin: Arc<Origin>) -> Router {
         )
         .with_state(origin)
         .merge(metrics)
+        .merge(readiness.router())
 }
 
 impl Origin {
@@ -238,7 +253,9 @@ impl Origin {
         fetches.insert(d.clone(), Fetch::Running);
         let origin = self.clone();
         let (repo, d) = (repo.clone(), d.clone());
-        self.tasks.spawn(async move { origin.fetch(repo, d).await });
+        // In the asking request's span: the fetch's lines carry its request id.
+        self.tasks
+            .spawn(async move { origin.fetch(repo, d).await }.in_current_span());
         Ok(Fetch::Running)
     }
 

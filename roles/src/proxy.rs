@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use shoal_config::{ClusterConfig, HashRingConfig, HostPort, ProxyConfig};
-use shoal_p2p::tls::ClusterHttp;
+use shoal_p2p::tls::{ClusterHttp, ClusterTls};
 use shoal_p2p::{HealthFilter, StopOnDrop, Tasks};
 use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use crate::RoleError;
 use crate::hosts::hosts_of;
 use crate::http::segment;
+use crate::ready::Readiness;
 use crate::ring::Ring;
 use crate::tags::TagClient;
 
@@ -102,6 +103,7 @@ pub async fn serve(
         Some(h) => hosts_of(h).await?,
         None => Vec::new(),
     };
+    let readiness = proxy_readiness(origins.clone(), build_index.clone(), &tls)?;
     let backing = Arc::new(ClusterBacking {
         origins,
         tags: TagClient::new(build_index, &tls)?,
@@ -117,14 +119,47 @@ pub async fn serve(
         let (staged, ttl) = (registry.clone(), config.staging.ttl.get());
         tasks.spawn(async move { evict_staged_every(&staged, ttl, every).await });
     }
+    let staging = registry.clone();
+    let readiness = readiness.check("staging store", move || {
+        let staging = staging.clone();
+        async move {
+            staging
+                .store
+                .check_writable()
+                .await
+                .map_err(|e| format!("{}: {e}", staging.store.root().display()))
+        }
+    });
     let mut app = shoal_registry::router(registry);
     if let Some(protect) = deps.protect {
         app = protect(app);
     }
+    // Open like /health: a probe carries no credentials.
+    let app = app.merge(readiness.router());
     tracing::info!(%listen, "shoal proxy listening");
     let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;
     Ok(served?)
+}
+
+/// A proxy is ready while an origin is healthy (its active check) and a build-index answers:
+/// a push needs both.
+fn proxy_readiness(
+    origins: Option<Arc<Ring>>,
+    build_index: Vec<HostPort>,
+    tls: &ClusterTls,
+) -> Result<Readiness, RoleError> {
+    let readiness = Readiness::new().check("origins", move || {
+        let health = origins.as_ref().map(|ring| ring.health());
+        async move {
+            match health {
+                None => Err("origin.hosts is not set: pushes have nowhere to go".to_owned()),
+                Some(h) if h.iter().any(|(_, ok)| *ok) => Ok(()),
+                Some(h) => Err(format!("none of the {} origins is healthy", h.len())),
+            }
+        }
+    });
+    Ok(readiness.any_answers("build-index", "build_index.hosts", build_index, tls)?)
 }
 
 /// Drops staged content older than `ttl` every `every`.

@@ -158,6 +158,15 @@ async fn a_push_falls_over_to_the_next_origin_when_the_owner_is_down() {
     .await;
     let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
     let proxy = start_proxy(&cluster, &origins).await;
+    let ready = format!("http://{}/ready", proxy.http);
+    let is_ready = || async {
+        let r = cluster.http.get(&ready).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    };
+    assert!(
+        poll_until(std::time::Duration::from_secs(30), is_ready).await,
+        "the proxy is not ready"
+    );
     cluster.origins[0].kill().await;
     let dead = HostPort::new(origins[0].ip().to_string(), origins[0].port());
     let ring = HashRing::new(
@@ -211,6 +220,19 @@ async fn a_proxy_without_origins_refuses_pushes_with_a_clear_error() {
     assert!(
         body.contains("UNAVAILABLE") && body.contains("origin.hosts"),
         "{body}"
+    );
+    // Not ready either, and saying why.
+    let ready = cluster
+        .http
+        .get(format!("http://{}/ready", proxy.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body = ready.text().await.unwrap();
+    assert_eq!(
+        body,
+        "origins: origin.hosts is not set: pushes have nowhere to go\n"
     );
 }
 

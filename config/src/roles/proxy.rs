@@ -10,7 +10,8 @@ use crate::cluster::RemoteCluster;
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
-use crate::observe::{LogConfig, MetricsConfig};
+use crate::log::LogConfig;
+use crate::observe::MetricsConfig;
 use crate::server::{ClientTls, ServerConfig};
 use crate::validate::{Problems, Validate};
 

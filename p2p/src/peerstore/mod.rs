@@ -59,6 +59,11 @@ pub trait PeerStore: Send + Sync {
     /// Up to `limit` peers of the torrent from the live windows, in hand-out order.
     async fn get(&self, info_hash: InfoHash, limit: usize)
     -> Result<Vec<PeerInfo>, PeerStoreError>;
+
+    /// Whether the store answers now (the tracker's `/ready`); a store in memory always does.
+    async fn ping(&self) -> Result<(), PeerStoreError> {
+        Ok(())
+    }
 }
 
 /// The store the tracker's `peerstore:` section asks for, reading the system clock. Connects to

@@ -106,6 +106,14 @@ impl PeerStore for RedisPeerStore {
             .map_err(backend)
     }
 
+    async fn ping(&self) -> Result<(), PeerStoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .exec_async(&mut conn)
+            .await
+            .map_err(backend)
+    }
+
     async fn get(
         &self,
         info_hash: InfoHash,
@@ -243,8 +251,10 @@ mod tests {
             .update(t, conformance::peer(1, false, false))
             .await
             .unwrap();
+        store.ping().await.unwrap();
         drop(server);
         assert!(store.get(t, 10).await.is_err(), "Redis is down");
+        assert!(store.ping().await.is_err(), "Redis is down");
         let _server = start_redis_on(port).unwrap();
         // The first requests after the restart may still see the broken connection.
         let deadline = Instant::now() + std::time::Duration::from_secs(20);
@@ -256,6 +266,7 @@ mod tests {
             assert!(Instant::now() < deadline, "never reconnected");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        store.ping().await.unwrap();
         // A fresh Redis has lost the first announce, and has the second.
         let peers = store.get(t, 10).await.unwrap();
         assert_eq!(peers, vec![conformance::peer(2, false, false)]);

@@ -121,6 +121,7 @@ pub fn router(state: Arc<TrackerState>) -> Router {
         .route("/announce/{info_hash}", post(announce))
         .route("/namespace/{ns}/blobs/{digest}/metainfo", get(metainfo))
         .route("/health", get(|| async { StatusCode::OK }))
+        .route("/ready", get(ready))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state)
 }
@@ -181,6 +182,24 @@ pub async fn app(
     };
     let state = Arc::new(TrackerState::new(config, store)?.with_origin_health(health));
     Ok(router(state))
+}
+
+/// How long `/ready` waits for the peer store.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /ready`: 200 while the peer store answers, else 503 saying why (plain text, as every
+/// role's `/ready`). `/health` stays liveness only.
+async fn ready(State(state): State<Arc<TrackerState>>) -> (StatusCode, String) {
+    let failure = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => return (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
+    };
+    tracing::debug!(%failure, "not ready: the peer store does not answer");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("peer store: {failure}\n"),
+    )
 }
 
 /// A failed request: its status and the JSON body saying why. The one error type every

@@ -234,6 +234,11 @@ async fn bad_announces_are_400_naming_the_field() {
     assert_eq!(error.field.as_deref(), Some("digest"));
     let health = Request::get("/health").body(Body::empty()).unwrap();
     assert_eq!(send(&app, health).await.0, StatusCode::OK);
+    let ready = Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(
+        send(&app, ready).await,
+        (StatusCode::OK, b"ready\n".to_vec())
+    );
 }
 
 /// What a fake origin answers to metainfo requests.
@@ -413,6 +418,30 @@ async fn two_trackers_sharing_redis_see_each_others_announces() {
     assert_eq!(from_b.peer_infos().unwrap(), vec![peer(1, true, false)]);
     let from_a = announce(&a, t, &peer(3, false, false)).await;
     assert_eq!(from_a.peers.len(), 2);
+}
+
+#[tokio::test]
+async fn ready_says_whether_the_redis_peer_store_answers() {
+    let Some(redis) = crate::peerstore::redis_fixture::start_redis() else {
+        return;
+    };
+    let store = RedisPeerStore::connect(
+        &crate::peerstore::redis_fixture::config(redis.port),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let app = app(&config(50, &[]), Arc::new(store));
+    let ready = || Request::get("/ready").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, ready()).await.0, StatusCode::OK);
+    drop(redis);
+    let (status, body) = send(&app, ready()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.starts_with("peer store: "), "{body}");
+    // Liveness is not readiness.
+    let health = Request::get("/health").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, health).await.0, StatusCode::OK);
 }
 
 /// A tracker served by [`run`] on a loopback port, stopped through its shutdown signal.

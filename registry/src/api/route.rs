@@ -26,6 +26,36 @@ pub enum Route {
     Referrers(RepoName, Digest),
 }
 
+impl Route {
+    /// The endpoint with its parameters as placeholders (`/v2/{name}/blobs/{digest}`), the
+    /// same for every request to it: what logs group requests by.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Route::Base => "/v2/",
+            Route::Catalog => "/v2/_catalog",
+            Route::Blob(..) => "/v2/{name}/blobs/{digest}",
+            Route::UploadStart(_) => "/v2/{name}/blobs/uploads/",
+            Route::Upload(..) => "/v2/{name}/blobs/uploads/{uuid}",
+            Route::Manifest(..) => "/v2/{name}/manifests/{reference}",
+            Route::Tags(_) => "/v2/{name}/tags/list",
+            Route::Referrers(..) => "/v2/{name}/referrers/{digest}",
+        }
+    }
+
+    /// The repository the request is about, when it names one.
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Blob(r, _)
+            | Route::UploadStart(r)
+            | Route::Upload(r, _)
+            | Route::Manifest(r, _)
+            | Route::Tags(r)
+            | Route::Referrers(r, _) => Some(r),
+        }
+    }
+}
+
 /// A path that is not an API endpoint at all.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotFound;

@@ -86,6 +86,16 @@ impl LocalStore {
         &self.root
     }
 
+    /// Whether the store can take a write now: a byte written to a scratch file and the file
+    /// removed (for readiness: a read-only or full disk fails here).
+    pub async fn check_writable(&self) -> io::Result<()> {
+        let path = self.tmp_path();
+        let written = tokio::fs::write(&path, b"r").await;
+        let removed = tokio::fs::remove_file(&path).await;
+        written?;
+        removed
+    }
+
     pub(super) fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root
             .join("blobs")

@@ -3,6 +3,8 @@
 //! request open.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,18 +39,21 @@ pub(super) struct MinRate {
     got: u64,
     /// The end of the current window; armed at the first poll.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Every byte read, for the request log.
+    total: Arc<AtomicU64>,
 }
 
 impl MinRate {
     /// `inner` must bring `rate` bytes a second over each `window`; a zero window checks
-    /// nothing.
-    pub(super) fn new(inner: Incoming, window: Duration, rate: u64) -> Self {
+    /// nothing. Every byte read is added to `total`.
+    pub(super) fn new(inner: Incoming, window: Duration, rate: u64, total: Arc<AtomicU64>) -> Self {
         MinRate {
             inner,
             window,
             rate,
             got: 0,
             timer: None,
+            total,
         }
     }
 }
@@ -66,6 +71,7 @@ impl http_body::Body for MinRate {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.got += data.len() as u64;
+                    this.total.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }

@@ -6,24 +6,29 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response, StatusCode, header};
-use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use axum::http::{Request, Response};
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use shoal_registry::{ErrorCode, RegistryError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use super::ServeOptions;
 use super::body::MinRate;
+use super::log::{RequestLog, Sent};
+use super::request_id::{RequestId, X_REQUEST_ID};
 use super::slots::{ConnState, Slot, Slots};
 
 /// What every connection of one listener shares.
@@ -176,7 +181,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// One request: refused outside `allowed_cidrs`, else the router's answer, with the body's
-/// minimum rate on the way in and the connection busy until the answer is sent.
+/// minimum rate on the way in, a request id both ways, served in the request's span, logged
+/// once sent (see [`super::log`]), and the connection busy until then.
 async fn respond(
     shared: &Shared,
     state: &Arc<ConnState>,
@@ -186,34 +192,58 @@ async fn respond(
     state.request_started();
     let busy = Busy(state.clone());
     let options = &shared.options;
-    let response = if options.allows(peer.ip()) {
+    let id = RequestId::for_request(request.headers());
+    let span = tracing::error_span!("request", request_id = id.as_str());
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut log = RequestLog::start(
+        id.clone(),
+        request.method(),
+        request.uri().path(),
+        peer,
+        bytes_in.clone(),
+    );
+    let mut response = if options.allows(peer.ip()) {
         let mut request = request.map(|body| {
             Body::new(MinRate::new(
                 body,
                 options.body_timeout,
                 options.min_body_rate,
+                bytes_in,
             ))
         });
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID, id.header_value());
         request.extensions_mut().insert(ConnectInfo(peer));
-        match shared.router.clone().oneshot(request).await {
+        request.extensions_mut().insert(id.clone());
+        match shared
+            .router
+            .clone()
+            .oneshot(request)
+            .instrument(span.clone())
+            .await
+        {
             Ok(r) => r,
             Err(never) => match never {},
         }
     } else {
-        tracing::info!(%peer, "refused a client outside allowed_cidrs");
+        span.in_scope(|| tracing::debug!(%peer, "refused a client outside allowed_cidrs"));
         denied()
     };
-    response.map(|body| Body::new(Sent { body, _busy: busy }))
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, id.header_value());
+    log.responded(&response);
+    response.map(|body| Body::new(Sent::new(body, span, log, busy)))
 }
 
 /// 403 `DENIED`, in the distribution spec's error form.
 fn denied() -> Response<Body> {
-    let body = r#"{"errors":[{"code":"DENIED","message":"this client's address is not in allowed_cidrs"}]}"#;
-    Response::builder()
-        .status(StatusCode::FORBIDDEN)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+    RegistryError::new(
+        ErrorCode::Denied,
+        "this client's address is not in allowed_cidrs",
+    )
+    .into_response()
 }
 
 /// Marks its connection busy until dropped (the response sent, or abandoned).
@@ -222,32 +252,6 @@ struct Busy(Arc<ConnState>);
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.request_finished();
-    }
-}
-
-/// A response body that keeps its connection busy until it is sent.
-struct Sent {
-    body: Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Sent {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

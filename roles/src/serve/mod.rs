@@ -11,9 +11,15 @@
 //! - Request bodies slower than `min_body_rate` over `body_timeout` fail ([`body`]).
 //! - TLS, with client certificates required when a client CA is set ([`tls`]).
 //! - `allowed_cidrs`: other clients get 403 `DENIED`.
+//! - A request id per request, in the `X-Request-Id` response header and a span around the
+//!   request's work ([`request_id`]), and one log line per request ([`log`], with the route
+//!   fields of [`route`]).
 
 mod body;
 mod conn;
+pub mod log;
+pub mod request_id;
+mod route;
 mod slots;
 mod tls;
 
@@ -31,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::RoleError;
 
+pub use request_id::{RequestId, X_REQUEST_ID};
 pub use tls::{load_cluster_tls, load_peer_tls, load_server_tls};
 
 /// How a listener treats its clients; built from `server:` by [`ServeOptions::from_config`].
@@ -187,7 +194,7 @@ async fn serve_with_slots(
 ) -> io::Result<()> {
     let shared = Arc::new(conn::Shared {
         options: options.clone(),
-        router,
+        router: router.layer(axum::middleware::from_fn(route::record_matched)),
         slots,
     });
     let stopping = CancellationToken::new();
@@ -233,3 +240,6 @@ async fn serve_with_slots(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod log_tests;

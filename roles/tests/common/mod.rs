@@ -9,6 +9,7 @@
 mod build_index_setup;
 pub mod flaky;
 pub mod images;
+mod tracker_setup;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,13 +21,14 @@ use async_trait::async_trait;
 use shoal_config::{AgentConfig, OriginConfig, TrackerConfig};
 use shoal_p2p::HealthFilter;
 use shoal_p2p::tls::{ClusterHttp, ClusterTls};
-use shoal_roles::{RoleError, agent, origin, tracker};
+use shoal_roles::{RoleError, agent, origin};
 use shoal_storage::{Backend, MemoryBackend, NamespaceRouter};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use build_index_setup::{BuildIndexSetup, spawn_build_index};
 use flaky::FlakyBackend;
+use tracker_setup::spawn_tracker;
 
 /// A native stand-in for the health-policy components: `fails` failures in a row take a host
 /// out, `passes` successes in a row bring it back (the active filter's rule; with `passes: 1`
@@ -247,6 +249,8 @@ pub struct Cluster {
     pub flaky: Arc<FlakyBackend>,
     router: Arc<NamespaceRouter>,
     pub trackers: Vec<Node>,
+    /// What every tracker is started from (its `listen` set per tracker).
+    tracker_config: TrackerConfig,
     pub origins: Vec<Node>,
     origin_setups: Vec<OriginSetup>,
     pub build_index: Node,
@@ -452,16 +456,7 @@ impl Cluster {
         let trackers = tracker_listeners
             .into_iter()
             .enumerate()
-            .map(|(i, listener)| {
-                let addr = listener.local_addr().unwrap();
-                let mut cfg = tracker_config.clone();
-                cfg.listen = addr;
-                let deps = tracker::TrackerDeps {
-                    origin_health: Consecutive::new(2, 2),
-                };
-                let service = tracker::serve(cfg, listener, deps, std::future::pending());
-                Node::spawn(format!("tracker{i}"), addr, None, service)
-            })
+            .map(|(i, listener)| spawn_tracker(i, &tracker_config, listener))
             .collect();
 
         let origin_scheduler = match spec.origin_egress_bits {
@@ -539,6 +534,7 @@ impl Cluster {
             flaky,
             router,
             trackers,
+            tracker_config,
             origins,
             origin_setups,
             build_index,
