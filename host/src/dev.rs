@@ -19,9 +19,10 @@ use shoal_config::{AccessConfig, AuthConfig, BackendEntry, DevConfig, PluginsCon
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::load_router;
 use shoal_registry::{Access, LocalStore, Registry};
+use shoal_roles::metrics::{Cache, Metrics};
 use shoal_roles::ready::Readiness;
 use shoal_roles::serve::ServeOptions;
-use shoal_storage::StorageBacking;
+use shoal_storage::{NamespaceRouter, StorageBacking};
 
 use crate::cli::DevArgs;
 
@@ -40,22 +41,13 @@ struct DevSettings {
     allowed_cidrs: Option<Vec<shoal_config::Cidr>>,
     uploads: shoal_config::UploadsConfig,
     tag_ttl: std::time::Duration,
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
     let mut cfg = match &args.config {
-        Some(path) => {
-            let cfg: DevConfig = shoal_config::load(path, &shoal_config::process_env)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            // Refuse what this build cannot honour rather than ignore it silently.
-            if cfg.metrics.listen.is_some() {
-                anyhow::bail!(
-                    "{}: metrics.listen: metrics are not served by this build yet",
-                    path.display()
-                );
-            }
-            cfg
-        }
+        Some(path) => shoal_config::load::<DevConfig>(path, &shoal_config::process_env)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         None => DevConfig::default(),
     };
     // The default backend lives under the data directory, wherever the flag puts it.
@@ -82,6 +74,7 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
         allowed_cidrs: cfg.allowed_cidrs,
         uploads: cfg.uploads,
         tag_ttl: cfg.tag_ttl.get(),
+        metrics_listen: cfg.metrics.listen,
     })
 }
 
@@ -89,10 +82,13 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
     crate::logging::init(&s.log);
-    let (registry, _lock) = open_registry(&s, true).await?;
+    let (registry, backends, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let options = ServeOptions::from_config(&s.server)?.allowing(s.allowed_cidrs.clone());
     let purger = crate::uploads::UploadPurger::start(registry.clone(), &s.uploads);
+    let metrics = Metrics::new(options.metrics.clone())
+        .with(Arc::new(Cache(registry.clone())))
+        .with(backends);
     let mut app = shoal_registry::router(registry.clone());
     if let Some(mut access) = Access::load(&s.access)? {
         if options.tls.is_some() {
@@ -106,8 +102,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         app = shoal_registry::protect(app, Arc::new(access));
     }
-    // Ready while the store takes writes (a full or read-only disk is not); open like /health.
-    let app = app.merge(
+    // Ready while the store takes writes (a full or read-only disk is not); open like /health,
+    // as /metrics is.
+    let app = app.merge(metrics.router()).merge(
         Readiness::new()
             .check("store", move || {
                 let registry = registry.clone();
@@ -125,12 +122,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
+    let tasks = shoal_p2p::Tasks::new();
+    if let Some(at) = s.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("binding metrics.listen {at}"))?;
+        metrics.serve_on(Some(metrics_listener), &options, &tasks);
+    }
     tracing::info!(
         data_dir = %s.data_dir.display(),
         "shoal dev listening on {}://{addr}",
         options.scheme()
     );
     shoal_roles::serve::serve(listener, app, &options, crate::serve::signal()).await?;
+    tasks.shutdown().await;
     collector.stop().await;
     purger.stop().await;
     tracing::info!("shoal dev stopped");
@@ -138,11 +143,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 /// Locks the data directory and opens the registry over its store and the `backends:` list
-/// (each backend logged when `log_backends`).
+/// (each backend logged when `log_backends`); the list is returned too, for its metrics.
 async fn open_registry(
     s: &DevSettings,
     log_backends: bool,
-) -> anyhow::Result<(Arc<Registry>, crate::gc::DataDirLock)> {
+) -> anyhow::Result<(Arc<Registry>, Arc<NamespaceRouter>, crate::gc::DataDirLock)> {
     let lock = crate::gc::DataDirLock::acquire(&s.data_dir)?;
     let store = LocalStore::open(s.data_dir.join("cache"))
         .await
@@ -163,10 +168,11 @@ async fn open_registry(
             );
         }
     }
-    let backing = Arc::new(StorageBacking::new(Arc::new(router)));
+    let router = Arc::new(router);
+    let backing = Arc::new(StorageBacking::new(router.clone()));
     // Pull-through tags are revalidated at the upstream; pushed tags stay this registry's own.
     let registry = Registry::with_backing(store, backing).upstream_tags_from_backing(s.tag_ttl);
-    Ok((Arc::new(registry), lock))
+    Ok((Arc::new(registry), router, lock))
 }
 
 /// What `shoal gc` needs from the dev settings: the registry over the same store and
@@ -184,7 +190,7 @@ pub(crate) struct ForGc {
 pub(crate) async fn open_for_gc(args: DevArgs) -> anyhow::Result<ForGc> {
     let s = settings(args)?;
     crate::logging::init(&s.log);
-    let (registry, lock) = open_registry(&s, false).await?;
+    let (registry, _, lock) = open_registry(&s, false).await?;
     Ok(ForGc {
         registry,
         gc: s.gc,

@@ -12,6 +12,7 @@ mod uploads;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    shoal_metrics::mark_process_start();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

@@ -14,6 +14,7 @@ use shoal_config::{
 use shoal_host::plugin::{PluginEngine, PluginLimits};
 use shoal_host::storage::{filter, load_router};
 use shoal_p2p::HealthFilter;
+use shoal_roles::serve::Listeners;
 use shoal_roles::{agent, build_index, origin, proxy, tracker};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -22,6 +23,16 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {key} {addr}"))
+}
+
+/// `metrics.listen`, bound when set.
+async fn bind_metrics(
+    metrics: &shoal_config::MetricsConfig,
+) -> anyhow::Result<Option<TcpListener>> {
+    match metrics.listen {
+        Some(addr) => Ok(Some(bind(addr, "metrics.listen").await?)),
+        None => Ok(None),
+    }
 }
 
 fn engine(plugins: &PluginsConfig, data_dir: &Path) -> anyhow::Result<PluginEngine> {
@@ -64,6 +75,7 @@ pub async fn origin(
     let listeners = origin::OriginListeners {
         http: bind(config.listen, "listen").await?,
         peer: bind(config.peer.listen, "peer.listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
     };
     origin::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
@@ -82,6 +94,7 @@ pub async fn agent(
     let listeners = agent::AgentListeners {
         registry: bind(config.registry.listen, "registry.listen").await?,
         peer: bind(config.peer.listen, "peer.listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
     };
     agent::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
@@ -101,8 +114,11 @@ pub async fn tracker(
                 .context("loading the origins' health policy (cluster.healthcheck)")?,
         ),
     };
-    let listener = bind(config.listen, "listen").await?;
-    tracker::serve(config, listener, deps, shutdown).await?;
+    let listeners = Listeners {
+        http: bind(config.listen, "listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
+    tracker::serve(config, listeners, deps, shutdown).await?;
     Ok(())
 }
 
@@ -118,8 +134,11 @@ pub async fn build_index(
     let deps = build_index::BuildIndexDeps {
         backends: Arc::new(backends),
     };
-    let listener = bind(config.listen, "listen").await?;
-    build_index::serve(&config, &data_dir, listener, deps, shutdown).await?;
+    let listeners = Listeners {
+        http: bind(config.listen, "listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
+    build_index::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
 }
 
@@ -154,7 +173,10 @@ pub async fn proxy(
         ),
         protect,
     };
-    let listener = bind(config.registry.listen, "registry.listen").await?;
-    proxy::serve(&config, &data_dir, listener, deps, shutdown).await?;
+    let listeners = Listeners {
+        http: bind(config.registry.listen, "registry.listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
+    proxy::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
 }

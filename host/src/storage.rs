@@ -151,6 +151,10 @@ impl<B: Backend> Backend for LinkingFs<B> {
         self.inner.delete(namespace, name).await
     }
 
+    fn plugin_health(&self) -> Option<shoal_storage::PluginHealth> {
+        self.inner.plugin_health()
+    }
+
     async fn link_file(
         &self,
         _namespace: &str,

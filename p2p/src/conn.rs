@@ -182,6 +182,8 @@ pub struct Traffic {
     pub sent: AtomicU64,
     /// Payload bytes received from peers (verified or not).
     pub received: AtomicU64,
+    /// Pieces sent to peers.
+    pub pieces_sent: AtomicU64,
 }
 
 /// Starts the reader and writer tasks of a connection whose handshakes are done. `leftover`
@@ -376,6 +378,9 @@ async fn writer(
             break;
         }
         settings.traffic.sent.fetch_add(payload, Ordering::Relaxed);
+        if payload > 0 {
+            settings.traffic.pieces_sent.fetch_add(1, Ordering::Relaxed);
+        }
         shared.touch();
     }
     shared.shut();

@@ -18,7 +18,7 @@ pub mod store;
 mod tag_authority;
 
 pub use access::{Access, AccessError, hash_password, htpasswd_line, protect};
-pub use api::{Registry, router};
+pub use api::{CacheStats, Registry, router};
 pub use backing::{Backing, BlobStat, BodyStream};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ApiResult, ErrorCode, RegistryError};

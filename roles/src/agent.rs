@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::hosts::hosts_of;
+use crate::metrics::{Cache, Metrics, P2p};
 use crate::peer::{PeerSettings, PeerSide};
 use crate::ready::Readiness;
 use crate::tags::TagClient;
@@ -34,6 +35,8 @@ pub struct AgentListeners {
     pub registry: TcpListener,
     /// `peer.listen`: pieces to and from other peers.
     pub peer: TcpListener,
+    /// `metrics.listen`: `/metrics` alone.
+    pub metrics: Option<TcpListener>,
 }
 
 /// What an agent needs besides its config.
@@ -118,12 +121,22 @@ pub async fn serve(
         None => Mirrors::all(),
         Some(map) => Mirrors::only(map.iter().map(|(h, p)| (h.as_str(), p.as_str())))?,
     };
-    let metrics = crate::metrics::router(scheduler.clone(), {
-        let registry = registry.clone();
-        move || stale_tags_metric(registry.stale_tags_served())
-    });
+    let metrics = Metrics::new(options.metrics.clone())
+        .with(Arc::new(P2p(scheduler.clone())))
+        .with(Arc::new(Cache(registry.clone())))
+        .with_fn({
+            let registry = registry.clone();
+            move |out| {
+                out.counter(
+                    "shoal_agent_stale_tags_served_total",
+                    "Requests by tag answered with the last known digest because no build-index answered.",
+                    registry.stale_tags_served(),
+                )
+            }
+        });
+    metrics.serve_on(listeners.metrics, &options, &tasks);
     let app = mirror::apply(shoal_registry::router(registry), mirrors)
-        .merge(metrics)
+        .merge(metrics.router())
         .merge(readiness.router());
     tracing::info!(
         registry = %listeners.registry.local_addr()?,
@@ -134,15 +147,6 @@ pub async fn serve(
     scheduler.shutdown().await;
     tasks.shutdown().await;
     Ok(served?)
-}
-
-/// The `/metrics` lines of the stale-tag counter.
-fn stale_tags_metric(served: u64) -> String {
-    format!(
-        "# HELP shoal_agent_stale_tags_served_total Requests by tag answered with the last known digest because no build-index answered.\n\
-         # TYPE shoal_agent_stale_tags_served_total counter\n\
-         shoal_agent_stale_tags_served_total {served}\n"
-    )
 }
 
 /// The agent's registry backing: blobs over P2P, tags from the build-index.

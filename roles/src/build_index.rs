@@ -14,7 +14,8 @@
 //! A PUT is copied to the remote build-indexes of `cluster:` through a queue on disk
 //! ([`replication`]): it is acknowledged once the tag is in the backend and the copies are
 //! queued. A copy arrives as `PUT ...?replica=true` and is stored without being copied again.
-//! `GET /metrics` shows the queue's depth; `GET /ready` is 200 while every backend answers.
+//! `GET /metrics` shows the backend calls, the tag reads by result and the queue's depth;
+//! `GET /ready` is 200 while every backend answers.
 
 use std::future::Future;
 use std::path::Path;
@@ -26,13 +27,14 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use shoal_config::{BuildIndexConfig, HostPort};
+use shoal_metrics::{Collect, Counter, Exposition, Kind};
 use shoal_p2p::{StopOnDrop, Tasks};
 use shoal_registry::{Backing, Digest, ErrorCode, TagKey};
 use shoal_storage::{NamespaceRouter, StorageBacking};
-use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::http::{HttpError, HttpResult, ReplicaQuery, TagDigestPath, TagPath};
+use crate::metrics::Metrics;
 use crate::queue::{Policy, Queue};
 use crate::ready::Readiness;
 use crate::tag_cache::{Cached, TagCache};
@@ -56,7 +58,38 @@ struct BuildIndex {
     remotes: Vec<HostPort>,
     /// Copies still to send, on disk.
     queue: Queue<TagCopy>,
+    lookups: Arc<TagLookups>,
     cache: Mutex<TagCache>,
+}
+
+/// Tag reads by how they were answered, for `/metrics`.
+#[derive(Debug, Default)]
+struct TagLookups {
+    /// Answered from the cache without asking the backend.
+    cached: Counter,
+    /// Found in the backend.
+    found: Counter,
+    /// The backend has no such tag.
+    not_found: Counter,
+    /// The backend failed and a cached digest past `tag_cache.tti` was served.
+    stale: Counter,
+    /// The backend failed and nothing was cached.
+    error: Counter,
+}
+
+impl Collect for TagLookups {
+    fn collect(&self, out: &mut Exposition) {
+        out.family(
+            "shoal_build_index_tag_lookups_total",
+            "Tag reads (GET, HEAD) by result: cached (from the cache, fresh), found (in the backend), not_found, stale (the backend failed; a cached digest was served), error (the backend failed; nothing cached).",
+            Kind::Counter,
+        )
+        .add(&[("result", "cached")], self.cached.get() as f64)
+        .add(&[("result", "found")], self.found.get() as f64)
+        .add(&[("result", "not_found")], self.not_found.get() as f64)
+        .add(&[("result", "stale")], self.stale.get() as f64)
+        .add(&[("result", "error")], self.error.get() as f64);
+    }
 }
 
 /// Serves a build-index on `listener` until `shutdown`; its replication queue is
@@ -65,12 +98,16 @@ struct BuildIndex {
 pub async fn serve(
     config: &BuildIndexConfig,
     data_dir: &Path,
-    listener: TcpListener,
+    listeners: impl Into<crate::serve::Listeners>,
     deps: BuildIndexDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let crate::serve::Listeners {
+        http: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
     let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     let queue_dir = data_dir.join("queue");
@@ -88,11 +125,24 @@ pub async fn serve(
         &tasks,
     );
     let depth = queue.clone();
+    let lookups = Arc::new(TagLookups::default());
+    let metrics = Metrics::new(options.metrics.clone())
+        .with(deps.backends.clone())
+        .with(lookups.clone())
+        .with_fn(move |out| {
+            depth.depth().write(
+                out,
+                "shoal_build_index_queue_jobs",
+                "Tag copies to remote build-indexes queued on disk, pending or parked as failed.",
+            )
+        });
+    metrics.serve_on(metrics_listener, &options, &tasks);
     let readiness = Readiness::new().backends(deps.backends.clone());
     let index = Arc::new(BuildIndex {
         backing: StorageBacking::new(deps.backends),
         remotes: replication::remotes(&config.cluster.hosts),
         queue,
+        lookups,
         cache: Mutex::new(TagCache::new(
             config.tag_cache.tti.get(),
             config
@@ -105,16 +155,8 @@ pub async fn serve(
         .route("/health", get(|| async { "OK" }))
         .route("/tags/{tag}", get(get_tag).head(get_tag).delete(delete_tag))
         .route("/tags/{tag}/digest/{digest}", put(put_tag))
-        .route(
-            "/metrics",
-            get(move || async move {
-                depth.depth().render(
-                    "shoal_build_index_queue_jobs",
-                    "Tag copies to remote build-indexes queued on disk, pending or parked as failed.",
-                )
-            }),
-        )
         .with_state(index)
+        .merge(metrics.router())
         .merge(readiness.router());
     tracing::info!(listen = %listener.local_addr()?, "shoal build-index listening");
     let served = crate::serve::serve(listener, app, &options, shutdown).await;
@@ -125,20 +167,24 @@ pub async fn serve(
 async fn get_tag(State(b): State<Arc<BuildIndex>>, TagPath(key): TagPath) -> HttpResult<String> {
     let cached = b.cache().get(&key, Instant::now());
     if let Cached::Fresh(d) = cached {
+        b.lookups.cached.inc();
         return Ok(d.to_string());
     }
     let started = Instant::now();
     match b.backing.get_tag(&key.repo, &key.tag).await {
         Ok(Some(d)) => {
+            b.lookups.found.inc();
             b.cache().confirm(key, d.clone(), started);
             Ok(d.to_string())
         }
         Ok(None) => {
+            b.lookups.not_found.inc();
             b.cache().forget(&key);
             Err(HttpError::not_found(format!("{key} is not tagged")))
         }
         Err(e) => match cached {
             Cached::Stale(d) => {
+                b.lookups.stale.inc();
                 tracing::warn!(
                     tag = %key,
                     digest = %d,
@@ -147,7 +193,10 @@ async fn get_tag(State(b): State<Arc<BuildIndex>>, TagPath(key): TagPath) -> Htt
                 );
                 Ok(d.to_string())
             }
-            _ => Err(HttpError::bad_gateway(e.message)),
+            _ => {
+                b.lookups.error.inc();
+                Err(HttpError::bad_gateway(e.message))
+            }
         },
     }
 }

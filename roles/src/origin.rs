@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 use crate::RoleError;
 use crate::http::{BlobPath, HttpError, HttpResult, ReplicaQuery};
+use crate::metrics::{Metrics, P2p, ring_health};
 use crate::peer::{PeerSettings, PeerSide};
 use crate::queue::{Policy, Queue};
 use crate::ready::Readiness;
@@ -58,6 +59,8 @@ pub struct OriginListeners {
     pub http: TcpListener,
     /// `peer.listen`: pieces to agents.
     pub peer: TcpListener,
+    /// `metrics.listen`: `/metrics` alone.
+    pub metrics: Option<TcpListener>,
 }
 
 /// What an origin needs besides its config.
@@ -169,33 +172,33 @@ pub async fn serve(
         queue,
         tasks: tasks.clone(),
     });
+    let metrics = origin_metrics(&origin, &options);
+    metrics.serve_on(listeners.metrics, &options, &tasks);
     tracing::info!(%listen, peer = %advertise, "shoal origin listening");
-    let served = crate::serve::serve(listeners.http, router_of(origin), &options, shutdown).await;
+    let app = router_of(origin).merge(metrics.router());
+    let served = crate::serve::serve(listeners.http, app, &options, shutdown).await;
     scheduler.shutdown().await;
     tasks.shutdown().await;
     Ok(served?)
 }
 
+/// What an origin shows on `/metrics`: its scheduler, backends, queue and ring.
+fn origin_metrics(origin: &Arc<Origin>, options: &crate::serve::ServeOptions) -> Metrics {
+    let (ring, queue) = (origin.ring.clone(), origin.queue.clone());
+    Metrics::new(options.metrics.clone())
+        .with(Arc::new(P2p(origin.scheduler.clone())))
+        .with(origin.routes.clone())
+        .with_fn(move |out| {
+            queue.depth().write(
+                out,
+                "shoal_origin_queue_jobs",
+                "Jobs in the origin's queue on disk: write-backs to the backend and copies to the replica set, pending or parked as failed.",
+            );
+            ring_health(&ring, out);
+        })
+}
+
 fn router_of(origin: Arc<Origin>) -> Router {
-    let ring = origin.ring.clone();
-    let queue = origin.queue.clone();
-    let metrics = crate::metrics::router(origin.scheduler.clone(), move || {
-        let mut out = queue.depth().render(
-            "shoal_origin_queue_jobs",
-            "Jobs in the origin's queue on disk: write-backs to the backend and copies to the replica set, pending or parked as failed.",
-        );
-        out.push_str(
-            "# HELP shoal_ring_member_healthy Whether the active check counts a ring member healthy.\n\
-             # TYPE shoal_ring_member_healthy gauge\n",
-        );
-        for (host, ok) in ring.health() {
-            out.push_str(&format!(
-                "shoal_ring_member_healthy{{member=\"{host}\"}} {}\n",
-                u8::from(ok)
-            ));
-        }
-        out
-    });
     let ring = origin.ring.clone();
     let readiness = Readiness::new()
         .backends(origin.routes.clone())
@@ -216,7 +219,6 @@ fn router_of(origin: Arc<Origin>) -> Router {
             get(download).head(stat).put(upload),
         )
         .with_state(origin)
-        .merge(metrics)
         .merge(readiness.router())
 }
 

@@ -29,7 +29,6 @@ use shoal_registry::{
     ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
     RepoName, Tag, TagKey,
 };
-use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::hosts::hosts_of;
@@ -56,12 +55,16 @@ pub struct ProxyDeps {
 pub async fn serve(
     config: &ProxyConfig,
     data_dir: &Path,
-    listener: TcpListener,
+    listeners: impl Into<crate::serve::Listeners>,
     deps: ProxyDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let crate::serve::Listeners {
+        http: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
     let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     let root = data_dir.join("proxy");
@@ -104,6 +107,10 @@ pub async fn serve(
         None => Vec::new(),
     };
     let readiness = proxy_readiness(origins.clone(), build_index.clone(), &tls)?;
+    let mut metrics = crate::metrics::Metrics::new(options.metrics.clone());
+    if let Some(ring) = origins.clone() {
+        metrics = metrics.with_fn(move |out| crate::metrics::ring_health(&ring, out));
+    }
     let backing = Arc::new(ClusterBacking {
         origins,
         tags: TagClient::new(build_index, &tls)?,
@@ -119,6 +126,8 @@ pub async fn serve(
         let (staged, ttl) = (registry.clone(), config.staging.ttl.get());
         tasks.spawn(async move { evict_staged_every(&staged, ttl, every).await });
     }
+    let metrics = metrics.with(Arc::new(crate::metrics::Cache(registry.clone())));
+    metrics.serve_on(metrics_listener, &options, &tasks);
     let staging = registry.clone();
     let readiness = readiness.check("staging store", move || {
         let staging = staging.clone();
@@ -135,7 +144,7 @@ pub async fn serve(
         app = protect(app);
     }
     // Open like /health: a probe carries no credentials.
-    let app = app.merge(readiness.router());
+    let app = app.merge(readiness.router()).merge(metrics.router());
     tracing::info!(%listen, "shoal proxy listening");
     let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;

@@ -15,7 +15,6 @@ use shoal_p2p::{
     Announce, AnnounceReply, HealthFilter, Metainfo, PeerAddr, PeerInfo, StopOnDrop, Tasks, Tracker,
 };
 use shoal_registry::Digest;
-use tokio::net::TcpListener;
 
 use crate::RoleError;
 use crate::hosts::resolved;
@@ -27,21 +26,26 @@ pub struct TrackerDeps {
     pub origin_health: Arc<dyn HealthFilter>,
 }
 
-/// Serves the tracker on `listener` until `shutdown`. A `dns:` origin list is resolved once,
+/// Serves the tracker on `listeners` until `shutdown`. A `dns:` origin list is resolved once,
 /// here; the origins are checked actively with `cluster.healthcheck`, as they check each other,
 /// and unhealthy owners are skipped for metainfo.
 pub async fn serve(
     mut config: TrackerConfig,
-    listener: TcpListener,
+    listeners: impl Into<crate::serve::Listeners>,
     deps: TrackerDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RoleError> {
     let tasks = Tasks::new();
     let _stop = StopOnDrop(tasks.clone());
+    let crate::serve::Listeners {
+        http: listener,
+        metrics: metrics_listener,
+    } = listeners.into();
     let options = crate::serve::ServeOptions::from_config(&config.server)?;
     let tls = crate::serve::load_cluster_tls(config.client_tls.as_ref())?;
     config.origin.hosts = resolved(&config.origin.hosts).await?;
     let listen = listener.local_addr()?;
+    let mut metrics = crate::metrics::Metrics::new(options.metrics.clone());
     let health: OriginHealth = match &config.origin.hosts {
         Some(hosts) => {
             let cluster = ClusterConfig {
@@ -58,11 +62,16 @@ pub async fn serve(
                 &tasks,
             )
             .await?;
+            let members = ring.clone();
+            metrics = metrics.with_fn(move |out| crate::metrics::ring_health(&members, out));
             Arc::new(move |h| ring.is_healthy(h))
         }
         None => Arc::new(|_| true),
     };
-    let app = shoal_p2p::tracker::app(&config, health, &tasks).await?;
+    metrics.serve_on(metrics_listener, &options, &tasks);
+    let app = shoal_p2p::tracker::app(&config, health, &tasks)
+        .await?
+        .merge(metrics.router());
     tracing::info!(%listen, "shoal tracker listening");
     let served = crate::serve::serve(listener, app, &options, shutdown).await;
     tasks.shutdown().await;

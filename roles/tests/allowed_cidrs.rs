@@ -25,7 +25,11 @@ async fn agent_allowing(dir: &std::path::Path, cidrs: &str) -> std::net::SocketA
         tracker_health: common::Consecutive::new(2, 1),
     };
     tokio::spawn(async move {
-        let listeners = agent::AgentListeners { registry, peer };
+        let listeners = agent::AgentListeners {
+            registry,
+            peer,
+            metrics: None,
+        };
         agent::serve(&cfg, &data, listeners, deps, std::future::pending()).await
     });
     addr

@@ -5,19 +5,22 @@
 //!
 //! Around the contract: [`router`] (the seed's `backends:` list: namespace → backend, first
 //! full match that holds the content), [`backing`] (the registry's durable storage over the
-//! router, with Kraken's object names), and [`bandwidth`] (the one token-bucket limiter, used
-//! by backends' `bandwidth:` and peers' `scheduler.conn.bandwidth`).
+//! router, with Kraken's object names), [`bandwidth`] (the one token-bucket limiter, used
+//! by backends' `bandwidth:` and peers' `scheduler.conn.bandwidth`), and [`metered`] (every
+//! call through a router counted and timed, for `/metrics`).
 
 #![warn(missing_docs)]
 
 pub mod backing;
 pub mod bandwidth;
 pub mod memory;
+pub mod metered;
 pub mod router;
 
 pub use backing::StorageBacking;
 pub use bandwidth::{BandwidthLimiter, TokenBucket};
 pub use memory::MemoryBackend;
+pub use metered::{BackendMetrics, PluginHealth};
 pub use router::{Content, Holds, NamespaceRouter, Route};
 
 use std::fmt;
@@ -177,6 +180,12 @@ pub trait Backend: Send + Sync {
         _path: &std::path::Path,
     ) -> Result<bool, BackendError> {
         Ok(false)
+    }
+
+    /// A plugin's traps and breaker, for metrics; `None` for a native backend. Wrappers pass
+    /// their inner backend's on.
+    fn plugin_health(&self) -> Option<PluginHealth> {
+        None
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use shoal_config::{BackendEntry, NamespacePattern};
 
+use crate::metered::{BackendMetrics, Metered};
 use crate::{Backend, BandwidthError, BandwidthLimiter};
 
 /// What a request to the backends is for.
@@ -109,10 +110,12 @@ impl std::fmt::Debug for Route {
     }
 }
 
-/// Namespace → backend, in the order the config lists them.
+/// Namespace → backend, in the order the config lists them. Every backend is called through
+/// [`Metered`], so each call shows in the router's [`BackendMetrics`].
 #[derive(Debug, Default)]
 pub struct NamespaceRouter {
     routes: Vec<Route>,
+    metrics: Arc<BackendMetrics>,
 }
 
 impl NamespaceRouter {
@@ -122,6 +125,7 @@ impl NamespaceRouter {
         entries: &[BackendEntry],
         mut load: impl FnMut(&BackendEntry) -> Result<Arc<dyn Backend>, E>,
     ) -> Result<Self, RouterError<E>> {
+        let metrics = Arc::new(BackendMetrics::default());
         let mut routes = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
             let backend = load(entry).map_err(|source| RouterError::Load {
@@ -138,11 +142,11 @@ impl NamespaceRouter {
                     entry.backend,
                     shoal_config::Backend::RegistryBlob(_) | shoal_config::Backend::RegistryTag(_)
                 ),
-                backend,
+                backend: Metered::wrap(backend, &metrics),
                 bandwidth,
             });
         }
-        Ok(NamespaceRouter { routes })
+        Ok(NamespaceRouter { routes, metrics })
     }
 
     /// A router sending every namespace to `backend`, for blobs and tags, unlimited.
@@ -157,8 +161,17 @@ impl NamespaceRouter {
     }
 
     /// A router over routes built by hand (custom or native backends, tests).
-    pub fn new(routes: Vec<Route>) -> Self {
-        NamespaceRouter { routes }
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        let metrics = Arc::new(BackendMetrics::default());
+        for route in &mut routes {
+            route.backend = Metered::wrap(route.backend.clone(), &metrics);
+        }
+        NamespaceRouter { routes, metrics }
+    }
+
+    /// The calls made through this router, for `/metrics`.
+    pub fn metrics(&self) -> &Arc<BackendMetrics> {
+        &self.metrics
     }
 
     /// The first route whose pattern matches `namespace` whole and that holds `content`.

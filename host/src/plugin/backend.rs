@@ -206,6 +206,10 @@ impl Backend for WasmBackend {
         &self.shared.grants.name
     }
 
+    fn plugin_health(&self) -> Option<shoal_storage::PluginHealth> {
+        Some(self.shared.breaker().health(Instant::now()))
+    }
+
     async fn stat(&self, namespace: &str, name: &str) -> Result<BlobInfo, BackendError> {
         let s = &self.shared;
         let (mut store, world) = s.instance(s.engine.limits.call_timeout).await?;

@@ -15,6 +15,8 @@ pub(crate) struct Breaker {
     consecutive: u32,
     /// While set and in the future, calls are refused.
     open_until: Option<Instant>,
+    /// Every trap since start, for metrics.
+    traps: u64,
 }
 
 impl Breaker {
@@ -24,6 +26,7 @@ impl Breaker {
             cool_down,
             consecutive: 0,
             open_until: None,
+            traps: 0,
         }
     }
 
@@ -50,12 +53,23 @@ impl Breaker {
     /// The plugin trapped (panic, deadline, memory cap, host-side failure of the call).
     /// Returns true when this trap opened the breaker.
     pub(crate) fn trapped(&mut self, now: Instant) -> bool {
+        self.traps += 1;
         self.consecutive += 1;
         if self.consecutive >= self.threshold {
             self.open_until = Some(now + self.cool_down);
             return true;
         }
         false
+    }
+}
+
+impl Breaker {
+    /// Traps since start, and whether calls are refused at `now`: for metrics.
+    pub(crate) fn health(&self, now: Instant) -> shoal_storage::PluginHealth {
+        shoal_storage::PluginHealth {
+            traps: self.traps,
+            breaker_open: self.open_until.is_some_and(|until| now < until),
+        }
     }
 }
 
@@ -90,6 +104,14 @@ mod tests {
         let mut b = Breaker::new(2, COOL);
         b.trapped(now);
         assert!(b.trapped(now));
+        assert_eq!(
+            b.health(now),
+            shoal_storage::PluginHealth {
+                traps: 2,
+                breaker_open: true
+            }
+        );
+        assert!(!b.health(now + COOL).breaker_open);
         assert_eq!(
             b.admit(now + Duration::from_secs(4)),
             Err(Duration::from_secs(6))

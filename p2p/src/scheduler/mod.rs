@@ -8,11 +8,11 @@
 //! `connstate.max_open_conn` and `blacklist_duration`, `dispatch.pipeline_limit`,
 //! `announce_interval` (used until the tracker names its own).
 
+mod stats;
 mod torrent;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ use crate::store::{CompleteBlob, PieceStore};
 use crate::tls::{PeerStream, PeerTls};
 use crate::wire::{FrameDecoder, Handshake};
 
+pub use stats::{ANNOUNCE_WARNING_EVERY, Stats};
+use stats::{Counters, Throttle};
 use torrent::{Cmd, Status, Torrent};
 
 /// How long a peer has to send its handshake.
@@ -119,8 +121,11 @@ pub(crate) struct Inner {
     pub(crate) store: PieceStore,
     pub(crate) tracker: Arc<dyn Tracker>,
     pub(crate) conn: ConnSettings,
-    /// Peers blacklisted since start, over all torrents (each ban counts once).
-    pub(crate) blacklisted: AtomicU64,
+    /// What the torrents count for metrics.
+    pub(crate) counters: Counters,
+    /// Announce failures in the log: the first of a run, then a summary at most every
+    /// [`ANNOUNCE_WARNING_EVERY`], over all torrents.
+    pub(crate) announce_warnings: Mutex<Throttle>,
     torrents: Mutex<HashMap<InfoHash, TorrentEntry>>,
 }
 
@@ -164,7 +169,8 @@ impl Scheduler {
                 store,
                 tracker,
                 conn,
-                blacklisted: AtomicU64::new(0),
+                counters: Counters::default(),
+                announce_warnings: Mutex::new(Throttle::new(ANNOUNCE_WARNING_EVERY)),
                 torrents: Mutex::new(HashMap::new()),
             }),
         })
@@ -411,8 +417,28 @@ impl Scheduler {
     /// an operator sees a lying or broken peer without reading every host's log.
     pub fn blacklisted(&self) -> u64 {
         self.inner
+            .counters
             .blacklisted
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Everything this scheduler counts, for metrics.
+    pub fn stats(&self) -> Stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.counters;
+        let t = &self.inner.conn.traffic;
+        Stats {
+            piece_bytes_sent: t.sent.load(Relaxed),
+            piece_bytes_received: t.received.load(Relaxed),
+            pieces_sent: t.pieces_sent.load(Relaxed),
+            pieces_verified: c.pieces_verified.load(Relaxed),
+            pieces_corrupt: c.pieces_corrupt.load(Relaxed),
+            blacklisted: c.blacklisted.load(Relaxed),
+            announces_ok: c.announces_ok.load(Relaxed),
+            announces_failed: c.announces_failed.load(Relaxed),
+            torrents: self.active_torrents() as u64,
+            peers: u64::try_from(c.peers.load(Relaxed)).unwrap_or(0),
+        }
     }
 
     /// Torrents running now (for metrics and tests).

@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -14,6 +15,7 @@ use tokio::net::TcpStream;
 use crate::tls::{PeerStream, PeerTls};
 use tokio::sync::{mpsc, watch};
 
+use super::stats::Connected;
 use super::{Announce, AnnounceReply, HANDSHAKE_TIMEOUT, Inner, PeerAddr, upgrade};
 use crate::bitfield::Bitfield;
 use crate::conn::{self, ConnEvent, ConnHandle};
@@ -92,6 +94,8 @@ pub(crate) enum Cmd {
 struct Peer {
     handle: ConnHandle,
     complete: bool,
+    /// Counted in the scheduler's open connections while it lives.
+    _connected: Connected,
 }
 
 enum State {
@@ -364,15 +368,36 @@ impl Torrent {
                     Ok(r) if !r.interval.is_zero() => r.interval,
                     _ => inner.config.announce_interval.get(),
                 };
+                let counters = &inner.counters;
                 match reply {
                     Ok(reply) => {
+                        counters.announces_ok.fetch_add(1, Ordering::Relaxed);
+                        let left_out = lock(&inner.announce_warnings).succeeded();
+                        if left_out > 0 {
+                            tracing::info!(
+                                left_out,
+                                "announces succeed again, after failures not all logged"
+                            );
+                        }
                         let useful = self.dial(&inner, reply.peers);
                         let retry = !self.is_seed() && useful == 0 && self.peers.is_empty();
                         self.next_announce =
                             Instant::now() + if retry { RETRY_EMPTY } else { interval };
                     }
                     Err(e) => {
-                        tracing::warn!(digest = %self.metainfo.digest(), %e, "announce failed");
+                        counters.announces_failed.fetch_add(1, Ordering::Relaxed);
+                        let logged = lock(&inner.announce_warnings).failed(Instant::now());
+                        if let Some(left_out) = logged {
+                            // Every torrent announces each interval: one line per run of
+                            // failures and period, not per torrent and interval.
+                            tracing::warn!(
+                                digest = %self.metainfo.digest(),
+                                error = %e,
+                                left_out,
+                                "announce failed (more failures in the next {:?} are counted, not logged)",
+                                super::ANNOUNCE_WARNING_EVERY
+                            );
+                        }
                         self.next_announce = Instant::now() + interval;
                     }
                 }
@@ -486,7 +511,15 @@ impl Torrent {
             handle.send(Frame::Complete);
         }
         tracing::debug!(%peer, addr = %handle.addr, "peer connected");
-        self.peers.insert(peer, Peer { handle, complete });
+        let connected = Connected::new(&inner);
+        self.peers.insert(
+            peer,
+            Peer {
+                handle,
+                complete,
+                _connected: connected,
+            },
+        );
     }
 
     fn on_event(&mut self, event: ConnEvent) {
@@ -530,7 +563,8 @@ impl Torrent {
     fn ban(&mut self, peer: PeerId, why: &str) {
         let inner = upgrade(&self.inner);
         if let Some(i) = &inner {
-            i.blacklisted
+            i.counters
+                .blacklisted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let duration = inner
@@ -648,6 +682,13 @@ impl Torrent {
         else {
             return;
         };
+        if let Some(inner) = upgrade(&self.inner) {
+            let counter = match verified {
+                true => &inner.counters.pieces_verified,
+                false => &inner.counters.pieces_corrupt,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         if !verified {
             if let Ok(b) = picker.piece_failed(peer, index) {
                 self.ban(b.0, &format!("piece {index} does not match its hash"));
@@ -835,4 +876,9 @@ async fn dial(
         )));
     }
     Ok((stream, theirs, buf))
+}
+
+/// `m` locked; a panic elsewhere cannot leave the plain counters behind it inconsistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Call, Registry, set};
+use super::{Cached, Call, Registry, set};
 use crate::backing::BlobStat;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
@@ -18,7 +18,13 @@ pub(super) async fn get(
     d: &Digest,
     call: &Call,
 ) -> ApiResult<Response> {
-    let blob = match reg.store.open_blob(repo, d).await {
+    let opened = reg.store.open_blob(repo, d).await;
+    match &opened {
+        Ok(_) => reg.count_read(Cached::Blob, true),
+        Err(e) if e.code == ErrorCode::BlobUnknown => reg.count_read(Cached::Blob, false),
+        Err(_) => {}
+    }
+    let blob = match opened {
         // A HEAD of a blob the store lacks asks the backing's `stat`, not the whole blob.
         Err(e) if e.code == ErrorCode::BlobUnknown && call.method == Method::HEAD => {
             match reg.stat_from_backing(repo, d).await? {

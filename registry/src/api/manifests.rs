@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Call, Registry, set};
+use super::{Cached, Call, Registry, set};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, accepts};
 use crate::name::{Reference, RepoName};
@@ -22,12 +22,18 @@ pub(super) async fn get(
     let m = match authoritative {
         Some(m) => m,
         None => match reg.store.get_manifest(repo, r).await {
-            Err(e)
-                if e.code == ErrorCode::ManifestUnknown && reg.fill_manifest(repo, r).await? =>
-            {
-                reg.store.get_manifest(repo, r).await?
+            Err(e) if e.code == ErrorCode::ManifestUnknown => {
+                reg.count_read(Cached::Manifest, false);
+                match reg.fill_manifest(repo, r).await? {
+                    true => reg.store.get_manifest(repo, r).await?,
+                    false => return Err(e),
+                }
             }
-            other => other?,
+            other => {
+                let m = other?;
+                reg.count_read(Cached::Manifest, true);
+                m
+            }
         },
     };
     let accept: Vec<&str> = call

@@ -10,6 +10,8 @@ mod uploads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Router;
 use axum::body::Body;
@@ -36,6 +38,38 @@ pub struct Registry {
     pub(crate) tag_authority: Option<TagAuthority>,
     /// When set, every write (upload, manifest put, delete) is refused with this explanation.
     read_only: Option<String>,
+    /// Reads the local store answered, and those it sent to the backing.
+    pub(crate) cache: CacheCounters,
+}
+
+/// The pull-through cache's reads since start, for metrics: a hit is answered by the local
+/// store, a miss asks the backing (whatever the backing then answers). Counted only for a
+/// registry with a backing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Blob reads the local store answered.
+    pub blob_hits: u64,
+    /// Blob reads sent to the backing.
+    pub blob_misses: u64,
+    /// Manifest reads the local store answered.
+    pub manifest_hits: u64,
+    /// Manifest reads sent to the backing.
+    pub manifest_misses: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CacheCounters {
+    blob_hits: AtomicU64,
+    blob_misses: AtomicU64,
+    manifest_hits: AtomicU64,
+    manifest_misses: AtomicU64,
+}
+
+/// What a cache read was for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Cached {
+    Blob,
+    Manifest,
 }
 
 impl Registry {
@@ -48,7 +82,35 @@ impl Registry {
             following: Default::default(),
             tag_authority: None,
             read_only: None,
+            cache: CacheCounters::default(),
         }
+    }
+
+    /// The pull-through cache's hits and misses since start.
+    pub fn cache_stats(&self) -> CacheStats {
+        let c = &self.cache;
+        CacheStats {
+            blob_hits: c.blob_hits.load(Relaxed),
+            blob_misses: c.blob_misses.load(Relaxed),
+            manifest_hits: c.manifest_hits.load(Relaxed),
+            manifest_misses: c.manifest_misses.load(Relaxed),
+        }
+    }
+
+    /// Counts a read of the local store: `hit` when it held what was asked for. Nothing is
+    /// counted without a backing: the store is then no cache.
+    pub(crate) fn count_read(&self, what: Cached, hit: bool) {
+        if self.backing.is_none() {
+            return;
+        }
+        let c = &self.cache;
+        let counter = match (what, hit) {
+            (Cached::Blob, true) => &c.blob_hits,
+            (Cached::Blob, false) => &c.blob_misses,
+            (Cached::Manifest, true) => &c.manifest_hits,
+            (Cached::Manifest, false) => &c.manifest_misses,
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// Refuses every write with `UNSUPPORTED` and `why` (an agent: pushes go to the proxy).

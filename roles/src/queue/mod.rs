@@ -167,16 +167,14 @@ pub struct Depth {
 }
 
 impl Depth {
-    /// The Prometheus lines of gauge `name`: one per kind and state.
-    pub fn render(&self, name: &str, help: &str) -> String {
-        let mut out = format!("# HELP {name} {help}\n# TYPE {name} gauge\n");
+    /// Gauge `name` into `out`: one sample per kind and state.
+    pub fn write(&self, out: &mut shoal_metrics::Exposition, name: &str, help: &str) {
+        let mut samples = out.family(name, help, shoal_metrics::Kind::Gauge);
         for (kind, pending, failed) in &self.by_kind {
-            out.push_str(&format!(
-                "{name}{{kind=\"{kind}\",state=\"pending\"}} {pending}\n\
-                 {name}{{kind=\"{kind}\",state=\"failed\"}} {failed}\n"
-            ));
+            samples
+                .add(&[("kind", kind), ("state", "pending")], *pending as f64)
+                .add(&[("kind", kind), ("state", "failed")], *failed as f64);
         }
-        out
     }
 }
 

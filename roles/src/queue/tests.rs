@@ -213,7 +213,9 @@ async fn a_job_past_its_retries_is_parked_in_failed_and_still_retried() {
     until(|| q.depth().by_kind == [("note", 0, 1)]).await;
     until(|| files(dir.path(), "failed").len() == 1).await;
     assert!(files(dir.path(), "pending").is_empty());
-    let metrics = q.depth().render("jobs", "Jobs.");
+    let mut out = shoal_metrics::Exposition::new();
+    q.depth().write(&mut out, "jobs", "Jobs.");
+    let metrics = out.finish();
     assert!(
         metrics.contains("jobs{kind=\"note\",state=\"failed\"} 1\n"),
         "{metrics}"

@@ -201,6 +201,7 @@ async fn respond(
         request.uri().path(),
         peer,
         bytes_in.clone(),
+        options.metrics.clone(),
     );
     let mut response = if options.allows(peer.ip()) {
         let mut request = request.map(|body| {

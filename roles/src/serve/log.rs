@@ -6,6 +6,8 @@
 //! `request_id`, and `aborted` when the response was not sent whole (the client left, or the
 //! request was dropped before it was answered).
 //!
+//! The same figures are counted for `/metrics` as the line is written ([`super::metrics`]).
+//!
 //! Successful probes (`/health`, `/ready`, `/metrics`) are logged at `debug`: a load balancer
 //! or Prometheus asking every few seconds would otherwise drown the requests that matter.
 
@@ -24,6 +26,7 @@ use shoal_registry::ErrorCode;
 use tokio::time::Instant;
 use tracing::Span;
 
+use super::metrics::{HttpMetrics, Served};
 use super::request_id::RequestId;
 use super::route::RouteFields;
 
@@ -50,6 +53,8 @@ pub(super) struct RequestLog {
     length: Option<u64>,
     /// The whole response was handed to the connection.
     sent: bool,
+    /// Where the request is counted when its line is written.
+    metrics: Arc<HttpMetrics>,
 }
 
 impl RequestLog {
@@ -60,6 +65,7 @@ impl RequestLog {
         path: &str,
         client: SocketAddr,
         bytes_in: Arc<AtomicU64>,
+        metrics: Arc<HttpMetrics>,
     ) -> RequestLog {
         RequestLog {
             id,
@@ -74,6 +80,7 @@ impl RequestLog {
             bytes_out: 0,
             length: None,
             sent: false,
+            metrics,
         }
     }
 
@@ -116,6 +123,14 @@ impl RequestLog {
 
     fn emit(&self) {
         let elapsed = self.started.elapsed();
+        self.metrics.record(&Served {
+            method: &self.method,
+            route: self.route.route.as_deref(),
+            status: self.status,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            elapsed,
+        });
         let duration_ms = (elapsed.as_micros() as f64) / 1000.0;
         let r = &self.route;
         macro_rules! line {

@@ -13,11 +13,12 @@
 //! - `allowed_cidrs`: other clients get 403 `DENIED`.
 //! - A request id per request, in the `X-Request-Id` response header and a span around the
 //!   request's work ([`request_id`]), and one log line per request ([`log`], with the route
-//!   fields of [`route`]).
+//!   fields of [`route`]), counted for `/metrics` as it is written ([`metrics`]).
 
 mod body;
 mod conn;
 pub mod log;
+pub mod metrics;
 pub mod request_id;
 mod route;
 mod slots;
@@ -37,8 +38,29 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::RoleError;
 
+pub use metrics::HttpMetrics;
 pub use request_id::{RequestId, X_REQUEST_ID};
 pub use tls::{load_cluster_tls, load_peer_tls, load_server_tls};
+
+/// A role's HTTP listener, and the listener of its `/metrics` alone when `metrics.listen` is
+/// set.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The role's port (`listen`, or `registry.listen`).
+    pub http: TcpListener,
+    /// `metrics.listen`.
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    /// The role's port alone.
+    fn from(http: TcpListener) -> Self {
+        Listeners {
+            http,
+            metrics: None,
+        }
+    }
+}
 
 /// How a listener treats its clients; built from `server:` by [`ServeOptions::from_config`].
 #[derive(Clone)]
@@ -59,6 +81,9 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The clients allowed; `None` allows any.
     pub allowed: Option<Vec<Cidr>>,
+    /// Where requests are counted; shared by every listener served with these options (a
+    /// clone shares it too).
+    pub metrics: Arc<HttpMetrics>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -104,6 +129,7 @@ impl ServeOptions {
             send_timeout: config.send_timeout.get(),
             tls: None,
             allowed: None,
+            metrics: Arc::default(),
         }
     }
 

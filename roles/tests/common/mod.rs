@@ -9,6 +9,7 @@
 mod build_index_setup;
 pub mod flaky;
 pub mod images;
+pub mod proxy_setup;
 mod tracker_setup;
 
 use std::collections::HashMap;
@@ -343,6 +344,7 @@ async fn start_agent(
     let listeners = agent::AgentListeners {
         registry: bind(ip).await,
         peer: bind(ip).await,
+        metrics: None,
     };
     let http = listeners.registry.local_addr().unwrap();
     let peer = listeners.peer.local_addr().unwrap();
@@ -429,6 +431,7 @@ impl Cluster {
             origin_listeners.push(origin::OriginListeners {
                 http: bind(ip).await,
                 peer: bind(ip).await,
+                metrics: None,
             });
         }
         let origin_http: Vec<SocketAddr> = origin_listeners
@@ -566,6 +569,7 @@ impl Cluster {
             peer: TcpListener::bind(peer)
                 .await
                 .expect("rebinding the origin's peer port"),
+            metrics: None,
         };
         self.origins[i] = spawn_origin(i, &self.origin_setups[i], listeners, &self.router);
         self.wait_for(&self.origins[i]).await;
@@ -623,6 +627,24 @@ impl Cluster {
             .ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    }
+
+    /// A node's `/metrics`, parsed by the strict reader (a scrape Prometheus would refuse
+    /// fails the test).
+    pub async fn scrape(&self, node: &Node) -> shoal_metrics::parse::Scrape {
+        let r = self
+            .http
+            .get(self.url(node.http, "/metrics"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scraping {}: {e}", node.name));
+        assert_eq!(
+            r.headers()["content-type"],
+            shoal_roles::metrics::CONTENT_TYPE
+        );
+        let text = r.text().await.unwrap();
+        shoal_metrics::parse::parse(&text)
+            .unwrap_or_else(|e| panic!("/metrics of {}: {e}\n{text}", node.name))
     }
 
     /// Whether origin `node` holds `digest` whole.
