@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::proxy_setup::{push_blob, push_image, start_proxy, start_proxy_with};
-use common::{Cluster, Spec, digest_of, poll_until};
+use common::{Cluster, Spec, digest_of, noise, poll_until};
 use shoal_config::HostPort;
 use shoal_p2p::HashRing;
 

@@ -22,6 +22,7 @@ fn options() -> ServeOptions {
         send_timeout: Duration::from_millis(500),
         tls: None,
         allowed: None,
+        metrics: Arc::default(),
     }
 }
 
