@@ -1,7 +1,8 @@
 //! `/metrics` on every role of a cluster in one process (tracker, origin, build-index, agent,
 //! proxy): each scrape parses with the strict reader, shows the process's start time and
 //! build, and a push through the proxy and two pulls through an agent move the request,
-//! backend, cache, tag and P2P series as they should.
+//! backend, cache, tag and P2P series as they should. The example Grafana dashboard
+//! (`examples/grafana/shoal.json`) names only families some role shows.
 
 mod common;
 
@@ -186,6 +187,11 @@ async fn a_push_and_two_pulls_move_every_roles_series() {
     let announced = cluster.scrape(tracker).await;
     assert!(requests(&announced, "POST", "/announce/{info_hash}", "200") >= 2.0);
     let looked_up = cluster.scrape(build_index).await;
+    let mut families: Vec<String> = Vec::new();
+    for node in nodes.iter().copied().chain([&proxy]) {
+        families.extend(cluster.scrape(node).await.families.into_keys());
+    }
+    dashboard_names_only(&families);
     assert!(
         looked_up.sum(
             "shoal_build_index_tag_lookups_total",
@@ -195,4 +201,45 @@ async fn a_push_and_two_pulls_move_every_roles_series() {
             &[("result", "found")]
         ) >= 1.0
     );
+}
+
+/// Every `shoal_...` name in the dashboard's queries is a family in `families` (a histogram's
+/// `_bucket`, `_sum` and `_count` are its family's).
+fn dashboard_names_only(families: &[String]) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grafana/shoal.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut names = Vec::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("shoal_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|base| families.iter().any(|f| f == base))
+            .unwrap_or(&name);
+        assert!(
+            families.iter().any(|f| f == family),
+            "the dashboard queries {name}, which no role shows"
+        );
+    }
 }
