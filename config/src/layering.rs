@@ -15,6 +15,9 @@ const EXTENDS: &str = "extends";
 pub(crate) struct Layer {
     /// How the file is named in messages.
     pub(crate) name: String,
+    /// The folder its relative paths resolve against; `None` for text that is no file,
+    /// whose paths stay as written (relative to the working directory).
+    pub(crate) dir: Option<PathBuf>,
     pub(crate) value: Value,
 }
 
@@ -35,7 +38,7 @@ impl Layered {
     /// Reads the document and every base it extends, then merges them.
     pub(crate) fn load(source: Source<'_>) -> Result<Self, ConfigError> {
         let mut seen: Vec<PathBuf> = Vec::new();
-        let (mut name, mut map, mut dir) = match source {
+        let (mut name, mut map, mut dir, mut is_file) = match source {
             Source::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
@@ -43,11 +46,11 @@ impl Layered {
                 })?;
                 seen.push(canonical(path));
                 let name = path.display().to_string();
-                (name.clone(), parse(&text, &name)?, parent(path))
+                (name.clone(), parse(&text, &name)?, parent(path), true)
             }
             Source::Inline { yaml, base_dir } => {
                 let name = "<inline>".to_owned();
-                (name.clone(), parse(yaml, &name)?, base_dir.to_owned())
+                (name.clone(), parse(yaml, &name)?, base_dir.to_owned(), false)
             }
         };
         let mut top_down = Vec::new();
@@ -55,6 +58,7 @@ impl Layered {
             let base = take_extends(&mut map, &name)?;
             top_down.push(Layer {
                 name: name.clone(),
+                dir: is_file.then(|| dir.clone()),
                 value: Value::Mapping(map),
             });
             let Some(base) = base else { break };
@@ -75,6 +79,7 @@ impl Layered {
             name = path.display().to_string();
             map = parse(&text, &name)?;
             dir = parent(&path);
+            is_file = true;
         }
         top_down.reverse();
         let merged = top_down
@@ -91,6 +96,20 @@ impl Layered {
     /// The file that set the value at `path` in the merged document: the last file that
     /// defines it, unless a later file replaced the whole subtree with a scalar or a list.
     pub(crate) fn blame(&self, path: &KeyPath) -> &str {
+        self.layer_of(path)
+            .map_or("<inline>", |layer| layer.name.as_str())
+    }
+
+    /// The folder of the file that set the value at `path`; `None` when no file set it (a
+    /// default).
+    pub(crate) fn dir_of(&self, path: &KeyPath) -> Option<&Path> {
+        let layer = self.layer_of(path)?;
+        path.lookup(&layer.value)?;
+        layer.dir.as_deref()
+    }
+
+    /// The layer that set the value at `path` (see [`Layered::blame`]).
+    fn layer_of(&self, path: &KeyPath) -> Option<&Layer> {
         let mut current: Vec<(usize, &Value)> = self
             .layers
             .iter()
@@ -115,10 +134,7 @@ impl Layered {
             }
             current = next;
         }
-        current
-            .last()
-            .and_then(|(i, _)| self.layers.get(*i))
-            .map_or("<inline>", |layer| layer.name.as_str())
+        current.last().and_then(|(i, _)| self.layers.get(*i))
     }
 }
 

@@ -117,6 +117,7 @@ fn resolve<T: RoleConfig>(layered: Layered, env: EnvLookup<'_>) -> Result<T, Con
         return Err(ConfigError::Invalid { problems });
     }
     strip_nulls(&mut doc);
+    crate::paths::resolve_relative(&mut doc, &layered);
     let mut config: T = decode(&layered, doc.clone())?;
     config.finish();
     let mut problems = Problems::default();

@@ -4,9 +4,11 @@
 //! Under the data directory: `config/<role>/{base,development}.yaml` (the examples as shipped),
 //! and per process `<name>/config.yaml` (which `extends:` its role's development.yaml and sets
 //! only the addresses and the store root of that instance), `<name>/` as its data directory and
-//! `logs/<name>.log`, and `<name>/pid`. Every process runs with the data directory as its working directory, so
-//! the examples' relative `./backend` is one backend folder shared by the origins (blobs,
-//! `sharded_docker_blob`) and the build-index (tags, `docker_tag`).
+//! `logs/<name>.log`, and `<name>/pid`. Relative paths in a config are relative to its file
+//! (and every process runs with the data directory as its working directory), so the
+//! examples' `../../backend`, written in `config/<role>/development.yaml`, is one backend
+//! folder, `DIR/backend`, shared by the origins (blobs, `sharded_docker_blob`) and the
+//! build-index (tags, `docker_tag`).
 //!
 //! Ports, from `--base-port` B (15000 by default, Kraken's devcluster ports): proxy B, origin k
 //! B+2+10(k-1) (peer one below), tracker B+3, build-index B+4, agent k B+1000+2(k-1) (peer one
@@ -113,7 +115,7 @@ fn plan(args: &DevClusterArgs) -> anyhow::Result<Vec<Member>> {
         members.push(Member {
             role: "origin",
             overlay: format!(
-                "listen: {origin}\npeer:\n  listen: {peer}\nstore:\n  root: ./{name}/store\n\
+                "listen: {origin}\npeer:\n  listen: {peer}\nstore:\n  root: ./store\n\
                  cluster:\n  hosts:\n    static:{hosts}\nhashring:\n  max_replica: {replica}\n\
                  tracker:\n  hosts:\n    static:\n      - {tracker}\n",
                 peer = addr(1 + 10 * k as u32),
@@ -137,7 +139,7 @@ fn plan(args: &DevClusterArgs) -> anyhow::Result<Vec<Member>> {
         overlay: format!(
             "registry:\n  listen: {proxy}\norigin:\n  hosts:\n    static:{}\n\
              build_index:\n  hosts:\n    static:\n      - {build_index}\n\
-             access:\n  htpasswd: ./htpasswd\n",
+             access:\n  htpasswd: ../htpasswd\n",
             list(&origins)
         ),
     });
@@ -147,7 +149,7 @@ fn plan(args: &DevClusterArgs) -> anyhow::Result<Vec<Member>> {
         members.push(Member {
             role: "agent",
             overlay: format!(
-                "registry:\n  listen: {registry}\npeer:\n  listen: {peer}\nstore:\n  root: ./{name}/store\n\
+                "registry:\n  listen: {registry}\npeer:\n  listen: {peer}\nstore:\n  root: ./store\n\
                  tracker:\n  hosts:\n    static:\n      - {tracker}\n\
                  build_index:\n  hosts:\n    static:\n      - {build_index}\n",
                 peer = addr(1001 + 2 * k),
