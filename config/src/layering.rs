@@ -50,7 +50,12 @@ impl Layered {
             }
             Source::Inline { yaml, base_dir } => {
                 let name = "<inline>".to_owned();
-                (name.clone(), parse(yaml, &name)?, base_dir.to_owned(), false)
+                (
+                    name.clone(),
+                    parse(yaml, &name)?,
+                    base_dir.to_owned(),
+                    false,
+                )
             }
         };
         let mut top_down = Vec::new();

@@ -195,7 +195,7 @@ fn check_name(name: &str) -> Result<(), String> {
 /// `name{a="b",...} value [timestamp]`.
 fn sample(line: &str) -> Result<Sample, String> {
     let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
+        .find(['{', ' '])
         .ok_or_else(|| format!("{line:?} has no value"))?;
     let name = &line[..name_end];
     check_name(name)?;

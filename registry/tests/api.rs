@@ -684,7 +684,7 @@ async fn deletes() {
 #[tokio::test]
 async fn ranged_gets_across_several_send_windows_return_exactly_those_bytes() {
     let reg = fixture().await;
-    // Over two 2 MiB windows plus an odd tail, with bytes that differ at every offset.
+    // Over one 4 MiB window plus an odd tail, with bytes that differ at every offset.
     let data: Vec<u8> = (0..(5 << 20) + 3)
         .map(|i: u32| (i * 7 + i / 251) as u8)
         .collect();
