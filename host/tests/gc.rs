@@ -59,7 +59,10 @@ fn a_deleted_tag_frees_its_blobs_in_the_cache_and_the_backend() {
     let index = image::write_index_layout(&layout, "v1", "gc");
     let (amd, arm) = (&index.images[0], &index.images[1]);
     let config = work.path().join("dev.yaml");
-    std::fs::write(&config, "gc:\n  interval: 1s\n  grace: 0s\n").expect("writing dev.yaml");
+    // A grace of 0s would let a collection between a layer's upload and its manifest's PUT
+    // sweep the layer (nothing references it yet), which a loaded machine makes likely; 10s
+    // covers a push and still frees the deleted image well within the wait below.
+    std::fs::write(&config, "gc:\n  interval: 1s\n  grace: 10s\n").expect("writing dev.yaml");
 
     let server = DevServer::start_with_config(data.path(), &config);
     for (image, arch, variant) in [(amd, "amd64", None), (arm, "arm64", Some("v8"))] {
