@@ -8,23 +8,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::images::image_manifest;
 use common::{Cluster, Spec, digest_of, noise, poll_until};
 
 const NS: &str = "team/app";
 const SENT: &str = "shoal_p2p_piece_bytes_sent_total ";
 const RECEIVED: &str = "shoal_p2p_piece_bytes_received_total ";
-
-/// A minimal OCI image manifest naming `config` and `layer`.
-fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
-        digest_of(config),
-        config.len(),
-        digest_of(layer),
-        layer.len()
-    )
-    .into_bytes()
-}
 
 fn hex(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap()
@@ -41,7 +30,7 @@ async fn an_origin_killed_mid_transfer_costs_nothing_and_the_active_check_follow
 
     let layer = noise(48 << 20, 1);
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let manifest = manifest(&config, &layer);
+    let manifest = image_manifest(&config, &layer);
     let (layer_digest, manifest_digest) = (digest_of(&layer), digest_of(&manifest));
     for blob in [&layer, &config, &manifest] {
         cluster

@@ -6,21 +6,10 @@
 
 mod common;
 
+use common::images::image_manifest;
 use common::{Cluster, Spec, digest_of, noise};
 
 const NS: &str = "team/app";
-
-/// A minimal OCI image manifest naming `config` and `layer`.
-fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
-        digest_of(config),
-        config.len(),
-        digest_of(layer),
-        layer.len()
-    )
-    .into_bytes()
-}
 
 /// A client trusting `ca` that presents `identity` (certificate and key) when given.
 fn https_client(
@@ -48,7 +37,7 @@ async fn a_cluster_speaking_tls_everywhere_serves_pulls_and_refuses_strangers() 
     // A layer pushed to its owner over HTTPS, and an image whose tag the build-index answers.
     let layer = noise(6 << 20, 7);
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
-    let manifest = manifest(&config, &layer);
+    let manifest = image_manifest(&config, &layer);
     let layer_digest = cluster.push_to_owner(NS, layer.clone()).await;
     cluster.push_to_owner(NS, config.clone()).await;
     let manifest_digest = cluster.push_to_owner(NS, manifest.clone()).await;

@@ -3,6 +3,18 @@
 
 use super::{Cluster, digest_of};
 
+/// A minimal OCI image manifest naming `config` and `layer`.
+pub fn image_manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
+        digest_of(config),
+        config.len(),
+        digest_of(layer),
+        layer.len()
+    )
+    .into_bytes()
+}
+
 /// An image stored in the backend: its manifest's digest and its config's.
 pub struct Image {
     pub manifest: String,
