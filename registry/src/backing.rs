@@ -247,16 +247,8 @@ impl Registry {
             return Ok(false);
         };
         let _fill = self.fills.lock(d).await;
-        if self.store.repo_has_blob(repo, d).await? {
-            return Ok(true); // a concurrent request fetched it
-        }
-        if self.store.blob_size(d).await?.is_some() {
-            return Ok(false);
-        }
-        if let Some(file) = backing.get_blob_file(repo, d).await?
-            && self.store.adopt_verified_file(repo, d, &file).await?
-        {
-            return Ok(true);
+        if let Some(settled) = self.settled_before_fetch(backing.as_ref(), repo, d).await? {
+            return Ok(settled);
         }
         let Some(body) = backing.get_blob(repo, d).await? else {
             return Ok(false);
@@ -266,6 +258,30 @@ impl Registry {
             .await
             .map_err(|e| fetched_corrupt(repo, d, e))?;
         Ok(true)
+    }
+
+    /// What a fetch of blob `d` of `repo` finds before it downloads anything, under the
+    /// digest's fill lock: `Some(true)` when the store holds it in `repo` now (a concurrent
+    /// request fetched it, or the backing's verified file was adopted), `Some(false)` when the
+    /// store knows the content but not in `repo` (deleted there on purpose), `None` to fetch.
+    pub(crate) async fn settled_before_fetch(
+        &self,
+        backing: &dyn Backing,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<bool>> {
+        if self.store.repo_has_blob(repo, d).await? {
+            return Ok(Some(true));
+        }
+        if self.store.blob_size(d).await?.is_some() {
+            return Ok(Some(false));
+        }
+        if let Some(file) = backing.get_blob_file(repo, d).await?
+            && self.store.adopt_verified_file(repo, d, &file).await?
+        {
+            return Ok(Some(true));
+        }
+        Ok(None)
     }
 
     /// Brings manifest `reference` of `repo` into the local store from the backing, tag

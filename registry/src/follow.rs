@@ -151,16 +151,8 @@ impl Registry {
             return Ok(false);
         };
         let _fill = self.fills.lock(d).await;
-        if self.store.repo_has_blob(repo, d).await? {
-            return Ok(true);
-        }
-        if self.store.blob_size(d).await?.is_some() {
-            return Ok(false);
-        }
-        if let Some(file) = backing.get_blob_file(repo, d).await?
-            && self.store.adopt_verified_file(repo, d, &file).await?
-        {
-            return Ok(true);
+        if let Some(settled) = self.settled_before_fetch(backing.as_ref(), repo, d).await? {
+            return Ok(settled);
         }
         let Some((length, body)) = backing.get_blob_sized(repo, d).await? else {
             return Ok(false);
