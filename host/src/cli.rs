@@ -1,11 +1,13 @@
 //! Command-line surface of `shoal`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use shoal_host::plugin;
+
+use crate::preflight::Preflight;
 
 /// shoal: a peer-to-peer container registry mirror with sandboxed WebAssembly storage backends.
 #[derive(Parser, Debug)]
@@ -181,7 +183,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            match shoal_config::check(role, &file, &shoal_config::process_env) {
+            use shoal_config::{
+                AgentConfig, BuildIndexConfig, DevConfig, OriginConfig, ProxyConfig, Role,
+                TrackerConfig,
+            };
+            let checked = match role {
+                Role::Agent => check_as::<AgentConfig>(&file),
+                Role::Origin => check_as::<OriginConfig>(&file),
+                Role::Tracker => check_as::<TrackerConfig>(&file),
+                Role::BuildIndex => check_as::<BuildIndexConfig>(&file),
+                Role::Proxy => check_as::<ProxyConfig>(&file),
+                Role::Dev => check_as::<DevConfig>(&file),
+            };
+            match checked {
                 Ok(effective) => {
                     print!("{effective}");
                     Ok(ExitCode::SUCCESS)
@@ -195,10 +209,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Loads a role's config (errors name the key) and runs the role on a fresh runtime.
+/// `shoal config check` of `file` as a `C`: the file loads, and passes every check its start
+/// makes before it creates anything ([`crate::preflight`]); the effective config, or why not.
+fn check_as<C: shoal_config::RoleConfig + Preflight>(file: &Path) -> Result<String, String> {
+    let config: C =
+        shoal_config::load(file, &shoal_config::process_env).map_err(|e| e.to_string())?;
+    crate::preflight::run(&config, file).map_err(|p| crate::preflight::message(&p))?;
+    shoal_config::render(&config).map_err(|e| e.to_string())
+}
+
+/// Loads a role's config (errors name the key), makes the checks `config check` makes, and
+/// runs the role on a fresh runtime; nothing is created before the checks pass.
 fn run_role<C, F, Fut>(args: RoleArgs, run: F) -> anyhow::Result<ExitCode>
 where
-    C: shoal_config::RoleConfig + HasLog,
+    C: shoal_config::RoleConfig + HasLog + Preflight,
     F: FnOnce(C, PathBuf) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
@@ -209,6 +233,12 @@ where
             return Ok(ExitCode::from(2));
         }
     };
+    let checked = crate::preflight::run(&config, &args.config)
+        .and_then(|()| crate::preflight::data_dir(&args.data_dir));
+    if let Err(problems) = checked {
+        eprintln!("{}", crate::preflight::message(&problems));
+        return Ok(ExitCode::from(2));
+    }
     crate::logging::init(config.log());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

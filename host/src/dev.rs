@@ -11,7 +11,7 @@
 //! and upload sessions idle for `uploads.max_age` are purged (`crate::uploads`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -61,6 +61,11 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
     if defaulted {
         cfg.backends = vec![cfg.default_backend()];
     }
+    // The checks `config check dev` makes, on the flags' result: nothing is created before.
+    let file = args.config.as_deref().unwrap_or(Path::new("(flags)"));
+    if let Err(problems) = crate::preflight::run(&cfg, file) {
+        anyhow::bail!("{}", crate::preflight::message(&problems));
+    }
     Ok(DevSettings {
         listen: cfg.listen,
         log: cfg.log,
@@ -82,6 +87,18 @@ fn settings(args: DevArgs) -> anyhow::Result<DevSettings> {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let s = settings(args)?;
     crate::logging::init(&s.log);
+    // Sockets first: a port in use fails the start before the data directory is made.
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("binding {}", s.listen))?;
+    let metrics_listener = match s.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding metrics.listen {at}"))?,
+        ),
+        None => None,
+    };
     let (registry, backends, _lock) = open_registry(&s, true).await?;
     let collector = crate::gc::Collector::start(registry.clone(), &s.gc);
     let options = ServeOptions::from_config(&s.server)?.allowing(s.allowed_cidrs.clone());
@@ -118,17 +135,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             })
             .router(),
     );
-    let listener = tokio::net::TcpListener::bind(s.listen)
-        .await
-        .with_context(|| format!("binding {}", s.listen))?;
     let addr = listener.local_addr()?;
     let tasks = shoal_p2p::Tasks::new();
-    if let Some(at) = s.metrics_listen {
-        let metrics_listener = tokio::net::TcpListener::bind(at)
-            .await
-            .with_context(|| format!("binding metrics.listen {at}"))?;
-        metrics.serve_on(Some(metrics_listener), &options, &tasks);
-    }
+    metrics.serve_on(metrics_listener, &options, &tasks);
     tracing::info!(
         data_dir = %s.data_dir.display(),
         "shoal dev listening on {}://{addr}",

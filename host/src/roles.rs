@@ -1,5 +1,5 @@
 //! The P2P roles as processes: each loads its config (done by the caller), builds its plugins
-//! (backends, health policies), binds its configured sockets, and hands them to the service in
+//! (backends, health policies) after binding its configured sockets, and hands them to the service in
 //! `shoal-roles`. Nothing else happens here.
 
 use std::future::Future;
@@ -60,6 +60,12 @@ pub async fn origin(
     data_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Sockets first: a port in use fails the start before anything is created.
+    let listeners = origin::OriginListeners {
+        http: bind(config.listen, "listen").await?,
+        peer: bind(config.peer.listen, "peer.listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
     let engine = engine(&config.plugins, &data_dir)?;
     let backends = load_router(&engine, &config.backends, &config.auth)
         .context("loading the storage backends")?;
@@ -72,11 +78,6 @@ pub async fn origin(
         ),
         tracker_health: tracker_health(&engine, &config.tracker)?,
     };
-    let listeners = origin::OriginListeners {
-        http: bind(config.listen, "listen").await?,
-        peer: bind(config.peer.listen, "peer.listen").await?,
-        metrics: bind_metrics(&config.metrics).await?,
-    };
     origin::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
 }
@@ -87,14 +88,15 @@ pub async fn agent(
     data_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let engine = engine(&PluginsConfig::default(), &data_dir)?;
-    let deps = agent::AgentDeps {
-        tracker_health: tracker_health(&engine, &config.tracker)?,
-    };
+    // Sockets first: a port in use fails the start before anything is created.
     let listeners = agent::AgentListeners {
         registry: bind(config.registry.listen, "registry.listen").await?,
         peer: bind(config.peer.listen, "peer.listen").await?,
         metrics: bind_metrics(&config.metrics).await?,
+    };
+    let engine = engine(&PluginsConfig::default(), &data_dir)?;
+    let deps = agent::AgentDeps {
+        tracker_health: tracker_health(&engine, &config.tracker)?,
     };
     agent::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
@@ -106,6 +108,11 @@ pub async fn tracker(
     data_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Sockets first: a port in use fails the start before anything is created.
+    let listeners = Listeners {
+        http: bind(config.listen, "listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
     let engine = engine(&PluginsConfig::default(), &data_dir)?;
     let deps = tracker::TrackerDeps {
         origin_health: filter(
@@ -113,10 +120,6 @@ pub async fn tracker(
                 .active_health(&config.cluster.healthcheck)
                 .context("loading the origins' health policy (cluster.healthcheck)")?,
         ),
-    };
-    let listeners = Listeners {
-        http: bind(config.listen, "listen").await?,
-        metrics: bind_metrics(&config.metrics).await?,
     };
     tracker::serve(config, listeners, deps, shutdown).await?;
     Ok(())
@@ -128,15 +131,16 @@ pub async fn build_index(
     data_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Sockets first: a port in use fails the start before anything is created.
+    let listeners = Listeners {
+        http: bind(config.listen, "listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
     let engine = engine(&config.plugins, &data_dir)?;
     let backends = load_router(&engine, &config.backends, &config.auth)
         .context("loading the storage backends")?;
     let deps = build_index::BuildIndexDeps {
         backends: Arc::new(backends),
-    };
-    let listeners = Listeners {
-        http: bind(config.listen, "listen").await?,
-        metrics: bind_metrics(&config.metrics).await?,
     };
     build_index::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())
@@ -148,6 +152,11 @@ pub async fn proxy(
     data_dir: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Sockets first: a port in use fails the start before anything is created.
+    let listeners = Listeners {
+        http: bind(config.registry.listen, "registry.listen").await?,
+        metrics: bind_metrics(&config.metrics).await?,
+    };
     let engine = engine(&PluginsConfig::default(), &data_dir)?;
     let access = shoal_registry::Access::load(&config.access).context("loading access:")?;
     let protect = access.map(|access| {
@@ -172,10 +181,6 @@ pub async fn proxy(
                 .context("loading the origins' health policy")?,
         ),
         protect,
-    };
-    let listeners = Listeners {
-        http: bind(config.registry.listen, "registry.listen").await?,
-        metrics: bind_metrics(&config.metrics).await?,
     };
     proxy::serve(&config, &data_dir, listeners, deps, shutdown).await?;
     Ok(())

@@ -64,14 +64,6 @@ pub async fn serve(
         .root
         .clone()
         .unwrap_or_else(|| data_dir.join("store"));
-    let registry_root: PathBuf = root.join("registry");
-    let local =
-        LocalStore::open(&registry_root)
-            .await
-            .map_err(|source| RoleError::RegistryStore {
-                path: registry_root.clone(),
-                source,
-            })?;
 
     let peer = PeerSide::start(
         PeerSettings {
@@ -90,6 +82,15 @@ pub async fn serve(
     )
     .await?;
     let (scheduler, advertise) = (peer.scheduler.clone(), peer.advertise);
+    // Opened after the P2P side, whose start checks the config: a failed start creates nothing.
+    let registry_root: PathBuf = root.join("registry");
+    let local =
+        LocalStore::open(&registry_root)
+            .await
+            .map_err(|source| RoleError::RegistryStore {
+                path: registry_root.clone(),
+                source,
+            })?;
 
     let build_index = match &config.build_index.hosts {
         Some(h) => hosts_of(h).await?,

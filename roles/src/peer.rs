@@ -47,15 +47,16 @@ impl PeerSide {
         listener: TcpListener,
         tasks: &Tasks,
     ) -> Result<PeerSide, RoleError> {
+        // What can fail on the config first: a failed start leaves no store folder behind.
+        let advertise = peer_addr(&listener, s.ip)?;
+        let tracker = tracker_client(s.tracker, s.tracker_health, s.cluster_tls).await?;
+        let peer_tls = crate::serve::load_peer_tls(s.peer_tls)?;
         let store =
             PieceStore::open(s.store_root, s.store).map_err(|source| RoleError::PieceStore {
                 path: s.store_root.to_owned(),
                 source,
             })?;
         tasks.spawn(store.cleanup_loop());
-        let advertise = peer_addr(&listener, s.ip)?;
-        let tracker = tracker_client(s.tracker, s.tracker_health, s.cluster_tls).await?;
-        let peer_tls = crate::serve::load_peer_tls(s.peer_tls)?;
         let identity = Identity {
             peer_id: PeerId::random(),
             advertise,

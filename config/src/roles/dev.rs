@@ -22,9 +22,7 @@ use crate::log::LogConfig;
 use crate::net::Cidr;
 use crate::observe::MetricsConfig;
 use crate::plugins::PluginsConfig;
-use crate::scheduler::SchedulerConfig;
 use crate::server::ServerConfig;
-use crate::store::StoreConfig;
 use crate::uploads::UploadsConfig;
 use crate::validate::{Problems, Validate};
 
@@ -43,10 +41,6 @@ pub struct DevConfig {
     pub auth: AuthConfig,
     /// Who may push, pull and delete [anyone].
     pub access: AccessConfig,
-    /// P2P settings of the embedded agent and origin.
-    pub scheduler: SchedulerConfig,
-    /// On-disk cache settings of the embedded agent and origin.
-    pub store: StoreConfig,
     /// Connection limits, timeouts and TLS of the registry port.
     pub server: ServerConfig,
     /// Clients allowed to use the registry port (403 `DENIED` for others); unset means any.
@@ -76,8 +70,6 @@ impl Default for DevConfig {
             backends: Vec::new(),
             auth: AuthConfig::default(),
             access: AccessConfig::default(),
-            scheduler: SchedulerConfig::default(),
-            store: StoreConfig::default(),
             server: ServerConfig::default(),
             allowed_cidrs: None,
             log: LogConfig::default(),
@@ -122,8 +114,6 @@ impl sealed::Role for DevConfig {
         );
         validate_backends(&self.backends, &self.auth, problems);
         self.access.validate(&root.key("access"), problems);
-        self.scheduler.validate(&root.key("scheduler"), problems);
-        self.store.validate(&root.key("store"), problems);
         self.plugins.validate(&root.key("plugins"), problems);
         self.gc.validate(&root.key("gc"), problems);
         self.uploads.validate(&root.key("uploads"), problems);
