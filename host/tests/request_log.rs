@@ -181,3 +181,51 @@ fn a_push_and_pulls_leave_one_json_request_line_each() {
         lines(&server)
     );
 }
+
+/// A backend whose upstream refuses connections: the log says so once per attempt, naming the
+/// plugin, the upstream and the cause, and wasi-http's own line (which names neither) is gone.
+#[test]
+fn a_backend_that_cannot_connect_names_its_upstream_and_the_cause() {
+    let work = tempdir("shoal-cause-log-");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = closed.local_addr().unwrap();
+    drop(closed);
+    let config = work.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "log:\n  format: json\nbackends:\n  - namespace: .*\n    backend:\n      http:\n        \
+             download_url: http://{upstream}/blobs/%s\n"
+        ),
+    )
+    .unwrap();
+    let server = DevServer::start_with_config(&work.path().join("data"), &config);
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (status, _, _) = call(
+        &server,
+        "GET",
+        &format!("/v2/x/blobs/{digest}"),
+        &[],
+        vec![],
+    );
+    assert!(status >= 400, "{status}");
+    let failed = |l: &Value| l["message"] == "plugin request failed";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines(&server).iter().any(failed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all = lines(&server);
+    let line = all.iter().find(|l| failed(l)).unwrap_or_else(|| {
+        panic!("no `plugin request failed` line:\n{all:#?}");
+    });
+    let fields = line;
+    assert_eq!(fields["upstream"], format!("http://{upstream}"), "{line}");
+    let error = fields["error"].as_str().unwrap().to_lowercase();
+    assert!(error.contains("connection refused"), "{line}");
+    assert!(fields["plugin"].as_str().is_some(), "{line}");
+    let wasi: Vec<&Value> = all
+        .iter()
+        .filter(|l| l["target"].as_str().unwrap_or("").starts_with("wasmtime"))
+        .collect();
+    assert!(wasi.is_empty(), "wasmtime lines: {wasi:#?}");
+}

@@ -436,3 +436,34 @@ pub struct TlsError {
     /// What is wrong with it.
     pub why: String,
 }
+
+/// `e` and every error under it, `: `-separated, each cause once: reqwest's and hyper's own
+/// messages hide the cause ("error sending request for url (...)"); the sources say
+/// "tcp connect error: Connection refused (os error 111)".
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod cause_tests {
+    #[tokio::test]
+    async fn a_refused_connection_says_so_and_names_the_address() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let e = reqwest::get(format!("http://{addr}/x")).await.unwrap_err();
+        let text = super::with_causes(&e);
+        assert!(text.contains(&addr.to_string()), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+    }
+}

@@ -37,7 +37,7 @@ pub mod wire;
 pub use bitfield::Bitfield;
 pub use error::{
     BandwidthError, BitfieldError, ConnError, MetainfoError, PeerStoreError, PickerError,
-    RingError, SchedulerError, StoreError, TlsError, TrackerError, WireError,
+    RingError, SchedulerError, StoreError, TlsError, TrackerError, WireError, with_causes,
 };
 pub use health::HealthFilter;
 pub use metainfo::{DEFAULT_PIECE_LENGTH, InfoHash, Metainfo, MetainfoBuilder};

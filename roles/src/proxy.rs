@@ -16,6 +16,7 @@
 //! store lacks is fetched from its origin (which fetches it from its backend first when it must),
 //! and a tag is resolved at the build-index on every request.
 
+use shoal_p2p::with_causes;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -267,7 +268,7 @@ impl ClusterBacking {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("origin {host}: {e}"))?;
+            .map_err(|e| format!("origin {host}: {}", with_causes(&e)))?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -294,7 +295,7 @@ impl ClusterBacking {
                 .get(&metainfo)
                 .send()
                 .await
-                .map_err(|e| format!("origin {host}: {e}"))?;
+                .map_err(|e| format!("origin {host}: {}", with_causes(&e)))?;
             match resp.status() {
                 reqwest::StatusCode::OK => break,
                 reqwest::StatusCode::ACCEPTED if started.elapsed() < FETCH_DEADLINE => {
@@ -310,7 +311,7 @@ impl ClusterBacking {
             .get(&url)
             .send()
             .await
-            .map_err(|e| format!("origin {host}: {e}"))?;
+            .map_err(|e| format!("origin {host}: {}", with_causes(&e)))?;
         match resp.status() {
             reqwest::StatusCode::OK => Ok(Some(Box::pin(
                 resp.bytes_stream().map_err(std::io::Error::other),

@@ -143,21 +143,7 @@ fn one_line(why: &str) -> String {
     why.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `e` and every error under it, `: `-separated: reqwest's own message hides the cause
-/// ("error sending request"), its sources say "connection refused".
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
+pub(crate) use shoal_p2p::with_causes;
 
 async fn any_answers(http: &ClusterHttp, what: &str, hosts: &[HostPort]) -> Result<(), String> {
     let asks = hosts.iter().map(|host| async move {

@@ -2,6 +2,7 @@
 //! the proxy (which also sets and deletes them): `GET`, `PUT` and `DELETE` of
 //! `/tags/{repo}:{tag}`, tried at each build-index host in turn until one answers.
 
+use shoal_p2p::with_causes;
 use std::time::Duration;
 
 use shoal_config::HostPort;
@@ -49,7 +50,7 @@ impl TagClient {
                     });
                 }
                 Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
-                Err(e) => last = Some(format!("build-index {host}: {e}")),
+                Err(e) => last = Some(format!("build-index {host}: {}", with_causes(&e))),
             }
         }
         match last {
@@ -103,7 +104,7 @@ impl TagClient {
                     ));
                 }
                 Ok(r) => last = format!("build-index {host}: {}", r.status()),
-                Err(e) => last = format!("build-index {host}: {e}"),
+                Err(e) => last = format!("build-index {host}: {}", with_causes(&e)),
             }
         }
         Err(RegistryError::new(ErrorCode::Unavailable, last))

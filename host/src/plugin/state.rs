@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime_wasi_http::p2::bindings::http::types as p2;
 
 use http_body_util::BodyExt;
 use wasmtime::component::ResourceTable;
@@ -153,14 +154,46 @@ impl WasiHttpHooks for Outbound {
             first_byte_timeout: cap(options.first_byte_timeout),
             between_bytes_timeout: cap(options.between_bytes_timeout),
         };
+        // Only where to: the path and query may carry signatures.
+        let upstream = match (request.uri().scheme_str(), request.uri().authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => request.uri().to_string(),
+        };
+        let plugin = self.plugin.clone();
         Box::new(async move {
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, Some(options)).await;
+            let (response, io) = sent.inspect_err(|e| {
+                // One line naming the upstream, in place of wasi-http's own, which does not.
+                tracing::warn!(%plugin, %upstream, error = %e, "plugin request failed");
+            })?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
+    }
+
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> p2::ErrorCode {
+        Outbound::quiet_connect(err)
+    }
+
+    fn p2_error_from_tls(&mut self, _: &std::io::Error) -> p2::ErrorCode {
+        p2::ErrorCode::TlsProtocolError
+    }
+
+    fn p2_error_from_hyper(&mut self, _: &hyper::Error) -> p2::ErrorCode {
+        p2::ErrorCode::HttpProtocolError
+    }
+}
+
+/// wasi-http's mapping of transport errors to WASI error codes, without its log line: the
+/// failure is logged once, with the plugin and the upstream, where the request was sent.
+impl Outbound {
+    fn quiet_connect(err: &std::io::Error) -> p2::ErrorCode {
+        match err.kind() {
+            std::io::ErrorKind::TimedOut => p2::ErrorCode::ConnectionTimeout,
+            _ => p2::ErrorCode::ConnectionRefused,
+        }
     }
 }
 

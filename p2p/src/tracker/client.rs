@@ -218,7 +218,7 @@ impl TrackerClient {
                     let status = response.status();
                     read_capped(response, cap).await.map(|body| (status, body))
                 }
-                Err(e) => Err(error_chain(&e)),
+                Err(e) => Err(crate::with_causes(&e)),
             };
             self.health
                 .observe(&name, outcome.is_ok(), self.clock.now())
@@ -263,16 +263,4 @@ fn message_of(body: &[u8]) -> String {
         Ok(ErrorBody { message, .. }) => message,
         Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
     }
-}
-
-/// An error with its causes, since reqwest's own message omits them ("error sending request").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

@@ -5,6 +5,7 @@
 //! copying further. One job per tag and remote: a newer digest pushed while an older one waits
 //! replaces it, so a remote ends with the newest.
 
+use shoal_p2p::with_causes;
 use std::fmt;
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ impl Runner<TagCopy> for Sender {
                 let body = r.text().await.unwrap_or_default();
                 Outcome::Retry(format!("{} answered {status}: {body}", job.to))
             }
-            Err(e) => Outcome::Retry(format!("sending to {}: {e}", job.to)),
+            Err(e) => Outcome::Retry(format!("sending to {}: {}", job.to, with_causes(&e))),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! it is healthy again, so an origin that was down receives what it missed; a copy for a member
 //! that left the replica set (the ring changed) is dropped.
 
+use shoal_p2p::with_causes;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,7 +201,7 @@ impl Worker {
                 Outcome::Done
             }
             Ok(r) => Outcome::Retry(format!("{to} answered {}", r.status())),
-            Err(e) => Outcome::Retry(format!("sending to {to}: {e}")),
+            Err(e) => Outcome::Retry(format!("sending to {to}: {}", with_causes(&e))),
         }
     }
 }
