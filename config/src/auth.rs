@@ -29,7 +29,8 @@ pub struct S3Auth {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Credentials {
-    /// A label for the account; Kraken's examples set it to the user name.
+    /// Kraken's label for the account: when set, it must be the user name the keys sit under
+    /// (a key pasted under the wrong user is refused).
     #[serde(default)]
     pub aws: Option<String>,
     /// Access key id.

@@ -112,12 +112,36 @@ impl Default for HashRingConfig {
     }
 }
 
+/// A tracker's `cluster:`: the active health checks it runs on the origins of `origin.hosts`
+/// (trackers share their peer store and form no ring of their own, so there are no `hosts`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerCluster {
+    /// Active health checks of the origins.
+    pub healthcheck: ActiveHealthCheck,
+}
+
+impl TrackerCluster {
+    /// True when the section says nothing but defaults, so it is left out of the effective
+    /// config.
+    pub fn is_unset(&self) -> bool {
+        *self == TrackerCluster::default()
+    }
+}
+
 /// Another cluster this role sends requests to (`origin:`, `build_index:`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RemoteCluster {
     /// Its members; unset means this role runs without it.
     pub hosts: Option<Hosts>,
+}
+
+impl RemoteCluster {
+    /// True when no hosts are set, so it is left out of the effective config.
+    pub fn is_unset(&self) -> bool {
+        self.hosts.is_none()
+    }
 }
 
 /// The tracker ring as seen by agents and origins (`tracker:`).
@@ -188,20 +212,28 @@ fn validate_policy(policy: Option<&Path>, at: &KeyPath, problems: &mut Problems)
 
 impl Validate for ClusterConfig {
     fn validate(&self, at: &KeyPath, problems: &mut Problems) {
-        let filter = at.key("healthcheck").key("filter");
-        problems.at_least_one(self.healthcheck.filter.fails.into(), &filter.key("fails"));
-        problems.at_least_one(self.healthcheck.filter.passes.into(), &filter.key("passes"));
+        self.healthcheck.validate(&at.key("healthcheck"), problems);
+    }
+}
+
+impl Validate for TrackerCluster {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        self.healthcheck.validate(&at.key("healthcheck"), problems);
+    }
+}
+
+impl Validate for ActiveHealthCheck {
+    fn validate(&self, at: &KeyPath, problems: &mut Problems) {
+        let filter = at.key("filter");
+        problems.at_least_one(self.filter.fails.into(), &filter.key("fails"));
+        problems.at_least_one(self.filter.passes.into(), &filter.key("passes"));
         problems.require(
-            !self.healthcheck.monitor.interval.is_zero(),
-            &at.key("healthcheck").key("monitor").key("interval"),
+            !self.monitor.interval.is_zero(),
+            &at.key("monitor").key("interval"),
             "must be longer than 0s",
             "a duration like 30s",
         );
-        validate_policy(
-            self.healthcheck.policy.as_deref(),
-            &at.key("healthcheck").key("policy"),
-            problems,
-        );
+        validate_policy(self.policy.as_deref(), &at.key("policy"), problems);
     }
 }
 

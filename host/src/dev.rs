@@ -90,7 +90,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Sockets first: a port in use fails the start before the data directory is made.
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
-        .with_context(|| format!("binding {}", s.listen))?;
+        .with_context(|| format!("binding listen {}", s.listen))?;
     let metrics_listener = match s.metrics_listen {
         Some(at) => Some(
             tokio::net::TcpListener::bind(at)

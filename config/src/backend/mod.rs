@@ -312,6 +312,22 @@ pub(crate) fn validate_backends(
     auth: &AuthConfig,
     problems: &mut Problems,
 ) {
+    // Kraken's `aws:` label names the account the keys belong to: it must be the entry's own.
+    for (user, entry) in &auth.s3 {
+        if let Some(label) = &entry.s3.aws {
+            problems.require(
+                label == user,
+                &KeyPath::root()
+                    .key("auth")
+                    .key("s3")
+                    .key(user)
+                    .key("s3")
+                    .key("aws"),
+                &format!("is `{label}`, but these keys are under `auth.s3.{user}`"),
+                &format!("`aws: {user}` (the user name the keys sit under), or no `aws:`"),
+            );
+        }
+    }
     let list = KeyPath::root().key("backends");
     for (i, entry) in backends.iter().enumerate() {
         let at = list.index(i);

@@ -12,11 +12,9 @@ use crate::validate::{Problems, Validate};
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginBackend {
-    /// Path to the `.wasm` component; relative paths are relative to the working directory.
+    /// Path to the `.wasm` component; relative paths are relative to the
+    /// config file's folder. Its world is read from the component itself (`shoal plugin check`).
     pub plugin: PathBuf,
-    /// The WIT world it implements, when not the default `shoal:backend` one.
-    #[serde(default)]
-    pub world: Option<String>,
     /// Settings passed to the plugin as they are; shoal does not interpret them.
     #[serde(default = "empty_mapping")]
     pub config: Value,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::any_addr;
 use crate::auth::AuthConfig;
 use crate::backend::{BackendEntry, validate_backends};
-use crate::cluster::ClusterConfig;
+use crate::cluster::RemoteCluster;
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
@@ -31,8 +31,8 @@ pub struct BuildIndexConfig {
     /// Credentials the backends name.
     pub auth: AuthConfig,
     /// Remote build-indexes that tags are replicated to; unset means none.
-    #[serde(skip_serializing_if = "ClusterConfig::is_unset")]
-    pub cluster: ClusterConfig,
+    #[serde(skip_serializing_if = "RemoteCluster::is_unset")]
+    pub cluster: RemoteCluster,
     /// Local cache of resolved tags.
     pub tag_cache: TagCacheConfig,
     /// Retries of the queue that copies tags to the remote build-indexes of `cluster:`.
@@ -56,7 +56,7 @@ impl Default for BuildIndexConfig {
             listen: any_addr(15004),
             backends: Vec::new(),
             auth: AuthConfig::default(),
-            cluster: ClusterConfig::default(),
+            cluster: RemoteCluster::default(),
             tag_cache: TagCacheConfig::default(),
             replication: RetryConfig::default(),
             server: ServerConfig::default(),
@@ -95,7 +95,6 @@ impl sealed::Role for BuildIndexConfig {
             tls.validate(&root.key("client_tls"), problems);
         }
         validate_backends(&self.backends, &self.auth, problems);
-        self.cluster.validate(&root.key("cluster"), problems);
         self.replication
             .validate(&root.key("replication"), problems);
         if let Some(capacity) = self.tag_cache.capacity {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::any_addr;
-use crate::cluster::{ClusterConfig, RemoteCluster};
+use crate::cluster::{RemoteCluster, TrackerCluster};
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
 use crate::load::sealed;
@@ -32,8 +32,8 @@ pub struct TrackerConfig {
     #[serde(alias = "max_peers_returned")]
     pub peer_handout_limit: u32,
     /// The tracker ring; unset means a ring of one.
-    #[serde(skip_serializing_if = "ClusterConfig::is_unset")]
-    pub cluster: ClusterConfig,
+    #[serde(skip_serializing_if = "TrackerCluster::is_unset")]
+    pub cluster: TrackerCluster,
     /// Connection limits, timeouts and TLS of the HTTP listeners.
     pub server: ServerConfig,
     /// HTTPS to the other roles; unset speaks plain HTTP to them.
@@ -53,7 +53,7 @@ impl Default for TrackerConfig {
             origin: RemoteCluster::default(),
             announce_interval: Duration::from_secs(3),
             peer_handout_limit: 50,
-            cluster: ClusterConfig::default(),
+            cluster: TrackerCluster::default(),
             server: ServerConfig::default(),
             client_tls: None,
             log: LogConfig::default(),
