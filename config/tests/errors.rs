@@ -450,3 +450,50 @@ fn a_log_filter_and_json_load() {
     assert_eq!(agent.log.level.to_string(), "info,shoal=debug");
     assert_eq!(agent.log.format, shoal_config::LogFormat::Json);
 }
+
+#[test]
+fn an_aws_label_must_name_the_user_its_keys_sit_under() {
+    let yaml = "auth:\n  s3:\n    kraken-user:\n      s3: {aws: minio-user, aws_access_key_id: k, \
+                aws_secret_access_key: s}\n";
+    let text = error::<OriginConfig>(yaml).to_string();
+    assert!(text.contains("auth.s3.kraken-user.s3.aws"), "{text}");
+    assert!(text.contains("`minio-user`"), "{text}");
+    let right = yaml.replace("aws: minio-user", "aws: kraken-user");
+    load_str::<OriginConfig>(&right, &no_env).expect("the label names its own user");
+}
+
+#[test]
+fn registry_backends_refuse_client_certificates_they_could_not_present() {
+    for key in ["cert", "key", "ca"] {
+        let yaml = format!(
+            "backends:\n  - namespace: .*\n    backend:\n      registry_blob:\n        address: r:5000\n        \
+             security:\n          tls:\n            client:\n              {key}: /etc/x.pem\n"
+        );
+        let text = error::<OriginConfig>(&yaml).to_string();
+        let at = format!("backends[0].backend.registry_blob.security.tls.client.{key}");
+        assert!(text.contains(&at), "{text}");
+        assert!(text.contains("not supported"), "{text}");
+    }
+    let tag = "backends:\n  - namespace: .*\n    backend:\n      registry_tag:\n        address: r:5000\n        \
+               security:\n          tls:\n            client:\n              ca: /etc/ca.pem\n";
+    let text = error::<BuildIndexConfig>(tag).to_string();
+    assert!(
+        text.contains("registry_tag.security.tls.client.ca"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_plugin_backend_has_no_world_key_and_a_tracker_cluster_no_hosts() {
+    let plugin = "backends:\n  - namespace: .*\n    backend:\n      plugin:\n        plugin: x.wasm\n        \
+                  world: shoal:backend/backend\n";
+    let text = error::<OriginConfig>(plugin).to_string();
+    assert!(text.contains("unknown key `world`"), "{text}");
+    let tracker = "cluster:\n  hosts:\n    static: [127.0.0.1:15002]\n";
+    let text = error::<TrackerConfig>(tracker).to_string();
+    assert!(text.contains("cluster.hosts"), "{text}");
+    let build_index =
+        "cluster:\n  hosts:\n    static: [127.0.0.1:1]\n  healthcheck:\n    timeout: 1s\n";
+    let text = error::<BuildIndexConfig>(build_index).to_string();
+    assert!(text.contains("cluster.healthcheck"), "{text}");
+}

@@ -430,3 +430,47 @@ async fn http_plugin_without_upload_url_is_read_only() {
     assert!(matches!(r, Err(BackendError::Invalid { .. })), "{r:?}");
     assert_eq!(server.total.load(Ordering::SeqCst), 0);
 }
+
+/// A server that accepts connections and never answers: only the backend's `timeout` ends a
+/// request to it. Each backend kind with an HTTP `timeout` gives up with an error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_registry_backends_give_up_on_a_silent_upstream_after_their_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let engine = engine();
+    let security = "  security:\n    tls:\n      client:\n        disabled: true\n";
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    for yaml in [
+        format!("http:\n  download_url: http://{addr}/blobs/%s\n  timeout: 1s\n"),
+        format!("registry_blob:\n  address: {addr}\n  timeout: 1s\n{security}"),
+        format!("registry_tag:\n  address: {addr}\n  timeout: 1s\n{security}"),
+    ] {
+        let b = backend(&engine, &yaml);
+        let name = if yaml.starts_with("registry_tag") {
+            "library/x:latest"
+        } else {
+            &digest
+        };
+        // The guard only keeps a broken build from hanging the suite; the timeout is 1s.
+        let outcome = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            b.stat("library/x", name),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{yaml}: still waiting after 60s"));
+        let err = outcome
+            .expect_err("a silent upstream is an error")
+            .to_string();
+        assert!(
+            err.to_lowercase().contains("timeout") || err.contains("timed out"),
+            "{yaml}: {err}"
+        );
+    }
+    held.abort();
+}

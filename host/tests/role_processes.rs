@@ -25,9 +25,9 @@ fn config(role: &str, port: u16) -> String {
             "registry:\n  listen: 127.0.0.1:{port}\npeer:\n  listen: 127.0.0.1:{port}\n{TRACKER}\
              build_index:\n  hosts:\n    static: [127.0.0.1:9]\n{json}"
         ),
-        "origin" => format!(
-            "listen: 127.0.0.1:{port}\npeer:\n  listen: 127.0.0.1:{port}\n{TRACKER}{json}"
-        ),
+        "origin" => {
+            format!("listen: 127.0.0.1:{port}\npeer:\n  listen: 127.0.0.1:{port}\n{TRACKER}{json}")
+        }
         "tracker" | "build-index" => format!("listen: 127.0.0.1:{port}\n{json}"),
         "proxy" => format!(
             "registry:\n  listen: 127.0.0.1:{port}\norigin:\n  hosts:\n    static: [127.0.0.1:9]\n\
@@ -135,7 +135,10 @@ fn every_role_writes_json_logs_and_serves_metrics_on_metrics_listen_only() {
         let data = dir.path().join("data");
         let mut process = Role::start(role, &config(role, 0), dir.path(), Some(&data));
         let line = process.wait_for("metrics listening");
-        let addr = line["addr"].as_str().expect("the metrics address").to_owned();
+        let addr = line["addr"]
+            .as_str()
+            .expect("the metrics address")
+            .to_owned();
         let (status, body) = get(&format!("http://{addr}/metrics"));
         assert_eq!(status, 200, "{role}: {body}");
         assert!(body.contains("# TYPE shoal_"), "{role}: {body}");
@@ -164,7 +167,11 @@ fn a_taken_port_fails_the_start_naming_its_key() {
             out.contains(&format!("binding {key} 127.0.0.1:{port}")),
             "{role}: {out}"
         );
-        assert!(!data.exists(), "{role}: a failed start made {}", data.display());
+        assert!(
+            !data.exists(),
+            "{role}: a failed start made {}",
+            data.display()
+        );
     }
     // The peer port: the registry port is free, the peer port is not.
     for role in ["agent", "origin"] {
@@ -195,9 +202,14 @@ fn store_root_and_data_dir_are_where_the_files_go() {
         );
         let mut process = Role::start(role, &yaml, dir.path(), Some(&data));
         process.wait_for(&format!("shoal {role} listening"));
-        let made = std::fs::read_dir(&elsewhere).map(|d| d.count()).unwrap_or(0);
+        let made = std::fs::read_dir(&elsewhere)
+            .map(|d| d.count())
+            .unwrap_or(0);
         assert!(made > 0, "{role}: nothing under store.root");
-        assert!(!data.join("store").exists(), "{role}: a store under the data dir");
+        assert!(
+            !data.join("store").exists(),
+            "{role}: a store under the data dir"
+        );
     }
     // shoal dev without --data-dir: `data_dir` from the file, relative to the file's folder.
     let dir = common::tempdir("shoal-role-store-");

@@ -89,11 +89,15 @@ pub struct TlsConfig {
 pub struct TlsClientConfig {
     /// Talk plain HTTP, for a local insecure registry [false].
     pub disabled: bool,
-    /// Client certificate (PEM) for mutual TLS.
+    /// Refused by `config check` and at start: the plugin sandbox's client presents no
+    /// certificate (kept so the refusal names the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
-    /// Its private key (PEM).
+    /// Refused, as `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
-    /// Extra CA bundle (PEM) to trust.
+    /// Refused, as `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
 }
 
@@ -105,13 +109,24 @@ impl Validate for RegistryBackend {
             "is empty",
             "a registry host such as index.docker.io",
         );
+        // The plugin's HTTP client (the host's wasi:http) trusts the web PKI roots and presents
+        // no client certificate: a setting that would be ignored is refused, at its key.
         let client = &self.security.tls.client;
-        problems.require(
-            client.cert.is_some() == client.key.is_some(),
-            &at.key("security").key("tls").key("client"),
-            "`cert` and `key` must be set together",
-            "both paths, or neither",
-        );
+        let tls_at = at.key("security").key("tls").key("client");
+        for (key, set) in [
+            ("cert", client.cert.is_some()),
+            ("key", client.key.is_some()),
+            ("ca", client.ca.is_some()),
+        ] {
+            problems.require(
+                !set,
+                &tls_at.key(key),
+                "is not supported: the registry backends reach upstreams through the plugin \
+                 sandbox's HTTPS client, which presents no client certificate and trusts the \
+                 system's web PKI roots only",
+                "no `cert`, `key` or `ca` (`disabled: true` for a plain-HTTP registry)",
+            );
+        }
         if let Some(store) = &self.security.creds_store {
             problems.require(
                 store.is_empty() || store == "ecr-login",
