@@ -253,3 +253,47 @@ fn shoal_gc_is_refused_while_shoal_dev_runs_and_collects_once_it_stopped() {
     assert_eq!((status, body), (200, new.manifest.clone()));
     server.stop();
 }
+
+/// `gc.backends: false`: a collection frees the local cache and leaves the backend alone (for a
+/// backend other registries read, or one with its own retention).
+#[test]
+fn with_gc_backends_false_the_backend_keeps_what_the_cache_frees() {
+    let data = tempdir("shoal-gc-keep-");
+    let work = tempdir("shoal-gc-keep-layout-");
+    let config = work.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        "gc:\n  interval: 1s\n  grace: 0s\n  backends: false\n",
+    )
+    .unwrap();
+    let built = image::write_image_layout(&work.path().join("img"), "v1", "gc-keep");
+    let server = DevServer::start_with_config(data.path(), &config);
+    block_on(async {
+        let client = reqwest::Client::new();
+        let layout = work.path().join("img");
+        push_over_http(&client, &server, "app", "v1", &layout, &built).await;
+    });
+    let digests = built.all_digests();
+    for d in &digests {
+        assert!(
+            backend_file(data.path(), d).is_file(),
+            "{d} written through"
+        );
+    }
+    delete_tag(&server, "app/manifests/v1");
+    let freed = poll_until(Duration::from_secs(60), || {
+        digests.iter().all(|d| !cache_file(data.path(), d).exists())
+    });
+    assert!(
+        freed,
+        "the cache still holds the image a minute after its tag was deleted; log:\n{}",
+        server.log().join("\n")
+    );
+    for d in &digests {
+        assert!(
+            backend_file(data.path(), d).is_file(),
+            "{d} stays in the backend with gc.backends: false"
+        );
+    }
+    server.stop();
+}

@@ -286,3 +286,34 @@ fn the_plugin_check_command_reports_and_fails_on_non_plugins() {
         .unwrap();
     assert!(!out.status.success(), "a core module is not a plugin");
 }
+
+/// `plugins.max_instances` caps the instances alive at once across the engine's plugins: with
+/// a cap of 1 and one backend keeping its instance warm, another backend's call is refused as
+/// unavailable, naming the setting, and a refusal is not a trap (its breaker stays closed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_instances_caps_the_instances_alive_at_once() {
+    let engine = PluginEngine::new(
+        PluginLimits {
+            max_instances: 1,
+            ..limits()
+        },
+        None,
+    )
+    .expect("engine");
+    let first = load(&engine, MISBEHAVE, "{mode: panic}", &[]);
+    let second = load(&engine, MISBEHAVE, "{mode: panic}", &[]);
+    assert_eq!(first.stat("ns", "ok").await.unwrap().size, 2);
+    for _ in 0..5 {
+        match second.stat("ns", "ok").await {
+            Err(BackendError::Unavailable { message, .. }) => {
+                assert!(message.contains("plugins.max_instances (1)"), "{message}");
+            }
+            other => panic!("expected the cap to refuse the call, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        first.stat("ns", "ok").await.unwrap().size,
+        2,
+        "the warm instance still serves"
+    );
+}

@@ -209,3 +209,93 @@ fn is_me(h: &HostPort, listen: SocketAddr, peer_ip: Option<IpAddr>) -> bool {
         && (ip == listen.ip()
             || (listen.ip().is_unspecified() && (ip.is_loopback() || Some(ip) == peer_ip)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// The last check decides, as the active policy with `fails: 1, passes: 1` does.
+    #[derive(Default)]
+    struct LastCheck(Mutex<BTreeMap<String, bool>>);
+
+    #[async_trait]
+    impl HealthFilter for LastCheck {
+        async fn observe(&self, host: &str, ok: bool, _: SystemTime) {
+            self.0.lock().unwrap().insert(host.to_owned(), ok);
+        }
+        async fn healthy(&self, host: &str, _: SystemTime) -> bool {
+            self.0.lock().unwrap().get(host).copied().unwrap_or(true)
+        }
+    }
+
+    async fn poll(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `cluster.healthcheck.monitor.interval` paces the pings of the other members, and
+    /// `cluster.healthcheck.timeout` bounds each: a member that accepts the connection and never
+    /// answers is judged unhealthy through the timeout alone, while one that answers stays up.
+    /// Origins and trackers run this same monitor over their `cluster.healthcheck`.
+    #[tokio::test]
+    async fn the_monitor_pings_every_interval_and_a_silent_member_fails_by_timeout() {
+        let pings = Arc::new(AtomicUsize::new(0));
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let counted = pings.clone();
+        let app = axum::Router::new().route(
+            "/health",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(live, app).await });
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let cluster: ClusterConfig = serde_yaml_ng::from_str(&format!(
+            "hosts:\n  static: [\"{live_addr}\", \"{silent_addr}\"]\nhealthcheck:\n  \
+             filter: {{fails: 1, passes: 1}}\n  monitor: {{interval: 100ms}}\n  timeout: 300ms\n"
+        ))
+        .unwrap();
+        let tasks = Tasks::new();
+        let me: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let ring = Ring::start(
+            &cluster,
+            &HashRingConfig::default(),
+            me,
+            None,
+            Arc::new(LastCheck::default()),
+            &ClusterTls::plain(),
+            &tasks,
+        )
+        .await
+        .unwrap();
+        let silent_host = HostPort::new("127.0.0.1", silent_addr.port());
+        let live_host = HostPort::new("127.0.0.1", live_addr.port());
+        poll("the silent member is judged unhealthy", || {
+            !ring.is_healthy(&silent_host)
+        })
+        .await;
+        poll("the live member is pinged again and again", || {
+            pings.load(Ordering::SeqCst) >= 5
+        })
+        .await;
+        assert!(ring.is_healthy(&live_host));
+        tasks.shutdown().await;
+    }
+}

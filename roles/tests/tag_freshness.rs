@@ -120,3 +120,34 @@ async fn a_retagged_image_is_served_everywhere_at_once_and_the_last_one_when_bui
         assert!(matches!(got, Err((503, _))), "agent{i}: {got:?}");
     }
 }
+
+/// `registry.tag_ttl` on an agent: a tag it resolved is served without asking the build-index
+/// again for that long, so an agent with `tag_ttl: 1h` keeps the old digest after a re-push
+/// while an agent with the default (0s, ask every time) serves the new one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_tag_ttl_serves_the_digest_it_resolved_until_the_ttl_ends() {
+    let mut cluster = Cluster::start(Spec {
+        origins: 1,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    let cached = cluster.add_agent("  tag_ttl: 1h\n").await;
+    let (a, b) = (cluster.store_image(NS, 1), cluster.store_image(NS, 2));
+    assert_eq!(cluster.put_tag(NS, "latest", &a.manifest).await, 200);
+    assert_eq!(
+        cluster.manifest_at(cached, LATEST).await,
+        Ok(a.manifest.clone())
+    );
+    assert_eq!(cluster.put_tag(NS, "latest", &b.manifest).await, 200);
+    assert_eq!(
+        cluster.manifest_at(0, LATEST).await,
+        Ok(b.manifest.clone()),
+        "an agent with the default tag_ttl asks every time"
+    );
+    assert_eq!(
+        cluster.manifest_at(cached, LATEST).await,
+        Ok(a.manifest.clone()),
+        "within its tag_ttl the agent serves the digest it resolved"
+    );
+}

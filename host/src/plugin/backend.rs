@@ -108,11 +108,25 @@ impl Shared {
         let state = PluginState::new(self.grants.clone(), self.engine.limits.memory_bytes)
             .map_err(|e| self.trapped(e))?;
         let mut store = self.engine.store(state, timeout);
-        let world = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| self.trapped(e))?;
+        let world = match self.pre.instantiate_async(&mut store).await {
+            Ok(world) => world,
+            // Every slot of `plugins.max_instances` is taken: the call is refused, and it is
+            // not the plugin's fault, so the breaker does not count it.
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                return Err(BackendError::Unavailable {
+                    plugin: self.plugin(),
+                    message: format!(
+                        "every plugin instance allowed by plugins.max_instances ({}) is in use \
+                         (each backend also keeps a few warm between calls): {e}",
+                        self.engine.limits.max_instances
+                    ),
+                });
+            }
+            Err(e) => return Err(self.trapped(e)),
+        };
         Ok((store, world))
     }
 

@@ -51,6 +51,17 @@ struct Config {
     upload_part_size: u64,
 }
 
+/// The URL requests go to: `endpoint` with its own scheme, or with `http` when `disable_ssl`
+/// and `https` otherwise; AWS's regional endpoint when none is given.
+fn endpoint_url(c: &Config, region: &str) -> String {
+    let default_scheme = if c.disable_ssl { "http" } else { "https" };
+    match &c.endpoint {
+        Some(e) if e.contains("://") => e.clone(),
+        Some(e) => format!("{default_scheme}://{e}"),
+        None => format!("{default_scheme}://s3.{region}.amazonaws.com"),
+    }
+}
+
 fn default_part_size() -> u64 {
     64 << 20
 }
@@ -87,13 +98,7 @@ impl Bucket {
         } else {
             c.region.clone()
         };
-        let default_scheme = if c.disable_ssl { "http" } else { "https" };
-        let endpoint = match &c.endpoint {
-            // An endpoint with a scheme keeps it; without one, disable_ssl picks http.
-            Some(e) if e.contains("://") => e.clone(),
-            Some(e) => format!("{default_scheme}://{e}"),
-            None => format!("{default_scheme}://s3.{region}.amazonaws.com"),
-        };
+        let endpoint = endpoint_url(&c, &region);
         let url = Url::parse(&endpoint).map_err(|e| Error::Invalid(format!("s3.endpoint: {e}")))?;
         // Virtual-hosted addressing needs a DNS name to put the bucket in front of; an IP
         // address or `localhost` can only be addressed by path.
@@ -536,6 +541,26 @@ export_backend!(S3);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disable_ssl_picks_http_for_an_endpoint_without_a_scheme() {
+        let config = |yaml: &str| -> Config { serde_json::from_str(yaml).unwrap() };
+        let plain = config(r#"{"bucket": "b", "endpoint": "127.0.0.1:9000", "disable_ssl": true}"#);
+        assert_eq!(endpoint_url(&plain, "us-east-1"), "http://127.0.0.1:9000");
+        let tls = config(r#"{"bucket": "b", "endpoint": "127.0.0.1:9000"}"#);
+        assert_eq!(endpoint_url(&tls, "us-east-1"), "https://127.0.0.1:9000");
+        let aws = config(r#"{"bucket": "b", "disable_ssl": true}"#);
+        assert_eq!(
+            endpoint_url(&aws, "eu-west-1"),
+            "http://s3.eu-west-1.amazonaws.com"
+        );
+        let scheme_wins =
+            config(r#"{"bucket": "b", "endpoint": "https://minio:9000", "disable_ssl": true}"#);
+        assert_eq!(
+            endpoint_url(&scheme_wins, "us-east-1"),
+            "https://minio:9000"
+        );
+    }
 
     #[test]
     fn error_documents_map_by_code_first() {

@@ -91,3 +91,26 @@ impl Runner<TagCopy> for Sender {
         }
     }
 }
+
+#[cfg(test)]
+mod remote_tests {
+    use super::*;
+
+    /// `cluster.hosts.dns` on a build-index names one remote cluster behind one name: a tag is
+    /// copied once to whichever member answers, where `cluster.hosts.static` copies it to
+    /// each host listed.
+    #[test]
+    fn a_dns_name_is_one_remote_and_a_static_list_is_each_host() {
+        let hosts: Hosts = serde_yaml_ng::from_str("dns: remote.example:15004").unwrap();
+        assert_eq!(
+            remotes(&Some(hosts)),
+            vec![HostPort::new("remote.example", 15004)]
+        );
+        let hosts: Hosts = serde_yaml_ng::from_str("static: [a:1, b:2]").unwrap();
+        assert_eq!(
+            remotes(&Some(hosts)),
+            vec![HostPort::new("a", 1), HostPort::new("b", 2)]
+        );
+        assert!(remotes(&None).is_empty());
+    }
+}
