@@ -19,6 +19,17 @@ use shoal_registry::Digest;
 use crate::RoleError;
 use crate::hosts::hosts_of;
 
+/// What turns a `dns:` host list into members: DNS in production, a script in tests.
+type Resolver = Arc<
+    dyn Fn(Hosts) -> futures_util::future::BoxFuture<'static, Result<Vec<HostPort>, RoleError>>
+        + Send
+        + Sync,
+>;
+
+fn dns_resolver() -> Resolver {
+    Arc::new(|hosts: Hosts| Box::pin(async move { hosts_of(&hosts).await }))
+}
+
 /// The ring and what the active check last concluded of each member.
 pub struct Ring {
     me: Option<HostPort>,
@@ -30,6 +41,12 @@ struct State {
     ring: HashRing,
     /// Verdict per member; members never checked (this origin) are healthy.
     healthy: BTreeMap<HostPort, bool>,
+}
+
+/// Where this member listens, to find itself in the list.
+struct Where {
+    listen: SocketAddr,
+    peer_ip: Option<IpAddr>,
 }
 
 impl Ring {
@@ -45,9 +62,22 @@ impl Ring {
         tls: &ClusterTls,
         tasks: &Tasks,
     ) -> Result<Arc<Ring>, RoleError> {
+        let at = Where { listen, peer_ip };
+        Self::start_with(cluster, hashring, at, health, tls, tasks, dns_resolver()).await
+    }
+
+    async fn start_with(
+        cluster: &ClusterConfig,
+        hashring: &HashRingConfig,
+        Where { listen, peer_ip }: Where,
+        health: Arc<dyn HealthFilter>,
+        tls: &ClusterTls,
+        tasks: &Tasks,
+        resolve: Resolver,
+    ) -> Result<Arc<Ring>, RoleError> {
         let alone = HostPort::new(listen.ip().to_string(), listen.port());
         let hosts = match &cluster.hosts {
-            Some(h) => hosts_of(h).await?,
+            Some(h) => resolve(h.clone()).await?,
             None => vec![alone.clone()],
         };
         let me = hosts.iter().find(|h| is_me(h, listen, peer_ip)).cloned();
@@ -73,7 +103,7 @@ impl Ring {
             let refreshed = ring.clone();
             let hosts = Hosts::Dns(name.clone());
             let every = hashring.refresh_interval.get().max(Duration::from_secs(1));
-            tasks.spawn(async move { refreshed.refresh(hosts, every).await });
+            tasks.spawn(async move { refreshed.refresh(hosts, every, resolve).await });
         }
         Ok(ring)
     }
@@ -172,10 +202,10 @@ impl Ring {
         }
     }
 
-    async fn refresh(&self, hosts: Hosts, every: Duration) {
+    async fn refresh(&self, hosts: Hosts, every: Duration, resolve: Resolver) {
         loop {
             tokio::time::sleep(every).await;
-            let resolved = match hosts_of(&hosts).await {
+            let resolved = match resolve(hosts.clone()).await {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(%e, "re-resolving the ring failed; keeping the members");
@@ -296,6 +326,58 @@ mod tests {
         })
         .await;
         assert!(ring.is_healthy(&live_host));
+        tasks.shutdown().await;
+    }
+
+    /// `hashring.refresh_interval`: a `dns:` ring is resolved again on this interval and takes
+    /// the new member list (here a resolver that answers one list, then another).
+    #[tokio::test]
+    async fn a_dns_ring_is_resolved_again_every_refresh_interval() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let resolve: Resolver = Arc::new(move |_| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                Ok(if n == 0 {
+                    vec![HostPort::new("10.0.0.1", 15002)]
+                } else {
+                    vec![
+                        HostPort::new("10.0.0.1", 15002),
+                        HostPort::new("10.0.0.2", 15002),
+                    ]
+                })
+            })
+        });
+        let cluster: ClusterConfig =
+            serde_yaml_ng::from_str("hosts:\n  dns: origins.test:15002\n").unwrap();
+        let hashring: HashRingConfig =
+            serde_yaml_ng::from_str("max_replica: 2\nrefresh_interval: 1s\n").unwrap();
+        let tasks = Tasks::new();
+        let at = Where {
+            listen: "127.0.0.1:15002".parse().unwrap(),
+            peer_ip: None,
+        };
+        let health = Arc::new(LastCheck::default());
+        let ring = Ring::start_with(
+            &cluster,
+            &hashring,
+            at,
+            health,
+            &ClusterTls::plain(),
+            &tasks,
+            resolve,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ring.health().len(), 1, "the first answer");
+        poll("the second answer becomes the ring", || {
+            ring.health().len() == 2
+        })
+        .await;
+        poll("and it is asked again, interval after interval", || {
+            calls.load(Ordering::SeqCst) >= 3
+        })
+        .await;
         tasks.shutdown().await;
     }
 }
