@@ -73,11 +73,13 @@ pub struct RedisPeerStore {
     pub peer_set_window_size: Duration,
     /// Buckets kept [5].
     pub max_peer_set_windows: u32,
-    /// Connect timeout [5s].
+    /// How long one connection attempt may take, TCP connect and Redis handshake (`AUTH`)
+    /// together [5s]; a request that finds Redis gone makes up to three attempts.
     pub dial_timeout: Duration,
-    /// Read timeout [30s, as Kraken].
+    /// How long a request may wait for Redis's answer [30s, as Kraken]. The client has one
+    /// timeout per request: the larger of `read_timeout` and `write_timeout`.
     pub read_timeout: Duration,
-    /// Write timeout [30s, as Kraken].
+    /// As `read_timeout`: the larger of the two bounds each request [30s, as Kraken].
     pub write_timeout: Duration,
 }
 

@@ -21,7 +21,10 @@ pub struct SchedulerConfig {
     pub connstate: ConnStateConfig,
     /// Piece-request settings.
     pub dispatch: DispatchConfig,
-    /// How often a torrent in progress is announced to the tracker [3s].
+    /// How long to wait before announcing a torrent again when the tracker's reply names no
+    /// interval, or the announce failed [3s]. The tracker's own `announce_interval`, sent in
+    /// every reply, wins; announces are checked on a half-second tick, so shorter values act
+    /// as 500ms.
     pub announce_interval: Duration,
 }
 

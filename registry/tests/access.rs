@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -12,7 +13,7 @@ use axum::http::{Method, Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
-use shoal_config::{AccessConfig, HtpasswdUsers, NamespacePattern};
+use shoal_config::{AccessConfig, HtpasswdUsers, NamespacePattern, TokenConfig};
 use shoal_registry::access::scope::AccessEntry;
 use shoal_registry::access::token::TokenKey;
 use shoal_registry::{Access, Digest, LocalStore, Registry};
@@ -21,6 +22,8 @@ use tower::ServiceExt;
 struct Server {
     _dir: tempfile::TempDir,
     app: Router,
+    /// `access.token.expiry`, in seconds: what `/token` answers as `expires_in`.
+    expiry: u64,
 }
 
 struct Resp {
@@ -55,8 +58,6 @@ const CLIENT: &str = "127.0.0.1:40000";
 /// A registry behind access control with users alice (secret) and bob (hunter2), hashed at
 /// bcrypt's least cost so the tests stay quick.
 async fn server(tweak: impl FnOnce(&mut AccessConfig)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path()).await.unwrap();
     let mut users = HtpasswdUsers::new();
     users.insert("alice".into(), bcrypt::hash("secret", 4).unwrap());
     users.insert("bob".into(), bcrypt::hash("hunter2", 4).unwrap());
@@ -65,11 +66,22 @@ async fn server(tweak: impl FnOnce(&mut AccessConfig)) -> Server {
     config.anonymous_pull = vec![NamespacePattern::new("public/.*").unwrap()];
     tweak(&mut config);
     let access = Access::new(users, vec![9; 32], &config);
+    serve(access, &config).await
+}
+
+/// A registry of its own behind `access` (built from `config`).
+async fn serve(access: Access, config: &AccessConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).await.unwrap();
     let app = shoal_registry::protect(
         shoal_registry::router(Arc::new(Registry::new(store))),
         Arc::new(access),
     );
-    Server { _dir: dir, app }
+    Server {
+        _dir: dir,
+        app,
+        expiry: config.token.expiry.get().as_secs(),
+    }
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -134,7 +146,7 @@ impl Server {
         );
         let json = r.json();
         assert_eq!(json["token"], json["access_token"]);
-        assert_eq!(json["expires_in"], 300);
+        assert_eq!(json["expires_in"], self.expiry);
         assert!(json["issued_at"].as_str().unwrap().ends_with('Z'));
         json["token"].as_str().unwrap().to_owned()
     }
@@ -638,4 +650,147 @@ async fn logins_sent_at_once_are_counted_before_they_are_checked() {
         .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert_eq!((checked, throttled), (10, 90));
+}
+
+/// Calls `call` every 100 ms until it answers `want`; panics saying `what` after `within`.
+async fn until_status<F, Fut>(within: Duration, what: &str, want: StatusCode, mut call: F) -> Resp
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Resp>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let r = call().await;
+        if r.status == want {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {} after {within:?}: {what}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn token_expiry_is_the_lifetime_of_issued_tokens() {
+    // `expires_in` and the token's own claims say the configured lifetime.
+    let s = server(|c| c.token.expiry = Duration::from_secs(90).into()).await;
+    let token = s
+        .token(Some(&basic("alice", "secret")), &["repository:a:pull"])
+        .await;
+    let claims = TokenKey::new(vec![9; 32], "test-registry")
+        .verify(&token, unix_now())
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat, 90);
+
+    // A token of 2s (below the 60s `config check` asks for, which Access::new does not
+    // enforce) works, then is refused once its expiry has passed.
+    let s = server(|c| c.token.expiry = Duration::from_secs(2).into()).await;
+    let token = s
+        .token(Some(&basic("alice", "secret")), &["repository:a:pull"])
+        .await;
+    let auth = bearer(&token);
+    let r = s.call(Method::GET, "/v2/", Some(&auth), vec![]).await;
+    assert_eq!(r.status, StatusCode::OK, "a fresh token was refused");
+    let r = until_status(
+        Duration::from_secs(15),
+        "a token with expiry 2s is refused",
+        StatusCode::UNAUTHORIZED,
+        || s.call(Method::GET, "/v2/", Some(&auth), vec![]),
+    )
+    .await;
+    assert!(
+        r.header("www-authenticate")
+            .ends_with(r#"error="invalid_token""#),
+        "{}",
+        r.header("www-authenticate")
+    );
+}
+
+/// Two registries loaded from one config, as after a restart or beside a replica.
+async fn two_replicas(dir: &std::path::Path, key_file: Option<std::path::PathBuf>) -> [Server; 2] {
+    let htpasswd = dir.join("htpasswd");
+    let line = format!("alice:{}\n", bcrypt::hash("secret", 4).unwrap());
+    std::fs::write(&htpasswd, line).unwrap();
+    let config = AccessConfig {
+        htpasswd: Some(htpasswd),
+        token: TokenConfig {
+            service: "test-registry".into(),
+            key_file,
+            ..TokenConfig::default()
+        },
+        ..AccessConfig::default()
+    };
+    let load = || Access::load(&config).unwrap().expect("htpasswd is set");
+    [serve(load(), &config).await, serve(load(), &config).await]
+}
+
+#[tokio::test]
+async fn a_token_key_file_makes_tokens_outlive_the_process_that_issued_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("token.key");
+    std::fs::write(&key_file, [0x5c; 32]).unwrap();
+    let alice = basic("alice", "secret");
+
+    // With key_file: what one issued, the other accepts.
+    let [first, second] = two_replicas(dir.path(), Some(key_file)).await;
+    let token = first.token(Some(&alice), &["repository:a:pull"]).await;
+    let r = second
+        .call(Method::GET, "/v2/", Some(&bearer(&token)), vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "a token signed with key_file");
+
+    // Without: each process signs with a random key of its own.
+    let [first, second] = two_replicas(dir.path(), None).await;
+    let token = first.token(Some(&alice), &["repository:a:pull"]).await;
+    let r = first
+        .call(Method::GET, "/v2/", Some(&bearer(&token)), vec![])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "its own token");
+    let r = second
+        .call(Method::GET, "/v2/", Some(&bearer(&token)), vec![])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "another process's token"
+    );
+    assert!(
+        r.header("www-authenticate")
+            .ends_with(r#"error="invalid_token""#)
+    );
+}
+
+#[tokio::test]
+async fn after_failed_login_window_a_throttled_client_may_log_in_again() {
+    let s = server(|c| {
+        c.max_failed_logins = 2;
+        c.failed_login_window = Duration::from_secs(1).into();
+    })
+    .await;
+    let (wrong, right) = (basic("alice", "wrong"), basic("alice", "secret"));
+    for i in 0..2 {
+        let r = s.call(Method::GET, "/v2/", Some(&wrong), vec![]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let r = s.call(Method::GET, "/v2/", Some(&right), vec![]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), "1", "the window is 1s");
+    // With the default window (1m) this would take a minute.
+    until_status(
+        Duration::from_secs(15),
+        "the right password is accepted once the 1s window has passed",
+        StatusCode::OK,
+        || s.call(Method::GET, "/v2/", Some(&right), vec![]),
+    )
+    .await;
 }

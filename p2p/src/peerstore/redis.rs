@@ -74,9 +74,16 @@ impl RedisPeerStore {
             .set_number_of_retries(CONNECT_RETRIES)
             .set_connection_timeout(Some(config.dial_timeout.get()))
             .set_response_timeout(Some(response_timeout));
-        let conn = ConnectionManager::new_with_config(client, manager_config)
+        let at = |e: redis::RedisError| {
+            PeerStoreError::Backend(format!("Redis at {}: {e}", config.addr))
+        };
+        let mut conn = ConnectionManager::new_with_config(client, manager_config)
             .await
-            .map_err(backend)?;
+            .map_err(at)?;
+        // The handshake ignores what Redis answers to its only command unless a password is
+        // set, so a Redis that needs one (or a wrong one) would connect fine and then refuse
+        // every announce: ask once, so that fails at start too.
+        redis::cmd("PING").exec_async(&mut conn).await.map_err(at)?;
         Ok(RedisPeerStore {
             windows,
             clock,
@@ -149,8 +156,10 @@ impl PeerStore for RedisPeerStore {
 mod tests {
     use super::*;
     use crate::peerstore::conformance;
-    use crate::peerstore::redis_fixture::{config, free_port, start_redis, start_redis_on};
-    use shoal_config::Duration;
+    use crate::peerstore::redis_fixture::{
+        config, free_port, start_redis, start_redis_on, start_redis_with,
+    };
+    use shoal_config::{Duration, Secret};
     use std::time::Instant;
 
     #[tokio::test]
@@ -278,5 +287,103 @@ mod tests {
         c.dial_timeout = Duration::from_secs(1);
         let err = RedisPeerStore::connect(&c, Arc::new(crate::peerstore::SystemClock)).await;
         assert!(matches!(err, Err(PeerStoreError::Backend(_))));
+    }
+
+    #[tokio::test]
+    async fn password_is_sent_and_a_missing_or_wrong_one_fails_at_connect() {
+        let Some(server) = start_redis_with(free_port(), &["--requirepass", "s3cret"]) else {
+            return;
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::peerstore::SystemClock);
+        let mut c = config(server.port);
+        c.password = Some(Secret::new("s3cret"));
+        let store = RedisPeerStore::connect(&c, clock.clone()).await.unwrap();
+        let t = InfoHash([7; 32]);
+        store
+            .update(t, conformance::peer(3, true, false))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(t, 10).await.unwrap(),
+            vec![conformance::peer(3, true, false)]
+        );
+
+        // A tracker without the password, or with a wrong one, fails at start, saying why.
+        for password in [None, Some("guess")] {
+            c.password = password.map(Secret::new);
+            let err = RedisPeerStore::connect(&c, clock.clone())
+                .await
+                .expect_err("connected to a Redis that needs a password without it");
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!("Redis at 127.0.0.1:{}", server.port))
+                    && err.to_lowercase().contains("authentication"),
+                "{password:?}: {err}"
+            );
+        }
+    }
+
+    /// `dial_timeout` bounds each connection attempt, Redis's handshake included. The listener
+    /// here takes connections (the kernel completes them from its backlog) and never answers,
+    /// so only the timeout ends an attempt, and `connect` fails after one to
+    /// `CONNECT_RETRIES + 1` of them. Tokio's clock is paused: the 40s timers cost nothing, and
+    /// the time measured is theirs.
+    #[tokio::test(start_paused = true)]
+    async fn dial_timeout_bounds_a_connect_to_a_server_that_never_answers() {
+        let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = config(mute.local_addr().unwrap().port());
+        c.dial_timeout = Duration::from_secs(40);
+        // Far longer, so that they cannot be what ends the wait.
+        c.read_timeout = Duration::from_hours(1);
+        c.write_timeout = Duration::from_hours(1);
+        let attempts = CONNECT_RETRIES as u32 + 1;
+        // Room for the backoff between attempts (under a second each).
+        let most = c.dial_timeout.get() * attempts + std::time::Duration::from_secs(10);
+        let started = tokio::time::Instant::now();
+        let connect = RedisPeerStore::connect(&c, Arc::new(crate::peerstore::SystemClock));
+        let outcome = tokio::time::timeout(most, connect)
+            .await
+            .expect("connect still waiting after every attempt's dial_timeout");
+        let took = started.elapsed();
+        assert!(
+            matches!(outcome, Err(PeerStoreError::Backend(_))),
+            "{outcome:?}"
+        );
+        assert!(took >= c.dial_timeout.get(), "gave up after {took:?}");
+    }
+
+    /// `read_timeout` and `write_timeout` bound each request; the redis crate has one response
+    /// timeout, so the larger of the two is it. Against a Redis frozen with SIGSTOP (the
+    /// connection open, nothing answered) a `get` fails after it instead of hanging. Tokio's
+    /// clock is paused once connected, so the 40s cost nothing.
+    #[tokio::test]
+    async fn read_and_write_timeout_bound_a_request_to_a_frozen_redis() {
+        for (read, write) in [(40, 1), (1, 40)] {
+            let Some(server) = start_redis() else { return };
+            let mut c = config(server.port);
+            c.read_timeout = Duration::from_secs(read);
+            c.write_timeout = Duration::from_secs(write);
+            let store = RedisPeerStore::connect(&c, Arc::new(crate::peerstore::SystemClock))
+                .await
+                .unwrap();
+            store.ping().await.unwrap();
+            server.freeze();
+            tokio::time::pause();
+            let started = tokio::time::Instant::now();
+            let outcome = tokio::time::timeout(
+                std::time::Duration::from_secs(3600),
+                store.get(InfoHash([8; 32]), 10),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("read {read}s, write {write}s: get hung"));
+            let took = started.elapsed();
+            assert!(outcome.is_err(), "a frozen Redis answered");
+            let bound = std::time::Duration::from_secs(40);
+            assert!(
+                took >= bound && took < bound * 2,
+                "read {read}s, write {write}s: failed after {took:?}"
+            );
+            tokio::time::resume();
+        }
     }
 }

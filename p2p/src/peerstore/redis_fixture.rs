@@ -11,6 +11,18 @@ pub(crate) struct RedisServer {
     pub(crate) port: u16,
 }
 
+impl RedisServer {
+    /// Stops the server with SIGSTOP: connections stay open and nothing is answered, as with
+    /// a Redis that hangs. Drop still kills it.
+    pub(crate) fn freeze(&self) {
+        let stopped = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(stopped.success(), "kill -STOP redis-server failed");
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -32,6 +44,11 @@ pub(crate) fn start_redis() -> Option<RedisServer> {
 }
 
 pub(crate) fn start_redis_on(port: u16) -> Option<RedisServer> {
+    start_redis_with(port, &[])
+}
+
+/// As [`start_redis_on`], with more `redis-server` arguments (e.g. `--requirepass`).
+pub(crate) fn start_redis_with(port: u16, args: &[&str]) -> Option<RedisServer> {
     let found = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -49,6 +66,7 @@ pub(crate) fn start_redis_on(port: u16) -> Option<RedisServer> {
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no"])
+        .args(args)
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -761,6 +761,48 @@ async fn the_cleanup_task_runs_on_its_interval_and_stops_with_the_store() {
         .unwrap();
 }
 
+/// `download_cleanup.interval` shorter than `cache_cleanup.interval` sets the loop's period:
+/// a stale partial download goes at the first, long before the second. Tokio's clock is
+/// paused and moves only when the test waits, so "before" and "after" are exact.
+#[tokio::test(start_paused = true)]
+async fn download_cleanup_interval_removes_a_stale_download_on_its_own_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.cache_cleanup.interval = hours(1).into();
+    cfg.download_cleanup.interval = Duration::from_secs(10).into();
+    cfg.download_cleanup.tti = Duration::from_secs(60).into();
+    let store = PieceStore::open(dir.path(), &cfg).unwrap();
+    let data = blob(2 * PIECE as usize, 71);
+    let m = meta_of(&data, PIECE);
+    {
+        let p = store.download(m.clone()).await.unwrap();
+        p.write_piece(PieceIndex(0), piece(&data, &m, 0))
+            .await
+            .unwrap();
+    }
+    // Idle for an hour by its index entry: past its tti at the loop's first run.
+    let d = m.digest().clone();
+    store
+        .set_last_access(&d, SystemTime::now() - hours(1))
+        .await;
+    let path = dir.path().join("download").join(d.hex());
+    assert!(path.exists());
+    let task = store.spawn_cleanup();
+
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(path.exists(), "removed before download_cleanup.interval");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20 * 60);
+    while path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stale download was still there after 20 minutes, so the loop ran on \
+             cache_cleanup.interval (1h) rather than download_cleanup.interval (10s)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    task.abort();
+}
+
 #[tokio::test]
 async fn pinned_blobs_survive_cleanup_until_unpinned() {
     let dir = tempfile::tempdir().unwrap();
