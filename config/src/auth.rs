@@ -15,6 +15,10 @@ pub struct AuthConfig {
     pub s3: BTreeMap<String, S3Auth>,
     /// `auth.gcs.<user>`.
     pub gcs: BTreeMap<String, GcsAuth>,
+    /// `auth.plugin.<user>.<key>`: secrets of `plugin:` backends, handed to the component
+    /// named by the backend's `username` through `get-secret(key)`; redacted when printed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugin: BTreeMap<String, BTreeMap<String, Secret>>,
 }
 
 /// `auth.s3.<user>`; the inner `s3:` level is Kraken's layout.
@@ -84,6 +88,13 @@ impl AuthConfig {
                     out.insert("access_blob".into(), a.gcs.access_blob.expose().to_owned());
                 }
             }
+            crate::Backend::Plugin(c) => {
+                if let Some(entry) = c.username.as_ref().and_then(|u| self.plugin.get(u)) {
+                    for (key, secret) in entry {
+                        out.insert(key.clone(), secret.expose().to_owned());
+                    }
+                }
+            }
             _ => {}
         }
         out
@@ -93,6 +104,24 @@ impl AuthConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_backend_gets_every_key_of_its_auth_plugin_entry() {
+        let auth: AuthConfig = serde_yaml_ng::from_str(
+            "plugin:\n  azure-prod:\n    account_key: k1\n    sas: k2\n  other:\n    x: y\n",
+        )
+        .unwrap();
+        let backend: crate::Backend =
+            serde_yaml_ng::from_str("plugin:\n  plugin: azure.wasm\n  username: azure-prod\n")
+                .unwrap();
+        let secrets = auth.secrets_for(&backend);
+        assert_eq!(secrets.len(), 2, "{secrets:?}");
+        assert_eq!(secrets["account_key"], "k1");
+        assert_eq!(secrets["sas"], "k2");
+        let anonymous: crate::Backend =
+            serde_yaml_ng::from_str("plugin:\n  plugin: azure.wasm\n").unwrap();
+        assert!(auth.secrets_for(&anonymous).is_empty());
+    }
 
     #[test]
     fn secrets_follow_the_backends_username() {

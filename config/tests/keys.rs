@@ -28,6 +28,8 @@ const NAMED: &[(&str, &str)] = &[
     ("metainfogen.piece_lengths", "<size>"),
     ("auth.s3", "<name>"),
     ("auth.gcs", "<name>"),
+    ("auth.plugin", "<name>"),
+    ("auth.plugin.<name>", "<key>"),
 ];
 
 /// Values that are the plugin's own business: one key however deep.

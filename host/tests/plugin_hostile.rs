@@ -317,3 +317,64 @@ async fn max_instances_caps_the_instances_alive_at_once() {
         "the warm instance still serves"
     );
 }
+
+/// A `plugin:` backend with `username:` receives every key of its `auth.plugin` entry through
+/// `get-secret` (with `${ENV}` substituted), and `config check` prints the entry redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_backend_gets_its_auth_plugin_secrets_and_config_check_redacts_them() {
+    let yaml = format!(
+        "backends:\n  - namespace: .*\n    backend:\n      plugin:\n        plugin: {MISBEHAVE}\n        \
+         username: azure-prod\n        config: {{mode: secret, key: account_key}}\n\
+         auth:\n  plugin:\n    azure-prod:\n      account_key: ${{TEST_ACCOUNT_KEY}}\n"
+    );
+    let env = |name: &str| (name == "TEST_ACCOUNT_KEY").then(|| "s3cr3t-from-env".to_owned());
+    let origin: shoal_config::DevConfig = shoal_config::load_str(&yaml, &env).expect("loads");
+    let entry = &origin.backends[0].backend;
+    let engine = PluginEngine::new(limits(), None).expect("engine");
+    let plugin = engine
+        .backend(entry, origin.auth.secrets_for(entry))
+        .expect("plugin loads");
+    match plugin.stat("ns", "hostile").await {
+        Err(BackendError::Other { message, .. }) => {
+            assert!(
+                message.contains("secret account_key is s3cr3t-from-env"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the fixture to report its secret, got {other:?}"),
+    }
+    // Without the entry's name the plugin gets nothing.
+    let anonymous = engine
+        .backend(entry, BTreeMap::new())
+        .expect("plugin loads");
+    assert!(matches!(
+        anonymous.stat("ns", "hostile").await,
+        Err(BackendError::NotFound { .. })
+    ));
+    // config check prints the effective config with the secret redacted.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dev.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["config", "check", "dev"])
+        .arg(&file)
+        .env("TEST_ACCOUNT_KEY", "s3cr3t-from-env")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("account_key"), "{printed}");
+    assert!(!printed.contains("s3cr3t-from-env"), "{printed}");
+    // A name with no entry is refused at its key.
+    let unknown = yaml.replace("username: azure-prod", "username: azure-test");
+    let err = shoal_config::load_str::<shoal_config::DevConfig>(&unknown, &env).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("backends[0].backend.plugin.username"),
+        "{err}"
+    );
+}

@@ -344,6 +344,14 @@ pub(crate) fn validate_backends(
                 &c.username,
                 auth.gcs.keys().map(String::as_str).collect(),
             ),
+            Backend::Plugin(c) => match &c.username {
+                Some(user) => (
+                    "plugin",
+                    user,
+                    auth.plugin.keys().map(String::as_str).collect(),
+                ),
+                None => continue,
+            },
             _ => continue,
         };
         if !known.contains(&user) {

@@ -15,7 +15,11 @@ pub struct PluginBackend {
     /// Path to the `.wasm` component; relative paths are relative to the
     /// config file's folder. Its world is read from the component itself (`shoal plugin check`).
     pub plugin: PathBuf,
-    /// Settings passed to the plugin as they are; shoal does not interpret them.
+    /// The `auth.plugin.<username>` entry whose keys the plugin reads with `get-secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Settings passed to the plugin as they are; shoal does not interpret them. Put secrets
+    /// in `auth.plugin`, not here: this block is printed as it is.
     #[serde(default = "empty_mapping")]
     pub config: Value,
     /// Hosts the plugin may reach over HTTP; nothing else is allowed.

@@ -4,7 +4,9 @@
 //! - `panic`: panics (a trap: the host must discard the store);
 //! - `spin`: never returns (the host's epoch deadline must stop it);
 //! - `hog`: allocates past its memory cap (the host's StoreLimits must stop it);
-//! - `sneak`: calls `url`, a host its config does not grant (the host must deny it).
+//! - `sneak`: calls `url`, a host its config does not grant (the host must deny it);
+//! - `secret`: reports what `get-secret(key)` gave it, as an `other` error (a fixture only: a
+//!   real plugin never echoes a secret), or `not-found` when the host gave none.
 //!
 //! `stat` of a name starting with `hostile` misbehaves; any other name answers with the
 //! name's length as size, without reading the config, so a test can check that the next call
@@ -32,6 +34,10 @@ enum Mode {
         /// The URL the plugin tries to reach.
         url: String,
     },
+    Secret {
+        /// The secret to ask the host for.
+        key: String,
+    },
 }
 
 impl Mode {
@@ -53,6 +59,10 @@ impl Mode {
                     hoard.push(std::hint::black_box(vec![1u8; 16 << 20]));
                 }
             }
+            Mode::Secret { key } => match config::secret(key) {
+                Some(value) => Error::Other(format!("secret {key} is {value}")),
+                None => Error::NotFound,
+            },
             Mode::Sneak { url } => {
                 let url = match Url::parse(url) {
                     Ok(url) => url,
