@@ -5,6 +5,7 @@ mod dev;
 mod devcluster;
 mod gc;
 mod logging;
+mod preload;
 mod roles;
 mod serve;
 mod uploads;

@@ -40,9 +40,9 @@ pub struct Descriptor {
     /// Annotations, for referrers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The platform an index's entry runs on.
+    /// The platform an index's entry runs on (boxed: most descriptors have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
+    pub platform: Option<Box<Platform>>,
 }
 
 /// The platform of an image in an index (`os`, `architecture`, `variant`), and the filter a
@@ -365,7 +365,7 @@ mod tests {
         let ManifestKind::Index { manifests } = m.kind else {
             panic!("not an index")
         };
-        assert_eq!(manifests[0].platform.as_ref(), Some(&p));
+        assert_eq!(manifests[0].platform.as_deref(), Some(&p));
     }
 
     proptest::proptest! {

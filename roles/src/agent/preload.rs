@@ -544,7 +544,7 @@ fn entries_for(
     if chosen.is_empty() {
         let has: Vec<String> = entries
             .iter()
-            .filter_map(|e| e.platform.as_ref().map(Platform::to_string))
+            .filter_map(|e| e.platform.as_ref().map(|p| p.to_string()))
             .collect();
         return Err(RegistryError::new(
             ErrorCode::ManifestUnknown,
