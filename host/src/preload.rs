@@ -77,8 +77,9 @@ pub async fn run(args: PreloadArgs) -> anyhow::Result<ExitCode> {
     }
     while runs.join_next().await.is_some() {}
     view.redraw(&mut out, Instant::now(), true)?;
-    if !view.terminal {
-        for line in view.lines() {
+    // Plain: the last line of every agent. Terminal: the lines it had to cut, whole.
+    for line in view.lines() {
+        if !view.terminal || view.cut(&line).is_some() {
             writeln!(out, "{line}")?;
         }
     }
@@ -266,6 +267,8 @@ struct View {
     terminal: bool,
     /// Lines drawn on the terminal last time (to move back over them).
     drawn: usize,
+    /// The terminal's columns when last drawn.
+    width: Option<usize>,
     last_draw: Option<Instant>,
 }
 
@@ -282,6 +285,7 @@ impl View {
                 .collect(),
             terminal,
             drawn: 0,
+            width: None,
             last_draw: None,
         }
     }
@@ -379,13 +383,27 @@ impl View {
             // Back to the first line drawn.
             write!(out, "\x1b[{}F", self.drawn)?;
         }
+        // A line longer than the terminal would wrap and throw the next redraw off.
+        self.width = terminal_width();
         for l in self.lines() {
+            let l = self.cut(&l).unwrap_or(l);
             writeln!(out, "\x1b[2K{l}")?;
         }
         out.flush()?;
         self.drawn = self.agents.len();
         self.last_draw = Some(now);
         Ok(())
+    }
+
+    /// `line` cut to the terminal's width (`None`: it fits, or the width is unknown).
+    fn cut(&self, line: &str) -> Option<String> {
+        let width = self.width?;
+        (line.chars().count() >= width).then(|| {
+            line.chars()
+                .take(width.saturating_sub(2))
+                .chain(['…'])
+                .collect()
+        })
     }
 
     /// A line per agent, as it stands.
@@ -401,6 +419,12 @@ impl View {
             .map(|a| &a.addr)
             .collect()
     }
+}
+
+/// Columns of the terminal stdout is, if it is one.
+fn terminal_width() -> Option<usize> {
+    let size = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    (size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
 /// One agent's line: `agent ADDR: 2/4 blobs, 12.0 MiB/30.0 MiB`, with a bar on a terminal.
@@ -544,6 +568,15 @@ mod tests {
             ]
         );
         assert_eq!(v.failed(), [&addr("[::1]:16001")]);
+    }
+
+    #[test]
+    fn a_line_wider_than_the_terminal_is_cut() {
+        let mut v = View::new(vec![addr("127.0.0.1:1")], true);
+        assert_eq!(v.cut(&"x".repeat(100)), None);
+        v.width = Some(10);
+        assert_eq!(v.cut("123456789"), None);
+        assert_eq!(v.cut("1234567890").as_deref(), Some("12345678…"));
     }
 
     #[test]
