@@ -39,6 +39,9 @@ enum Command {
     BuildIndex(RoleArgs),
     /// Run the registry CI pushes to: blobs go to the origins, tags to the build-index.
     Proxy(RoleArgs),
+    /// Make agents fetch an image's layers ahead of a rollout (each agent's `POST /preload`),
+    /// showing each one's progress; exits 1 naming every agent that failed.
+    Preload(PreloadArgs),
     /// Work with configuration files.
     Config {
         #[command(subcommand)]
@@ -120,6 +123,32 @@ pub struct RoleArgs {
     pub data_dir: PathBuf,
 }
 
+/// Flags of `shoal preload`.
+#[derive(clap::Args, Debug)]
+pub struct PreloadArgs {
+    /// The image: REPOSITORY:TAG or REPOSITORY@sha256:<hex> (no tag: `latest`). A leading
+    /// registry host (ghcr.io/org/app:1.0) is mapped to the agent's repository as containerd's
+    /// `?ns=` is (`registry.mirrors`).
+    #[arg(value_name = "IMAGE")]
+    pub image: shoal_registry::ImageRef,
+    /// The agents' registry addresses, HOST:PORT, comma-separated or the flag repeated.
+    #[arg(long, required = true, value_delimiter = ',', value_name = "ADDR,...")]
+    pub agents: Vec<shoal_config::HostPort>,
+    /// Only the images of this platform in an image index, os/arch[/variant] (linux/amd64,
+    /// linux/arm64/v8) [default: every image of the index].
+    #[arg(long)]
+    pub platform: Option<shoal_registry::manifest::Platform>,
+    /// Reach the agents over HTTPS, trusting only this CA (PEM) [default: plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) for agents that require one; with --key and --ca.
+    #[arg(long, value_name = "FILE", requires_all = ["key", "ca"])]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Validate FILE as the config of ROLE; print the effective config, or the errors.
@@ -170,6 +199,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Proxy(args) => run_role(args, |c: shoal_config::ProxyConfig, d| {
             crate::roles::proxy(c, d, crate::serve::signal())
         }),
+        Command::Preload(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::preload::run(args))
+        }
         Command::Plugin {
             command: PluginCommand::Check { file },
         } => plugin::run_check(&file),

@@ -6,6 +6,7 @@ mod devcluster;
 mod gc;
 mod logging;
 mod preflight;
+mod preload;
 mod roles;
 mod serve;
 mod uploads;

@@ -40,6 +40,73 @@ pub struct Descriptor {
     /// Annotations, for referrers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The platform an index's entry runs on (boxed: most descriptors have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Box<Platform>>,
+}
+
+/// The platform of an image in an index (`os`, `architecture`, `variant`), and the filter a
+/// user writes as `os/architecture[/variant]` (`linux/amd64`, `linux/arm64/v8`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Platform {
+    /// The CPU architecture (`amd64`, `arm64`).
+    pub architecture: String,
+    /// The operating system (`linux`, `windows`).
+    pub os: String,
+    /// The CPU variant (`v8` of `arm64`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Whether an image of this platform is what `wanted` asks for: the same OS and
+    /// architecture, and the same variant when `wanted` names one.
+    pub fn matches(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none() || self.variant == wanted.variant)
+    }
+}
+
+/// A platform filter that is not `os/architecture[/variant]`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "platform {0:?} is not os/architecture[/variant], like linux/amd64 or linux/arm64/v8 \
+     (lowercase letters, digits, '_', '.' and '-')"
+)]
+pub struct PlatformError(String);
+
+impl std::str::FromStr for Platform {
+    type Err = PlatformError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+                })
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if parts.iter().all(|p| part(p)) => Ok(Platform {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: parts.get(2).map(|v| (*v).to_owned()),
+            }),
+            _ => Err(PlatformError(s.chars().take(160).collect())),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -270,6 +337,42 @@ mod tests {
         }
         let e = Manifest::parse(image(OCI_MANIFEST).as_bytes(), Some(DOCKER_MANIFEST)).unwrap_err();
         assert_eq!(e.code, ErrorCode::ManifestInvalid);
+    }
+
+    #[test]
+    fn platforms_parse_print_and_match() {
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        let any_arm: Platform = "linux/arm64".parse().unwrap();
+        assert!(p.matches(&any_arm));
+        assert!(!any_arm.matches(&p));
+        assert!(!p.matches(&"linux/amd64".parse().unwrap()));
+        for bad in [
+            "",
+            "linux",
+            "linux/",
+            "/amd64",
+            "Linux/amd64",
+            "a/b/c/d",
+            "linux/amd 64",
+        ] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad:?} accepted");
+        }
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":5,"platform":{{"architecture":"arm64","os":"linux","variant":"v8","os.features":["x"]}}}}]}}"#
+        );
+        let m = Manifest::parse(index.as_bytes(), None).unwrap();
+        let ManifestKind::Index { manifests } = m.kind else {
+            panic!("not an index")
+        };
+        assert_eq!(manifests[0].platform.as_deref(), Some(&p));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_platform_parser_never_panics(s in ".{0,100}") {
+            let _ = s.parse::<Platform>();
+        }
     }
 
     #[test]

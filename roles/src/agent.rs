@@ -3,7 +3,8 @@
 //! other agents; tags are resolved by the build-index on every request by tag (at most once
 //! per `registry.tag_ttl`), and the last digest known is served, logged as stale, only when no
 //! build-index answers. containerd's `?ns=` picks the repository (`registry.mirrors`). Writes
-//! are refused: pushes go to the proxy.
+//! are refused: pushes go to the proxy. `POST /preload` fetches an image's blobs ahead of a
+//! rollout ([`preload`]).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ use shoal_registry::{
     RepoName, Tag, TagKey,
 };
 use tokio::net::TcpListener;
+
+pub mod preload;
 
 use crate::RoleError;
 use crate::hosts::hosts_of;
@@ -122,6 +125,12 @@ pub async fn serve(
         None => Mirrors::all(),
         Some(map) => Mirrors::only(map.iter().map(|(h, p)| (h.as_str(), p.as_str())))?,
     };
+    let preloader = preload::Preloader::new(
+        registry.clone(),
+        scheduler.store().clone(),
+        mirrors.clone(),
+        tasks.clone(),
+    );
     let metrics = Metrics::new(options.metrics.clone())
         .with(Arc::new(P2p(scheduler.clone())))
         .with(Arc::new(Cache(registry.clone())))
@@ -134,9 +143,14 @@ pub async fn serve(
                     registry.stale_tags_served(),
                 )
             }
+        })
+        .with_fn({
+            let preloader = preloader.clone();
+            move |out| preloader.collect(out)
         });
     metrics.serve_on(listeners.metrics, &options, &tasks);
     let app = mirror::apply(shoal_registry::router(registry), mirrors)
+        .merge(preloader.router())
         .merge(metrics.router())
         .merge(readiness.router());
     tracing::info!(

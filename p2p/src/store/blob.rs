@@ -297,6 +297,13 @@ impl PartialBlob {
         self.0.lock().have.clone()
     }
 
+    /// Bytes of the pieces on disk now (a snapshot): how far the download has come.
+    pub fn bytes_present(&self) -> u64 {
+        let m = &self.0.metainfo;
+        let have = self.0.lock().have.clone();
+        have.ones().map(|i| m.piece_size(i).unwrap_or(0)).sum()
+    }
+
     /// Whether piece `index` is on disk.
     pub fn has(&self, index: PieceIndex) -> bool {
         self.0.lock().have.get(index)

@@ -486,6 +486,16 @@ impl PieceStore {
         self.inner.open_complete(&mut state, d).await
     }
 
+    /// Bytes of blob `d` received so far, while a download of it is live; `None` when none is
+    /// (never started, finished, or given up). What a preload shows as a layer's progress.
+    pub async fn bytes_downloading(&self, d: &Digest) -> Option<u64> {
+        let live = {
+            let state = self.inner.state.lock().await;
+            state.downloads.get(d)?.handle.upgrade()?
+        };
+        Some(PartialBlob(live).bytes_present())
+    }
+
     /// The download of `metainfo`'s blob: the same handle to every caller while one is live;
     /// otherwise resumed from `download/` (the sidecar's bitfield) if its sidecar holds this
     /// metainfo, or started over. If the blob is already complete, a handle with every piece

@@ -467,6 +467,31 @@ async fn every_caller_gets_the_one_download_of_a_digest() {
 }
 
 #[tokio::test]
+async fn a_live_download_tells_how_many_bytes_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    // Three pieces, the last one short.
+    let data = blob(2 * PIECE as usize + 100, 14);
+    let m = meta_of(&data, PIECE);
+    assert_eq!(store.bytes_downloading(m.digest()).await, None);
+    let p = store.download(m.clone()).await.unwrap();
+    assert_eq!(store.bytes_downloading(m.digest()).await, Some(0));
+    p.write_piece(PieceIndex(2), piece(&data, &m, 2))
+        .await
+        .unwrap();
+    assert_eq!(store.bytes_downloading(m.digest()).await, Some(100));
+    p.write_piece(PieceIndex(0), piece(&data, &m, 0))
+        .await
+        .unwrap();
+    assert_eq!(store.bytes_downloading(m.digest()).await, Some(PIECE + 100));
+    // Finished and its handle dropped: no download is live.
+    write_all(&p, &data).await;
+    p.finish().await.unwrap();
+    drop(p);
+    assert_eq!(store.bytes_downloading(m.digest()).await, None);
+}
+
+#[tokio::test]
 async fn downloading_a_complete_blob_gives_a_full_handle() {
     let dir = tempfile::tempdir().unwrap();
     let store = PieceStore::open(dir.path(), &config()).unwrap();

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Cached, Call, Registry, set};
+use super::{Call, Registry, set};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, accepts};
 use crate::name::{Reference, RepoName};
@@ -15,27 +15,7 @@ pub(super) async fn get(
     r: &Reference,
     call: &Call,
 ) -> ApiResult<Response> {
-    let authoritative = match r {
-        Reference::Tag(t) => reg.authoritative_manifest(repo, t).await?,
-        Reference::Digest(_) => None,
-    };
-    let m = match authoritative {
-        Some(m) => m,
-        None => match reg.store.get_manifest(repo, r).await {
-            Err(e) if e.code == ErrorCode::ManifestUnknown => {
-                reg.count_read(Cached::Manifest, false);
-                match reg.fill_manifest(repo, r).await? {
-                    true => reg.store.get_manifest(repo, r).await?,
-                    false => return Err(e),
-                }
-            }
-            other => {
-                let m = other?;
-                reg.count_read(Cached::Manifest, true);
-                m
-            }
-        },
-    };
+    let m = reg.read_manifest(repo, r, true).await?;
     let accept: Vec<&str> = call
         .headers
         .get_all(header::ACCEPT)

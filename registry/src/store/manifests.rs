@@ -192,6 +192,7 @@ impl LocalStore {
                 urls: None,
                 artifact_type: manifest.artifact_type.clone(),
                 annotations: manifest.annotations.clone(),
+                platform: None,
             };
             let entry = self.referrers_dir(repo, &subject.digest).join(format!(
                 "{}-{}",
