@@ -24,7 +24,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use shoal_metrics::{Counter, Exposition, Kind};
 use shoal_p2p::Tasks;
@@ -35,6 +34,7 @@ use shoal_registry::{
     ApiResult, BlobPull, Digest, ErrorCode, ImageRef, Reference, Registry, RegistryError, RepoName,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// The route.
@@ -106,7 +106,9 @@ pub enum PreloadEvent {
         digest: Digest,
         /// Its size.
         size: u64,
-        /// Whether it was fetched now (`false`: the store held it already).
+        /// Whether it came into the repository now (`false`: the repository held it
+        /// already). A blob the agent holds for another repository is linked, not fetched
+        /// again, and counts as fetched here.
         fetched: bool,
         /// Bytes in the store, and of the blobs in flight.
         bytes: u64,
@@ -309,15 +311,21 @@ impl Preloader {
 
     /// Brings every blob of `plan` into the store, [`BLOBS_AT_ONCE`] at a time; how many were
     /// fetched, or why one failed and how many were in the store then.
+    ///
+    /// Each fetch is a task of its own, not a future this loop polls: a fetch holds locks
+    /// (the piece store's index while it opens a download) across its awaits, and this loop
+    /// waits for the same lock to read progress, and for the client to take a line. Polled
+    /// from here, a fetch suspended with the lock would never be resumed while the loop
+    /// waited for it.
     async fn fetch(
         &self,
         plan: &Plan,
         tx: &mpsc::Sender<PreloadEvent>,
     ) -> Result<u32, (String, u32)> {
-        let (registry, repo) = (&self.registry, &plan.repo);
         let mut queued = plan.blobs.iter();
-        let mut in_flight = FuturesUnordered::new();
-        let mut sizes_in_flight: Vec<&Blob> = Vec::new();
+        // Dropped (the preload stopped): every fetch still running is aborted.
+        let mut in_flight: JoinSet<(Blob, ApiResult<BlobPull>)> = JoinSet::new();
+        let mut arriving: Vec<Blob> = Vec::new();
         let (mut done, mut fetched, mut stored) = (0u32, 0u32, 0u64);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -326,13 +334,20 @@ impl Preloader {
             while in_flight.len() < BLOBS_AT_ONCE
                 && let Some(blob) = queued.next()
             {
-                sizes_in_flight.push(blob);
-                in_flight.push(async move { (blob, registry.pull_blob(repo, &blob.digest).await) });
+                arriving.push(blob.clone());
+                let (registry, repo, blob) =
+                    (self.registry.clone(), plan.repo.clone(), blob.clone());
+                in_flight.spawn(async move {
+                    let pulled = registry.pull_blob(&repo, &blob.digest).await;
+                    (blob, pulled)
+                });
             }
             tokio::select! {
-                next = in_flight.next() => {
-                    let Some((blob, pulled)) = next else { break };
-                    sizes_in_flight.retain(|b| b.digest != blob.digest);
+                next = in_flight.join_next() => {
+                    let Some(joined) = next else { break };
+                    let (blob, pulled) = joined
+                        .map_err(|e| (format!("a blob's fetch failed: {e}"), done))?;
+                    arriving.retain(|b| b.digest != blob.digest);
                     let pulled = pulled
                         .map_err(|e| (format!("blob {}: {}", blob.digest, e.message), done))?;
                     done += 1;
@@ -341,7 +356,7 @@ impl Preloader {
                         fetched += 1;
                         self.counts.fetched_bytes.add(blob.size);
                     }
-                    last_bytes = last_bytes.max(stored + self.arriving(&sizes_in_flight).await);
+                    last_bytes = last_bytes.max(stored + self.arriving(&arriving).await);
                     last_sent = Instant::now();
                     let _ = tx
                         .send(PreloadEvent::Blob {
@@ -358,7 +373,7 @@ impl Preloader {
                 _ = tick.tick() => {
                     // Never back: a finished download leaves the piece store's list a
                     // moment before its blob is counted as stored.
-                    let bytes = last_bytes.max(stored + self.arriving(&sizes_in_flight).await);
+                    let bytes = last_bytes.max(stored + self.arriving(&arriving).await);
                     if bytes != last_bytes || last_sent.elapsed() >= KEEPALIVE {
                         (last_bytes, last_sent) = (bytes, Instant::now());
                         let _ = tx.try_send(PreloadEvent::Progress {
@@ -375,7 +390,7 @@ impl Preloader {
     }
 
     /// Bytes that have arrived of the blobs in flight.
-    async fn arriving(&self, blobs: &[&Blob]) -> u64 {
+    async fn arriving(&self, blobs: &[Blob]) -> u64 {
         let mut sum = 0;
         for b in blobs {
             let got = self.pieces.bytes_downloading(&b.digest).await.unwrap_or(0);
