@@ -106,9 +106,7 @@ pub enum PreloadEvent {
         digest: Digest,
         /// Its size.
         size: u64,
-        /// Whether it came into the repository now (`false`: the repository held it
-        /// already). A blob the agent holds for another repository is linked, not fetched
-        /// again, and counts as fetched here.
+        /// Whether it was fetched now (`false`: the store held it already).
         fetched: bool,
         /// Bytes in the store, and of the blobs in flight.
         bytes: u64,
