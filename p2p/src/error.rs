@@ -355,6 +355,9 @@ pub enum SchedulerError {
     /// The tracker could not be reached or answered nonsense.
     #[error("tracker: {0}")]
     Tracker(String),
+    /// The origins do not hold the blob in the namespace asked for (the tracker's 404).
+    #[error("unknown blob: {0}")]
+    UnknownBlob(String),
     /// A peer asked for a torrent this host neither runs nor holds.
     #[error("no torrent {0}")]
     UnknownTorrent(crate::metainfo::InfoHash),

@@ -274,7 +274,14 @@ impl Registry {
             return Ok(Some(true));
         }
         if self.store.blob_size(d).await?.is_some() {
-            return Ok(Some(false));
+            // Known here, not in `repo`. A registry that takes deletes keeps it so (deleted
+            // there on purpose); a read-only one (an agent, whose repositories share layers)
+            // links its copy when its backing says `repo` holds the blob too.
+            if self.read_only.is_none()
+                || !matches!(backing.stat_blob(repo, d).await?, BlobStat::Present(_))
+            {
+                return Ok(Some(false));
+            }
         }
         if let Some(file) = backing.get_blob_file(repo, d).await?
             && self.store.adopt_verified_file(repo, d, &file).await?

@@ -14,8 +14,8 @@ use shoal_config::AgentConfig;
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::mirror::{self, Mirrors};
 use shoal_registry::{
-    ApiResult, Backing, BodyStream, Digest, ErrorCode, LocalStore, Registry, RegistryError,
-    RepoName, Tag, TagKey,
+    ApiResult, Backing, BlobStat, BodyStream, Digest, ErrorCode, LocalStore, Registry,
+    RegistryError, RepoName, Tag, TagKey,
 };
 use tokio::net::TcpListener;
 
@@ -208,6 +208,22 @@ impl Backing for P2pBacking {
     async fn get_blob_file(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<PathBuf>> {
         let blob = self.download(repo, d).await?;
         Ok(Some(blob.path().to_owned()))
+    }
+
+    /// For a blob this agent holds (for another repository): whether `repo` holds it too,
+    /// as its origins say. Otherwise it cannot tell without fetching.
+    async fn stat_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<BlobStat> {
+        let Some(blob) = self.scheduler.store().complete(d).await.ok().flatten() else {
+            return Ok(BlobStat::Unknown);
+        };
+        match self.scheduler.confirm(repo.as_str(), d).await {
+            Ok(true) => Ok(BlobStat::Present(blob.len())),
+            Ok(false) => Ok(BlobStat::Absent),
+            Err(e) => Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("asking the origins whether {repo} holds {d}: {e}"),
+            )),
+        }
     }
 
     async fn put_tag(&self, _: &RepoName, _: &Tag, _: &Digest) -> ApiResult<()> {

@@ -138,6 +138,9 @@ impl Tracker for ClientTracker {
         match self.0.metainfo(namespace, digest).await {
             Ok(MetainfoReply::Ready(m)) => Ok(Some(m)),
             Ok(MetainfoReply::Pending) => Ok(None),
+            Err(e @ TrackerError::Rejected { status: 404, .. }) => {
+                Err(SchedulerError::UnknownBlob(e.to_string()))
+            }
             Err(e) => Err(tracker_err(e)),
         }
     }

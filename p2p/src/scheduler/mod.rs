@@ -335,6 +335,18 @@ impl Scheduler {
         }
     }
 
+    /// Whether `namespace` holds `digest`, as its origins see it: the tracker hands out the
+    /// blob's metainfo (or says an origin is fetching it) only when the namespace's backend has
+    /// it. What an agent asks before it serves a blob it holds for another repository.
+    pub async fn confirm(&self, namespace: &str, digest: &Digest) -> Result<bool, SchedulerError> {
+        match self.inner.tracker.metainfo(namespace, digest).await {
+            Ok(Some(m)) => Ok(m.digest() == digest),
+            Ok(None) => Ok(true),
+            Err(SchedulerError::UnknownBlob(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits for the blob's metainfo, polling the tracker while the origin fetches it.
     async fn metainfo(&self, namespace: &str, digest: &Digest) -> Result<Metainfo, SchedulerError> {
         let deadline = tokio::time::Instant::now() + self.inner.config.leecher_tti.get();

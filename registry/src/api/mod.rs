@@ -37,7 +37,7 @@ pub struct Registry {
     /// Set when the backing, not the local store, says what a tag names.
     pub(crate) tag_authority: Option<TagAuthority>,
     /// When set, every write (upload, manifest put, delete) is refused with this explanation.
-    read_only: Option<String>,
+    pub(crate) read_only: Option<String>,
     /// Reads the local store answered, and those it sent to the backing.
     pub(crate) cache: CacheCounters,
 }
