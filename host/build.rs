@@ -61,6 +61,7 @@ fn run() -> Result<(), String> {
     for entry in ["Cargo.toml", "Cargo.lock", "sdk", "testing"] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());
     }
+    same_wit(&root.join("wit"), &plugins.join("sdk").join("wit"))?;
     let (backends, policies) = builtins(&plugins)?;
     for (_, dir) in backends.iter().chain(&policies) {
         println!("cargo:rerun-if-changed={}", dir.display());
@@ -129,6 +130,57 @@ fn run() -> Result<(), String> {
         println!("cargo:rustc-env={var}={}", wasm_of(package)?.display());
     }
     Ok(())
+}
+
+/// The SDK carries its own copy of the WIT (it builds from a copy of its folder, or from a
+/// published package, where `wit/` is out of reach): it must be the host's, file for file.
+fn same_wit(host: &Path, sdk: &Path) -> Result<(), String> {
+    let files = |root: &Path| -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+        let mut found = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let entries =
+                std::fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "wit") {
+                    let bytes = std::fs::read(&path)
+                        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                    let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+                    found.push((relative, bytes));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    };
+    let (ours, theirs) = (files(host)?, files(sdk)?);
+    if ours == theirs {
+        return Ok(());
+    }
+    let names = |list: &[(PathBuf, Vec<u8>)]| -> Vec<PathBuf> {
+        list.iter().map(|(p, _)| p.clone()).collect()
+    };
+    let differ: Vec<String> = ours
+        .iter()
+        .filter(|f| !theirs.contains(f))
+        .map(|(p, _)| p.display().to_string())
+        .chain(
+            names(&theirs)
+                .into_iter()
+                .filter(|p| !names(&ours).contains(p))
+                .map(|p| p.display().to_string()),
+        )
+        .collect();
+    Err(format!(
+        "{} and {} differ ({}): the SDK must bind the WIT the host links. Copy the host's: \
+         `rm -r plugins/sdk/wit && cp -r wit plugins/sdk/wit && rm plugins/sdk/wit/README.md`",
+        host.display(),
+        sdk.display(),
+        differ.join(", ")
+    ))
 }
 
 /// `(name, folder)` of built-in plugins.

@@ -12,7 +12,9 @@ pub mod daemons;
 pub mod devcluster;
 pub mod http;
 pub mod image;
+pub mod object_store;
 pub mod skopeo;
+pub mod template;
 pub mod webhdfs;
 
 use std::collections::BTreeSet;
@@ -75,6 +77,19 @@ impl DevServer {
         DevServer::spawn(data_dir.to_owned(), None, Some(config), "127.0.0.1:0")
     }
 
+    /// Starts `shoal dev --config CONFIG` on a data directory the caller owns, with `envs`
+    /// added to its environment (what `${VAR}` in the config reads).
+    pub fn start_with_env(data_dir: &Path, config: &Path, envs: &[(&str, &str)]) -> DevServer {
+        DevServer::spawn_full(
+            data_dir.to_owned(),
+            None,
+            Some(config),
+            "127.0.0.1:0",
+            &[],
+            envs,
+        )
+    }
+
     /// Starts `shoal dev --config CONFIG` under `wrapper` (a command that runs the rest of its
     /// arguments, such as `prlimit --nofile=1024:`).
     pub fn start_wrapped(data_dir: &Path, config: &Path, wrapper: &[&str]) -> DevServer {
@@ -103,6 +118,17 @@ impl DevServer {
         listen: &str,
         wrapper: &[&str],
     ) -> DevServer {
+        DevServer::spawn_full(data_dir, owned, config, listen, wrapper, &[])
+    }
+
+    fn spawn_full(
+        data_dir: PathBuf,
+        owned: Option<tempfile::TempDir>,
+        config: Option<&Path>,
+        listen: &str,
+        wrapper: &[&str],
+        envs: &[(&str, &str)],
+    ) -> DevServer {
         let mut cmd = match wrapper.split_first() {
             None => Command::new(env!("CARGO_BIN_EXE_shoal")),
             Some((program, args)) => {
@@ -116,6 +142,7 @@ impl DevServer {
         if let Some(config) = config {
             cmd.arg("--config").arg(config);
         }
+        cmd.envs(envs.iter().copied());
         let mut child = cmd
             // The listening line is logged at info; a RUST_LOG that hides it makes startup fail
             // with the message below.
