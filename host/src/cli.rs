@@ -61,6 +61,10 @@ enum PluginCommand {
         /// The component (`.wasm`).
         file: PathBuf,
     },
+    /// Run one export of FILE under the sandbox a role gives it, with the grants given here,
+    /// and print the result: a backend's stat, download, upload, list or delete, or a health
+    /// policy's decisions. Exits 1 when the export returns an error.
+    Call(plugin::CallArgs),
 }
 
 /// Flags of `shoal dev`; each overrides the same setting from `--config`.
@@ -208,6 +212,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin {
             command: PluginCommand::Check { file },
         } => plugin::run_check(&file),
+        Command::Plugin {
+            command: PluginCommand::Call(args),
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(plugin::run_call(args))
+        }
         Command::Config {
             command: ConfigCommand::Check { role, file },
         } => {

@@ -155,3 +155,198 @@ fn any_file_holds(dir: &std::path::Path, needle: &str) -> bool {
         }
     })
 }
+
+/// `shoal plugin call FILE ARGS...`: its output, checked to exit as `ok` says.
+fn call(file: &std::path::Path, args: &[&str], ok: bool) -> (String, String) {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["plugin", "call"])
+        .arg(file)
+        .args(args));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.success(),
+        ok,
+        "shoal plugin call {args:?}: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// Every backend export through `shoal plugin call`, on the object at `name`: upload from a
+/// file and from stdin, stat, whole and ranged download, list, delete, then not-found.
+fn every_backend_export(wasm: &std::path::Path, grants: &[&str], work: &std::path::Path) {
+    let content = work.join("content");
+    std::fs::write(&content, b"0123456789abcdef").unwrap();
+    let with = |rest: &[&str]| -> Vec<String> {
+        grants.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+    };
+    let run_with = |rest: &[&str], ok: bool| {
+        let args = with(rest);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        call(wasm, &args, ok)
+    };
+    let (out, _) = run_with(
+        &["upload", "team/app", "obj", content.to_str().unwrap()],
+        true,
+    );
+    assert_eq!(out.trim(), "uploaded 16 bytes");
+    let (out, _) = run_with(&["stat", "team/app", "obj"], true);
+    assert_eq!(out.trim(), "size: 16");
+    let (out, _) = run_with(&["download", "team/app", "obj"], true);
+    assert_eq!(out, "0123456789abcdef");
+    let (out, err) = run_with(&["download", "team/app", "obj", "--range", "4-7"], true);
+    assert_eq!(out, "4567", "{err}");
+    let saved = work.join("saved");
+    run_with(
+        &[
+            "download",
+            "team/app",
+            "obj",
+            "--range",
+            "10-",
+            "-o",
+            saved.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), b"abcdef");
+    // stdin, for a second name, so the listing has two pages of one.
+    let args = with(&["upload", "team/app", "obj2"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["plugin", "call"])
+        .arg(wasm)
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    let uploaded = child.wait_with_output().unwrap();
+    assert!(uploaded.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&uploaded.stdout).trim(),
+        "uploaded 10 bytes"
+    );
+    let (out, _) = run_with(&["list", "team/app", "obj", "--limit", "1"], true);
+    assert_eq!(out, "obj\ncontinuation: obj\n");
+    let (out, _) = run_with(
+        &[
+            "list",
+            "team/app",
+            "obj",
+            "--limit",
+            "1",
+            "--continuation",
+            "obj",
+        ],
+        true,
+    );
+    assert!(out.starts_with("obj2\n"), "{out}");
+    let (out, _) = run_with(&["delete", "team/app", "obj"], true);
+    assert_eq!(out.trim(), "deleted");
+    let (_, err) = run_with(&["stat", "team/app", "obj"], false);
+    assert!(err.contains("error: not-found"), "{err}");
+    let (_, err) = run_with(&["download", "team/app", "obj", "--range", "9-3"], false);
+    assert!(err.contains("START-END"), "{err}");
+}
+
+#[test]
+fn plugin_call_runs_every_export_of_the_fs_plugin() {
+    let work = tempdir("shoal-call-fs-");
+    let root = work.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let fs = std::path::Path::new(env!("SHOAL_PLUGIN_FS"));
+    every_backend_export(fs, &["--dir", root.to_str().unwrap()], work.path());
+    assert!(root.join("obj2").is_file(), "written under --dir");
+}
+
+#[test]
+fn plugin_call_runs_every_export_of_the_template_with_its_grants() {
+    let store = ObjectStore::start(TOKEN);
+    let work = tempdir("shoal-call-template-");
+    let config = format!("{{\"base_url\": \"{}\"}}", store.base_url());
+    let wasm = template_wasm();
+    let host = store.host_port();
+    every_backend_export(
+        &wasm,
+        &[
+            "--config",
+            &config,
+            "--secret",
+            &format!("token={TOKEN}"),
+            "--allow-host",
+            &host,
+        ],
+        work.path(),
+    );
+    assert_eq!(store.refused(), 0);
+    assert!(store.get("team/app/obj2").is_some());
+    // No token: the store's 401 as the WIT's `unauthorized`.
+    let (_, err) = call(
+        &wasm,
+        &[
+            "--config",
+            &config,
+            "--allow-host",
+            &host,
+            "stat",
+            "team/app",
+            "obj2",
+        ],
+        false,
+    );
+    assert!(err.contains("error: unauthorized"), "{err}");
+    // No grant for the host: refused before anything leaves.
+    let (_, err) = call(
+        &wasm,
+        &[
+            "--config",
+            &config,
+            "--secret",
+            &format!("token={TOKEN}"),
+            "stat",
+            "team/app",
+            "obj2",
+        ],
+        false,
+    );
+    assert!(err.contains("does not grant"), "{err}");
+}
+
+#[test]
+fn plugin_call_shows_a_health_policys_decisions() {
+    let passive = std::path::Path::new(env!("SHOAL_PLUGIN_HEALTH_PASSIVE"));
+    let (out, _) = call(
+        passive,
+        &[
+            "--config",
+            r#"{"fails": 2, "fail_timeout": "5s"}"#,
+            "policy",
+            "a:80=fail",
+            "a:80=fail@10",
+            "b:80@20",
+            "a:80@6000",
+        ],
+        true,
+    );
+    assert_eq!(
+        out,
+        "@0 a:80 fail -> healthy\n@10 a:80 fail -> unhealthy\n@20 b:80 ? -> healthy\n\
+         @6000 a:80 ? -> healthy\n"
+    );
+    // A backend is not a policy, and the reverse.
+    let fs = std::path::Path::new(env!("SHOAL_PLUGIN_FS"));
+    let (_, err) = call(fs, &["policy", "a=ok"], false);
+    assert!(err.contains("storage backend"), "{err}");
+    let (_, err) = call(passive, &["stat", "ns", "x"], false);
+    assert!(err.contains("health-check policy"), "{err}");
+}

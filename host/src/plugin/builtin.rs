@@ -113,7 +113,17 @@ impl PluginEngine {
             preopen,
             http_timeout,
         };
-        let component = self.component(&name, &wasm)?;
+        self.backend_with_grants(&wasm, grants)
+    }
+
+    /// A storage backend from component bytes, running with exactly `grants`.
+    pub(crate) fn backend_with_grants(
+        &self,
+        wasm: &[u8],
+        grants: Grants,
+    ) -> Result<WasmBackend, LoadError> {
+        let name = grants.name.to_string();
+        let component = self.component(&name, wasm)?;
         let link_err = |e: wasmtime::Error| LoadError::Link {
             plugin: name.clone(),
             message: format!("{e:#}"),

@@ -16,6 +16,7 @@ mod backend;
 mod bindings;
 mod breaker;
 mod builtin;
+mod call;
 mod check;
 mod engine;
 mod health;
@@ -29,6 +30,7 @@ pub use shoal_storage::{
 
 pub use allow::{AllowedHosts, BadHost};
 pub use backend::WasmBackend;
+pub use call::{CallArgs, Export, run_call};
 pub use check::{Inspection, WorldKind, inspect, run_check};
 pub use engine::{LoadError, PluginEngine, PluginLimits};
 pub use health::WasmPolicy;
