@@ -67,20 +67,24 @@ async fn a_panic_costs_one_call() {
     let engine = PluginEngine::new(limits(), None).unwrap();
     let p = load(&engine, MISBEHAVE, "{mode: panic}", &[]);
     one_failure_then_fine(&p, "unreachable").await;
+    // The SDK's panic hook told the host where and why, and the trap says it.
+    one_failure_then_fine(&p, "panicked at testing/misbehave/src/lib.rs:").await;
+    one_failure_then_fine(&p, ": test plugin panics on hostile").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_loop_hits_the_deadline_and_costs_one_call() {
     let engine = PluginEngine::new(limits(), None).unwrap();
     let p = load(&engine, MISBEHAVE, "{mode: spin}", &[]);
-    one_failure_then_fine(&p, "deadline").await;
+    one_failure_then_fine(&p, "deadline (plugins.call_timeout)").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocating_past_the_cap_costs_one_call() {
     let engine = PluginEngine::new(limits(), None).unwrap();
     let p = load(&engine, MISBEHAVE, "{mode: hog}", &[]);
-    one_failure_then_fine(&p, "memory").await;
+    // The cap, and the key that sets it.
+    one_failure_then_fine(&p, "cap of 33554432 bytes (32 MiB, plugins.memory_bytes)").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,18 +142,30 @@ impl Shared {
 
     /// Books the outcome of a call with the breaker: a returned value (even a WIT error)
     /// closes it, a trap counts towards opening it.
-    fn settle<T>(&self, result: wasmtime::Result<T>) -> Result<T, BackendError> {
+    fn settle<T>(
+        &self,
+        store: &Store<PluginState>,
+        result: wasmtime::Result<T>,
+    ) -> Result<T, BackendError> {
         match result {
             Ok(v) => {
                 self.breaker().succeeded();
                 Ok(v)
             }
-            Err(e) => Err(self.trapped(e)),
+            Err(e) => Err(self.trapped_saying(e, store.data().last_words())),
         }
     }
 
     fn trapped(&self, e: wasmtime::Error) -> BackendError {
-        let message = describe_trap(&e, self.engine.limits.call_timeout);
+        self.trapped_saying(e, None)
+    }
+
+    /// A trap, with what the plugin said as it panicked when it did.
+    fn trapped_saying(&self, e: wasmtime::Error, last_words: Option<&str>) -> BackendError {
+        let mut message = describe_trap(&e, &self.engine.limits);
+        if let Some(words) = last_words {
+            message = format!("{message}: {words}");
+        }
         let opened = self.breaker().trapped(Instant::now());
         tracing::warn!(plugin = %self.grants.name, breaker_opened = opened, "plugin trapped: {message}");
         BackendError::Trapped {
@@ -197,10 +209,14 @@ impl Shared {
     }
 }
 
-/// A short reason for a trap: which limit stopped the plugin, when one did.
-fn describe_trap(e: &wasmtime::Error, timeout: Duration) -> String {
+/// A short reason for a trap: which limit stopped the plugin, when one did, named as the
+/// operator sets it.
+pub(crate) fn describe_trap(e: &wasmtime::Error, limits: &super::PluginLimits) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!("ran past its {timeout:?} deadline"),
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "ran past its {:?} deadline (plugins.call_timeout)",
+            limits.call_timeout
+        ),
         Some(wasmtime::Trap::UnreachableCodeReached) => {
             "hit unreachable code (a panic or an abort in the plugin)".to_owned()
         }
@@ -209,6 +225,15 @@ fn describe_trap(e: &wasmtime::Error, timeout: Duration) -> String {
             // The outer layers are "error while executing at wasm backtrace: ..."; the root
             // cause says what happened (the memory cap, a host-side failure).
             let text = e.root_cause().to_string();
+            if text.contains("growing memory") {
+                let cap = limits.memory_bytes;
+                return format!(
+                    "ran out of memory: it asked for more than its cap of {cap} bytes ({} MiB, \
+                     plugins.memory_bytes) ({})",
+                    cap >> 20,
+                    text.lines().next().unwrap_or_default()
+                );
+            }
             text.lines().next().unwrap_or("unknown failure").to_owned()
         }
     }
@@ -231,7 +256,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_stat(&mut store, namespace, name)
             .await;
-        let info = s.settle(result)?.map_err(|e| s.call_error(&store, e, name));
+        let info = s
+            .settle(&store, result)?
+            .map_err(|e| s.call_error(&store, e, name));
         s.recycle(store, world);
         Ok(BlobInfo { size: info?.size })
     }
@@ -252,7 +279,7 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_download(&mut store, namespace, name, range)
             .await;
-        let blob = match s.settle(result)? {
+        let blob = match s.settle(&store, result)? {
             Ok(blob) => blob,
             Err(e) => {
                 let e = s.call_error(&store, e, name);
@@ -303,7 +330,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_upload(&mut store, namespace, name, size, stream)
             .await;
-        let done = s.settle(result)?.map_err(|e| s.call_error(&store, e, name));
+        let done = s
+            .settle(&store, result)?
+            .map_err(|e| s.call_error(&store, e, name));
         s.recycle(store, world);
         done
     }
@@ -328,7 +357,7 @@ impl Backend for WasmBackend {
             )
             .await;
         let page = s
-            .settle(result)?
+            .settle(&store, result)?
             .map_err(|e| s.call_error(&store, e, prefix));
         s.recycle(store, world);
         let page = page?;
@@ -345,7 +374,9 @@ impl Backend for WasmBackend {
             .shoal_backend_storage()
             .call_delete(&mut store, namespace, name)
             .await;
-        let done = s.settle(result)?.map_err(|e| s.call_error(&store, e, name));
+        let done = s
+            .settle(&store, result)?
+            .map_err(|e| s.call_error(&store, e, name));
         s.recycle(store, world);
         done
     }
@@ -381,7 +412,7 @@ fn reader_stream(
             .reader()
             .call_read(&mut p.store, p.reader, READ_CHUNK)
             .await;
-        match p.shared.settle(result) {
+        match p.shared.settle(&p.store, result) {
             Ok(Ok(Some(chunk))) => Some((Ok(chunk.into()), Some(p))),
             Ok(Ok(None)) => {
                 // Dropping the store frees the reader with everything else.

@@ -64,12 +64,15 @@ impl WasmPolicy {
     }
 
     fn trapped(&self, live: &mut Live, e: &wasmtime::Error) -> BackendError {
-        live.instance = None;
+        let last_words = live
+            .instance
+            .take()
+            .and_then(|(store, _)| store.data().last_words().map(str::to_owned));
         live.breaker.trapped(Instant::now());
-        let message = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => trap.to_string(),
-            None => e.root_cause().to_string(),
-        };
+        let mut message = super::backend::describe_trap(e, &self.engine.limits);
+        if let Some(words) = last_words {
+            message = format!("{message}: {words}");
+        }
         tracing::warn!(plugin = %self.grants.name, "policy trapped, its state is discarded: {message}");
         BackendError::Trapped {
             plugin: self.grants.name.to_string(),

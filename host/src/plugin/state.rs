@@ -18,6 +18,11 @@ use wasmtime_wasi_http::{
 use super::allow::AllowedHosts;
 use super::bindings::backend::shoal::backend::{config, log};
 
+/// How the SDK's panic hook starts the line it logs.
+const PANIC_PREFIX: &str = "panicked at ";
+/// The most of a panic message a trap error carries.
+const MAX_LAST_WORDS: usize = 1024;
+
 /// What the operator's YAML grants one plugin; shared by all its stores.
 #[derive(Debug)]
 pub(crate) struct Grants {
@@ -43,6 +48,9 @@ pub(crate) struct PluginState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     outbound: Outbound,
+    /// The first panic message the plugin logged during this store's life (the SDK's panic
+    /// hook logs `panicked at FILE:LINE:COL: MESSAGE` at error level just before the trap).
+    last_words: Option<String>,
 }
 
 impl PluginState {
@@ -80,6 +88,7 @@ impl PluginState {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
+            last_words: None,
         })
     }
 
@@ -87,6 +96,11 @@ impl PluginState {
     /// refused must not be blamed on the next.
     pub(crate) fn reuse(&mut self) {
         self.outbound.denied = None;
+    }
+
+    /// What the plugin said as it panicked, when it did (see `last_words`).
+    pub(crate) fn last_words(&self) -> Option<&str> {
+        self.last_words.as_deref()
     }
 
     /// The first URL the allow-list refused during this store's life, if any: a plugin that
@@ -209,6 +223,22 @@ impl config::Host for PluginState {
 
 impl log::Host for PluginState {
     fn log(&mut self, level: log::Level, message: String) {
+        if level == log::Level::Error
+            && self.last_words.is_none()
+            && message.starts_with(PANIC_PREFIX)
+        {
+            // Bounded: a plugin decides how long its panic message is.
+            let mut words = message.clone();
+            if words.len() > MAX_LAST_WORDS {
+                let mut cut = MAX_LAST_WORDS;
+                while !words.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                words.truncate(cut);
+                words.push_str("...");
+            }
+            self.last_words = Some(words);
+        }
         let plugin = &*self.grants.name;
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),

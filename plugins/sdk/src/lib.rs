@@ -27,6 +27,8 @@ pub mod errors;
 pub mod http;
 #[cfg(any(feature = "backend", feature = "health"))]
 pub mod log;
+#[cfg(any(feature = "backend", feature = "health"))]
+pub mod panic;
 
 /// Generated bindings of the `shoal:backend/backend` world, `wasi:http` and `wasi:io`
 /// included, so the handles a plugin gets from `wasi:http` are the ones it returns to the host.
