@@ -45,6 +45,9 @@ pub struct ActiveHealthCheck {
     /// built-in `health-active`; it is given `fails` and `passes` as its config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PathBuf>,
+    /// Settings for the custom `policy:`, handed to it with `fails` and `passes` added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<PolicySettings>,
 }
 
 impl Default for ActiveHealthCheck {
@@ -54,6 +57,7 @@ impl Default for ActiveHealthCheck {
             monitor: HealthMonitor::default(),
             timeout: Duration::from_secs(3),
             policy: None,
+            config: None,
         }
     }
 }
@@ -175,6 +179,9 @@ pub struct PassiveHealthCheck {
     /// built-in `health-passive`; it is given `fails` and `fail_timeout` as its config.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PathBuf>,
+    /// Settings for the custom `policy:`, handed to it with `fails` and `fail_timeout` added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<PolicySettings>,
 }
 
 impl PassiveHealthCheck {
@@ -189,6 +196,46 @@ impl Default for PassiveHealthCheck {
             fails: 3,
             fail_timeout: Duration::from_mins(5),
             policy: None,
+            config: None,
+        }
+    }
+}
+
+/// The `config:` of a custom health policy: a mapping shoal hands over as it is (as JSON),
+/// with the thresholds of its check added under their own names.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct PolicySettings(pub serde_yaml_ng::Mapping);
+
+// Settings are compared only to tell configs apart; a NaN in one is the operator's business.
+impl Eq for PolicySettings {}
+
+/// A policy's `config:` is for a custom `policy:` only, and leaves the keys its check sets
+/// (`reserved`, e.g. `fails`) to that check.
+fn validate_policy_settings(
+    check: (Option<&Path>, Option<&PolicySettings>),
+    reserved: &[(&str, &str)],
+    at: &KeyPath,
+    problems: &mut Problems,
+) {
+    let (policy, Some(PolicySettings(settings))) = check else {
+        return;
+    };
+    if policy.is_none() {
+        problems.at(
+            &at.key("config"),
+            "is set, but there is no `policy:` to hand it to (the built-in policy takes only \
+             its thresholds)",
+            "a `policy:` component next to `config:`, or no `config:`",
+        );
+    }
+    for (key, set_by) in reserved {
+        if settings.contains_key(*key) {
+            problems.at(
+                &at.key("config").key(key),
+                format!("is set by `{set_by}`, which the policy is given as `{key}`"),
+                &format!("`{set_by}` instead, and other keys in `config:`"),
+            );
         }
     }
 }
@@ -234,6 +281,12 @@ impl Validate for ActiveHealthCheck {
             "a duration like 30s",
         );
         validate_policy(self.policy.as_deref(), &at.key("policy"), problems);
+        validate_policy_settings(
+            (self.policy.as_deref(), self.config.as_ref()),
+            &[("fails", "filter.fails"), ("passes", "filter.passes")],
+            at,
+            problems,
+        );
     }
 }
 
@@ -261,5 +314,11 @@ impl Validate for TrackerClientConfig {
             "a duration like 5m",
         );
         validate_policy(passive.policy.as_deref(), &check.key("policy"), problems);
+        validate_policy_settings(
+            (passive.policy.as_deref(), passive.config.as_ref()),
+            &[("fails", "fails"), ("fail_timeout", "fail_timeout")],
+            &check,
+            problems,
+        );
     }
 }

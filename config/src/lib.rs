@@ -53,7 +53,7 @@ pub use bandwidth::BandwidthConfig;
 pub use bytesize::{ByteSize, ByteSizeError, SIZE_FORM};
 pub use cluster::{
     ActiveHealthCheck, ClusterConfig, HashRingConfig, HealthFilter, HealthMonitor, PassiveCluster,
-    PassiveHealthCheck, RemoteCluster, TrackerClientConfig, TrackerCluster,
+    PassiveHealthCheck, PolicySettings, RemoteCluster, TrackerClientConfig, TrackerCluster,
 };
 pub use duration::{DURATION_FORM, Duration, DurationError};
 pub use env::{EnvLookup, process_env};

@@ -33,7 +33,11 @@ const NAMED: &[(&str, &str)] = &[
 ];
 
 /// Values that are the plugin's own business: one key however deep.
-const OPAQUE: &[&str] = &["backends[].backend.plugin.config"];
+const OPAQUE: &[&str] = &[
+    "backends[].backend.plugin.config",
+    "cluster.healthcheck.config",
+    "tracker.cluster.healthcheck.config",
+];
 
 /// Every leaf key path of `value` under `at`.
 fn walk(at: &str, value: &Value, out: &mut BTreeSet<String>) {

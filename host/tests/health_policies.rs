@@ -239,6 +239,63 @@ async fn a_custom_policy_named_in_yaml_runs_through_the_same_api() {
     assert!(!p.healthy("a", at(0)).await.unwrap());
 }
 
+#[cfg(feature = "test-plugins")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_policy_gets_its_config_block_with_the_thresholds_added() {
+    // health-count's `ignore:` is a setting only the YAML's `config:` can give it.
+    let yaml = format!(
+        "filter: {{fails: 1, passes: 1}}
+policy: {HEALTH_COUNT}
+config: {{ignore: [spare]}}
+"
+    );
+    let check: ActiveHealthCheck = serde_yaml_ng::from_str(&yaml).unwrap();
+    let p = engine().active_health(&check).unwrap();
+    for host in ["spare", "main"] {
+        observe(&p, host, false, 0).await;
+    }
+    assert!(healthy(&p, "spare", 0).await, "config: reached the policy");
+    assert!(
+        !healthy(&p, "main", 0).await,
+        "and fails: 1 was added to it"
+    );
+
+    let yaml = format!(
+        "fails: 1
+policy: {HEALTH_COUNT}
+config: {{ignore: [t2]}}
+"
+    );
+    let check: PassiveHealthCheck = serde_yaml_ng::from_str(&yaml).unwrap();
+    let p = engine().passive_health(&check).unwrap();
+    observe(&p, "t2", false, 0).await;
+    assert!(healthy(&p, "t2", 0).await);
+
+    // In a role's file: refused without a policy, and where it would hide a threshold.
+    let origin = |healthcheck: &str| {
+        format!(
+            "cluster:\n  hosts: {{static: [\"127.0.0.1:1\"]}}\n  healthcheck: {healthcheck}\n\
+             backends: []\n"
+        )
+    };
+    let err = shoal_config::load_str::<shoal_config::OriginConfig>(
+        &origin("{config: {ignore: [a]}}"),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cluster.healthcheck.config"), "{err}");
+    assert!(err.contains("no `policy:`"), "{err}");
+    let err = shoal_config::load_str::<shoal_config::OriginConfig>(
+        &origin(&format!("{{policy: {HEALTH_COUNT}, config: {{fails: 9}}}}")),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cluster.healthcheck.config.fails"), "{err}");
+    assert!(err.contains("filter.fails"), "{err}");
+}
+
 #[test]
 fn a_custom_policy_that_is_not_there_is_a_read_error() {
     let check = ActiveHealthCheck {

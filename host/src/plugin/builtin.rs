@@ -160,7 +160,14 @@ impl PluginEngine {
                 });
             }
         }
-        let config = serde_json::json!({"fails": filter.fails, "passes": filter.passes});
+        let config = with_settings(
+            check.config.as_ref(),
+            serde_json::json!({"fails": filter.fails, "passes": filter.passes}),
+        )
+        .map_err(|message| LoadError::Config {
+            plugin: name.clone(),
+            message,
+        })?;
         let policy = match &check.policy {
             Some(path) => self.health_policy_from_file(path, &config)?,
             None => self.policy(&name, embedded(BUILTIN_POLICIES, "health-active")?, &config)?,
@@ -201,7 +208,11 @@ impl PluginEngine {
                 check.fail_timeout
             )));
         }
-        let config = serde_json::json!({"fails": check.fails, "fail_timeout": check.fail_timeout});
+        let config = with_settings(
+            check.config.as_ref(),
+            serde_json::json!({"fails": check.fails, "fail_timeout": check.fail_timeout}),
+        )
+        .map_err(refuse)?;
         let policy = match &check.policy {
             Some(path) => self.health_policy_from_file(path, &config)?,
             None => self.policy(
@@ -274,6 +285,29 @@ fn fill_ecr_secrets(secrets: &mut BTreeMap<String, String>, env: impl Fn(&str) -
             secrets.insert(key.to_owned(), value);
         }
     }
+}
+
+/// A custom policy's `config:` with the check's thresholds added (`thresholds`, an object).
+fn with_settings(
+    settings: Option<&shoal_config::PolicySettings>,
+    thresholds: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let Some(settings) = settings else {
+        return Ok(thresholds);
+    };
+    let mut merged = match serde_json::to_value(&settings.0) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => return Err("the policy's config: is not a mapping".to_owned()),
+        Err(e) => {
+            return Err(format!(
+                "the policy's config: cannot be passed as JSON: {e}"
+            ));
+        }
+    };
+    if let serde_json::Value::Object(thresholds) = thresholds {
+        merged.extend(thresholds);
+    }
+    Ok(serde_json::Value::Object(merged))
 }
 
 /// A custom plugin's name: its file name without `.wasm`.

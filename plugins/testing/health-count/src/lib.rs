@@ -1,7 +1,8 @@
 //! Test fixture for the `shoal:health/policy` world: a host is unhealthy after `fails`
 //! consecutive failed observations and healthy again after one pass. The state lives in the
 //! component's memory between calls. Asking about a host whose name starts with `hostile`
-//! panics (a trap: the host must discard the instance and its state, and carry on).
+//! panics (a trap: the host must discard the instance and its state, and carry on). Hosts
+//! listed in `ignore` (a setting from the YAML's `config:`) are always healthy.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,6 +14,8 @@ use shoal_plugin_sdk::health::Guest;
 #[derive(Deserialize)]
 struct Config {
     fails: u32,
+    #[serde(default)]
+    ignore: Vec<String>,
 }
 
 thread_local! {
@@ -37,8 +40,14 @@ impl Guest for Policy {
         if host.starts_with("hostile") {
             panic!("test policy panics on {host}");
         }
-        let limit = shoal_plugin_sdk::config::load::<Config>().map_or(3, |c| c.fails);
-        FAILS.with(|f| f.borrow().get(&host).copied().unwrap_or(0) < limit)
+        let config = shoal_plugin_sdk::config::load::<Config>().unwrap_or(Config {
+            fails: 3,
+            ignore: Vec::new(),
+        });
+        if config.ignore.contains(&host) {
+            return true;
+        }
+        FAILS.with(|f| f.borrow().get(&host).copied().unwrap_or(0) < config.fails)
     }
 }
 
