@@ -350,3 +350,84 @@ fn plugin_call_shows_a_health_policys_decisions() {
     let (_, err) = call(passive, &["stat", "ns", "x"], false);
     assert!(err.contains("health-check policy"), "{err}");
 }
+
+#[test]
+fn shoal_dev_lists_tags_deletes_them_and_reads_ranges_through_the_plugin() {
+    if !require("skopeo") {
+        return;
+    }
+    let store = ObjectStore::start(TOKEN);
+    let work = tempdir("shoal-author-calls-");
+    let config = work.path().join("dev.yaml");
+    std::fs::write(&config, dev_yaml(&store)).unwrap();
+    let layout = work.path().join("in");
+    let built = image::write_image_layout(&layout, "v1", "template-calls");
+    let env = [("BLOBS_TOKEN", TOKEN)];
+
+    // One instance pushes two tags; a second one, sharing only the store, never saw them.
+    let writer = DevServer::start_with_env(&work.path().join("a"), &config, &env);
+    skopeo_push(&writer, &layout, "v1", "team/app:v1", false);
+    skopeo_push(&writer, &layout, "v1", "team/app:v2", false);
+    let reader = DevServer::start_with_env(&work.path().join("b"), &config, &env);
+    let client = reqwest::blocking::Client::new();
+    let tags = |server: &DevServer| -> serde_json::Value {
+        let resp = client
+            .get(server.url("/v2/team/app/tags/list"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        serde_json::from_slice::<serde_json::Value>(&resp.bytes().unwrap()).unwrap()["tags"].clone()
+    };
+    assert_eq!(
+        tags(&reader),
+        serde_json::json!(["v1", "v2"]),
+        "listed through the plugin's `list`"
+    );
+
+    // A range of a blob the reader does not hold: that range, read as a range.
+    let layer = &built.layer_digests[0];
+    let whole = store.get(&format!("team/app/{}", layer.hex())).unwrap();
+    let resp = client
+        .get(reader.url(&format!("/v2/team/app/blobs/{layer}")))
+        .header("range", "bytes=10-19")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(
+        resp.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 10-19/{}", whole.len())
+    );
+    assert_eq!(resp.bytes().unwrap(), whole.slice(10..20));
+    let requests = store.requests();
+    let key = format!("team/app/{}", layer.hex());
+    assert!(
+        requests.contains(&format!("GET {key} bytes=10-19")),
+        "the plugin's ranged `download`: {requests:?}"
+    );
+    assert!(
+        !requests.contains(&format!("GET {key}")),
+        "and not the whole blob: {requests:?}"
+    );
+    let resp = client
+        .get(reader.url(&format!("/v2/team/app/blobs/{layer}")))
+        .header("range", format!("bytes={}-", whole.len() + 5))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 416);
+
+    // A deleted tag leaves the store through the plugin's `delete`, so no instance lists it.
+    let resp = client
+        .delete(writer.url("/v2/team/app/manifests/v2"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert!(store.get("team/app/team/app:v2").is_none());
+    assert!(
+        store
+            .requests()
+            .contains(&"DELETE team/app/team/app:v2".to_owned())
+    );
+    assert_eq!(tags(&reader), serde_json::json!(["v1"]));
+    writer.stop();
+    reader.stop();
+}

@@ -72,6 +72,28 @@ pub trait Backing: Send + Sync {
         Ok(self.get_blob(repo, d).await?.map(|body| (None, body)))
     }
 
+    /// `length` bytes of blob `d` of `repo` from `offset`, straight from the backing: what a
+    /// `Range` GET of a blob the local store lacks is answered with, so a client reading part
+    /// of a blob (a lazy-pulling snapshotter, a resumed download) does not wait for all of it.
+    /// `None` when the backing does not hold it or cannot read ranges (the default): the
+    /// registry then fetches the whole blob. A range cannot be checked against the digest;
+    /// the client verifies what it reads, as it would from any registry.
+    async fn get_blob_range(
+        &self,
+        _repo: &RepoName,
+        _d: &Digest,
+        _offset: u64,
+        _length: u64,
+    ) -> ApiResult<Option<BodyStream>> {
+        Ok(None)
+    }
+
+    /// Every tag of `repo` the backing holds, when it can list them; `None` when it cannot
+    /// (the default), and the local store's tags are the list.
+    async fn list_tags(&self, _repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        Ok(None)
+    }
+
     /// Manifest `d` of `repo`, or `None` when the backing does not hold it. The default asks
     /// for it as a blob, which is what a manifest is to a storage backend.
     async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
@@ -239,6 +261,46 @@ impl Registry {
         backing.stat_blob(repo, d).await
     }
 
+    /// Bytes `offset..offset + length` of blob `d` of `repo`, which the local store lacks,
+    /// from the backing; `None` when the backing cannot serve a range of it. The stream ends
+    /// with an error rather than give more or fewer bytes than asked.
+    pub(crate) async fn range_from_backing(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        offset: u64,
+        length: u64,
+    ) -> ApiResult<Option<BodyStream>> {
+        let Some(backing) = &self.backing else {
+            return Ok(None);
+        };
+        let body = backing.get_blob_range(repo, d, offset, length).await?;
+        Ok(body.map(|body| exactly(body, length)))
+    }
+
+    /// The tags of `repo`: the local store's, and the backing's when it can list them.
+    pub(crate) async fn tags_with_backing(&self, repo: &RepoName) -> ApiResult<Vec<String>> {
+        let local = self.store.all_tags(repo).await;
+        let listed = match &self.backing {
+            Some(backing) => backing.list_tags(repo).await?,
+            None => None,
+        };
+        let mut all = match (local, listed) {
+            (Ok(mut local), Some(listed)) => {
+                local.extend(listed);
+                local
+            }
+            (Ok(local), None) => local,
+            (Err(e), Some(listed)) if e.code == ErrorCode::NameUnknown && !listed.is_empty() => {
+                listed
+            }
+            (Err(e), _) => return Err(e),
+        };
+        all.sort();
+        all.dedup();
+        Ok(all)
+    }
+
     /// Brings blob `d` of `repo` into the local store from the backing. `Ok(false)` when
     /// there is nothing to fetch: no backing, content the store already knows (and so was
     /// deleted from this repository on purpose), or content the backing does not hold.
@@ -374,4 +436,33 @@ pub(crate) fn fetched_corrupt(
         ErrorCode::Unavailable,
         format!("{d} of repository {repo} from the storage backend was rejected: {cause}"),
     )
+}
+
+/// `body`, cut at `length` bytes, and failing if it ends before them.
+fn exactly(body: BodyStream, length: u64) -> BodyStream {
+    Box::pin(futures_util::stream::unfold(
+        (body, length),
+        |(mut body, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(mut chunk)) => {
+                    if chunk.len() as u64 > left {
+                        chunk.truncate(left as usize);
+                    }
+                    let n = chunk.len() as u64;
+                    Some((Ok(chunk), (body, left - n)))
+                }
+                Some(Err(e)) => Some((Err(e), (body, 0))),
+                None => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the backend's range ended {left} bytes short"),
+                    )),
+                    (body, 0),
+                )),
+            }
+        },
+    ))
 }

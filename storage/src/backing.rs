@@ -19,6 +19,10 @@ use crate::{BackendError, ByteStream};
 
 /// The most a tag object may hold: a digest string and some slack.
 const MAX_TAG_BYTES: usize = 1024;
+/// Names asked for per `list` call when listing a repository's tags.
+const TAG_PAGE: u32 = 1000;
+/// The most pages of tags one listing reads (a backend whose continuation never ends).
+const MAX_TAG_PAGES: usize = 1000;
 /// Read size when streaming a committed blob to a backend.
 const UPLOAD_CHUNK: usize = 1 << 20;
 
@@ -180,6 +184,92 @@ impl Backing for StorageBacking {
             Err(BackendError::NotFound { .. }) => Ok(BlobStat::Absent),
             Err(e) => Err(api_error(repo, e)),
         }
+    }
+
+    async fn get_blob_range(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        offset: u64,
+        length: u64,
+    ) -> ApiResult<Option<BodyStream>> {
+        let Some(route) = self.route(repo, Content::Blobs) else {
+            return Ok(None);
+        };
+        let range = crate::ByteRange {
+            offset,
+            length: Some(length),
+        };
+        match route
+            .backend
+            .download(repo.as_str(), &blob_name(d), Some(range))
+            .await
+        {
+            Ok(download) if download.length.is_none_or(|n| n == length) => {
+                Ok(Some(route.bandwidth.pace_ingress(download.body)))
+            }
+            Ok(download) => Err(RegistryError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "storage backend {} for namespace {repo} answered a range of {length} bytes \
+                     with {:?}",
+                    route.backend.name(),
+                    download.length
+                ),
+            )),
+            Err(BackendError::NotFound { .. }) => Ok(None),
+            // A backend that cannot read ranges: the blob is fetched whole instead.
+            Err(BackendError::Invalid { message, .. }) => {
+                tracing::debug!(namespace = %repo, plugin = route.backend.name(), "ranged read refused, fetching the whole blob: {message}");
+                Ok(None)
+            }
+            Err(e) => Err(api_error(repo, e)),
+        }
+    }
+
+    async fn list_tags(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        let Some(route) = self.router.route(repo.as_str(), Content::Tags) else {
+            return Ok(None);
+        };
+        let prefix = format!("{repo}:");
+        let mut tags = Vec::new();
+        let mut continuation: Option<String> = None;
+        for _ in 0..MAX_TAG_PAGES {
+            let page = match route
+                .backend
+                .list(repo.as_str(), &prefix, continuation.clone(), TAG_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                // A backend that cannot list (plain HTTP, a blob-only registry): the local
+                // store's tags are the list.
+                Err(BackendError::Invalid { message, .. }) => {
+                    tracing::debug!(namespace = %repo, plugin = route.backend.name(), "tags not listed by the backend: {message}");
+                    return Ok(None);
+                }
+                Err(BackendError::NotFound { .. }) => return Ok(Some(tags)),
+                Err(e) => return Err(api_error(repo, e)),
+            };
+            tags.extend(
+                page.names
+                    .iter()
+                    .filter_map(|name| name.strip_prefix(&prefix))
+                    .filter(|tag| tag.parse::<Tag>().is_ok())
+                    .map(str::to_owned),
+            );
+            match page.continuation {
+                Some(next) if Some(&next) != continuation.as_ref() => continuation = Some(next),
+                _ => return Ok(Some(tags)),
+            }
+        }
+        Err(RegistryError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "storage backend {} for namespace {repo} listed more than {} pages of tags",
+                route.backend.name(),
+                MAX_TAG_PAGES
+            ),
+        ))
     }
 
     async fn get_manifest(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {

@@ -27,6 +27,8 @@ struct Shared {
     objects: Mutex<BTreeMap<String, Bytes>>,
     refused: AtomicUsize,
     token: String,
+    /// `METHOD key [range]` of every authorized object request, in order.
+    log: Mutex<Vec<String>>,
 }
 
 /// The running store.
@@ -107,6 +109,11 @@ impl ObjectStore {
             .cloned()
     }
 
+    /// `METHOD key [range]` of every authorized object request so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.log.lock().expect("store lock").clone()
+    }
+
     /// Requests refused for a missing or wrong token.
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
@@ -174,6 +181,11 @@ async fn object(
     if !authorized(&shared, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    shared.log.lock().expect("store lock").push(match range {
+        Some(range) => format!("{method} {key} {range}"),
+        None => format!("{method} {key}"),
+    });
     match method {
         Method::PUT => {
             // Whole or nothing: a body cut short stores nothing.

@@ -52,7 +52,14 @@ pub(super) async fn get(
                 }
             }
         }
-        Err(e) if e.code == ErrorCode::BlobUnknown && reg.fill_blob(repo, d).await? => {
+        // A ranged one reads just that range from the backing when it can.
+        Err(e) if e.code == ErrorCode::BlobUnknown => {
+            if let Some(resp) = ranged_from_backing(reg, repo, d, call).await? {
+                return Ok(resp);
+            }
+            if !reg.fill_blob(repo, d).await? {
+                return Err(e);
+            }
             reg.store.open_blob(repo, d).await?
         }
         other => other?,
@@ -62,19 +69,7 @@ pub(super) async fn get(
     let (status, start, count) = match range {
         ByteRange::Full => (StatusCode::OK, 0, len),
         ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        ByteRange::Unsatisfiable => {
-            return Err(RegistryError::new(
-                ErrorCode::RangeInvalid,
-                format!(
-                    "range {:?} lies outside blob {d} of {len} bytes",
-                    call.header(header::RANGE).unwrap_or("")
-                ),
-            )
-            .with_header(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
-            ));
-        }
+        ByteRange::Unsatisfiable => return Err(unsatisfiable(d, len, call)),
     };
     let body = if call.method == Method::HEAD {
         // A push checks a blob with HEAD before it skips uploading it: renew it for GC.
@@ -93,6 +88,55 @@ pub(super) async fn get(
         );
     }
     Ok(resp)
+}
+
+/// The answer to a range outside a blob of `len` bytes.
+fn unsatisfiable(d: &Digest, len: u64, call: &Call) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::RangeInvalid,
+        format!(
+            "range {:?} lies outside blob {d} of {len} bytes",
+            call.header(header::RANGE).unwrap_or("")
+        ),
+    )
+    .with_header(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes */{len}")).expect("digits"),
+    )
+}
+
+/// A `Range` GET of a blob the local store lacks, answered from the backing's ranged read
+/// (its `stat` gives the length the range is resolved against); `None` when the backing
+/// cannot, or the range is the whole blob, and the blob is fetched whole instead.
+async fn ranged_from_backing(
+    reg: &Registry,
+    repo: &RepoName,
+    d: &Digest,
+    call: &Call,
+) -> ApiResult<Option<Response>> {
+    let Some(header_value) = call.header(header::RANGE) else {
+        return Ok(None);
+    };
+    let BlobStat::Present(len) = reg.stat_from_backing(repo, d).await? else {
+        return Ok(None);
+    };
+    let (start, end) = match parse_range(Some(header_value), len) {
+        ByteRange::Partial { start, end } => (start, end),
+        ByteRange::Full => return Ok(None),
+        ByteRange::Unsatisfiable => return Err(unsatisfiable(d, len, call)),
+    };
+    let count = end - start + 1;
+    let Some(body) = reg.range_from_backing(repo, d, start, count).await? else {
+        return Ok(None);
+    };
+    let mut resp = (StatusCode::PARTIAL_CONTENT, Body::from_stream(body)).into_response();
+    blob_headers(&mut resp, d, count);
+    set(
+        &mut resp,
+        "content-range",
+        format!("bytes {start}-{end}/{len}"),
+    );
+    Ok(Some(resp))
 }
 
 /// The headers of a blob answer of `len` bytes.

@@ -69,7 +69,7 @@ fn link_next(resp: &mut Response, path: &str, n: Option<usize>, page: &[String],
 
 pub(super) async fn tags(reg: &Registry, repo: &RepoName, call: &Call) -> ApiResult<Response> {
     let request = Page::from_call(call)?;
-    let (page, more) = request.apply(reg.store.all_tags(repo).await?);
+    let (page, more) = request.apply(reg.tags_with_backing(repo).await?);
     let mut resp = json_response(
         json!({ "name": repo.as_str(), "tags": page }),
         "application/json",
