@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Benchmarks `shoal dev` pulling through an upstream registry (Debian's docker-registry, the
+# distribution 2.8 server), release build, with its baselines in the same run:
+#  (a) CLIENTS simultaneous GETs of one cold blob (BLOB_MIB) through shoal: how many GETs of
+#      that blob the upstream served, counted from its access log (goal: exactly 1), and
+#      whether every client got the whole blob with the right digest. The upstream side of
+#      the fetch is slowed to INGRESS_MBIT by the backend's `bandwidth:` so every client's
+#      request lands while the one fetch runs.
+#  (b) a cold pull of a 3-layer image (3 x LAYER_MIB of incompressible data) with skopeo,
+#      through a fresh `shoal dev` vs straight from the upstream; median of RUNS alternating
+#      pairs (goal: shoal <= 1.1x the direct pull's time).
+# Everything listens on 127.0.0.1 on free ports and is stopped on exit.
+# Usage: bench/pullthrough.sh [CLIENTS (1000)] [BLOB_MIB (16)] [INGRESS_MBIT (100)]
+#                             [LAYER_MIB (100)] [RUNS (3)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${1:-1000}
+BLOB_MIB=${2:-16}
+INGRESS_MBIT=${3:-100}
+LAYER_MIB=${4:-100}
+RUNS=${5:-3}
+
+for tool in docker-registry skopeo curl python3 sha256sum xargs; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
+done
+cargo build --release --bin shoal >&2
+SHOAL=$PWD/target/release/shoal
+
+WORK=$(mktemp -d /tmp/shoal-bench-pt.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+now() { date +%s.%N; }
+
+# --- the upstream, with an access log -------------------------------------------------------
+REG_PORT=$(free_port)
+UP=127.0.0.1:$REG_PORT
+cat >"$WORK/registry.yml" <<CONF
+version: 0.1
+log: { level: error, accesslog: { disabled: false } }
+storage: { filesystem: { rootdirectory: $WORK/distribution } }
+http: { addr: $UP }
+CONF
+docker-registry serve "$WORK/registry.yml" >"$WORK/access.log" 2>"$WORK/registry.log" &
+PIDS+=($!)
+wait_http "http://$UP/v2/"
+
+# A shoal dev pulling `library/*` through the upstream; ingress limited when $1 is set.
+start_shoal() { # DATA_DIR [INGRESS_BITS]
+  local data=$1 bits=${2:-}
+  local port; port=$(free_port)
+  local bandwidth=""
+  if [[ -n "$bits" ]]; then
+    bandwidth="    bandwidth: {enable: true, ingress_bits_per_sec: $bits, egress_bits_per_sec: $bits}"
+  fi
+  cat >"$data.yaml" <<CONF
+backends:
+  - namespace: library/.*
+    backend:
+      registry_blob:
+        address: $UP
+        security: {tls: {client: {disabled: true}}}
+$bandwidth
+  - namespace: library/.*
+    backend:
+      registry_tag:
+        address: $UP
+        security: {tls: {client: {disabled: true}}}
+CONF
+  RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" dev --listen "127.0.0.1:$port" --data-dir "$data" --config "$data.yaml" \
+    2>"$data.log" &
+  SHOAL_PID=$!
+  PIDS+=($SHOAL_PID)
+  SHOAL_ADDR=127.0.0.1:$port
+  wait_http "http://$SHOAL_ADDR/v2/"
+}
+
+# --- (a) CLIENTS simultaneous GETs of one cold blob -----------------------------------------
+head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
+HEX=$(sha256sum "$WORK/blob" | cut -d' ' -f1)
+# distribution 2.8 ignores a body on the POST: start a session, then PUT the blob into it.
+LOCATION=$(curl -fsS -X POST -D - -o /dev/null "http://$UP/v2/library/big/blobs/uploads/" |
+  tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+[[ "$LOCATION" == http* ]] || LOCATION="http://$UP$LOCATION"
+SEP='?'; [[ "$LOCATION" == *\?* ]] && SEP='&'
+curl -fsS -X PUT -T - <"$WORK/blob" -H 'Content-Type: application/octet-stream' \
+  "$LOCATION${SEP}digest=sha256:$HEX" -o /dev/null
+rm "$WORK/blob"
+start_shoal "$WORK/shoal-a" $((INGRESS_MBIT * 1000 * 1000))
+ulimit -n 65536 2>/dev/null || true
+echo "== (a) $CLIENTS simultaneous GETs of a cold ${BLOB_MIB} MiB blob (upstream side at ${INGRESS_MBIT} Mbit/s)" >&2
+START=$(now)
+seq "$CLIENTS" | xargs -P "$CLIENTS" -I{} sh -c \
+  "curl -sS --max-time 600 http://$SHOAL_ADDR/v2/library/big/blobs/sha256:$HEX | sha256sum" \
+  >"$WORK/sums"
+END=$(now)
+GOOD=$(grep -c "^$HEX " "$WORK/sums" || true)
+UPSTREAM_GETS=$(grep -c "\"GET /v2/library/big/blobs/sha256:$HEX " "$WORK/access.log" || true)
+printf '(a) clients with the whole, right blob: %d of %d, in %.1f s\n' "$GOOD" "$CLIENTS" \
+  "$(echo "$END - $START" | bc -l)"
+echo "(a) upstream GETs of the blob: $UPSTREAM_GETS (goal: exactly 1)"
+kill "$SHOAL_PID"
+
+# --- (b) cold pull of a 3-layer image -------------------------------------------------------
+python3 - "$WORK/layout" "$LAYER_MIB" <<'PY'
+import hashlib, io, json, os, sys, tarfile
+root, mib = sys.argv[1], int(sys.argv[2])
+blobs = os.path.join(root, "blobs", "sha256")
+os.makedirs(blobs)
+def put(data):
+    d = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(blobs, d), "wb") as f:
+        f.write(data)
+    return "sha256:" + d, len(data)
+layers = []
+for i in range(3):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        payload = os.urandom(mib << 20)
+        info = tarfile.TarInfo(f"layer{i}.bin"); info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    layers.append(put(buf.getvalue()))
+config = json.dumps({"architecture": "amd64", "os": "linux",
+    "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}}).encode()
+cd, cs = put(config)
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}
+               for d, s in layers]}).encode()
+md, ms = put(manifest)
+with open(os.path.join(root, "index.json"), "w") as f:
+    json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}, f)
+with open(os.path.join(root, "oci-layout"), "w") as f:
+    json.dump({"imageLayoutVersion": "1.0.0"}, f)
+PY
+skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:v1" "docker://$UP/library/img:v1"
+rm -rf "$WORK/layout"
+sync
+
+pull() { # FROM OUT
+  rm -rf "$2"
+  local t0; t0=$(now)
+  skopeo copy -q --src-tls-verify=false "docker://$1/library/img:v1" "oci:$2:v1"
+  echo "$(now) - $t0" | bc -l
+}
+DIRECT=()
+SHOAL_T=()
+for i in $(seq 1 "$RUNS"); do
+  DIRECT+=("$(pull "$UP" "$WORK/out-direct")")
+  start_shoal "$WORK/shoal-b$i"
+  SHOAL_T+=("$(pull "$SHOAL_ADDR" "$WORK/out-shoal")")
+  kill "$SHOAL_PID"
+  cmp <(cd "$WORK/out-direct/blobs/sha256" && ls) <(cd "$WORK/out-shoal/blobs/sha256" && ls) \
+    || { echo "the pulls differ" >&2; exit 1; }
+  rm -rf "$WORK/shoal-b$i"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+MD=$(median "${DIRECT[@]}")
+MS=$(median "${SHOAL_T[@]}")
+echo "(b) cold pull of 3 x ${LAYER_MIB} MiB: direct ${DIRECT[*]} s; through shoal ${SHOAL_T[*]} s"
+printf '(b) median: direct %.2f s, shoal %.2f s, shoal/direct %.2fx (goal <= 1.1x)\n' \
+  "$MD" "$MS" "$(echo "$MS / $MD" | bc -l)"
