@@ -1,13 +1,13 @@
 //! Hash-ring membership and health: a role's own ring (`cluster:`, `hashring:`), the clusters it
 //! calls (`origin:`, `build_index:`), and the agent's tracker client (`tracker:`).
 
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::hosts::Hosts;
 use crate::keypath::KeyPath;
+use crate::plugin_source::PluginSource;
 use crate::validate::{Problems, Validate};
 
 /// The ring this role belongs to, with active health checks between members (`cluster:`).
@@ -44,7 +44,7 @@ pub struct ActiveHealthCheck {
     /// A custom health-policy component (`shoal:health/policy`) to run instead of the
     /// built-in `health-active`; it is given `fails` and `passes` as its config.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PathBuf>,
+    pub policy: Option<PluginSource>,
 }
 
 impl Default for ActiveHealthCheck {
@@ -174,7 +174,7 @@ pub struct PassiveHealthCheck {
     /// A custom health-policy component (`shoal:health/policy`) to run instead of the
     /// built-in `health-passive`; it is given `fails` and `fail_timeout` as its config.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PathBuf>,
+    pub policy: Option<PluginSource>,
 }
 
 impl PassiveHealthCheck {
@@ -193,12 +193,14 @@ impl Default for PassiveHealthCheck {
     }
 }
 
-/// A `policy:` must name a `.wasm` file that exists.
-fn validate_policy(policy: Option<&Path>, at: &KeyPath, problems: &mut Problems) {
-    let Some(path) = policy else {
+/// A `policy:` file must be a `.wasm` file that exists (an `oci://` source is checked when it
+/// is fetched).
+fn validate_policy(policy: Option<&PluginSource>, at: &KeyPath, problems: &mut Problems) {
+    let Some(path) = policy.and_then(PluginSource::file) else {
         return;
     };
-    let expected = "the path of a shoal:health/policy component, like plugins/my-policy.wasm";
+    let expected = "the path of a shoal:health/policy component, like plugins/my-policy.wasm, \
+                    or oci://HOST[:PORT]/REPOSITORY@sha256:<hex>";
     if path.extension().is_none_or(|e| e != "wasm") {
         problems.at(
             at,
@@ -233,7 +235,7 @@ impl Validate for ActiveHealthCheck {
             "must be longer than 0s",
             "a duration like 30s",
         );
-        validate_policy(self.policy.as_deref(), &at.key("policy"), problems);
+        validate_policy(self.policy.as_ref(), &at.key("policy"), problems);
     }
 }
 
@@ -260,6 +262,6 @@ impl Validate for TrackerClientConfig {
             "must be longer than 0s",
             "a duration like 5m",
         );
-        validate_policy(passive.policy.as_deref(), &check.key("policy"), problems);
+        validate_policy(passive.policy.as_ref(), &check.key("policy"), problems);
     }
 }

@@ -12,6 +12,7 @@ use crate::keypath::KeyPath;
 use crate::layering::Layered;
 
 /// Every key that holds a file or folder path; `*` is any sequence index or mapping key.
+/// A plugin source that starts with `oci://` is a registry reference, left as it is.
 /// A new path key is added here (the key-coverage test in `host/tests/config_keys.rs` lists
 /// every path key it finds in the effective configs and fails on one not here).
 pub const PATH_KEYS: &[&str] = &[
@@ -50,6 +51,7 @@ pub(crate) fn resolve_relative(doc: &mut Value, layered: &Layered) {
             };
             if let Some(Value::String(s)) = lookup_mut(doc, &path)
                 && !s.is_empty()
+                && !s.starts_with(crate::plugin_source::OCI_SCHEME)
                 && Path::new(s.as_str()).is_relative()
             {
                 *s = dir.join(s.as_str()).display().to_string();

@@ -9,6 +9,7 @@ use super::{AgentPeer, local_addr};
 use crate::cluster::{RemoteCluster, TrackerClientConfig};
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
+use crate::plugin_source::{check_pins, policy_source};
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::net::Cidr;
@@ -183,6 +184,13 @@ impl sealed::Role for AgentConfig {
         }
         self.registry.validate(&root.key("registry"), problems);
         self.tracker.validate(&root.key("tracker"), problems);
+        // No `plugins:` block here: a policy must pin its digest.
+        let policy = self.tracker.cluster.healthcheck.policy.as_ref();
+        check_pins(
+            policy_source(policy, &["tracker", "cluster", "healthcheck", "policy"]),
+            false,
+            problems,
+        );
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
     }

@@ -11,6 +11,7 @@ use crate::backend::{BackendEntry, validate_backends};
 use crate::cluster::RemoteCluster;
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
+use crate::plugin_source::{backend_sources, check_pins};
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::observe::MetricsConfig;
@@ -102,5 +103,10 @@ impl sealed::Role for BuildIndexConfig {
         }
         self.plugins
             .validate(&KeyPath::root().key("plugins"), problems);
+        check_pins(
+            backend_sources(&self.backends),
+            self.plugins.allow_tags,
+            problems,
+        );
     }
 }

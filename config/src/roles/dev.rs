@@ -17,6 +17,7 @@ use crate::bandwidth::BandwidthConfig;
 use crate::duration::Duration;
 use crate::gc::GcConfig;
 use crate::keypath::KeyPath;
+use crate::plugin_source::{backend_sources, check_pins};
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::net::Cidr;
@@ -115,6 +116,11 @@ impl sealed::Role for DevConfig {
         validate_backends(&self.backends, &self.auth, problems);
         self.access.validate(&root.key("access"), problems);
         self.plugins.validate(&root.key("plugins"), problems);
+        check_pins(
+            backend_sources(&self.backends),
+            self.plugins.allow_tags,
+            problems,
+        );
         self.gc.validate(&root.key("gc"), problems);
         self.uploads.validate(&root.key("uploads"), problems);
         problems.require(

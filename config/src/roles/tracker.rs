@@ -8,6 +8,7 @@ use super::any_addr;
 use crate::cluster::{RemoteCluster, TrackerCluster};
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
+use crate::plugin_source::{check_pins, policy_source};
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::observe::MetricsConfig;
@@ -71,6 +72,13 @@ impl sealed::Role for TrackerConfig {
         }
         self.peerstore.validate(&root.key("peerstore"), problems);
         self.cluster.validate(&root.key("cluster"), problems);
+        // No `plugins:` block here: a policy must pin its digest.
+        let policy = self.cluster.healthcheck.policy.as_ref();
+        check_pins(
+            policy_source(policy, &["cluster", "healthcheck", "policy"]),
+            false,
+            problems,
+        );
         problems.at_least_one(
             self.peer_handout_limit.into(),
             &root.key("peer_handout_limit"),
