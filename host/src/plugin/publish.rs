@@ -38,13 +38,16 @@ pub fn run_push(file: &Path, target: &OciPlugin, plain_http: bool) -> anyhow::Re
     let name = file
         .file_stem()
         .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
-    let inspection = inspect(&engine, &name, &wasm)?;
-    if !inspection.ok() {
-        eprint!("{inspection}");
-        bail!(
+    let not_a_plugin = || {
+        format!(
             "{} is not a runnable shoal plugin (see `shoal plugin check`); nothing was pushed",
             file.display()
-        );
+        )
+    };
+    let inspection = inspect(&engine, &name, &wasm).with_context(not_a_plugin)?;
+    if !inspection.ok() {
+        eprint!("{inspection}");
+        bail!(not_a_plugin());
     }
     let title = file
         .file_name()
