@@ -1,7 +1,6 @@
 //! Hash-ring membership and health: a role's own ring (`cluster:`, `hashring:`), the clusters it
 //! calls (`origin:`, `build_index:`), and the agent's tracker client (`tracker:`).
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;

@@ -363,18 +363,21 @@ pub(crate) fn check_pins<'a>(
 pub(crate) fn backend_sources(
     backends: &[crate::backend::BackendEntry],
 ) -> impl Iterator<Item = (KeyPath, &PluginSource)> {
-    backends.iter().enumerate().filter_map(|(i, entry)| match &entry.backend {
-        crate::backend::Backend::Plugin(p) => Some((
-            KeyPath::root()
-                .key("backends")
-                .index(i)
-                .key("backend")
-                .key("plugin")
-                .key("plugin"),
-            &p.plugin,
-        )),
-        _ => None,
-    })
+    backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, entry)| match &entry.backend {
+            crate::backend::Backend::Plugin(p) => Some((
+                KeyPath::root()
+                    .key("backends")
+                    .index(i)
+                    .key("backend")
+                    .key("plugin")
+                    .key("plugin"),
+                &p.plugin,
+            )),
+            _ => None,
+        })
 }
 
 /// A health check's `policy:` source at `at` (`cluster.healthcheck.policy`, ...), if set.
@@ -440,7 +443,10 @@ mod tests {
             ("oci://bad host/x@sha256:00", "registry \"bad host\""),
             ("oci://h:0/x:v1", "registry \"h:0\""),
             ("oci://h/Upper@sha256:00", "digest \"sha256:00\""),
-            (&format!("oci://h/Upper@sha256:{HEX}"), "repository \"Upper\""),
+            (
+                &format!("oci://h/Upper@sha256:{HEX}"),
+                "repository \"Upper\"",
+            ),
             ("oci://h/x@md5:abc", "sha256:<64 lowercase hex digits>"),
             ("oci://h/x", "names no digest"),
             ("oci://h:5000/x", "names no digest"),
@@ -460,7 +466,11 @@ mod tests {
         let pinned: PluginSource = format!("oci://ghcr.io/org/p@sha256:{HEX}").parse().unwrap();
         let at = KeyPath::root().key("plugin");
         let mut problems = Problems::default();
-        check_pins([(at.clone(), &tagged), (at.clone(), &pinned)], false, &mut problems);
+        check_pins(
+            [(at.clone(), &tagged), (at.clone(), &pinned)],
+            false,
+            &mut problems,
+        );
         assert_eq!(problems.items.len(), 1);
         assert!(problems.items[0].message.contains("plugins.allow_tags"));
         let mut allowed = Problems::default();

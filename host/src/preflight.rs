@@ -22,7 +22,9 @@ use shoal_config::{
     PeerTls, PluginSource, PluginsConfig, Problem, ProxyConfig, ServerConfig, TrackerClientConfig,
     TrackerConfig,
 };
-use shoal_host::plugin::{PluginEngine, PluginFetcher, PluginLimits, WorldKind, cache_dir, inspect};
+use shoal_host::plugin::{
+    PluginEngine, PluginFetcher, PluginLimits, WorldKind, cache_dir, inspect,
+};
 
 /// What a role's start would fail on, each at its key.
 #[derive(Debug, Default)]

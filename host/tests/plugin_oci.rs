@@ -73,13 +73,17 @@ fn refused_start(config: &Path, data: &Path) -> String {
         .arg(data)
         .arg("--config")
         .arg(config));
-    assert!(!out.status.success(), "shoal dev started: {}", text(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "shoal dev started: {}",
+        text(&out.stderr)
+    );
     text(&out.stderr)
 }
 
 #[test]
 fn a_plugin_pushed_into_shoal_dev_and_pinned_by_digest_serves_a_round_trip_and_restarts_from_cache()
- {
+{
     if !require("skopeo") || !require("nginx") {
         return;
     }
@@ -90,7 +94,10 @@ fn a_plugin_pushed_into_shoal_dev_and_pinned_by_digest_serves_a_round_trip_and_r
     // The artifact: its own type, the component as the one layer, world and imports noted.
     let (status, _, manifest) = http(
         "GET",
-        &registry.url(&format!("/v2/plugins/http/manifests/{}", digest_of(&pinned))),
+        &registry.url(&format!(
+            "/v2/plugins/http/manifests/{}",
+            digest_of(&pinned)
+        )),
         "application/vnd.oci.image.manifest.v1+json",
     );
     assert_eq!(status, 200);
@@ -233,8 +240,14 @@ fn a_wrong_digest_refuses_the_start_and_the_check_naming_both_digests() {
         ("check", text(&config_check(&config).stderr)),
     ] {
         assert!(err.contains(key), "{what}: {err}");
-        assert!(err.contains(&wrong), "{what} names the pinned digest: {err}");
-        assert!(err.contains(served), "{what} names the served digest: {err}");
+        assert!(
+            err.contains(&wrong),
+            "{what} names the pinned digest: {err}"
+        );
+        assert!(
+            err.contains(served),
+            "{what} names the served digest: {err}"
+        );
     }
     assert!(
         !data.join("plugin-cache").exists(),
@@ -266,7 +279,10 @@ fn a_tag_is_refused_at_its_key_unless_plugins_allow_tags() {
     let err = text(&out.stderr);
     assert!(err.contains("backends[0].backend.plugin.plugin"), "{err}");
     assert!(err.contains("plugins.allow_tags"), "{err}");
-    assert!(err.contains("@sha256:"), "the error shows the pinned form: {err}");
+    assert!(
+        err.contains("@sha256:"),
+        "the error shows the pinned form: {err}"
+    );
 
     // Allowed: the tag is resolved and the component verified against its manifest.
     let config = dev_config(
@@ -287,10 +303,7 @@ fn push_refuses_a_file_that_is_not_a_runnable_plugin() {
     let junk = work.path().join("junk.wasm");
     std::fs::write(&junk, b"\0asm\x01\0\0\0").unwrap();
     let target = format!("{}/plugins/junk:v1", registry.host_port());
-    let out = run(shoal()
-        .args(["plugin", "push"])
-        .arg(&junk)
-        .arg(&target));
+    let out = run(shoal().args(["plugin", "push"]).arg(&junk).arg(&target));
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("not a runnable shoal plugin"), "{err}");

@@ -8,11 +8,11 @@ use super::any_addr;
 use crate::cluster::{RemoteCluster, TrackerCluster};
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
-use crate::plugin_source::{check_pins, policy_source};
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::observe::MetricsConfig;
 use crate::peerstore::PeerStoreConfig;
+use crate::plugin_source::{check_pins, policy_source};
 use crate::server::{ClientTls, ServerConfig};
 use crate::validate::{Problems, Validate};
 

@@ -96,7 +96,11 @@ struct RawDescriptor {
 pub fn plugin_layer(bytes: &[u8]) -> Result<Layer, String> {
     let raw: RawManifest =
         serde_json::from_slice(bytes).map_err(|e| format!("the manifest is not JSON: {e}"))?;
-    if let Some(t) = raw.media_type.as_deref().filter(|t| *t != MANIFEST_MEDIA_TYPE) {
+    if let Some(t) = raw
+        .media_type
+        .as_deref()
+        .filter(|t| *t != MANIFEST_MEDIA_TYPE)
+    {
         return Err(format!(
             "the manifest is a {t}, not an {MANIFEST_MEDIA_TYPE}"
         ));
@@ -150,7 +154,10 @@ mod tests {
     fn inspection() -> Inspection {
         Inspection {
             world: WorldKind::Backend,
-            imports: vec!["wasi:io/streams@0.2.6".into(), "shoal:backend/log@0.1.0".into()],
+            imports: vec![
+                "wasi:io/streams@0.2.6".into(),
+                "shoal:backend/log@0.1.0".into(),
+            ],
             exports: vec![],
             runnable: Ok(()),
         }
@@ -164,7 +171,10 @@ mod tests {
         assert_eq!(layer.digest, sha256_of(wasm));
         assert_eq!(layer.size, wasm.len() as u64);
         let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(doc["annotations"][WORLD_ANNOTATION], "shoal:backend/backend@0.1.0");
+        assert_eq!(
+            doc["annotations"][WORLD_ANNOTATION],
+            "shoal:backend/backend@0.1.0"
+        );
         assert_eq!(
             doc["annotations"][IMPORTS_ANNOTATION],
             "wasi:io/streams@0.2.6,shoal:backend/log@0.1.0"
@@ -189,7 +199,11 @@ mod tests {
             {{"mediaType":"application/wasm","digest":"sha256:{0}","size":1}}]}}"#,
             "a".repeat(64)
         );
-        assert!(plugin_layer(two.as_bytes()).unwrap_err().contains("2 layers"));
+        assert!(
+            plugin_layer(two.as_bytes())
+                .unwrap_err()
+                .contains("2 layers")
+        );
         let huge = format!(
             r#"{{"artifactType":"{ARTIFACT_TYPE}","layers":[
             {{"mediaType":"application/wasm","digest":"sha256:{}","size":{}}}]}}"#,

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_config::{
-    ActiveHealthCheck, Backend as BackendConfig, PassiveHealthCheck, PluginSource,
-};
+use shoal_config::{ActiveHealthCheck, Backend as BackendConfig, PassiveHealthCheck, PluginSource};
 
 use super::HealthPolicy;
 use super::allow::AllowedHosts;

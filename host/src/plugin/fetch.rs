@@ -125,7 +125,9 @@ where
             })
             .join();
         match joined {
-            Ok(result) => result.map_err(|e| OciError::Client(format!("cannot start a runtime: {e}"))),
+            Ok(result) => {
+                result.map_err(|e| OciError::Client(format!("cannot start a runtime: {e}")))
+            }
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })

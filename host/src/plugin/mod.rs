@@ -39,6 +39,6 @@ pub use backend::WasmBackend;
 pub use check::{Inspection, WorldKind, inspect, run_check};
 pub use engine::{LoadError, PluginEngine, PluginLimits};
 pub use fetch::{PluginFetcher, cache_dir, source_name};
+pub use health::WasmPolicy;
 pub use oci::{OciError, Pulled, RegistryClient};
 pub use publish::{parse_reference, run_pull, run_push};
-pub use health::WasmPolicy;

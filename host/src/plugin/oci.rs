@@ -36,7 +36,7 @@ pub enum OciError {
     #[error("{method} {url}: {source}")]
     Request {
         method: Method,
-        url: Url,
+        url: String,
         #[source]
         source: reqwest::Error,
     },
@@ -44,7 +44,7 @@ pub enum OciError {
     #[error("{method} {url}: the registry answered {status}: {message}")]
     Status {
         method: Method,
-        url: Url,
+        url: String,
         status: StatusCode,
         message: String,
     },
@@ -57,23 +57,23 @@ pub enum OciError {
          {pinned}"
     )]
     DigestMismatch {
-        reference: OciPlugin,
+        reference: String,
         pinned: Sha256Digest,
         served: Sha256Digest,
     },
     /// The component blob does not match its manifest.
     #[error("oci://{reference}: the component served is {served}, the manifest says {expected}")]
     LayerMismatch {
-        reference: OciPlugin,
+        reference: String,
         expected: String,
         served: String,
     },
     /// The manifest is not a shoal plugin artifact.
     #[error("oci://{reference} is not a shoal plugin: {why}")]
-    NotAPlugin { reference: OciPlugin, why: String },
+    NotAPlugin { reference: String, why: String },
     /// A body went past its limit.
     #[error("{url}: the body is over the {limit}-byte limit")]
-    TooLarge { url: Url, limit: u64 },
+    TooLarge { url: String, limit: u64 },
 }
 
 /// One registry, with the token its last challenge earned.
@@ -123,7 +123,9 @@ impl RegistryClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT);
         if !plain_http {
-            builder = builder.use_preconfigured_tls(tls_config()?).https_only(true);
+            builder = builder
+                .use_preconfigured_tls(tls_config()?)
+                .https_only(true);
         }
         let http = builder
             .build()
@@ -137,7 +139,9 @@ impl RegistryClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        self.base.join(path).expect("registry paths are relative URLs")
+        self.base
+            .join(path)
+            .expect("registry paths are relative URLs")
     }
 
     /// Sends a request made by `make`, answering one auth challenge: a `401` with a `Bearer`
@@ -151,7 +155,7 @@ impl RegistryClient {
     ) -> Result<reqwest::Response, OciError> {
         let request_err = |source| OciError::Request {
             method: method.clone(),
-            url: url.clone(),
+            url: url.to_string(),
             source,
         };
         let authorization = self.token.lock().expect("token lock").clone();
@@ -235,7 +239,7 @@ impl RegistryClient {
             .and_then(|l| start.join(l).ok())
             .ok_or_else(|| OciError::Status {
                 method: Method::POST,
-                url: start.clone(),
+                url: start.to_string(),
                 status: response.status(),
                 message: "no usable Location header".into(),
             })?;
@@ -298,13 +302,13 @@ impl RegistryClient {
             && *pinned != digest
         {
             return Err(OciError::DigestMismatch {
-                reference: reference.clone(),
+                reference: reference.to_string(),
                 pinned: pinned.clone(),
                 served: digest,
             });
         }
         let layer = artifact::plugin_layer(&manifest).map_err(|why| OciError::NotAPlugin {
-            reference: reference.clone(),
+            reference: reference.to_string(),
             why,
         })?;
         let url = self.url(&format!("v2/{repository}/blobs/{}", layer.digest));
@@ -314,7 +318,7 @@ impl RegistryClient {
         let served = artifact::sha256_of(&wasm);
         if served != layer.digest || wasm.len() as u64 != layer.size {
             return Err(OciError::LayerMismatch {
-                reference: reference.clone(),
+                reference: reference.to_string(),
                 expected: format!("{} ({} bytes)", layer.digest, layer.size),
                 served: format!("{served} ({} bytes)", wasm.len()),
             });
@@ -330,7 +334,7 @@ impl RegistryClient {
 fn unauthorized(method: Method, url: Url) -> OciError {
     OciError::Status {
         method,
-        url,
+        url: url.to_string(),
         status: StatusCode::UNAUTHORIZED,
         message: format!(
             "credentials are needed: set {USERNAME_VAR} and {PASSWORD_VAR}, or use a registry \
@@ -363,7 +367,7 @@ async fn expect(
     let message = String::from_utf8_lossy(&body).trim().to_owned();
     Err(OciError::Status {
         method,
-        url: url.clone(),
+        url: url.to_string(),
         status,
         message: if message.is_empty() {
             format!("expected {want}")
@@ -382,12 +386,12 @@ async fn read_capped(
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|source| OciError::Request {
         method: Method::GET,
-        url: url.clone(),
+        url: url.to_string(),
         source,
     })? {
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(OciError::TooLarge {
-                url: url.clone(),
+                url: url.to_string(),
                 limit,
             });
         }

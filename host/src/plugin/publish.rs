@@ -31,7 +31,11 @@ fn client(reference: &OciPlugin, plain_http: bool) -> anyhow::Result<RegistryCli
 /// names: `oci://REGISTRY/REPOSITORY@sha256:<manifest digest>`.
 pub fn run_push(file: &Path, target: &OciPlugin, plain_http: bool) -> anyhow::Result<ExitCode> {
     let OciPin::Tag(tag) = &target.pin else {
-        bail!("push names a tag, like {}/{}:v1", target.registry, target.repository);
+        bail!(
+            "push names a tag, like {}/{}:v1",
+            target.registry,
+            target.repository
+        );
     };
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let engine = PluginEngine::new(PluginLimits::default(), None)?;
@@ -49,9 +53,10 @@ pub fn run_push(file: &Path, target: &OciPlugin, plain_http: bool) -> anyhow::Re
         eprint!("{inspection}");
         bail!(not_a_plugin());
     }
-    let title = file
-        .file_name()
-        .map_or_else(|| "plugin.wasm".to_owned(), |s| s.to_string_lossy().into_owned());
+    let title = file.file_name().map_or_else(
+        || "plugin.wasm".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
     let manifest = artifact::manifest(&wasm, &inspection, &title);
     let client = client(target, plain_http)?;
     let digest = on_own_runtime(client.push(&target.repository, tag, wasm, manifest))?
@@ -63,7 +68,11 @@ pub fn run_push(file: &Path, target: &OciPlugin, plain_http: bool) -> anyhow::Re
 /// `shoal plugin pull REFERENCE -o FILE`: fetches the plugin, verifies the manifest against
 /// the pinned digest and the component against the manifest, writes FILE, and prints the
 /// pinned reference.
-pub fn run_pull(reference: &OciPlugin, output: &Path, plain_http: bool) -> anyhow::Result<ExitCode> {
+pub fn run_pull(
+    reference: &OciPlugin,
+    output: &Path,
+    plain_http: bool,
+) -> anyhow::Result<ExitCode> {
     let client = client(reference, plain_http)?;
     let pulled = on_own_runtime(client.pull(reference))?
         .with_context(|| format!("pulling {OCI_SCHEME}{reference}"))?;

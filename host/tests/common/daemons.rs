@@ -510,7 +510,11 @@ impl Nginx {
         std::fs::create_dir_all(&tmp).expect("creating the nginx temp folder");
         // Started as root, nginx's workers run as `nobody`: they must reach and write these.
         use std::os::unix::fs::PermissionsExt;
-        for (path, mode) in [(dir.path(), 0o755), (www.as_path(), 0o777), (tmp.as_path(), 0o777)] {
+        for (path, mode) in [
+            (dir.path(), 0o755),
+            (www.as_path(), 0o777),
+            (tmp.as_path(), 0o777),
+        ] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .expect("opening the nginx folders to its workers");
         }
