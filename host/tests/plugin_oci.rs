@@ -314,3 +314,55 @@ fn push_refuses_a_file_that_is_not_a_runnable_plugin() {
     );
     assert_eq!(status, 404, "nothing was pushed");
 }
+
+#[test]
+fn push_and_pull_answer_the_bearer_challenge_of_a_registry_with_credentials() {
+    let dir = tempdir("shoal-oci-access-");
+    let htpasswd = dir.path().join("htpasswd");
+    let line = shoal_registry::htpasswd_line("alice", "s3cret-Pa55").unwrap();
+    std::fs::write(&htpasswd, format!("{line}\n")).unwrap();
+    let config = dir.path().join("dev.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "access:\n  htpasswd: {}\n  anonymous_pull: ['public/.*']\n",
+            htpasswd.display()
+        ),
+    )
+    .unwrap();
+    let registry = DevServer::start_with_config(&dir.path().join("data"), &config);
+    let target = format!("{}/public/plugins/http:v1", registry.host_port());
+    let push = |user: &str| {
+        run(shoal()
+            .args(["plugin", "push", HTTP_PLUGIN, &target])
+            .env("SHOAL_REGISTRY_USERNAME", user)
+            .env("SHOAL_REGISTRY_PASSWORD", "s3cret-Pa55"))
+    };
+
+    // No credentials (an empty user is none): the registry's challenge cannot be answered.
+    let refused = push("");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("401"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // With them: a token from the realm the challenge names, for a push scope.
+    let pushed = push("alice");
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let pinned = text(&pushed.stdout).trim().to_owned();
+
+    // Anonymous pulls of `public/` get an anonymous token and the same bytes.
+    let pulled = dir.path().join("pulled.wasm");
+    run_ok(
+        shoal()
+            .args(["plugin", "pull", &pinned, "-o"])
+            .arg(&pulled)
+            .env_remove("SHOAL_REGISTRY_USERNAME"),
+    );
+    assert_eq!(
+        std::fs::read(&pulled).unwrap(),
+        std::fs::read(HTTP_PLUGIN).unwrap()
+    );
+}

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal_config::{OciPin, OciPlugin, PluginSource, PluginsConfig, RegistryHost, Sha256Digest};
+use shoal_config::{OciPin, OciPlugin, PluginSource, PluginsConfig, Sha256Digest};
 
 use super::artifact::{self, plugin_layer};
 use super::engine::LoadError;
@@ -29,7 +29,8 @@ pub fn cache_dir(data_dir: &Path) -> PathBuf {
 /// Turns plugin sources into component bytes.
 #[derive(Clone, Debug, Default)]
 pub struct PluginFetcher {
-    insecure: Vec<RegistryHost>,
+    /// The role's `plugins:` block: which registries are reached over plain HTTP.
+    plugins: PluginsConfig,
     /// `<plugin cache>/oci`, when there is a cache.
     cache: Option<PathBuf>,
     /// Whether fetched components are written to the cache (a start), or only read from it
@@ -42,7 +43,7 @@ impl PluginFetcher {
     /// `plugins` allows plain HTTP to.
     pub fn new(plugins: &PluginsConfig, plugin_cache: Option<&Path>) -> Self {
         PluginFetcher {
-            insecure: plugins.insecure_registries.clone(),
+            plugins: plugins.clone(),
             cache: plugin_cache.map(|d| d.join("oci")),
             write: true,
         }
@@ -54,11 +55,6 @@ impl PluginFetcher {
             write: false,
             ..PluginFetcher::new(plugins, plugin_cache)
         }
-    }
-
-    /// Whether `registry` is reached over plain HTTP.
-    fn plain_http(&self, registry: &RegistryHost) -> bool {
-        registry.is_loopback() || self.insecure.contains(registry)
     }
 
     /// The name (file stem, or the repository's last component) and the bytes of `source`.
@@ -94,7 +90,8 @@ impl PluginFetcher {
                 }
             }
         }
-        let client = RegistryClient::new(&oci.registry, self.plain_http(&oci.registry))?;
+        let plain_http = self.plugins.plain_http(&oci.registry);
+        let client = RegistryClient::new(&oci.registry, plain_http)?;
         let pulled = on_own_runtime(client.pull(oci))??;
         if let OciPin::Tag(tag) = &oci.pin {
             tracing::info!(plugin = %oci, digest = %pulled.digest, "tag {tag} resolved");
