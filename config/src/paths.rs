@@ -130,6 +130,28 @@ mod tests {
     }
 
     #[test]
+    fn an_oci_plugin_source_is_not_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = format!("oci://127.0.0.1:5000/plugins/p@sha256:{}", "a".repeat(64));
+        std::fs::write(
+            dir.path().join("dev.yaml"),
+            format!(
+                "backends:\n  - namespace: .*\n    backend:\n      plugin:\n        \
+                 plugin: {pinned}\n  - namespace: x/.*\n    backend:\n      plugin:\n        \
+                 plugin: p.wasm\n"
+            ),
+        )
+        .unwrap();
+        let c: DevConfig = load(dir.path().join("dev.yaml"), &|_| None).unwrap();
+        let source = |i: usize| match &c.backends[i].backend {
+            crate::Backend::Plugin(p) => p.plugin.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(source(0), pinned);
+        assert_eq!(source(1), dir.path().join("p.wasm").display().to_string());
+    }
+
+    #[test]
     fn a_default_stays_relative_to_the_working_directory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("dev.yaml"), "listen: 127.0.0.1:0\n").unwrap();
