@@ -1,13 +1,12 @@
 //! Hash-ring membership and health: a role's own ring (`cluster:`, `hashring:`), the clusters it
 //! calls (`origin:`, `build_index:`), and the agent's tracker client (`tracker:`).
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::hosts::Hosts;
 use crate::keypath::KeyPath;
+use crate::plugin_source::PluginSource;
 use crate::validate::{Problems, Validate};
 
 /// The ring this role belongs to, with active health checks between members (`cluster:`).
@@ -44,7 +43,7 @@ pub struct ActiveHealthCheck {
     /// A custom health-policy component (`shoal:health/policy`) to run instead of the
     /// built-in `health-active`; it is given `fails` and `passes` as its config.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PathBuf>,
+    pub policy: Option<PluginSource>,
     /// Settings for the custom `policy:`, handed to it with `fails` and `passes` added.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<PolicySettings>,
@@ -178,7 +177,7 @@ pub struct PassiveHealthCheck {
     /// A custom health-policy component (`shoal:health/policy`) to run instead of the
     /// built-in `health-passive`; it is given `fails` and `fail_timeout` as its config.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PathBuf>,
+    pub policy: Option<PluginSource>,
     /// Settings for the custom `policy:`, handed to it with `fails` and `fail_timeout` added.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<PolicySettings>,
@@ -213,15 +212,15 @@ impl Eq for PolicySettings {}
 /// A policy's `config:` is for a custom `policy:` only, and leaves the keys its check sets
 /// (`reserved`, e.g. `fails`) to that check.
 fn validate_policy_settings(
-    check: (Option<&Path>, Option<&PolicySettings>),
+    check: (bool, Option<&PolicySettings>),
     reserved: &[(&str, &str)],
     at: &KeyPath,
     problems: &mut Problems,
 ) {
-    let (policy, Some(PolicySettings(settings))) = check else {
+    let (has_policy, Some(PolicySettings(settings))) = check else {
         return;
     };
-    if policy.is_none() {
+    if !has_policy {
         problems.at(
             &at.key("config"),
             "is set, but there is no `policy:` to hand it to (the built-in policy takes only \
@@ -240,12 +239,14 @@ fn validate_policy_settings(
     }
 }
 
-/// A `policy:` must name a `.wasm` file that exists.
-fn validate_policy(policy: Option<&Path>, at: &KeyPath, problems: &mut Problems) {
-    let Some(path) = policy else {
+/// A `policy:` file must be a `.wasm` file that exists (an `oci://` source is checked when it
+/// is fetched).
+fn validate_policy(policy: Option<&PluginSource>, at: &KeyPath, problems: &mut Problems) {
+    let Some(path) = policy.and_then(PluginSource::file) else {
         return;
     };
-    let expected = "the path of a shoal:health/policy component, like plugins/my-policy.wasm";
+    let expected = "the path of a shoal:health/policy component, like plugins/my-policy.wasm, \
+                    or oci://HOST[:PORT]/REPOSITORY@sha256:<hex>";
     if path.extension().is_none_or(|e| e != "wasm") {
         problems.at(
             at,
@@ -280,9 +281,9 @@ impl Validate for ActiveHealthCheck {
             "must be longer than 0s",
             "a duration like 30s",
         );
-        validate_policy(self.policy.as_deref(), &at.key("policy"), problems);
+        validate_policy(self.policy.as_ref(), &at.key("policy"), problems);
         validate_policy_settings(
-            (self.policy.as_deref(), self.config.as_ref()),
+            (self.policy.is_some(), self.config.as_ref()),
             &[("fails", "filter.fails"), ("passes", "filter.passes")],
             at,
             problems,
@@ -313,9 +314,9 @@ impl Validate for TrackerClientConfig {
             "must be longer than 0s",
             "a duration like 5m",
         );
-        validate_policy(passive.policy.as_deref(), &check.key("policy"), problems);
+        validate_policy(passive.policy.as_ref(), &check.key("policy"), problems);
         validate_policy_settings(
-            (passive.policy.as_deref(), passive.config.as_ref()),
+            (passive.policy.is_some(), passive.config.as_ref()),
             &[("fails", "fails"), ("fail_timeout", "fail_timeout")],
             &check,
             problems,

@@ -28,6 +28,7 @@ mod net;
 mod observe;
 mod paths;
 mod peerstore;
+mod plugin_source;
 mod plugins;
 mod retry;
 mod role;
@@ -66,6 +67,10 @@ pub use net::{Cidr, CidrError, HostPort, HostPortError, ListenAddrError, parse_l
 pub use observe::MetricsConfig;
 pub use paths::PATH_KEYS;
 pub use peerstore::{MemoryPeerStore, PeerStoreConfig, RedisPeerStore};
+pub use plugin_source::{
+    OCI_FORM, OCI_SCHEME, OciPin, OciPlugin, PluginSource, PluginSourceError, RegistryHost,
+    Sha256Digest,
+};
 pub use plugins::PluginsConfig;
 pub use retry::RetryConfig;
 pub use role::Role;

@@ -12,6 +12,7 @@ use crate::keypath::KeyPath;
 use crate::layering::Layered;
 
 /// Every key that holds a file or folder path; `*` is any sequence index or mapping key.
+/// A plugin source that starts with `oci://` is a registry reference, left as it is.
 /// A new path key is added here (the key-coverage test in `host/tests/config_keys.rs` lists
 /// every path key it finds in the effective configs and fails on one not here).
 pub const PATH_KEYS: &[&str] = &[
@@ -50,6 +51,7 @@ pub(crate) fn resolve_relative(doc: &mut Value, layered: &Layered) {
             };
             if let Some(Value::String(s)) = lookup_mut(doc, &path)
                 && !s.is_empty()
+                && !s.starts_with(crate::plugin_source::OCI_SCHEME)
                 && Path::new(s.as_str()).is_relative()
             {
                 *s = dir.join(s.as_str()).display().to_string();
@@ -125,6 +127,28 @@ mod tests {
             panic!("{:?}", c.backends[0]);
         };
         assert_eq!(fs.root, dir.path().join("backend"));
+    }
+
+    #[test]
+    fn an_oci_plugin_source_is_not_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = format!("oci://127.0.0.1:5000/plugins/p@sha256:{}", "a".repeat(64));
+        std::fs::write(
+            dir.path().join("dev.yaml"),
+            format!(
+                "backends:\n  - namespace: .*\n    backend:\n      plugin:\n        \
+                 plugin: {pinned}\n  - namespace: x/.*\n    backend:\n      plugin:\n        \
+                 plugin: p.wasm\n"
+            ),
+        )
+        .unwrap();
+        let c: DevConfig = load(dir.path().join("dev.yaml"), &|_| None).unwrap();
+        let source = |i: usize| match &c.backends[i].backend {
+            crate::Backend::Plugin(p) => p.plugin.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(source(0), pinned);
+        assert_eq!(source(1), dir.path().join("p.wasm").display().to_string());
     }
 
     #[test]

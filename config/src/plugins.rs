@@ -5,9 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::keypath::KeyPath;
+use crate::plugin_source::RegistryHost;
 use crate::validate::{Problems, Validate};
 
-/// Limits of plugin calls, and the breaker that pauses a plugin that keeps trapping.
+/// Limits of plugin calls, the breaker that pauses a plugin that keeps trapping, and how
+/// `oci://` plugin sources may be fetched.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
@@ -21,6 +23,20 @@ pub struct PluginsConfig {
     pub breaker_cool_down: Duration,
     /// Plugin instances alive at once across all plugins [128].
     pub max_instances: u32,
+    /// Accept `oci://HOST/REPOSITORY:TAG` plugin sources, resolved to a digest at each start
+    /// [false: a source must pin `@sha256:...`].
+    pub allow_tags: bool,
+    /// Registries (`host[:port]`) that `oci://` sources reach over plain HTTP; loopback hosts
+    /// always are, as in Docker [none: HTTPS].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub insecure_registries: Vec<RegistryHost>,
+}
+
+impl PluginsConfig {
+    /// Whether `registry` is spoken to over plain HTTP rather than HTTPS.
+    pub fn plain_http(&self, registry: &RegistryHost) -> bool {
+        registry.is_loopback() || self.insecure_registries.contains(registry)
+    }
 }
 
 impl Default for PluginsConfig {
@@ -31,6 +47,8 @@ impl Default for PluginsConfig {
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(30),
             max_instances: 128,
+            allow_tags: false,
+            insecure_registries: Vec::new(),
         }
     }
 }

@@ -279,7 +279,13 @@ fn a_health_policy_path_must_be_an_existing_wasm_file() {
     );
     let agent: AgentConfig = load_str(&yaml, &no_env).unwrap();
     assert_eq!(
-        agent.tracker.cluster.healthcheck.policy.as_deref(),
+        agent
+            .tracker
+            .cluster
+            .healthcheck
+            .policy
+            .as_ref()
+            .and_then(|p| p.file()),
         Some(wasm.as_path())
     );
     let yaml = format!(
@@ -288,7 +294,12 @@ fn a_health_policy_path_must_be_an_existing_wasm_file() {
     );
     let origin: OriginConfig = load_str(&yaml, &no_env).unwrap();
     assert_eq!(
-        origin.cluster.healthcheck.policy.as_deref(),
+        origin
+            .cluster
+            .healthcheck
+            .policy
+            .as_ref()
+            .and_then(|p| p.file()),
         Some(wasm.as_path())
     );
 }

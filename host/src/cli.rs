@@ -65,6 +65,31 @@ enum PluginCommand {
     /// and print the result: a backend's stat, download, upload, list or delete, or a health
     /// policy's decisions. Exits 1 when the export returns an error.
     Call(plugin::CallArgs),
+    /// Store FILE in an OCI registry as a plugin artifact (refused unless `plugin check`
+    /// passes) and print the reference a config pins: oci://REGISTRY/REPOSITORY@sha256:<hex>.
+    Push {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Where to push: REGISTRY/REPOSITORY:TAG, like 127.0.0.1:5000/plugins/my-store:v1.
+        #[arg(value_name = "REGISTRY/REPOSITORY:TAG", value_parser = plugin::parse_reference)]
+        target: shoal_config::OciPlugin,
+        /// Speak plain HTTP to a registry that is not on loopback (loopback always is).
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Fetch a plugin artifact to a file, verifying it against the digest the reference pins
+    /// (or, for a tag, against its manifest), and print its pinned reference.
+    Pull {
+        /// oci://REGISTRY/REPOSITORY@sha256:<hex> (`oci://` optional), or `:TAG`.
+        #[arg(value_name = "REFERENCE", value_parser = plugin::parse_reference)]
+        reference: shoal_config::OciPlugin,
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Speak plain HTTP to a registry that is not on loopback (loopback always is).
+        #[arg(long)]
+        plain_http: bool,
+    },
 }
 
 /// Flags of `shoal dev`; each overrides the same setting from `--config`.
@@ -209,17 +234,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             runtime.block_on(crate::preload::run(args))
         }
-        Command::Plugin {
-            command: PluginCommand::Check { file },
-        } => plugin::run_check(&file),
-        Command::Plugin {
-            command: PluginCommand::Call(args),
-        } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(plugin::run_call(args))
-        }
+        Command::Plugin { command } => match command {
+            PluginCommand::Check { file } => plugin::run_check(&file),
+            PluginCommand::Push {
+                file,
+                target,
+                plain_http,
+            } => plugin::run_push(&file, &target, plain_http),
+            PluginCommand::Pull {
+                reference,
+                output,
+                plain_http,
+            } => plugin::run_pull(&reference, &output, plain_http),
+            PluginCommand::Call(args) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(plugin::run_call(args))
+            }
+        },
         Command::Config {
             command: ConfigCommand::Check { role, file },
         } => {
@@ -280,7 +313,7 @@ where
             return Ok(ExitCode::from(2));
         }
     };
-    let checked = crate::preflight::run(&config, &args.config)
+    let checked = crate::preflight::run_at_start(&config, &args.config, &args.data_dir)
         .and_then(|()| crate::preflight::data_dir(&args.data_dir));
     if let Err(problems) = checked {
         eprintln!("{}", crate::preflight::message(&problems));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use shoal_config::{AccessConfig, AuthConfig, BackendEntry, DevConfig, PluginsConfig};
-use shoal_host::plugin::{PluginEngine, PluginLimits};
+use shoal_host::plugin::{self, PluginEngine};
 use shoal_host::storage::load_router;
 use shoal_registry::{Access, LocalStore, Registry};
 use shoal_roles::metrics::{Cache, Metrics};
@@ -161,11 +161,8 @@ async fn open_registry(
     let store = LocalStore::open(s.data_dir.join("cache"))
         .await
         .with_context(|| format!("opening the data directory {}", s.data_dir.display()))?;
-    let engine = PluginEngine::new(
-        PluginLimits::from_config(&s.plugins),
-        Some(s.data_dir.join("plugin-cache")),
-    )
-    .context("starting the plugin engine")?;
+    let engine = PluginEngine::from_config(&s.plugins, Some(plugin::cache_dir(&s.data_dir)))
+        .context("starting the plugin engine")?;
     let router =
         load_router(&engine, &s.backends, &s.auth).context("loading the storage backends")?;
     if log_backends {

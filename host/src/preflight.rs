@@ -9,22 +9,30 @@
 //! - access: `access.htpasswd` and `access.token.key_file` load;
 //! - paths: the folders a start creates (`store.root`, `data_dir`, an `fs` backend's `root`)
 //!   are folders or can be made: the nearest part that exists is a folder;
-//! - plugins: a `backends:` entry's `plugin:` file is a storage backend this host links, and a
-//!   health check's `policy:` file a health policy (the built-in components always are).
+//! - plugins: a `backends:` entry's `plugin:` component is a storage backend this host links,
+//!   and a health check's `policy:` a health policy (the built-in components always are); an
+//!   `oci://` one is taken from the role's plugin cache or fetched (into memory only, nothing
+//!   is written) and verified against its digest first.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use shoal_config::{
     AccessConfig, AgentConfig, BackendEntry, BuildIndexConfig, ClientTls, DevConfig, OriginConfig,
-    PeerTls, PluginsConfig, Problem, ProxyConfig, ServerConfig, TrackerClientConfig, TrackerConfig,
+    PeerTls, PluginSource, PluginsConfig, Problem, ProxyConfig, ServerConfig, TrackerClientConfig,
+    TrackerConfig,
 };
-use shoal_host::plugin::{PluginEngine, PluginLimits, WorldKind, inspect};
+use shoal_host::plugin::{
+    PluginEngine, PluginFetcher, PluginLimits, WorldKind, cache_dir, inspect,
+};
 
 /// What a role's start would fail on, each at its key.
 #[derive(Debug, Default)]
 pub struct Findings {
     items: Vec<(String, String)>,
+    /// The plugin cache of the data directory a start uses, where `oci://` plugins fetched
+    /// before are found; `None` for `config check` of a P2P role (its data directory is a flag).
+    plugin_cache: Option<PathBuf>,
 }
 
 impl Findings {
@@ -61,6 +69,21 @@ pub trait Preflight {
 /// Runs `config`'s checks; the problems are located in `file`.
 pub fn run(config: &impl Preflight, file: &Path) -> Result<(), Vec<Problem>> {
     let mut findings = Findings::default();
+    config.preflight(&mut findings);
+    findings.into_result(file)
+}
+
+/// Runs `config`'s checks for a start with `data_dir`, whose plugin cache holds the `oci://`
+/// plugins an earlier start fetched (so a restart does not need the registry).
+pub fn run_at_start(
+    config: &impl Preflight,
+    file: &Path,
+    data_dir: &Path,
+) -> Result<(), Vec<Problem>> {
+    let mut findings = Findings {
+        plugin_cache: Some(cache_dir(data_dir)),
+        ..Findings::default()
+    };
     config.preflight(&mut findings);
     findings.into_result(file)
 }
@@ -168,25 +191,34 @@ fn source_of(e: &dyn std::error::Error) -> String {
     e.source().map_or_else(|| e.to_string(), |s| s.to_string())
 }
 
-/// Components named by path: each must implement `world`. An engine is made only when there
-/// is one to look at, and without a compilation cache, so nothing is written.
+/// Components named by the config: each must implement `world`. An engine is made only when
+/// there is one to look at, and without a compilation cache; `oci://` components are read
+/// from the plugin cache or fetched into memory; so nothing is written.
 struct Components<'a> {
     plugins: &'a PluginsConfig,
+    fetcher: PluginFetcher,
     engine: Option<PluginEngine>,
 }
 
 impl<'a> Components<'a> {
-    fn new(plugins: &'a PluginsConfig) -> Self {
+    fn new(plugins: &'a PluginsConfig, plugin_cache: Option<&Path>) -> Self {
         Components {
             plugins,
+            fetcher: PluginFetcher::read_only(plugins, plugin_cache),
             engine: None,
         }
     }
 
-    fn check(&mut self, key: String, path: &Path, world: WorldKind, findings: &mut Findings) {
-        let wasm = match std::fs::read(path) {
-            Ok(w) => w,
-            Err(e) => return findings.at(key, format!("cannot read {}: {e}", path.display())),
+    fn check(
+        &mut self,
+        key: String,
+        source: &PluginSource,
+        world: WorldKind,
+        findings: &mut Findings,
+    ) {
+        let (name, wasm) = match self.fetcher.component(source) {
+            Ok(found) => found,
+            Err(e) => return findings.at(key, e.to_string()),
         };
         if self.engine.is_none() {
             match PluginEngine::new(PluginLimits::from_config(self.plugins), None) {
@@ -195,18 +227,15 @@ impl<'a> Components<'a> {
             }
         }
         let Some(engine) = &self.engine else { return };
-        let name = path
-            .file_stem()
-            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
         match inspect(engine, &name, &wasm) {
-            Err(e) => findings.at(key, format!("{}: {e}", path.display())),
+            Err(e) => findings.at(key, format!("{source}: {e}")),
             Ok(found) if found.world != world => findings.at(
                 key,
-                format!("{} implements {}, not {world}", path.display(), found.world),
+                format!("{source} implements {}, not {world}", found.world),
             ),
             Ok(found) => {
                 if let Err(why) = found.runnable {
-                    findings.at(key, format!("{} cannot run here: {why}", path.display()));
+                    findings.at(key, format!("{source} cannot run here: {why}"));
                 }
             }
         }
@@ -221,9 +250,9 @@ impl<'a> Components<'a> {
         }
     }
 
-    fn policy(&mut self, key: &str, policy: Option<&Path>, findings: &mut Findings) {
-        if let Some(path) = policy {
-            self.check(key.to_owned(), path, WorldKind::Policy, findings);
+    fn policy(&mut self, key: &str, policy: Option<&PluginSource>, findings: &mut Findings) {
+        if let Some(source) = policy {
+            self.check(key.to_owned(), source, WorldKind::Policy, findings);
         }
     }
 }
@@ -237,8 +266,8 @@ impl Preflight for AgentConfig {
         client_tls(self.client_tls.as_ref(), f);
         peer_tls(self.peer.tls.as_ref(), f);
         let plugins = PluginsConfig::default();
-        let mut components = Components::new(&plugins);
-        let policy = self.tracker.cluster.healthcheck.policy.as_deref();
+        let mut components = Components::new(&plugins, f.plugin_cache.as_deref());
+        let policy = self.tracker.cluster.healthcheck.policy.as_ref();
         components.policy("tracker.cluster.healthcheck.policy", policy, f);
     }
 }
@@ -252,11 +281,11 @@ impl Preflight for OriginConfig {
         server_tls(&self.server, f);
         client_tls(self.client_tls.as_ref(), f);
         peer_tls(self.peer.tls.as_ref(), f);
-        let mut components = Components::new(&self.plugins);
+        let mut components = Components::new(&self.plugins, f.plugin_cache.as_deref());
         components.backends(&self.backends, f);
-        let active = self.cluster.healthcheck.policy.as_deref();
+        let active = self.cluster.healthcheck.policy.as_ref();
         components.policy("cluster.healthcheck.policy", active, f);
-        let passive = self.tracker.cluster.healthcheck.policy.as_deref();
+        let passive = self.tracker.cluster.healthcheck.policy.as_ref();
         components.policy("tracker.cluster.healthcheck.policy", passive, f);
     }
 }
@@ -266,8 +295,8 @@ impl Preflight for TrackerConfig {
         server_tls(&self.server, f);
         client_tls(self.client_tls.as_ref(), f);
         let plugins = PluginsConfig::default();
-        let mut components = Components::new(&plugins);
-        let policy = self.cluster.healthcheck.policy.as_deref();
+        let mut components = Components::new(&plugins, f.plugin_cache.as_deref());
+        let policy = self.cluster.healthcheck.policy.as_ref();
         components.policy("cluster.healthcheck.policy", policy, f);
     }
 }
@@ -277,7 +306,7 @@ impl Preflight for BuildIndexConfig {
         server_tls(&self.server, f);
         client_tls(self.client_tls.as_ref(), f);
         fs_roots(&self.backends, f);
-        Components::new(&self.plugins).backends(&self.backends, f);
+        Components::new(&self.plugins, f.plugin_cache.as_deref()).backends(&self.backends, f);
     }
 }
 
@@ -295,6 +324,8 @@ impl Preflight for DevConfig {
         server_tls(&self.server, f);
         access(&self.access, f);
         fs_roots(&self.backends, f);
-        Components::new(&self.plugins).backends(&self.backends, f);
+        // The dev role names its data directory in its config: its cache is known here.
+        let cache = cache_dir(&self.data_dir);
+        Components::new(&self.plugins, Some(&cache)).backends(&self.backends, f);
     }
 }

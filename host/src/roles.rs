@@ -11,7 +11,7 @@ use shoal_config::{
     AgentConfig, BuildIndexConfig, OriginConfig, PluginsConfig, ProxyConfig, TrackerClientConfig,
     TrackerConfig,
 };
-use shoal_host::plugin::{PluginEngine, PluginLimits};
+use shoal_host::plugin::{self, PluginEngine};
 use shoal_host::storage::{filter, load_router};
 use shoal_p2p::HealthFilter;
 use shoal_roles::serve::Listeners;
@@ -36,11 +36,8 @@ async fn bind_metrics(
 }
 
 fn engine(plugins: &PluginsConfig, data_dir: &Path) -> anyhow::Result<PluginEngine> {
-    PluginEngine::new(
-        PluginLimits::from_config(plugins),
-        Some(data_dir.join("plugin-cache")),
-    )
-    .context("starting the plugin engine")
+    PluginEngine::from_config(plugins, Some(plugin::cache_dir(data_dir)))
+        .context("starting the plugin engine")
 }
 
 /// The passive policy an agent's or origin's trackers are judged by.

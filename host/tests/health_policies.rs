@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal_config::{ActiveHealthCheck, HealthFilter, PassiveHealthCheck};
+use shoal_config::{ActiveHealthCheck, HealthFilter, PassiveHealthCheck, PluginSource};
 use shoal_host::plugin::{BackendError, HealthPolicy, LoadError, PluginEngine, PluginLimits};
 
 /// A policy with state (the fixture `plugins/testing/health-count`), built with the feature
@@ -299,7 +299,7 @@ config: {{ignore: [t2]}}
 #[test]
 fn a_custom_policy_that_is_not_there_is_a_read_error() {
     let check = ActiveHealthCheck {
-        policy: Some("/no/such/policy.wasm".into()),
+        policy: Some(PluginSource::File("/no/such/policy.wasm".into())),
         ..active(3, 2)
     };
     match engine().active_health(&check) {

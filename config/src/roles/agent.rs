@@ -13,6 +13,7 @@ use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::net::Cidr;
 use crate::observe::MetricsConfig;
+use crate::plugin_source::{check_pins, policy_source};
 use crate::scheduler::SchedulerConfig;
 use crate::server::{ClientTls, ServerConfig};
 use crate::store::StoreConfig;
@@ -183,6 +184,13 @@ impl sealed::Role for AgentConfig {
         }
         self.registry.validate(&root.key("registry"), problems);
         self.tracker.validate(&root.key("tracker"), problems);
+        // No `plugins:` block here: a policy must pin its digest.
+        let policy = self.tracker.cluster.healthcheck.policy.as_ref();
+        check_pins(
+            policy_source(policy, &["tracker", "cluster", "healthcheck", "policy"]),
+            false,
+            problems,
+        );
         self.scheduler.validate(&root.key("scheduler"), problems);
         self.store.validate(&root.key("store"), problems);
     }

@@ -14,6 +14,7 @@ use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::observe::MetricsConfig;
+use crate::plugin_source::{backend_sources, check_pins};
 use crate::plugins::PluginsConfig;
 use crate::retry::RetryConfig;
 use crate::server::{ClientTls, ServerConfig};
@@ -102,5 +103,10 @@ impl sealed::Role for BuildIndexConfig {
         }
         self.plugins
             .validate(&KeyPath::root().key("plugins"), problems);
+        check_pins(
+            backend_sources(&self.backends),
+            self.plugins.allow_tags,
+            problems,
+        );
     }
 }

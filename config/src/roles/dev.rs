@@ -21,6 +21,7 @@ use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::net::Cidr;
 use crate::observe::MetricsConfig;
+use crate::plugin_source::{backend_sources, check_pins};
 use crate::plugins::PluginsConfig;
 use crate::server::ServerConfig;
 use crate::uploads::UploadsConfig;
@@ -115,6 +116,11 @@ impl sealed::Role for DevConfig {
         validate_backends(&self.backends, &self.auth, problems);
         self.access.validate(&root.key("access"), problems);
         self.plugins.validate(&root.key("plugins"), problems);
+        check_pins(
+            backend_sources(&self.backends),
+            self.plugins.allow_tags,
+            problems,
+        );
         self.gc.validate(&root.key("gc"), problems);
         self.uploads.validate(&root.key("uploads"), problems);
         problems.require(

@@ -15,6 +15,7 @@ use crate::keypath::KeyPath;
 use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::observe::MetricsConfig;
+use crate::plugin_source::{backend_sources, check_pins, policy_source};
 use crate::plugins::PluginsConfig;
 use crate::retry::RetryConfig;
 use crate::scheduler::SchedulerConfig;
@@ -167,5 +168,14 @@ impl sealed::Role for OriginConfig {
         self.tracker.validate(&root.key("tracker"), problems);
         self.plugins
             .validate(&KeyPath::root().key("plugins"), problems);
+        let active = self.cluster.healthcheck.policy.as_ref();
+        let passive = self.tracker.cluster.healthcheck.policy.as_ref();
+        let sources = backend_sources(&self.backends)
+            .chain(policy_source(active, &["cluster", "healthcheck", "policy"]))
+            .chain(policy_source(
+                passive,
+                &["tracker", "cluster", "healthcheck", "policy"],
+            ));
+        check_pins(sources, self.plugins.allow_tags, problems);
     }
 }

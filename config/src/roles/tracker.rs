@@ -12,6 +12,7 @@ use crate::load::sealed;
 use crate::log::LogConfig;
 use crate::observe::MetricsConfig;
 use crate::peerstore::PeerStoreConfig;
+use crate::plugin_source::{check_pins, policy_source};
 use crate::server::{ClientTls, ServerConfig};
 use crate::validate::{Problems, Validate};
 
@@ -71,6 +72,13 @@ impl sealed::Role for TrackerConfig {
         }
         self.peerstore.validate(&root.key("peerstore"), problems);
         self.cluster.validate(&root.key("cluster"), problems);
+        // No `plugins:` block here: a policy must pin its digest.
+        let policy = self.cluster.healthcheck.policy.as_ref();
+        check_pins(
+            policy_source(policy, &["cluster", "healthcheck", "policy"]),
+            false,
+            problems,
+        );
         problems.at_least_one(
             self.peer_handout_limit.into(),
             &root.key("peer_handout_limit"),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_config::{ActiveHealthCheck, Backend as BackendConfig, PassiveHealthCheck};
+use shoal_config::{ActiveHealthCheck, Backend as BackendConfig, PassiveHealthCheck, PluginSource};
 
 use super::HealthPolicy;
 use super::allow::AllowedHosts;
@@ -16,6 +16,7 @@ use super::backend::WasmBackend;
 use super::bindings::backend::BackendPre;
 use super::bindings::health::PolicyPre;
 use super::engine::{LoadError, PluginEngine};
+use super::fetch::source_name;
 use super::health::WasmPolicy;
 use super::state::Grants;
 
@@ -47,7 +48,8 @@ const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl PluginEngine {
     /// The running plugin for one `backends:` item's `backend:`, with `secrets` from its
-    /// `auth:` entry. Built-in kinds run the embedded component; `plugin:` loads its file.
+    /// `auth:` entry. Built-in kinds run the embedded component; `plugin:` loads its file, or
+    /// fetches its `oci://` artifact.
     pub fn backend(
         &self,
         config: &BackendConfig,
@@ -56,12 +58,7 @@ impl PluginEngine {
         let kind = config.kind();
         let (name, wasm): (String, Cow<'static, [u8]>) = match config {
             BackendConfig::Plugin(p) => {
-                let name = plugin_name(&p.plugin);
-                let bytes = std::fs::read(&p.plugin).map_err(|source| LoadError::Read {
-                    plugin: name.clone(),
-                    path: p.plugin.clone(),
-                    source,
-                })?;
+                let (name, bytes) = self.inner.fetcher.component(&p.plugin)?;
                 (name, Cow::Owned(bytes))
             }
             builtin => (
@@ -149,8 +146,8 @@ impl PluginEngine {
     ) -> Result<Arc<dyn HealthPolicy>, LoadError> {
         let name = check
             .policy
-            .as_deref()
-            .map_or_else(|| "health-active".to_owned(), plugin_name);
+            .as_ref()
+            .map_or_else(|| "health-active".to_owned(), source_name);
         let filter = &check.filter;
         for (key, value) in [("fails", filter.fails), ("passes", filter.passes)] {
             if value == 0 {
@@ -169,7 +166,7 @@ impl PluginEngine {
             message,
         })?;
         let policy = match &check.policy {
-            Some(path) => self.health_policy_from_file(path, &config)?,
+            Some(source) => self.health_policy_from_source(source, &config)?,
             None => self.policy(&name, embedded(BUILTIN_POLICIES, "health-active")?, &config)?,
         };
         Ok(Arc::new(policy))
@@ -189,8 +186,8 @@ impl PluginEngine {
     ) -> Result<Arc<dyn HealthPolicy>, LoadError> {
         let name = check
             .policy
-            .as_deref()
-            .map_or_else(|| "health-passive".to_owned(), plugin_name);
+            .as_ref()
+            .map_or_else(|| "health-passive".to_owned(), source_name);
         let refuse = |message: String| LoadError::Config {
             plugin: name.clone(),
             message,
@@ -214,7 +211,7 @@ impl PluginEngine {
         )
         .map_err(refuse)?;
         let policy = match &check.policy {
-            Some(path) => self.health_policy_from_file(path, &config)?,
+            Some(source) => self.health_policy_from_source(source, &config)?,
             None => self.policy(
                 &name,
                 embedded(BUILTIN_POLICIES, "health-passive")?,
@@ -231,12 +228,16 @@ impl PluginEngine {
         path: &Path,
         config: &serde_json::Value,
     ) -> Result<WasmPolicy, LoadError> {
-        let name = plugin_name(path);
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
-            plugin: name.clone(),
-            path: path.to_owned(),
-            source,
-        })?;
+        self.health_policy_from_source(&PluginSource::File(path.to_owned()), config)
+    }
+
+    /// A custom health policy from its file or its `oci://` artifact, configured with `config`.
+    pub fn health_policy_from_source(
+        &self,
+        source: &PluginSource,
+        config: &serde_json::Value,
+    ) -> Result<WasmPolicy, LoadError> {
+        let (name, wasm) = self.inner.fetcher.component(source)?;
         self.policy(&name, &wasm, config)
     }
 
@@ -308,14 +309,6 @@ fn with_settings(
         merged.extend(thresholds);
     }
     Ok(serde_json::Value::Object(merged))
-}
-
-/// A custom plugin's name: its file name without `.wasm`.
-fn plugin_name(path: &Path) -> String {
-    path.file_stem().map_or_else(
-        || path.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    )
 }
 
 #[cfg(test)]

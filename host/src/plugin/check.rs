@@ -21,6 +21,17 @@ pub enum WorldKind {
     Unknown,
 }
 
+impl WorldKind {
+    /// The world's WIT name, as the `dev.shoal.plugin.world` annotation carries it.
+    pub fn id(self) -> &'static str {
+        match self {
+            WorldKind::Backend => "shoal:backend/backend@0.1.0",
+            WorldKind::Policy => "shoal:health/policy@0.1.0",
+            WorldKind::Unknown => "unknown",
+        }
+    }
+}
+
 impl fmt::Display for WorldKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

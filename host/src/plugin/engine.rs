@@ -13,6 +13,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use super::bindings::backend::shoal::backend::{config, log};
+use super::fetch::PluginFetcher;
 use super::state::PluginState;
 
 /// Limits every plugin call runs under.
@@ -82,6 +83,12 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Fetching an `oci://` plugin failed, or what the registry served did not verify.
+    #[error("plugin {plugin}: {source}")]
+    Fetch {
+        plugin: String,
+        source: Box<super::oci::OciError>,
+    },
 }
 
 /// Shared by the engine handle, every plugin made from it, and their streams.
@@ -90,6 +97,7 @@ pub(crate) struct EngineInner {
     pub(crate) backend_linker: Linker<PluginState>,
     pub(crate) policy_linker: Linker<PluginState>,
     pub(crate) limits: PluginLimits,
+    pub(crate) fetcher: PluginFetcher,
     cache_dir: Option<PathBuf>,
     ticker: Ticker,
 }
@@ -140,8 +148,29 @@ impl std::fmt::Debug for PluginEngine {
 }
 
 impl PluginEngine {
-    /// An engine with `limits`, caching precompiled plugins in `cache_dir` when given.
+    /// The engine of a role's `plugins:` block: its limits, and its registries for `oci://`
+    /// sources; compiled plugins and fetched components are cached in `cache_dir` when given
+    /// ([`super::cache_dir`] of the data directory).
+    pub fn from_config(
+        plugins: &shoal_config::PluginsConfig,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, LoadError> {
+        let fetcher = PluginFetcher::new(plugins, cache_dir.as_deref());
+        Self::build(PluginLimits::from_config(plugins), fetcher, cache_dir)
+    }
+
+    /// An engine with `limits`, caching precompiled plugins in `cache_dir` when given;
+    /// `oci://` sources are fetched with the default `plugins:` settings.
     pub fn new(limits: PluginLimits, cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        let fetcher = PluginFetcher::new(&Default::default(), cache_dir.as_deref());
+        Self::build(limits, fetcher, cache_dir)
+    }
+
+    fn build(
+        limits: PluginLimits,
+        fetcher: PluginFetcher,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
@@ -186,6 +215,7 @@ impl PluginEngine {
                 backend_linker,
                 policy_linker,
                 limits,
+                fetcher,
                 cache_dir,
                 ticker: Ticker { stop },
             }),

@@ -9,9 +9,13 @@
 //!
 //! Layout: `bindings` (one `bindgen!` per world), `engine` (wasmtime setup, `.cwasm` cache,
 //! epoch ticker), `state` (store data, grants, the outbound hook), `backend` and `health`
-//! (the native wrappers), `streams` (bodies across the boundary), `allow`, `breaker`.
+//! (the native wrappers), `streams` (bodies across the boundary), `allow`, `breaker`; and for
+//! plugins distributed through registries, `artifact` (the OCI artifact format), `oci` (the
+//! registry client), `fetch` (sources to bytes, the verified cache) and `publish` (`shoal
+//! plugin push` and `pull`).
 
 mod allow;
+mod artifact;
 mod backend;
 mod bindings;
 mod breaker;
@@ -19,7 +23,10 @@ mod builtin;
 mod call;
 mod check;
 mod engine;
+mod fetch;
 mod health;
+mod oci;
+mod publish;
 mod state;
 mod streams;
 
@@ -33,4 +40,7 @@ pub use backend::WasmBackend;
 pub use call::{CallArgs, Export, run_call};
 pub use check::{Inspection, WorldKind, inspect, run_check};
 pub use engine::{LoadError, PluginEngine, PluginLimits};
+pub use fetch::{PluginFetcher, cache_dir, source_name};
 pub use health::WasmPolicy;
+pub use oci::{OciError, Pulled, RegistryClient};
+pub use publish::{parse_reference, run_pull, run_push};

@@ -492,3 +492,66 @@ impl FakeGcs {
         );
     }
 }
+
+/// nginx on 127.0.0.1 serving a temporary folder with WebDAV `PUT` and `DELETE`: a plain HTTP
+/// blob server the `http` plugin reads from and, with `upload_url`, writes to.
+pub struct Nginx {
+    _daemon: Daemon,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let dir = super::tempdir("shoal-nginx-");
+        let www = dir.path().join("www");
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&www).expect("creating the nginx root");
+        std::fs::create_dir_all(&tmp).expect("creating the nginx temp folder");
+        // Started as root, nginx's workers run as `nobody`: they must reach and write these.
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [
+            (dir.path(), 0o755),
+            (www.as_path(), 0o777),
+            (tmp.as_path(), 0o777),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("opening the nginx folders to its workers");
+        }
+        let port = super::cluster::free_port(std::net::Ipv4Addr::LOCALHOST);
+        let (w, t) = (dir.path().display(), tmp.display());
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\nerror_log {w}/error.log warn;\npid {w}/nginx.pid;\n\
+                 daemon off;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  \
+                 client_body_temp_path {t}; proxy_temp_path {t};\n  fastcgi_temp_path {t}; \
+                 uwsgi_temp_path {t}; scgi_temp_path {t};\n  client_max_body_size 0;\n  \
+                 server {{\n    listen 127.0.0.1:{port};\n    root {};\n    \
+                 dav_methods PUT DELETE;\n    create_full_put_path on;\n  }}\n}}\n",
+                www.display()
+            ),
+        )
+        .expect("writing nginx.conf");
+        let mut cmd = command("nginx");
+        cmd.arg("-c").arg(&conf);
+        let mut daemon = Daemon::spawn("nginx", cmd, dir.path().join("nginx.log"));
+        daemon.wait_ready(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Nginx {
+            _daemon: daemon,
+            port,
+            dir,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The folder it serves: what was `PUT` is here.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+}
