@@ -52,6 +52,9 @@ pub struct OciPlugin {
     pub repository: String,
     /// Which manifest of the repository.
     pub pin: OciPin,
+    /// The tag written beside a digest (`REPOSITORY:TAG@sha256:...`, as Docker takes it): the
+    /// digest pins, the tag only tells a wrong digest from a moved tag in the error.
+    pub tag: Option<String>,
 }
 
 impl OciPlugin {
@@ -63,10 +66,15 @@ impl OciPlugin {
             .unwrap_or(&self.repository)
     }
 
-    /// The same artifact pinned to `digest`.
+    /// The same artifact pinned to `digest`, keeping its tag beside it.
     pub fn pinned(&self, digest: Sha256Digest) -> OciPlugin {
+        let tag = match &self.pin {
+            OciPin::Tag(tag) => Some(tag.clone()),
+            OciPin::Digest(_) => self.tag.clone(),
+        };
         OciPlugin {
             pin: OciPin::Digest(digest),
+            tag,
             ..self.clone()
         }
     }
@@ -255,18 +263,29 @@ impl FromStr for OciPlugin {
             .filter(|(_, rest)| !rest.is_empty())
             .ok_or_else(|| PluginSourceError::NoRepository(clip(s)))?;
         let registry: RegistryHost = registry.parse()?;
-        let (repository, pin) = match rest.split_once('@') {
-            Some((repository, digest)) => (repository, OciPin::Digest(digest.parse()?)),
-            None => match rest.rsplit_once(':') {
+        // `REPOSITORY:TAG`, or `REPOSITORY` and no tag.
+        let split_tag = |name: &'_ str| -> Result<(String, Option<String>), PluginSourceError> {
+            match name.rsplit_once(':') {
                 Some((repository, tag)) if !tag.contains('/') => {
                     if !TAG.is_match(tag) {
                         return Err(PluginSourceError::Tag(clip(tag)));
                     }
-                    (repository, OciPin::Tag(tag.to_owned()))
+                    Ok((repository.to_owned(), Some(tag.to_owned())))
                 }
-                _ => return Err(PluginSourceError::NoPin(clip(s))),
+                _ => Ok((name.to_owned(), None)),
+            }
+        };
+        let (repository, pin, tag) = match rest.split_once('@') {
+            Some((name, digest)) => {
+                let (repository, tag) = split_tag(name)?;
+                (repository, OciPin::Digest(digest.parse()?), tag)
+            }
+            None => match split_tag(rest)? {
+                (repository, Some(tag)) => (repository, OciPin::Tag(tag), None),
+                (_, None) => return Err(PluginSourceError::NoPin(clip(s))),
             },
         };
+        let repository = repository.as_str();
         if repository.len() > 255 || !REPOSITORY.is_match(repository) {
             return Err(PluginSourceError::Repository(clip(repository)));
         }
@@ -274,6 +293,7 @@ impl FromStr for OciPlugin {
             registry,
             repository: repository.to_owned(),
             pin,
+            tag,
         })
     }
 }
@@ -282,6 +302,9 @@ impl FromStr for OciPlugin {
 impl fmt::Display for OciPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
         match &self.pin {
             OciPin::Digest(d) => write!(f, "@{d}"),
             OciPin::Tag(t) => write!(f, ":{t}"),
@@ -425,6 +448,13 @@ mod tests {
         assert_eq!(t.registry.to_string(), "ghcr.io");
         assert!(!t.registry.is_loopback());
         assert_eq!(t.pin, OciPin::Tag("v1.2".into()));
+        // A tag beside a digest: the digest pins, the tag is kept for errors and printing.
+        let both = oci(&format!("oci://h:5000/org/p:v1@sha256:{HEX}")).unwrap();
+        assert_eq!(both.repository, "org/p");
+        assert_eq!(both.tag.as_deref(), Some("v1"));
+        assert!(matches!(both.pin, OciPin::Digest(_)));
+        assert_eq!(both.to_string(), format!("h:5000/org/p:v1@sha256:{HEX}"));
+        assert!(oci(&format!("oci://h/p:-x@sha256:{HEX}")).is_err());
     }
 
     #[test]

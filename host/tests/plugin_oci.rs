@@ -27,12 +27,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// `shoal plugin push FILE REGISTRY/plugins/http:v1`: the pinned reference it prints.
+/// `shoal plugin push FILE REGISTRY/plugins/http:v1`: the pinned reference it prints, the
+/// tag kept beside the digest.
 fn push(registry: &DevServer, file: &str) -> String {
     let target = format!("{}/plugins/http:v1", registry.host_port());
     let out = run_ok(shoal().args(["plugin", "push", file, &target]));
     let pinned = text(&out).trim().to_owned();
-    let prefix = format!("oci://{}/plugins/http@sha256:", registry.host_port());
+    let prefix = format!("oci://{}/plugins/http:v1@sha256:", registry.host_port());
     assert!(pinned.starts_with(&prefix), "push printed {pinned:?}");
     pinned
 }
@@ -260,6 +261,26 @@ fn a_wrong_digest_refuses_the_start_and_the_check_naming_both_digests() {
     let err = refused_start(&config, &data);
     assert!(err.contains(key) && err.contains(&wrong), "{err}");
     assert!(err.contains("404"), "{err}");
+
+    // The reference `push` printed, its digest mistyped: the tag beside it names the digest
+    // the registry holds, so both the check and the start name both digests.
+    let mistyped = pinned.replace(served, &wrong);
+    assert!(mistyped.contains(":v1@"), "{mistyped}");
+    let config = dev_config(work.path(), &mistyped, &nginx, "");
+    for (what, err) in [
+        ("start", refused_start(&config, &data)),
+        ("check", text(&config_check(&config).stderr)),
+    ] {
+        assert!(err.contains(key), "{what}: {err}");
+        assert!(
+            err.contains(&wrong),
+            "{what} names the pinned digest: {err}"
+        );
+        assert!(
+            err.contains(&format!("its tag v1 is {served}")),
+            "{what} names the tag's digest: {err}"
+        );
+    }
 }
 
 #[test]

@@ -92,7 +92,10 @@ impl PluginFetcher {
         }
         let plain_http = self.plugins.plain_http(&oci.registry);
         let client = RegistryClient::new(&oci.registry, plain_http)?;
-        let pulled = on_own_runtime(client.pull(oci))??;
+        let pulled = match on_own_runtime(client.pull(oci))? {
+            Ok(pulled) => pulled,
+            Err(e) => return Err(beside_its_tag(&client, oci, e)),
+        };
         if let OciPin::Tag(tag) = &oci.pin {
             tracing::info!(plugin = %oci, digest = %pulled.digest, "tag {tag} resolved");
         }
@@ -103,6 +106,35 @@ impl PluginFetcher {
             tracing::warn!(plugin = %oci, dir = %cache.display(), "cannot cache the plugin: {e}");
         }
         Ok(pulled.wasm)
+    }
+}
+
+/// `e`, the failure to pull `oci` by its digest, with the digest its tag names now when the
+/// reference has a tag beside the digest and the registry does not serve the pinned digest:
+/// the operator sees both digests, whether the pin or the tag is the one that is off.
+fn beside_its_tag(client: &RegistryClient, oci: &OciPlugin, e: OciError) -> OciError {
+    let (OciPin::Digest(pinned), Some(tag)) = (&oci.pin, &oci.tag) else {
+        return e;
+    };
+    let missing = matches!(&e, OciError::Status { status, .. } if status.as_u16() == 404)
+        || matches!(e, OciError::DigestMismatch { .. });
+    if !missing {
+        return e;
+    }
+    let by_tag = OciPlugin {
+        pin: OciPin::Tag(tag.clone()),
+        tag: None,
+        ..oci.clone()
+    };
+    match on_own_runtime(client.pull(&by_tag)) {
+        Ok(Ok(current)) if current.digest != *pinned => OciError::PinnedElsewhere {
+            reference: oci.to_string(),
+            pinned: pinned.clone(),
+            tag: tag.clone(),
+            current: current.digest,
+            cause: Box::new(e),
+        },
+        _ => e,
     }
 }
 

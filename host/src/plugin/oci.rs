@@ -61,6 +61,19 @@ pub enum OciError {
         pinned: Sha256Digest,
         served: Sha256Digest,
     },
+    /// The pinned digest is not in the registry (or not what it serves), while the tag
+    /// written beside it names another manifest: a wrong digest, or a tag that moved.
+    #[error(
+        "oci://{reference}: the registry has no plugin with the pinned digest {pinned}; its tag \
+         {tag} is {current} (pin that digest if it is the plugin you meant): {cause}"
+    )]
+    PinnedElsewhere {
+        reference: String,
+        pinned: Sha256Digest,
+        tag: String,
+        current: Sha256Digest,
+        cause: Box<OciError>,
+    },
     /// The component blob does not match its manifest.
     #[error("oci://{reference}: the component served is {served}, the manifest says {expected}")]
     LayerMismatch {
