@@ -6,6 +6,8 @@
 //! blob meanwhile, the first included, follows the scratch file as it grows and is sent what
 //! has reached it, all but the last byte: that one goes out only once the whole blob verified,
 //! so no client ever completes a blob that failed its digest (the connection is cut instead).
+//! It does not wait for the commit (the sync to disk and the rename): what the client has is
+//! verified, and a commit that fails loses only the cached copy.
 //! A backing that does not say the blob's length first is fetched whole, as before.
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use crate::api::Registry;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
+use crate::store::Progress;
 
 /// Bytes read from the scratch file per chunk sent.
 const READ_CHUNK: usize = 256 * 1024;
@@ -31,11 +34,12 @@ const READ_CHUNK: usize = 256 * 1024;
 enum FillState {
     /// Deciding: the store may hold it after all, or the backing may not.
     Starting,
-    /// Landing in `tmp`; `written` bytes of `length` are there.
+    /// Landing in `tmp`; `written` says how many bytes of `length` are there, and whether
+    /// they verified.
     Streaming {
         length: u64,
         tmp: PathBuf,
-        written: watch::Receiver<u64>,
+        written: watch::Receiver<Progress>,
     },
     /// Committed to the local store (or it was there already).
     Local,
@@ -165,7 +169,7 @@ impl Registry {
             return Ok(true);
         };
         let tmp = self.store.scratch_file().await?;
-        let (written_tx, written) = watch::channel(0);
+        let (written_tx, written) = watch::channel(Progress::default());
         state.send_replace(FillState::Streaming {
             length,
             tmp: tmp.clone(),
@@ -184,14 +188,14 @@ impl Registry {
 fn follow(
     file: tokio::fs::File,
     length: u64,
-    written: watch::Receiver<u64>,
+    written: watch::Receiver<Progress>,
     state: watch::Receiver<FillState>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct Reader {
         file: tokio::fs::File,
         pos: u64,
         length: u64,
-        written: watch::Receiver<u64>,
+        written: watch::Receiver<Progress>,
         state: watch::Receiver<FillState>,
         failed: bool,
     }
@@ -221,10 +225,11 @@ fn follow(
                     return Some((Err(e), r));
                 }
             };
-            let available = if committed {
+            let progress = *r.written.borrow();
+            let available = if committed || progress.verified {
                 r.length
             } else {
-                (*r.written.borrow()).min(r.length - 1)
+                progress.bytes.min(r.length - 1)
             };
             if r.pos < available {
                 let n = (available - r.pos).min(READ_CHUNK as u64) as usize;

@@ -17,6 +17,8 @@ use crate::name::RepoName;
 const SEND_CHUNK: u64 = 4 * 1024 * 1024;
 /// Buffer size for writing uploads to disk.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Chunks a followed fetch holds between receiving and writing (at most a few MiB).
+const PIPELINE_CHUNKS: usize = 32;
 
 /// An open blob, ready to stream a byte range of it.
 pub struct BlobReader {
@@ -254,26 +256,36 @@ impl LocalStore {
         length: u64,
         body: S,
         tmp: &Path,
-        written: &tokio::sync::watch::Sender<u64>,
+        written: &tokio::sync::watch::Sender<Progress>,
     ) -> ApiResult<u64>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         let scratch = Scratch(tmp.to_owned());
-        let mut file = tokio::fs::OpenOptions::new().write(true).open(tmp).await?;
-        let mut digester = Digester::new(expected.algorithm());
-        let res = ingest_observed(&mut file, body, &mut digester, length, written).await;
-        let res = match res {
-            Ok(n) if n != length => Err(RegistryError::new(
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp)
+            .await?
+            .into_std()
+            .await;
+        let res = ingest_observed(file, body, expected.algorithm(), length, written).await;
+        let (file, n) = match res {
+            Ok((_, _, n)) if n != length => Err(RegistryError::new(
                 ErrorCode::BlobUnknown,
                 format!("the backing sent {n} bytes of {expected}, having announced {length}"),
             )),
-            Ok(n) if digester.current() == *expected => Ok(n),
-            Ok(_) => Err(digest_mismatch(expected, &digester.current())),
+            Ok((file, digest, n)) if digest == *expected => Ok((file, n)),
+            Ok((_, digest, _)) => Err(digest_mismatch(expected, &digest)),
             Err(e) => Err(e),
-        };
-        let n = res?;
+        }?;
+        let file = tokio::fs::File::from_std(file);
+        // Every byte is in the file and matched the digest: followers may have the last one
+        // now, while the file is made durable and committed.
+        written.send_replace(Progress {
+            bytes: n,
+            verified: true,
+        });
         self.commit_file(file, tmp, repo, expected).await?;
         drop(scratch);
         Ok(n)
@@ -396,47 +408,80 @@ where
     Ok(n)
 }
 
-/// As [`ingest`], writing at most [`WRITE_BUFFER`] bytes at a time and telling `written` each
-/// time they reached the file; stops past `limit` bytes.
+/// As [`ingest`], in two stages that overlap: this task receives the body, and a blocking
+/// thread hashes each chunk and writes it to the file (no copy between them), telling
+/// `written` every [`WRITE_BUFFER`] bytes and at the end. Stops past `limit` bytes. Returns
+/// the file, the digest of what was written, and the byte count.
 async fn ingest_observed<S, E>(
-    file: &mut tokio::fs::File,
+    file: std::fs::File,
     mut body: S,
-    digester: &mut Digester,
+    algorithm: crate::digest::Algorithm,
     limit: u64,
-    written: &tokio::sync::watch::Sender<u64>,
-) -> ApiResult<u64>
+    written: &tokio::sync::watch::Sender<Progress>,
+) -> ApiResult<(std::fs::File, Digest, u64)>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut buf = Vec::with_capacity(WRITE_BUFFER);
-    let mut n = 0u64;
-    loop {
-        let chunk = body.next().await;
-        if let Some(chunk) = &chunk {
-            let chunk = chunk.as_ref().map_err(|e| {
+    use std::io::Write;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_CHUNKS);
+    let progress = written.clone();
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<_> {
+        let mut file = file;
+        let mut digester = Digester::new(algorithm);
+        let (mut n, mut told) = (0u64, 0u64);
+        while let Some(chunk) = rx.blocking_recv() {
+            digester.update(&chunk);
+            file.write_all(&chunk)?;
+            n += chunk.len() as u64;
+            if n - told >= WRITE_BUFFER as u64 {
+                told = n;
+                progress.send_replace(Progress {
+                    bytes: n,
+                    verified: false,
+                });
+            }
+        }
+        progress.send_replace(Progress {
+            bytes: n,
+            verified: false,
+        });
+        Ok((file, digester.current(), n))
+    });
+    let mut received = 0u64;
+    let fed: ApiResult<()> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
                 RegistryError::new(
                     ErrorCode::BlobUnknown,
                     format!("fetching the blob broke off: {e}"),
                 )
             })?;
-            n += chunk.len() as u64;
-            if n > limit {
-                return Ok(n);
+            received += chunk.len() as u64;
+            if received > limit {
+                return Ok(());
             }
-            digester.update(chunk);
-            buf.extend_from_slice(chunk);
+            if tx.send(chunk).await.is_err() {
+                // The writer stopped: its error says why.
+                return Ok(());
+            }
         }
-        if !buf.is_empty() && (chunk.is_none() || buf.len() >= WRITE_BUFFER) {
-            file.write_all(&buf).await?;
-            file.flush().await?;
-            buf.clear();
-            written.send_replace(n);
-        }
-        if chunk.is_none() {
-            return Ok(n);
-        }
+        Ok(())
     }
+    .await;
+    drop(tx);
+    let (file, digest, n) = writer.await.map_err(io::Error::other)??;
+    fed?;
+    Ok((file, digest, received.max(n)))
+}
+
+/// How far a followed fetch ([`LocalStore::put_blob_followed`]) is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes written to the scratch file so far.
+    pub bytes: u64,
+    /// Whether all of them are there and matched the digest (the commit may still be running).
+    pub verified: bool,
 }
 
 /// The `BLOB_UNKNOWN` error for a repository.

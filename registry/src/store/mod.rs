@@ -32,7 +32,7 @@ use bytes::Bytes;
 use crate::digest::Digest;
 use crate::name::RepoName;
 
-pub use blobs::BlobReader;
+pub use blobs::{BlobReader, Progress};
 pub use manifests::StoredManifest;
 pub use uploads::{ChunkRange, UploadPurge, UploadStatus};
 
