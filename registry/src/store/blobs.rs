@@ -17,8 +17,10 @@ use crate::name::RepoName;
 const SEND_CHUNK: u64 = 4 * 1024 * 1024;
 /// Buffer size for writing uploads to disk.
 const WRITE_BUFFER: usize = 1024 * 1024;
-/// Chunks a followed fetch holds between receiving and writing (at most a few MiB).
+/// Chunks a followed fetch holds between receiving and writing (8 MiB at most).
 const PIPELINE_CHUNKS: usize = 32;
+/// The size of those chunks.
+const PIPELINE_CHUNK: usize = 256 * 1024;
 
 /// An open blob, ready to stream a byte range of it.
 pub struct BlobReader {
@@ -408,8 +410,8 @@ where
     Ok(n)
 }
 
-/// As [`ingest`], in two stages that overlap: this task receives the body, and a blocking
-/// thread hashes each chunk and writes it to the file (no copy between them), telling
+/// As [`ingest`], in three stages that overlap: this task receives the body, a blocking
+/// thread writes each chunk to the file and another hashes it (no copy between them), telling
 /// `written` every [`WRITE_BUFFER`] bytes and at the end. Stops past `limit` bytes. Returns
 /// the file, the digest of what was written, and the byte count.
 async fn ingest_observed<S, E>(
@@ -425,13 +427,24 @@ where
 {
     use std::io::Write;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_CHUNKS);
+    // Hashing runs beside the writes, on the same chunks (shared, not copied): the slower of
+    // the two, not their sum, bounds the fetch.
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(PIPELINE_CHUNKS);
+    let hasher = tokio::task::spawn_blocking(move || {
+        let mut digester = Digester::new(algorithm);
+        for chunk in hash_rx {
+            digester.update(&chunk);
+        }
+        digester.current()
+    });
     let progress = written.clone();
     let writer = tokio::task::spawn_blocking(move || -> io::Result<_> {
         let mut file = file;
-        let mut digester = Digester::new(algorithm);
         let (mut n, mut told) = (0u64, 0u64);
         while let Some(chunk) = rx.blocking_recv() {
-            digester.update(&chunk);
+            hash_tx
+                .send(chunk.clone())
+                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
             file.write_all(&chunk)?;
             n += chunk.len() as u64;
             if n - told >= WRITE_BUFFER as u64 {
@@ -446,31 +459,50 @@ where
             bytes: n,
             verified: false,
         });
-        Ok((file, digester.current(), n))
+        Ok((file, n))
     });
     let mut received = 0u64;
     let fed: ApiResult<()> = async {
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                RegistryError::new(
-                    ErrorCode::BlobUnknown,
-                    format!("fetching the blob broke off: {e}"),
-                )
-            })?;
-            received += chunk.len() as u64;
-            if received > limit {
-                return Ok(());
+        // Bodies arrive in frames of a few KiB: gathered into PIPELINE_CHUNK-sized chunks
+        // (one copy), each costs the writer one write and the channels one hand-off.
+        let mut gathered = bytes::BytesMut::with_capacity(PIPELINE_CHUNK);
+        loop {
+            let chunk = body.next().await;
+            if let Some(chunk) = &chunk {
+                let chunk = chunk.as_ref().map_err(|e| {
+                    RegistryError::new(
+                        ErrorCode::BlobUnknown,
+                        format!("fetching the blob broke off: {e}"),
+                    )
+                })?;
+                received += chunk.len() as u64;
+                if received > limit {
+                    return Ok(());
+                }
+                gathered.extend_from_slice(chunk);
             }
-            if tx.send(chunk).await.is_err() {
-                // The writer stopped: its error says why.
+            let last = chunk.is_none();
+            if !gathered.is_empty() && (last || gathered.len() >= PIPELINE_CHUNK) {
+                let full = std::mem::replace(
+                    &mut gathered,
+                    bytes::BytesMut::with_capacity(PIPELINE_CHUNK),
+                );
+                if tx.send(full.freeze()).await.is_err() {
+                    // The writer stopped: its error says why.
+                    return Ok(());
+                }
+            }
+            if last {
                 return Ok(());
             }
         }
-        Ok(())
     }
     .await;
     drop(tx);
-    let (file, digest, n) = writer.await.map_err(io::Error::other)??;
+    let written = writer.await.map_err(io::Error::other)?;
+    // The writer dropped its end of the hashing channel on return, so the hasher finishes.
+    let digest = hasher.await.map_err(io::Error::other)?;
+    let (file, n) = written?;
     fed?;
     Ok((file, digest, received.max(n)))
 }
