@@ -373,6 +373,79 @@ mod tests {
     use super::*;
     use crate::MemoryBackend;
 
+    /// plugins/README.md's table of what each WIT error becomes on the API is what
+    /// `api_error` does: the first code of each row and its status, variant by variant.
+    #[test]
+    fn the_authors_guide_says_what_each_wit_error_becomes() {
+        let guide = include_str!("../../plugins/README.md");
+        let repo: RepoName = "team/app".parse().unwrap();
+        let plugin = || "p".to_owned();
+        let message = || "why".to_owned();
+        let variants = [
+            (
+                "not-found",
+                BackendError::NotFound {
+                    plugin: plugin(),
+                    name: "x".into(),
+                },
+            ),
+            (
+                "unauthorized",
+                BackendError::Unauthorized {
+                    plugin: plugin(),
+                    message: message(),
+                },
+            ),
+            (
+                "throttled",
+                BackendError::Throttled {
+                    plugin: plugin(),
+                    message: message(),
+                },
+            ),
+            (
+                "invalid",
+                BackendError::Invalid {
+                    plugin: plugin(),
+                    message: message(),
+                },
+            ),
+            (
+                "unavailable",
+                BackendError::Unavailable {
+                    plugin: plugin(),
+                    message: message(),
+                },
+            ),
+            (
+                "other",
+                BackendError::Other {
+                    plugin: plugin(),
+                    message: message(),
+                },
+            ),
+        ];
+        for (variant, error) in variants {
+            let row = guide
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{variant}` |")))
+                .unwrap_or_else(|| panic!("plugins/README.md has no row for `{variant}`"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (code, status) = api_error(&repo, error).code.describe();
+            assert!(
+                cells[2].starts_with(&format!("`{code}`")),
+                "`{variant}` becomes {code}, the guide says {}",
+                cells[2]
+            );
+            assert_eq!(
+                cells[3],
+                status.as_str(),
+                "`{variant}` is HTTP {status}, the guide says {}",
+                cells[3]
+            );
+        }
+    }
+
     #[tokio::test]
     async fn delete_blob_removes_the_routed_copy_and_tolerates_a_missing_one() {
         let memory = Arc::new(MemoryBackend::new("memory"));
