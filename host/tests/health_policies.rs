@@ -320,8 +320,14 @@ async fn a_trapping_policy_costs_one_call_and_its_state() {
     p.observe("a", false, at(0)).await.unwrap();
     assert!(!p.healthy("a", at(0)).await.unwrap());
     match p.healthy("hostile", at(1)).await {
-        Err(BackendError::Trapped { plugin, .. }) => {
-            assert_eq!(plugin, "shoal_test_plugin_health_count")
+        Err(BackendError::Trapped { plugin, message }) => {
+            assert_eq!(plugin, "shoal_test_plugin_health_count");
+            // The SDK's panic hook said where and why.
+            assert!(
+                message.contains("panicked at testing/health-count/src/lib.rs:")
+                    && message.contains("test policy panics on hostile"),
+                "{message}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
