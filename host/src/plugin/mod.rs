@@ -12,7 +12,8 @@
 //! (the native wrappers), `streams` (bodies across the boundary), `allow`, `breaker`; and for
 //! plugins distributed through registries, `artifact` (the OCI artifact format), `oci` (the
 //! registry client), `fetch` (sources to bytes, the verified cache) and `publish` (`shoal
-//! plugin push` and `pull`).
+//! plugin push` and `pull`); `check` and `call` (`shoal plugin check` and `call`, for
+//! authors).
 
 mod allow;
 mod artifact;
