@@ -68,6 +68,19 @@ fn config_check(config: &Path) -> Output {
 }
 
 /// `shoal dev` with `config` on `data`, expected to refuse to start: its stderr.
+/// Both the start and `config check` of `config` are refused, naming `key`, the pinned
+/// digest `wrong`, and `other.1` (described by `other.0`).
+fn refused_naming(config: &Path, data: &Path, key: &str, wrong: &str, other: (&str, &str)) {
+    for (what, err) in [
+        ("start", refused_start(config, data)),
+        ("check", text(&config_check(config).stderr)),
+    ] {
+        assert!(err.contains(key), "{what}: {err}");
+        assert!(err.contains(wrong), "{what} names the pinned digest: {err}");
+        assert!(err.contains(other.1), "{what} names {}: {err}", other.0);
+    }
+}
+
 fn refused_start(config: &Path, data: &Path) -> String {
     let out = run(shoal()
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -236,20 +249,7 @@ fn a_wrong_digest_refuses_the_start_and_the_check_naming_both_digests() {
     let lying = format!("oci://{}/plugins/http@{wrong}", liar.addr);
     let config = dev_config(work.path(), &lying, &nginx, "");
     let data = work.path().join("data");
-    for (what, err) in [
-        ("start", refused_start(&config, &data)),
-        ("check", text(&config_check(&config).stderr)),
-    ] {
-        assert!(err.contains(key), "{what}: {err}");
-        assert!(
-            err.contains(&wrong),
-            "{what} names the pinned digest: {err}"
-        );
-        assert!(
-            err.contains(served),
-            "{what} names the served digest: {err}"
-        );
-    }
+    refused_naming(&config, &data, key, &wrong, ("the served digest", served));
     assert!(
         !data.join("plugin-cache").exists(),
         "a refused start leaves no plugin behind"
@@ -267,20 +267,14 @@ fn a_wrong_digest_refuses_the_start_and_the_check_naming_both_digests() {
     let mistyped = pinned.replace(served, &wrong);
     assert!(mistyped.contains(":v1@"), "{mistyped}");
     let config = dev_config(work.path(), &mistyped, &nginx, "");
-    for (what, err) in [
-        ("start", refused_start(&config, &data)),
-        ("check", text(&config_check(&config).stderr)),
-    ] {
-        assert!(err.contains(key), "{what}: {err}");
-        assert!(
-            err.contains(&wrong),
-            "{what} names the pinned digest: {err}"
-        );
-        assert!(
-            err.contains(&format!("its tag v1 is {served}")),
-            "{what} names the tag's digest: {err}"
-        );
-    }
+    let tag_names = format!("its tag v1 is {served}");
+    refused_naming(
+        &config,
+        &data,
+        key,
+        &wrong,
+        ("the tag's digest", &tag_names),
+    );
 }
 
 #[test]

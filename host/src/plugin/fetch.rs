@@ -126,12 +126,13 @@ fn beside_its_tag(client: &RegistryClient, oci: &OciPlugin, e: OciError) -> OciE
         tag: None,
         ..oci.clone()
     };
-    match on_own_runtime(client.pull(&by_tag)) {
-        Ok(Ok(current)) if current.digest != *pinned => OciError::PinnedElsewhere {
+    // The tag's manifest is enough to name its digest; its component is not fetched.
+    match on_own_runtime(client.manifest(&by_tag)) {
+        Ok(Ok((_, current))) if current != *pinned => OciError::PinnedElsewhere {
             reference: oci.to_string(),
             pinned: pinned.clone(),
             tag: tag.clone(),
-            current: current.digest,
+            current,
             cause: Box::new(e),
         },
         _ => e,

@@ -294,15 +294,20 @@ impl RegistryClient {
         Ok(digest)
     }
 
-    /// Pulls `reference`: its manifest (checked against the pinned digest, if any, and as a
-    /// plugin artifact), then its component (checked against the manifest).
-    pub async fn pull(&self, reference: &OciPlugin) -> Result<Pulled, OciError> {
-        let repository = &reference.repository;
+    /// The manifest `reference` names (by its digest or its tag), and that manifest's digest;
+    /// nothing is checked against the pin.
+    pub async fn manifest(
+        &self,
+        reference: &OciPlugin,
+    ) -> Result<(Vec<u8>, Sha256Digest), OciError> {
         let manifest_ref = match &reference.pin {
             OciPin::Digest(d) => d.to_string(),
             OciPin::Tag(t) => t.clone(),
         };
-        let url = self.url(&format!("v2/{repository}/manifests/{manifest_ref}"));
+        let url = self.url(&format!(
+            "v2/{}/manifests/{manifest_ref}",
+            reference.repository
+        ));
         let response = self
             .send(Method::GET, url.clone(), |r| {
                 r.header(ACCEPT, MANIFEST_MEDIA_TYPE)
@@ -311,6 +316,14 @@ impl RegistryClient {
         let response = expect(Method::GET, &url, response, StatusCode::OK).await?;
         let manifest = read_capped(response, &url, MANIFEST_MAX).await?;
         let digest = artifact::sha256_of(&manifest);
+        Ok((manifest, digest))
+    }
+
+    /// Pulls `reference`: its manifest (checked against the pinned digest, if any, and as a
+    /// plugin artifact), then its component (checked against the manifest).
+    pub async fn pull(&self, reference: &OciPlugin) -> Result<Pulled, OciError> {
+        let repository = &reference.repository;
+        let (manifest, digest) = self.manifest(reference).await?;
         if let OciPin::Digest(pinned) = &reference.pin
             && *pinned != digest
         {
