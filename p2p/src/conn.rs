@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 
@@ -22,7 +22,7 @@ use crate::metainfo::Metainfo;
 use crate::peer_id::PeerId;
 use crate::piece::PieceIndex;
 use crate::tls::{PeerStream, PeerTls};
-use crate::wire::{Frame, FrameDecoder, Handshake, encode};
+use crate::wire::{Frame, FrameDecoder, Handshake, encode, encode_payload_head};
 
 /// Frames the owner may queue to one peer before [`ConnHandle::send`] reports it full.
 pub const SEND_QUEUE: usize = 64;
@@ -272,9 +272,8 @@ impl Reader {
     async fn pump(&mut self, events: &mpsc::Sender<ConnEvent>) -> ConnError {
         loop {
             loop {
-                match self.decoder.decode(&self.buf) {
-                    Ok(Some((frame, used))) => {
-                        let _ = self.buf.split_to(used);
+                match self.decoder.decode_split(&mut self.buf) {
+                    Ok(Some(frame)) => {
                         self.shared.touch();
                         if let Err(e) = self.deliver(frame, events).await {
                             return e;
@@ -300,7 +299,13 @@ impl Reader {
             if idle >= self.settings.tti {
                 return Err(ConnError::Idle(self.settings.tti));
             }
-            self.buf.reserve(READ_CHUNK);
+            // Room for the whole frame being read, so a piece arrives in one buffer that its
+            // payload then shares, never regrown and copied on the way.
+            let want = self
+                .decoder
+                .frame_len(&self.buf)
+                .map_or(0, |n| n.saturating_sub(self.buf.len()));
+            self.buf.reserve(want.max(READ_CHUNK));
             tokio::select! {
                 read = self.read.read_buf(&mut self.buf) => {
                     return match read {
@@ -371,10 +376,23 @@ async fn writer(
             settings.bandwidth.reserve_egress(payload).await;
         }
         buf.clear();
-        if encode(&frame, &mut buf).is_err() {
-            break;
-        }
-        if write.write_all(&buf).await.is_err() {
+        let sent = match &frame {
+            // The piece's bytes go out from where they are: no copy behind the header.
+            Frame::PiecePayload { index, data } => {
+                if encode_payload_head(*index, data.len(), &mut buf).is_err() {
+                    break;
+                }
+                let mut both = Buf::chain(&buf[..], &data[..]);
+                write.write_all_buf(&mut both).await
+            }
+            frame => {
+                if encode(frame, &mut buf).is_err() {
+                    break;
+                }
+                write.write_all(&buf).await
+            }
+        };
+        if sent.is_err() {
             break;
         }
         settings.traffic.sent.fetch_add(payload, Ordering::Relaxed);

@@ -1,6 +1,22 @@
-//! What a peer needs to download a blob: its digest, length, piece length and one SHA-256 per
-//! piece, so every piece can be checked the moment it arrives (Kraken uses CRC32, which does not
-//! stop a lying peer).
+//! What a peer needs to download a blob: its digest, length, piece length and one 32-byte hash
+//! per piece, so every piece can be checked the moment it arrives (Kraken uses CRC32, which does
+//! not stop a lying peer).
+//!
+//! # Two piece-hash schemes
+//!
+//! - **Chained** (version 2; every sha256 blob whose piece length is a multiple of SHA-256's
+//!   64-byte block): piece `i`'s hash is SHA-256's internal chaining state after the blob's
+//!   bytes up to the end of piece `i`, and the last piece's hash is the blob digest itself.
+//!   A piece is checked by running the compression function over its bytes from the state its
+//!   predecessor's hash gives (the initial vector for piece 0) and comparing with its own hash;
+//!   the last piece is padded with the blob's length and finalized. By induction, a blob whose
+//!   every piece passed is exactly the bytes that hash to the digest, whoever wrote the
+//!   metainfo: each byte is hashed once, and no second pass over the whole blob is needed
+//!   ([`Metainfo::pieces_prove_digest`]). This is SHA-256's Merkle-Damgard structure used as
+//!   is; the states are what the compression function outputs, so forging one is forging a
+//!   SHA-256 collision.
+//! - **Independent** (version 1; sha512 blobs and piece lengths that are not a multiple of 64):
+//!   one SHA-256 of each piece's bytes. The whole blob must be hashed again once complete.
 //!
 //! # Canonical encoding
 //!
@@ -9,14 +25,16 @@
 //!
 //! | field          | bytes           |
 //! |----------------|-----------------|
-//! | magic          | `SHOALMI` + version byte `1` (8 bytes) |
+//! | magic          | `SHOALMI` + version byte: `1` independent, `2` chained (8 bytes) |
 //! | digest         | u8 length, then the ASCII digest (`sha256:<hex>`) |
 //! | length         | u64, blob bytes |
 //! | piece_length   | u64 |
 //! | piece count    | u32 |
 //! | piece hashes   | 32 bytes each, in piece order |
 //!
-//! [`Metainfo::decode`] accepts only this form (no trailing bytes, counts consistent), so
+//! [`Metainfo::decode`] accepts only this form (no trailing bytes, counts consistent; in version
+//! 2 a sha256 digest, a piece length that is a multiple of 64, at least one piece, and a last
+//! hash equal to the digest), so
 //! `decode(encode(m)) == m` and every accepted input re-encodes to itself. A binary form rather
 //! than JSON because JSON has many spellings of one value, and the [`InfoHash`] must not change
 //! with whitespace or key order.
@@ -39,10 +57,24 @@ pub const DEFAULT_PIECE_LENGTH: u64 = 4 << 20;
 /// length, so this bounds what a peer may make us buffer.
 pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
 
-const MAGIC: &[u8; 8] = b"SHOALMI\x01";
+const MAGIC_V1: &[u8; 8] = b"SHOALMI\x01";
+const MAGIC_V2: &[u8; 8] = b"SHOALMI\x02";
 
-/// The SHA-256 of one piece.
+/// SHA-256's block: a chained metainfo's piece length is a multiple of it.
+const BLOCK: u64 = 64;
+
+/// One piece's 32-byte hash: its SHA-256 ([`Scheme::Independent`]) or the blob's SHA-256
+/// chaining state at its end ([`Scheme::Chained`]).
 pub type PieceHash = [u8; 32];
+
+/// How a metainfo's piece hashes are computed (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Version 1: SHA-256 of each piece on its own.
+    Independent,
+    /// Version 2: SHA-256 chaining states; the last is the blob digest.
+    Chained,
+}
 
 /// The name of a torrent: SHA-256 of its metainfo's canonical encoding. Two peers with the same
 /// info hash agree on every piece boundary and hash, not just on the blob digest.
@@ -75,6 +107,7 @@ pub struct Metainfo {
     length: u64,
     piece_length: u64,
     piece_hashes: Vec<PieceHash>,
+    scheme: Scheme,
     info_hash: InfoHash,
 }
 
@@ -90,14 +123,68 @@ fn check_piece_length(piece_length: u64) -> Result<(), MetainfoError> {
 }
 
 impl Metainfo {
-    /// Assembles a metainfo from its parts, checking the hash count fits the length.
+    /// Assembles an independent-scheme metainfo from its parts, checking the hash count fits
+    /// the length.
     pub fn new(
         digest: Digest,
         length: u64,
         piece_length: u64,
         piece_hashes: Vec<PieceHash>,
     ) -> Result<Self, MetainfoError> {
+        Self::assemble(
+            digest,
+            length,
+            piece_length,
+            piece_hashes,
+            Scheme::Independent,
+        )
+    }
+
+    /// Assembles a chained-scheme metainfo: `states` are the SHA-256 chaining states at the end
+    /// of each piece, the last one the digest. Refuses what the scheme cannot describe.
+    pub fn chained(
+        digest: Digest,
+        length: u64,
+        piece_length: u64,
+        states: Vec<PieceHash>,
+    ) -> Result<Self, MetainfoError> {
+        Self::assemble(digest, length, piece_length, states, Scheme::Chained)
+    }
+
+    fn assemble(
+        digest: Digest,
+        length: u64,
+        piece_length: u64,
+        piece_hashes: Vec<PieceHash>,
+        scheme: Scheme,
+    ) -> Result<Self, MetainfoError> {
         check_piece_length(piece_length)?;
+        if scheme == Scheme::Chained {
+            if digest.algorithm() != Algorithm::Sha256 {
+                return Err(malformed(
+                    "digest",
+                    "a chained metainfo needs a sha256 digest",
+                ));
+            }
+            if !piece_length.is_multiple_of(BLOCK) {
+                return Err(malformed(
+                    "piece_length",
+                    format!("{piece_length} is not a multiple of {BLOCK}, which chaining needs"),
+                ));
+            }
+            if length == 0 {
+                return Err(malformed(
+                    "length",
+                    "a chained metainfo has at least one piece",
+                ));
+            }
+            if piece_hashes.last().map(hex::encode).as_deref() != Some(digest.hex()) {
+                return Err(malformed(
+                    "piece hashes",
+                    "the last chained hash is not the digest",
+                ));
+            }
+        }
         let expected = piece_count_for(length, piece_length);
         if piece_hashes.len() as u64 != expected || expected > u64::from(u32::MAX) {
             return Err(MetainfoError::PieceCount {
@@ -112,6 +199,7 @@ impl Metainfo {
             length,
             piece_length,
             piece_hashes,
+            scheme,
             info_hash: InfoHash([0; 32]),
         };
         m.info_hash = InfoHash::of(&m.encode());
@@ -161,9 +249,20 @@ impl Metainfo {
         self.piece_hashes.len() as u32
     }
 
-    /// Every piece's SHA-256, in order.
+    /// Every piece's hash, in order (what each is depends on [`Metainfo::scheme`]).
     pub fn piece_hashes(&self) -> &[PieceHash] {
         &self.piece_hashes
+    }
+
+    /// How the piece hashes were computed.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// True when pieces that all passed [`Metainfo::verify_piece`] are, together, the blob
+    /// that hashes to the digest (the chained scheme), so a download needs no second pass.
+    pub fn pieces_prove_digest(&self) -> bool {
+        self.scheme == Scheme::Chained
     }
 
     /// The torrent's name on the wire and at the tracker.
@@ -200,8 +299,26 @@ impl Metainfo {
                 expected,
             });
         }
-        let hash: PieceHash = Sha256::digest(bytes).into();
-        if hash != self.piece_hashes[index.as_usize()] {
+        let i = index.as_usize();
+        let hash: PieceHash = match self.scheme {
+            Scheme::Independent => Sha256::digest(bytes).into(),
+            Scheme::Chained => {
+                let mut chain = match i {
+                    0 => Chain::new(),
+                    _ => Chain::resume(
+                        &self.piece_hashes[i - 1],
+                        index.0 as u64 * self.piece_length,
+                    ),
+                };
+                chain.update(bytes);
+                if i + 1 == self.piece_hashes.len() {
+                    chain.finalize()
+                } else {
+                    chain.state()
+                }
+            }
+        };
+        if hash != self.piece_hashes[i] {
             return Err(MetainfoError::BadPiece(index));
         }
         Ok(())
@@ -211,7 +328,10 @@ impl Metainfo {
     pub fn encode(&self) -> Vec<u8> {
         let digest = self.digest.to_string();
         let mut out = Vec::with_capacity(8 + 1 + digest.len() + 20 + 32 * self.piece_hashes.len());
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(match self.scheme {
+            Scheme::Independent => MAGIC_V1,
+            Scheme::Chained => MAGIC_V2,
+        });
         // Digest strings are at most 135 bytes (sha512), so the length fits a byte.
         out.push(digest.len() as u8);
         out.extend_from_slice(digest.as_bytes());
@@ -227,9 +347,11 @@ impl Metainfo {
     /// Parses the canonical encoding, rejecting anything [`Metainfo::encode`] would not produce.
     pub fn decode(bytes: &[u8]) -> Result<Self, MetainfoError> {
         let mut r = Reader { bytes, at: 0 };
-        if r.take(MAGIC.len(), "magic")? != MAGIC {
-            return Err(malformed("magic", "expected SHOALMI version 1"));
-        }
+        let scheme = match r.take(MAGIC_V1.len(), "magic")? {
+            m if m == MAGIC_V1 => Scheme::Independent,
+            m if m == MAGIC_V2 => Scheme::Chained,
+            _ => return Err(malformed("magic", "expected SHOALMI version 1 or 2")),
+        };
         let digest_len = r.take(1, "digest length")?[0] as usize;
         let digest = std::str::from_utf8(r.take(digest_len, "digest")?)
             .map_err(|_| malformed("digest", "not UTF-8"))?
@@ -267,7 +389,7 @@ impl Metainfo {
                 h
             })
             .collect();
-        Metainfo::new(digest, length, piece_length, piece_hashes)
+        Metainfo::assemble(digest, length, piece_length, piece_hashes, scheme)
     }
 }
 
@@ -308,44 +430,168 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// SHA-256 run block by block from a given chaining state, so a piece can be checked from the
+/// state its predecessor ends in and a blob's state read at each piece boundary.
+#[derive(Clone)]
+struct Chain {
+    state: [u32; 8],
+    /// A partial block waiting for more bytes.
+    tail: [u8; BLOCK as usize],
+    tail_len: usize,
+    /// Bytes hashed since the blob's start, including those before `resume`.
+    length: u64,
+}
+
+/// SHA-256's initial chaining state.
+const IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+impl Chain {
+    fn new() -> Self {
+        Chain {
+            state: IV,
+            tail: [0; BLOCK as usize],
+            tail_len: 0,
+            length: 0,
+        }
+    }
+
+    /// The chain after `length` bytes (a multiple of 64) that ended in `state`.
+    fn resume(state: &PieceHash, length: u64) -> Self {
+        let mut words = [0u32; 8];
+        for (w, b) in words.iter_mut().zip(state.chunks_exact(4)) {
+            *w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Chain {
+            state: words,
+            length,
+            ..Chain::new()
+        }
+    }
+
+    fn compress(&mut self, block: &[u8]) {
+        use sha2::digest::generic_array::GenericArray;
+        sha2::compress256(
+            &mut self.state,
+            std::slice::from_ref(GenericArray::from_slice(block)),
+        );
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.length += data.len() as u64;
+        if self.tail_len > 0 {
+            let n = (BLOCK as usize - self.tail_len).min(data.len());
+            self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&data[..n]);
+            self.tail_len += n;
+            data = &data[n..];
+            if self.tail_len < BLOCK as usize {
+                return;
+            }
+            let block = self.tail;
+            self.compress(&block);
+            self.tail_len = 0;
+        }
+        let mut blocks = data.chunks_exact(BLOCK as usize);
+        for block in &mut blocks {
+            self.compress(block);
+        }
+        let rest = blocks.remainder();
+        self.tail[..rest.len()].copy_from_slice(rest);
+        self.tail_len = rest.len();
+    }
+
+    /// The chaining state now; meaningful at a block boundary (every piece boundary but the
+    /// blob's end is one).
+    fn state(&self) -> PieceHash {
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    /// The SHA-256 of every byte fed since the blob's start: pads and compresses the tail.
+    fn finalize(mut self) -> PieceHash {
+        let bits = self.length.wrapping_mul(8);
+        let mut pad = [0u8; 2 * BLOCK as usize];
+        let n = self.tail_len;
+        pad[..n].copy_from_slice(&self.tail[..n]);
+        pad[n] = 0x80;
+        let total = if n + 1 + 8 <= BLOCK as usize {
+            BLOCK as usize
+        } else {
+            2 * BLOCK as usize
+        };
+        pad[total - 8..total].copy_from_slice(&bits.to_be_bytes());
+        for block in pad[..total].chunks_exact(BLOCK as usize) {
+            self.compress(block);
+        }
+        self.state()
+    }
+}
+
 /// Builds a metainfo incrementally, for callers that receive a blob in chunks (an upload, a
-/// backend stream) and must not hold it whole. Hashes pieces and the blob in one pass.
+/// backend stream) and must not hold it whole. Hashes each byte once for a chained metainfo,
+/// twice (piece and blob) for an independent one.
 pub struct MetainfoBuilder {
     piece_length: u64,
-    blob: Digester,
-    piece: Sha256,
     in_piece: u64,
     length: u64,
     piece_hashes: Vec<PieceHash>,
+    hashing: Hashing,
+}
+
+enum Hashing {
+    /// The blob's SHA-256 chain, its state taken at each piece boundary.
+    Chained(Chain),
+    /// The blob's digest and the current piece's own SHA-256.
+    Independent { blob: Box<Digester>, piece: Sha256 },
 }
 
 impl MetainfoBuilder {
-    /// A builder for a blob whose digest uses `algorithm`, cut into `piece_length` pieces.
+    /// A builder for a blob whose digest uses `algorithm`, cut into `piece_length` pieces;
+    /// chained when the algorithm is sha256 and the piece length a multiple of 64.
     pub fn new(algorithm: Algorithm, piece_length: u64) -> Result<Self, MetainfoError> {
         check_piece_length(piece_length)?;
+        let hashing = if algorithm == Algorithm::Sha256 && piece_length.is_multiple_of(BLOCK) {
+            Hashing::Chained(Chain::new())
+        } else {
+            Hashing::Independent {
+                blob: Box::new(Digester::new(algorithm)),
+                piece: Sha256::new(),
+            }
+        };
         Ok(MetainfoBuilder {
             piece_length,
-            blob: Digester::new(algorithm),
-            piece: Sha256::new(),
             in_piece: 0,
             length: 0,
             piece_hashes: Vec::new(),
+            hashing,
         })
     }
 
     /// Feeds the next bytes of the blob; chunk boundaries need not match piece boundaries.
     pub fn update(&mut self, mut data: &[u8]) {
-        self.blob.update(data);
         self.length += data.len() as u64;
+        if let Hashing::Independent { blob, .. } = &mut self.hashing {
+            blob.update(data);
+        }
         while !data.is_empty() {
             let room = (self.piece_length - self.in_piece) as usize;
             let n = room.min(data.len());
-            self.piece.update(&data[..n]);
+            match &mut self.hashing {
+                Hashing::Chained(chain) => chain.update(&data[..n]),
+                Hashing::Independent { piece, .. } => piece.update(&data[..n]),
+            }
             self.in_piece += n as u64;
             data = &data[n..];
             if self.in_piece == self.piece_length {
-                self.piece_hashes
-                    .push(std::mem::take(&mut self.piece).finalize().into());
+                let hash = match &mut self.hashing {
+                    Hashing::Chained(chain) => chain.state(),
+                    Hashing::Independent { piece, .. } => std::mem::take(piece).finalize().into(),
+                };
+                self.piece_hashes.push(hash);
                 self.in_piece = 0;
             }
         }
@@ -353,15 +599,42 @@ impl MetainfoBuilder {
 
     /// The metainfo of everything fed, named by the digest the bytes hash to.
     pub fn finish(mut self) -> Result<Metainfo, MetainfoError> {
-        if self.in_piece > 0 {
-            self.piece_hashes.push(self.piece.finalize().into());
+        match self.hashing {
+            Hashing::Chained(chain) => {
+                let digest = chain.finalize();
+                if self.length == 0 {
+                    // No pieces to chain: an empty blob is described by its digest alone.
+                    return Metainfo::new(
+                        Digest::from_bytes(Algorithm::Sha256, &digest),
+                        0,
+                        self.piece_length,
+                        Vec::new(),
+                    );
+                }
+                // The last piece's hash is the digest, whether it was full or short.
+                if self.in_piece == 0 {
+                    self.piece_hashes.pop();
+                }
+                self.piece_hashes.push(digest);
+                Metainfo::chained(
+                    Digest::from_bytes(Algorithm::Sha256, &digest),
+                    self.length,
+                    self.piece_length,
+                    self.piece_hashes,
+                )
+            }
+            Hashing::Independent { blob, piece } => {
+                if self.in_piece > 0 {
+                    self.piece_hashes.push(piece.finalize().into());
+                }
+                Metainfo::new(
+                    blob.current(),
+                    self.length,
+                    self.piece_length,
+                    self.piece_hashes,
+                )
+            }
         }
-        Metainfo::new(
-            self.blob.current(),
-            self.length,
-            self.piece_length,
-            self.piece_hashes,
-        )
     }
 
     /// As [`MetainfoBuilder::finish`], failing if the bytes do not hash to `expected`.
@@ -495,7 +768,7 @@ mod tests {
             Err(MetainfoError::Malformed { field: "end", .. })
         ));
         let mut enc = m.encode();
-        enc[7] = 2;
+        enc[7] = 3;
         assert!(matches!(
             Metainfo::decode(&enc),
             Err(MetainfoError::Malformed { field: "magic", .. })
@@ -504,6 +777,80 @@ mod tests {
         let mut enc = m.encode();
         let at = enc.len() - 3 * 32 - 4;
         enc[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Metainfo::decode(&enc).is_err());
+    }
+
+    #[test]
+    fn a_sha256_blob_in_whole_blocks_gets_a_chained_metainfo_ending_in_its_digest() {
+        let data = blob(1000);
+        let m = build(&data, 128);
+        assert_eq!(m.scheme(), Scheme::Chained);
+        assert!(m.pieces_prove_digest());
+        assert_eq!(m.piece_count(), 8);
+        assert_eq!(m.digest(), &Digest::sha256_of(&data));
+        assert_eq!(hex::encode(m.piece_hashes()[7]), m.digest().hex());
+        assert_eq!(&m.encode()[..8], MAGIC_V2);
+        // A whole number of pieces: the last one's hash is still the digest.
+        let exact = build(&blob(1024), 128);
+        assert_eq!(hex::encode(exact.piece_hashes()[7]), exact.digest().hex());
+        // Each state is what SHA-256 reaches after that many bytes: resuming from it and
+        // finishing the rest gives the digest.
+        let mut c = Chain::resume(&m.piece_hashes()[2], 3 * 128);
+        c.update(&data[3 * 128..]);
+        assert_eq!(hex::encode(c.finalize()), m.digest().hex());
+    }
+
+    #[test]
+    fn other_blobs_keep_independent_piece_hashes() {
+        assert_eq!(build(&blob(1000), 100).scheme(), Scheme::Independent);
+        assert_eq!(build(&[], 128).scheme(), Scheme::Independent);
+        let mut b = MetainfoBuilder::new(Algorithm::Sha512, 128).unwrap();
+        b.update(&blob(300));
+        assert_eq!(b.finish().unwrap().scheme(), Scheme::Independent);
+    }
+
+    #[test]
+    fn chained_pieces_fail_when_corrupt_or_out_of_place() {
+        let data = blob(1000);
+        let m = build(&data, 128);
+        let piece = |i: usize| &data[i * 128..((i + 1) * 128).min(data.len())];
+        for i in 0..8 {
+            m.verify_piece(PieceIndex(i as u32), piece(i)).unwrap();
+        }
+        let mut bad = piece(3).to_vec();
+        bad[127] ^= 1;
+        assert!(matches!(
+            m.verify_piece(PieceIndex(3), &bad),
+            Err(MetainfoError::BadPiece(PieceIndex(3)))
+        ));
+        // The right bytes in the wrong place fail: each piece is checked from its predecessor's state.
+        let other = blob(2000);
+        assert!(m.verify_piece(PieceIndex(2), &other[..128]).is_err());
+        let mut last = piece(7).to_vec();
+        last[0] ^= 1;
+        assert!(m.verify_piece(PieceIndex(7), &last).is_err());
+    }
+
+    #[test]
+    fn a_chained_metainfo_that_could_not_prove_its_digest_is_refused() {
+        let data = blob(1000);
+        let m = build(&data, 128);
+        let states = m.piece_hashes().to_vec();
+        // Another digest over the same states: the last state would not be the digest.
+        let liar = Metainfo::chained(Digest::sha256_of(b"other"), 1000, 128, states.clone());
+        assert!(matches!(
+            liar,
+            Err(MetainfoError::Malformed {
+                field: "piece hashes",
+                ..
+            })
+        ));
+        assert!(Metainfo::chained(m.digest().clone(), 1000, 100, states.clone()).is_err());
+        assert!(Metainfo::chained(m.digest().clone(), 0, 128, vec![]).is_err());
+        // The same refusals on the wire form.
+        let mut enc = m.encode();
+        let n = enc.len();
+        enc[n - 1] ^= 1;
         assert!(Metainfo::decode(&enc).is_err());
     }
 
@@ -549,6 +896,30 @@ mod tests {
                 at = c;
             }
             prop_assert_eq!(b.finish().unwrap(), build(&data, piece));
+        }
+
+        #[test]
+        fn every_chained_piece_verifies_and_the_digest_is_the_blobs(
+            len in 1usize..2000, blocks in 1u64..8, cuts in proptest::collection::vec(0usize..2000, 0..4)
+        ) {
+            let data = blob(len);
+            let piece = blocks * 64;
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
+            cuts.sort_unstable();
+            let mut b = MetainfoBuilder::new(Algorithm::Sha256, piece).unwrap();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([len]) {
+                b.update(&data[at..c]);
+                at = c;
+            }
+            let m = b.finish().unwrap();
+            prop_assert_eq!(m.scheme(), Scheme::Chained);
+            prop_assert_eq!(m.digest(), &Digest::sha256_of(&data));
+            prop_assert_eq!(Metainfo::decode(&m.encode()).unwrap(), m.clone());
+            for i in 0..m.piece_count() {
+                let r = m.piece_range(PieceIndex(i)).unwrap();
+                prop_assert!(m.verify_piece(PieceIndex(i), &data[r.start as usize..r.end as usize]).is_ok());
+            }
         }
 
         #[test]

@@ -25,7 +25,11 @@
 //!
 //! Endgame starts when no piece is Missing, i.e. every piece still needed is requested from
 //! someone: then a peer with spare pipeline slots is asked for pieces already requested from
-//! others, so one slow peer cannot hold up the last pieces of a blob.
+//! others, so one slow peer cannot hold up the last pieces of a blob. Endgame is bounded, since
+//! every duplicate request is a piece sent twice: a piece is asked of a second peer only once
+//! its request has *stalled* (waited [`ENDGAME_STALL_FACTOR`] times the recent time a piece
+//! takes from request to verified, see [`PiecePicker::stall_after`]), of an origin only after
+//! twice that, and of at most [`ENDGAME_MAX_REQUESTS`] peers at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -39,6 +43,16 @@ use crate::bitfield::Bitfield;
 use crate::error::PickerError;
 use crate::peer_id::PeerId;
 use crate::piece::PieceIndex;
+
+/// An endgame duplicate waits until the piece's request is this many times older than the
+/// recent request-to-verified time.
+pub const ENDGAME_STALL_FACTOR: u32 = 2;
+
+/// The shortest stall an endgame duplicate waits for, however fast pieces have been.
+pub const MIN_STALL: Duration = Duration::from_millis(200);
+
+/// Peers asked for one piece at once, endgame included.
+pub const ENDGAME_MAX_REQUESTS: usize = 2;
 
 /// The picker's knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +136,8 @@ pub struct PiecePicker {
     peers: HashMap<PeerId, PeerView>,
     config: PickerConfig,
     rng: StdRng,
+    /// Recent time from a request to its piece verified (moving average), once one arrived.
+    piece_time: Option<Duration>,
 }
 
 impl PiecePicker {
@@ -148,6 +164,7 @@ impl PiecePicker {
             peers: HashMap::new(),
             config,
             rng: StdRng::seed_from_u64(seed),
+            piece_time: None,
         }
     }
 
@@ -265,23 +282,46 @@ impl PiecePicker {
         released
     }
 
-    /// The pieces to request from `peer` now (possibly none), already marked Requested at
-    /// `now`: rarest first with a random tie-break, or duplicates in endgame.
-    pub fn pick(&mut self, peer: PeerId, now: Instant) -> Vec<PieceIndex> {
-        self.pick_capped(peer, now, u32::MAX, |_| true)
+    /// How long a request must have waited before endgame asks another peer for its piece:
+    /// [`ENDGAME_STALL_FACTOR`] times the recent request-to-verified time (at least
+    /// [`MIN_STALL`]), or a quarter of the request timeout before any piece arrived.
+    pub fn stall_after(&self) -> Duration {
+        match self.piece_time {
+            Some(t) => (t * ENDGAME_STALL_FACTOR).max(MIN_STALL),
+            None => self.config.request_timeout / 4,
+        }
     }
 
-    /// Like [`pick`](PiecePicker::pick), but outside endgame only pieces held by at most
-    /// `max_availability` connected peers and for which `allow` says yes. The owner asks an
-    /// origin this way: with the number of connected origins as the cap, and only the pieces
-    /// this origin is designated for among them, so each piece leaves the origins about once
-    /// and the rest travels between agents.
+    /// The pieces to request from `peer` now (possibly none), already marked Requested at
+    /// `now`: rarest first with a random tie-break, or stalled pieces in endgame.
+    pub fn pick(&mut self, peer: PeerId, now: Instant) -> Vec<PieceIndex> {
+        let stall = self.stall_after();
+        self.pick_where(peer, now, u32::MAX, |_| true, stall)
+    }
+
+    /// Like [`pick`](PiecePicker::pick), but only pieces for which `allow` says yes, outside
+    /// endgame only those held by at most `max_availability` connected peers, and in endgame
+    /// only pieces stalled twice as long. The owner asks an origin this way: with the number of
+    /// connected origins as the cap, and only the pieces this origin is designated for among
+    /// them, so each piece leaves the origins about once and the rest travels between agents.
     pub fn pick_capped(
         &mut self,
         peer: PeerId,
         now: Instant,
         max_availability: u32,
         allow: impl Fn(PieceIndex) -> bool,
+    ) -> Vec<PieceIndex> {
+        let stall = self.stall_after() * 2;
+        self.pick_where(peer, now, max_availability, allow, stall)
+    }
+
+    fn pick_where(
+        &mut self,
+        peer: PeerId,
+        now: Instant,
+        max_availability: u32,
+        allow: impl Fn(PieceIndex) -> bool,
+        stall: Duration,
     ) -> Vec<PieceIndex> {
         let Some(view) = self.peers.get(&peer) else {
             return Vec::new();
@@ -301,7 +341,14 @@ impl PiecePicker {
                 {
                     Some((0, self.availability[i.as_usize()], i))
                 }
-                PieceState::Requested(reqs) if endgame && reqs.iter().all(|r| r.peer != peer) => {
+                PieceState::Requested(reqs)
+                    if endgame
+                        && reqs.len() < ENDGAME_MAX_REQUESTS
+                        && allow(i)
+                        && reqs.iter().all(|r| {
+                            r.peer != peer && now.saturating_duration_since(r.sent) >= stall
+                        }) =>
+                {
                     Some((reqs.len(), self.availability[i.as_usize()], i))
                 }
                 _ => None,
@@ -353,6 +400,32 @@ impl PiecePicker {
         index: PieceIndex,
     ) -> Result<Verified, PickerError> {
         self.check_index(index)?;
+        self.verified_from(peer, index)
+    }
+
+    /// [`piece_verified`](PiecePicker::piece_verified) at `now`: also learns how long `peer`
+    /// took since it was asked, which sets when endgame calls a request stalled.
+    pub fn piece_verified_at(
+        &mut self,
+        peer: PeerId,
+        index: PieceIndex,
+        now: Instant,
+    ) -> Result<Verified, PickerError> {
+        self.check_index(index)?;
+        if let PieceState::Requested(reqs) = &self.pieces[index.as_usize()]
+            && let Some(r) = reqs.iter().find(|r| r.peer == peer)
+        {
+            let took = now.saturating_duration_since(r.sent);
+            self.piece_time = Some(match self.piece_time {
+                // A moving average over about the last eight pieces.
+                Some(t) => (t * 7 + took) / 8,
+                None => took,
+            });
+        }
+        self.verified_from(peer, index)
+    }
+
+    fn verified_from(&mut self, peer: PeerId, index: PieceIndex) -> Result<Verified, PickerError> {
         self.release(&peer, index);
         let state = &mut self.pieces[index.as_usize()];
         let others = match std::mem::replace(state, PieceState::Have) {

@@ -171,7 +171,12 @@ fn endgame_requests_duplicates_and_cancels_the_rest_on_arrival() {
     let now = Instant::now();
     assert_eq!(p.pick(peer(1), now).len(), 2);
     assert!(p.in_endgame());
-    let mut dup = p.pick(peer(2), now);
+    // Not before the requests stall (a quarter of the timeout while no piece has arrived).
+    assert!(
+        p.pick(peer(2), now + TIMEOUT / 4 - Duration::from_millis(1))
+            .is_empty()
+    );
+    let mut dup = p.pick(peer(2), now + TIMEOUT / 4);
     dup.sort();
     assert_eq!(dup, idx(&[0, 1]));
     assert_eq!(p.status(PieceIndex(0)), Some(PieceStatus::Requested(2)));
@@ -189,6 +194,56 @@ fn endgame_requests_duplicates_and_cancels_the_rest_on_arrival() {
         Verified::Duplicate
     );
     assert_eq!(p.outstanding(&peer(1)), 1);
+}
+
+#[test]
+fn endgame_asks_at_most_two_peers_for_a_piece() {
+    let mut p = picker(1, 1);
+    for n in 1..=4 {
+        p.add_peer(peer(n), Bitfield::full(1)).unwrap();
+    }
+    let now = Instant::now();
+    assert_eq!(p.pick(peer(1), now), idx(&[0]));
+    let later = now + TIMEOUT;
+    assert_eq!(p.pick(peer(2), later), idx(&[0]));
+    assert!(p.pick(peer(3), later + TIMEOUT).is_empty());
+    assert!(p.pick(peer(4), later + TIMEOUT).is_empty());
+    assert_eq!(p.status(PieceIndex(0)), Some(PieceStatus::Requested(2)));
+}
+
+#[test]
+fn the_stall_follows_how_long_pieces_take() {
+    let mut p = picker(4, 1);
+    p.add_peer(peer(1), Bitfield::full(4)).unwrap();
+    p.add_peer(peer(2), Bitfield::full(4)).unwrap();
+    assert_eq!(p.stall_after(), TIMEOUT / 4);
+    let t0 = Instant::now();
+    // Pieces take 300 ms from request to verified: a request stalls after 600 ms.
+    for i in 0..2 {
+        let at = t0 + Duration::from_millis(300) * i;
+        let picked = p.pick(peer(1), at);
+        assert_eq!(picked.len(), 1);
+        p.piece_verified_at(peer(1), picked[0], at + Duration::from_millis(300))
+            .unwrap();
+    }
+    assert_eq!(p.stall_after(), Duration::from_millis(600));
+    let t1 = t0 + Duration::from_secs(1);
+    let a = p.pick(peer(1), t1);
+    let b = p.pick(peer(2), t1);
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert!(p.in_endgame());
+    // Peer 2's request is fresh; peer 1's piece is asked of peer 2 only once peer 1 stalled,
+    // and peer 2 has no free slot until its own piece arrives.
+    p.piece_verified_at(peer(2), b[0], t1 + Duration::from_millis(300))
+        .unwrap();
+    assert!(p.pick(peer(2), t1 + Duration::from_millis(599)).is_empty());
+    assert_eq!(p.pick(peer(2), t1 + Duration::from_millis(600)), a);
+    // Very fast pieces still leave a request MIN_STALL before it is duplicated.
+    let mut fast = picker(1, 1);
+    fast.add_peer(peer(1), Bitfield::full(1)).unwrap();
+    fast.pick(peer(1), t0);
+    fast.piece_verified_at(peer(1), PieceIndex(0), t0).unwrap();
+    assert_eq!(fast.stall_after(), MIN_STALL);
 }
 
 #[test]
@@ -247,7 +302,7 @@ fn bad_piece_in_endgame_keeps_the_other_request() {
     p.add_peer(peer(2), Bitfield::full(1)).unwrap();
     let now = Instant::now();
     p.pick(peer(1), now);
-    p.pick(peer(2), now);
+    p.pick(peer(2), now + TIMEOUT / 4);
     let _ = p.piece_failed(peer(1), PieceIndex(0)).unwrap();
     assert_eq!(p.status(PieceIndex(0)), Some(PieceStatus::Requested(1)));
 }
@@ -299,7 +354,7 @@ fn removed_peer_releases_its_requests_and_availability() {
     p.add_peer(peer(2), bits(3, &[0])).unwrap();
     let now = Instant::now();
     assert_eq!(p.pick(peer(1), now).len(), 3);
-    p.pick(peer(2), now); // endgame duplicate of 0
+    p.pick(peer(2), now + TIMEOUT / 4); // endgame duplicate of 0
     let mut released = p.remove_peer(&peer(1));
     released.sort();
     assert_eq!(released, idx(&[1, 2]));
@@ -480,7 +535,7 @@ impl PiecePicker {
 }
 
 #[test]
-fn an_origin_is_asked_only_for_pieces_nobody_else_has_until_endgame() {
+fn an_origin_is_asked_only_for_pieces_nobody_else_has_until_they_stall_twice_as_long() {
     let mut p = picker(4, 4);
     let (origin, agent) = (peer(1), peer(2));
     p.add_peer(origin, bits(4, &[0, 1, 2, 3])).unwrap();
@@ -493,9 +548,14 @@ fn an_origin_is_asked_only_for_pieces_nobody_else_has_until_endgame() {
     let mut from_agent = p.pick(agent, now);
     from_agent.sort();
     assert_eq!(from_agent, idx(&[0, 1]));
-    // Everything is requested now: endgame lets the origin duplicate the agent's pieces.
+    // Everything is requested now: endgame lets the origin duplicate the agent's pieces once
+    // they have stalled twice as long as another agent would wait.
     assert!(p.in_endgame());
-    let mut duplicates = p.pick_capped(origin, now, 1, |_| true);
+    assert!(
+        p.pick_capped(origin, now + TIMEOUT / 4, 1, |_| true)
+            .is_empty()
+    );
+    let mut duplicates = p.pick_capped(origin, now + TIMEOUT / 2, 1, |_| true);
     duplicates.sort();
     assert_eq!(duplicates, idx(&[0, 1]));
 }

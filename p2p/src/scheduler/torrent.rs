@@ -696,7 +696,7 @@ impl Torrent {
             return;
         }
         self.last_progress = Instant::now();
-        match picker.piece_verified(peer, index) {
+        match picker.piece_verified_at(peer, index, Instant::now()) {
             Ok(Verified::Accepted { cancel }) => {
                 for other in cancel {
                     if let Some(p) = self.peers.get(&other) {

@@ -479,8 +479,10 @@ impl PartialBlob {
         read_at(self.0.clone(), self.0.data_path.clone(), range.start, len).await
     }
 
-    /// Completes the download once every piece is present: hashes the whole file against the
-    /// digest, syncs it, and renames it into `cache/` with its sidecar. On `DigestMismatch`
+    /// Completes the download once every piece is present: checks the whole file against the
+    /// digest, syncs it, and renames it into `cache/` with its sidecar. A chained metainfo's
+    /// verified pieces already prove the digest ([`Metainfo::pieces_prove_digest`]), so only an
+    /// independent one's file is hashed again. On `DigestMismatch`
     /// (the metainfo's piece hashes lied about the blob) the download is discarded. Calling it
     /// again, from any clone, returns the same blob.
     pub async fn finish(&self) -> Result<CompleteBlob, StoreError> {
@@ -563,9 +565,14 @@ impl PartialBlob {
     }
 }
 
-/// The digest of a download's whole file, read positionally in chunks; syncs it after.
+/// The digest of a download's whole file, read positionally in chunks, or the metainfo's when
+/// its verified pieces prove it; syncs the file after.
 fn hash_file(inner: &PartialInner) -> Result<Digest, StoreError> {
     let file = inner.blob_file().ok_or_else(|| no_file(&inner.data_path))?;
+    if inner.metainfo.pieces_prove_digest() {
+        file.sync_all().map_err(io_at(&inner.data_path))?;
+        return Ok(inner.metainfo.digest().clone());
+    }
     let mut digester = Digester::new(inner.metainfo.digest().algorithm());
     let mut buf = vec![0u8; HASH_CHUNK];
     let length = inner.metainfo.length();

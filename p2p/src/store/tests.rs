@@ -321,13 +321,16 @@ async fn finish_with_the_wrong_data_is_a_mismatch_and_leaves_nothing() {
     let store = PieceStore::open(dir.path(), &config()).unwrap();
     let data = blob(3 * PIECE as usize, 7);
     let honest = meta_of(&data, PIECE);
-    // A lying metainfo: the piece hashes of `data`, the digest of something else.
+    // A lying metainfo: the (independent) piece hashes of `data`, the digest of something
+    // else. A chained metainfo cannot lie so: its last hash is its digest.
     let liar = Arc::new(
         Metainfo::new(
             Digest::sha256_of(b"something else"),
             honest.length(),
             PIECE,
-            honest.piece_hashes().to_vec(),
+            data.chunks(PIECE as usize)
+                .map(|c| <sha2::Sha256 as sha2::Digest>::digest(c).into())
+                .collect(),
         )
         .unwrap(),
     );

@@ -232,6 +232,38 @@ impl FrameDecoder {
     /// Parses one frame from the front of `buf`: `Ok(None)` when more bytes are needed,
     /// `Ok(Some((frame, consumed)))` when a whole frame was read, or why the bytes are bad.
     pub fn decode(&self, buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
+        Ok(self.decode_parts(buf)?.map(|(mut frame, end, payload)| {
+            if let (Frame::PiecePayload { data, .. }, Some(at)) = (&mut frame, payload) {
+                *data = Bytes::copy_from_slice(&buf[at..end]);
+            }
+            (frame, end)
+        }))
+    }
+
+    /// [`FrameDecoder::decode`] that takes the frame's bytes off the front of `buf`; a piece
+    /// payload shares `buf`'s memory instead of being copied out of it.
+    pub fn decode_split(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        let Some((mut frame, end, payload)) = self.decode_parts(buf)? else {
+            return Ok(None);
+        };
+        let bytes = buf.split_to(end);
+        if let (Frame::PiecePayload { data, .. }, Some(at)) = (&mut frame, payload) {
+            *data = bytes.freeze().slice(at..);
+        }
+        Ok(Some(frame))
+    }
+
+    /// Bytes the frame at the front of `buf` needs in all (prefix included), once its length
+    /// prefix is there and within bounds: lets a reader make room for a whole piece at once.
+    pub fn frame_len(&self, buf: &[u8]) -> Option<usize> {
+        let prefix = buf.first_chunk::<LENGTH_PREFIX>()?;
+        let len = u64::from(u32::from_be_bytes(*prefix));
+        (len <= self.max_frame_len).then(|| LENGTH_PREFIX + len as usize)
+    }
+
+    /// Parses one frame; a piece payload comes back empty with the offset in `buf` where its
+    /// bytes start (they run to the frame's end).
+    fn decode_parts(&self, buf: &[u8]) -> Result<Option<(Frame, usize, Option<usize>)>, WireError> {
         let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX>() else {
             return Ok(None);
         };
@@ -251,7 +283,9 @@ impl FrameDecoder {
             return Ok(None);
         };
         let frame = self.parse_body(body)?;
-        Ok(Some((frame, end)))
+        // A payload's bytes follow the kind byte and the u32 index.
+        let payload = matches!(frame, Frame::PiecePayload { .. }).then_some(LENGTH_PREFIX + 5);
+        Ok(Some((frame, end, payload)))
     }
 
     fn check_index(&self, index: PieceIndex) -> Result<(), WireError> {
@@ -314,9 +348,10 @@ impl FrameDecoder {
                         expected,
                     });
                 }
+                // The caller fills in the bytes: copied or shared.
                 Frame::PiecePayload {
                     index,
-                    data: Bytes::copy_from_slice(data),
+                    data: Bytes::new(),
                 }
             }
             ERROR => {
@@ -456,6 +491,20 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
         return Err(e);
     }
     dst[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Appends what goes before a piece payload's bytes (length prefix, kind, index), for a
+/// writer that sends the bytes from where they are instead of copying them behind it.
+pub fn encode_payload_head(
+    index: PieceIndex,
+    len: usize,
+    dst: &mut BytesMut,
+) -> Result<(), WireError> {
+    field_len("frame", len, u32::MAX as usize - 5)?;
+    dst.put_u32((len + 5) as u32);
+    dst.put_u8(PIECE_PAYLOAD);
+    dst.put_u32(index.0);
     Ok(())
 }
 

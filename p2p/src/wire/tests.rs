@@ -57,6 +57,39 @@ fn round_trips_every_frame_type() {
 }
 
 #[test]
+fn split_decoding_shares_the_payload_and_a_payload_head_is_encodes_prefix() {
+    let payload = Bytes::from_static(b"0123456789");
+    let frame = Frame::PiecePayload {
+        index: PieceIndex(6),
+        data: payload.clone(),
+    };
+    let whole = bytes_of(&frame);
+    let mut head = BytesMut::new();
+    encode_payload_head(PieceIndex(6), payload.len(), &mut head).unwrap();
+    assert_eq!([&head[..], &payload[..]].concat(), whole);
+
+    // Two frames back to back, the second cut short: one comes out, the rest stays.
+    let mut buf = BytesMut::from(&whole[..]);
+    buf.extend_from_slice(&bytes_of(&Frame::Complete));
+    buf.extend_from_slice(&whole[..7]);
+    let d = FrameDecoder::default();
+    assert_eq!(d.frame_len(&buf), Some(whole.len()));
+    let base = buf.as_ptr() as usize;
+    let Some(Frame::PiecePayload { index, data }) = d.decode_split(&mut buf).unwrap() else {
+        panic!("expected a payload");
+    };
+    assert_eq!((index, &data[..]), (PieceIndex(6), &payload[..]));
+    assert_eq!(
+        data.as_ptr() as usize,
+        base + 9,
+        "the payload is not copied"
+    );
+    assert_eq!(d.decode_split(&mut buf).unwrap(), Some(Frame::Complete));
+    assert_eq!(d.decode_split(&mut buf).unwrap(), None);
+    assert_eq!(&buf[..], &whole[..7]);
+}
+
+#[test]
 fn piece_request_layout_is_as_documented() {
     let b = bytes_of(&Frame::PieceRequest {
         index: PieceIndex(258),
