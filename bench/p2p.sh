@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# P2P fan-out benchmark (issue 6), release build, baseline in the same run:
+# P2P fan-out benchmark (issues 6 and 16), release build, baseline in the same run:
 #  (a) baseline: one agent pulls a BLOB_MIB blob straight from one origin;
-#  (b) fan-out: AGENTS agents pull the same-sized (other) blob at once from one origin.
+#  (b) fan-out: AGENTS agents pull the same-sized (other) blob at once from ORIGINS origins
+#      (each holding it: `max_replica: ORIGINS`), ROUNDS times with a fresh blob each round.
 # Every agent's ingress is capped at B (MBIT_PER_SEC) by shoal's built-in token bucket
 # (scheduler.conn.bandwidth; no tc/netns here: every process shares loopback). Origins are not
-# capped. Prints, per agent, its rate against B (goal >= 0.8), the origin's piece egress
-# divided by the blob size (goal <= 1.5), and the CPU seconds every process used.
+# capped. Prints, per agent, its rate against B, the origins' piece egress divided by the blob
+# size (per round), the CPU seconds every process used, and the floor under them: what `dd`
+# spends writing the same bytes into fresh page cache here.
 # Every process gets its own 127.0.0.x address and free ports; all are stopped on exit.
 # Usage: bench/p2p.sh [BLOB_MIB (default 1024)] [AGENTS (default 8)] [MBIT_PER_SEC (default 400)]
+#                     [ORIGINS (default 1)] [ROUNDS (default 1)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOB_MIB=${1:-1024}
 AGENTS=${2:-8}
 MBIT=${3:-400}
+ORIGINS=${4:-1}
+ROUNDS=${5:-1}
 B_BYTES=$((MBIT * 1000 * 1000 / 8))
 
 for tool in curl python3 sha256sum; do
@@ -37,14 +42,21 @@ cpu_secs() { # utime + stime of a pid, in seconds
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-# One cluster: 1 tracker, 1 origin, N agents under $WORK/$1. Sets TRACKER, ORIGIN, AGENT_HTTP[].
+# One cluster: 1 tracker, NO origins, N agents under $WORK/$1. Sets TRACKER, ORIGIN (the first),
+# ORIGIN_HTTP[], ORIGIN_PIDS[], AGENT_HTTP[].
 start_cluster() {
-  local dir=$WORK/$1 n=$2 base=$3
+  local dir=$WORK/$1 n=$2 base=$3 no=${4:-1}
   mkdir -p "$dir/backend"
-  local tip=127.0.$base.1 oip=127.0.$base.2
+  local tip=127.0.$base.1
   TRACKER=$tip:$(free_port "$tip")
-  ORIGIN=$oip:$(free_port "$oip")
-  local opeer=$oip:$(free_port "$oip")
+  ORIGIN_HTTP=(); ORIGIN_PIDS=()
+  local k
+  for k in $(seq 1 "$no"); do
+    local oip=127.0.$base.$((1 + k))
+    ORIGIN_HTTP+=("$oip:$(free_port "$oip")")
+  done
+  ORIGIN=${ORIGIN_HTTP[0]}
+  local origins; origins=$(printf '"%s", ' "${ORIGIN_HTTP[@]}"); origins="[${origins%, }]"
   local sched="scheduler:
   announce_interval: 500ms"
   local client="tracker:
@@ -55,19 +67,24 @@ listen: "$TRACKER"
 announce_interval: 500ms
 origin:
   hosts:
-    static: ["$ORIGIN"]
+    static: $origins
 log:
   level: warn
 EOF
-  cat >"$dir/origin.yaml" <<EOF
-listen: "$ORIGIN"
+  "$SHOAL" tracker --config "$dir/tracker.yaml" --data-dir "$dir/t" 2>"$dir/tracker.log" &
+  PIDS+=($!); TRACKER_PID=$!
+  for k in $(seq 1 "$no"); do
+  local ohttp=${ORIGIN_HTTP[$((k - 1))]}
+  local opeer=${ohttp%:*}:$(free_port "${ohttp%:*}")
+  cat >"$dir/origin$k.yaml" <<EOF
+listen: "$ohttp"
 peer:
   listen: "$opeer"
 cluster:
   hosts:
-    static: ["$ORIGIN"]
+    static: $origins
 hashring:
-  max_replica: 1
+  max_replica: $no
 backends:
   - namespace: .*
     backend:
@@ -78,10 +95,9 @@ $sched
 log:
   level: warn
 EOF
-  "$SHOAL" tracker --config "$dir/tracker.yaml" --data-dir "$dir/t" 2>"$dir/tracker.log" &
-  PIDS+=($!); TRACKER_PID=$!
-  "$SHOAL" origin --config "$dir/origin.yaml" --data-dir "$dir/o" 2>"$dir/origin.log" &
-  PIDS+=($!); ORIGIN_PID=$!
+  "$SHOAL" origin --config "$dir/origin$k.yaml" --data-dir "$dir/o$k" 2>"$dir/origin$k.log" &
+  PIDS+=($!); ORIGIN_PIDS+=($!)
+  done
   AGENT_HTTP=(); AGENT_PIDS=()
   for i in $(seq 1 "$n"); do
     local aip=127.0.$base.$((10 + i))
@@ -105,7 +121,7 @@ EOF
     PIDS+=($!); AGENT_PIDS+=($!); AGENT_HTTP+=("$http")
   done
   wait_http "http://$TRACKER/health"
-  wait_http "http://$ORIGIN/health"
+  for o in "${ORIGIN_HTTP[@]}"; do wait_http "http://$o/health"; done
   for a in "${AGENT_HTTP[@]}"; do wait_http "http://$a/v2/"; done
 }
 
@@ -116,12 +132,35 @@ push_blob() {
   DIGEST=sha256:$(sha256sum "$file" | cut -d' ' -f1)
   curl -fsS -T "$file" "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST" >/dev/null
   rm -f "$file"
+  # Every origin holds it (replication) before the agents ask.
+  local o
+  for o in "${ORIGIN_HTTP[@]}"; do
+    for _ in $(seq 1 1200); do
+      curl -fsS -o /dev/null -I "http://$o/namespace/bench%2Fblob/blobs/$DIGEST" 2>/dev/null && break
+      sleep 0.05
+    done
+  done
+}
+
+# The origins' piece bytes sent so far, summed.
+origin_sent() {
+  local o total=0
+  for o in "${ORIGIN_HTTP[@]}"; do total=$((total + $(metric "$o" shoal_p2p_piece_bytes_sent_total))); done
+  echo "$total"
+}
+
+# Each origin's piece bytes sent so far, in MiB.
+origin_each() {
+  local o out=""
+  for o in "${ORIGIN_HTTP[@]}"; do out="$out $(( $(metric "$o" shoal_p2p_piece_bytes_sent_total) >> 20 ))"; done
+  echo "$out"
 }
 
 # Pulls DIGEST through every agent at once; prints per-agent seconds and rate/B.
 pull_all() {
   local label=$1 size=$((BLOB_MIB << 20))
-  local i=0 pids=()
+  local i=0 pids=() before; before=$(origin_sent)
+  local each_before; each_before=$(origin_each)
   for a in "${AGENT_HTTP[@]}"; do
     i=$((i + 1))
     ( curl -fsS -o /dev/null -w '%{time_total}\n' "http://$a/v2/bench/blob/blobs/$DIGEST" >"$WORK/$label.time$i" ) &
@@ -137,17 +176,27 @@ pull_all() {
     printf '  %s agent%d: %6.1f s  %6.1f MB/s  = %s of B\n' "$label" "$i" "$t" "$(python3 -c "print($size/$t/1e6)")" "$r"
     worst=$(python3 -c "print(min($worst, $r))")
   done
-  local sent; sent=$(metric "$ORIGIN" shoal_p2p_piece_bytes_sent_total)
-  printf '  %s: slowest agent %s of B; origin piece egress %.2f x the blob\n' "$label" "$worst" "$(python3 -c "print($sent/$size)")"
-  local cpu="tracker $(cpu_secs "$TRACKER_PID") s, origin $(cpu_secs "$ORIGIN_PID") s, agents"
+  local sent; sent=$(( $(origin_sent) - before ))
+  printf '  %s: slowest agent %s of B; origin piece egress %.2f x the blob (MiB sent by each origin, before:%s after:%s)\n' "$label" "$worst" "$(python3 -c "print($sent/$size)")" "$each_before" "$(origin_each)"
+  local cpu="tracker $(cpu_secs "$TRACKER_PID") s, origins" p
+  for p in "${ORIGIN_PIDS[@]}"; do cpu="$cpu $(cpu_secs "$p")"; done
+  cpu="$cpu s, agents"
   for p in "${AGENT_PIDS[@]}"; do cpu="$cpu $(cpu_secs "$p")"; done
   echo "  $label CPU: $cpu s"
 }
 
 echo "blob ${BLOB_MIB} MiB, agents' ingress cap B = ${MBIT} Mbit/s (${B_BYTES} B/s), built-in limiter"
+# The floor under an agent's CPU per GiB that no user-space change moves: the kernel's cost of
+# writing the blob into fresh page cache, measured by dd beside the agents' data in this run.
+dd_secs=$( { /usr/bin/time -f '%S %U' dd if=/dev/zero of="$WORK/floor" bs=4M count=$((BLOB_MIB / 4)) status=none; } 2>&1 | awk '{ printf "%.2f", $1 + $2 }')
+rm -f "$WORK/floor"
+echo "  floor: dd writing ${BLOB_MIB} MiB into a new file here used ${dd_secs} CPU-s"
 start_cluster baseline 1 1
 push_blob baseline
 pull_all baseline
-start_cluster fanout "$AGENTS" 2
-push_blob fanout
-pull_all fanout
+start_cluster fanout "$AGENTS" 2 "$ORIGINS"
+for r in $(seq 1 "$ROUNDS"); do
+  push_blob fanout
+  label=fanout; [ "$ROUNDS" -gt 1 ] && label="round$r"
+  pull_all "$label"
+done

@@ -794,19 +794,27 @@ impl Torrent {
             return;
         };
         let now = Instant::now();
-        let origins: Vec<PeerId> = self
+        let connected = self
             .peers
             .keys()
             .filter(|id| self.origins.contains(id))
+            .count();
+        // Each piece is asked of one designated origin: rendezvous on the piece index among the
+        // origins connected *or being dialed*, so an agent whose second origin is still
+        // connecting waits for it rather than asking the first for everything (while agents
+        // already connected to both split the pieces): two origins never both send a piece.
+        // An origin whose dial failed, or that left, drops out and the rest take its pieces.
+        let reachable: Vec<PeerId> = self
+            .origins
+            .iter()
+            .filter(|id| self.peers.contains_key(id) || self.dialing.contains(id))
             .copied()
             .collect();
         let mut broken = Vec::new();
         for (id, p) in &self.peers {
             let picked = if self.origins.contains(id) {
-                // Each piece is asked of one designated origin (rendezvous on the piece index
-                // among the connected origins), so two origins do not both send it.
-                let designated = |i: PieceIndex| designated_origin(&origins, i) == Some(*id);
-                picker.pick_capped(*id, now, origins.len() as u32, designated)
+                let designated = |i: PieceIndex| designated_origin(&reachable, i) == Some(*id);
+                picker.pick_capped(*id, now, connected as u32, designated)
             } else {
                 picker.pick(*id, now)
             };
