@@ -283,8 +283,66 @@ impl Reader {
                     Err(e) => return ConnError::Wire(e),
                 }
             }
+            // A piece-sized frame is read straight into a reused buffer that its payload then
+            // shares: no fresh memory per piece, and no copy out of the read buffer.
+            if let Some(len) = self.decoder.frame_len(&self.buf)
+                && len >= crate::buffers::MIN_POOLED
+            {
+                match self.read_frame(len).await {
+                    Ok(frame) => {
+                        self.shared.touch();
+                        if let Err(e) = self.deliver(frame, events).await {
+                            return e;
+                        }
+                        continue;
+                    }
+                    Err(e) => return e,
+                }
+            }
             if let Err(e) = self.fill().await {
                 return e;
+            }
+        }
+    }
+
+    /// Reads the rest of the `len`-byte frame whose start is in `buf` (all of `buf`, since
+    /// every whole frame before it was taken) into a pooled buffer, and parses it.
+    async fn read_frame(&mut self, len: usize) -> Result<Frame, ConnError> {
+        let mut frame = crate::buffers::take(len);
+        let have = self.buf.len();
+        frame[..have].copy_from_slice(&self.buf);
+        self.buf.clear();
+        let mut at = have;
+        while at < len {
+            at += self.read_into(&mut frame[at..]).await?;
+        }
+        self.decoder
+            .decode_frame(crate::buffers::freeze(frame))
+            .map_err(ConnError::Wire)
+    }
+
+    /// Reads some bytes into `dst`, giving up when closed or idle past the TTI.
+    async fn read_into(&mut self, dst: &mut [u8]) -> Result<usize, ConnError> {
+        loop {
+            if self.shared.closed.load(Ordering::Acquire) {
+                return Err(ConnError::Closed);
+            }
+            let idle = self.shared.idle_for();
+            if idle >= self.settings.tti {
+                return Err(ConnError::Idle(self.settings.tti));
+            }
+            tokio::select! {
+                read = self.read.read(dst) => {
+                    return match read {
+                        Ok(0) => Err(ConnError::Eof),
+                        // Not a touch: idle counts from the last whole frame, so a peer
+                        // trickling one byte at a time is still cut at the TTI.
+                        Ok(n) => Ok(n),
+                        Err(e) => Err(ConnError::Io(e)),
+                    };
+                }
+                _ = self.shared.close.notified() => return Err(ConnError::Closed),
+                _ = tokio::time::sleep(self.settings.tti - idle) => {}
             }
         }
     }
@@ -299,8 +357,8 @@ impl Reader {
             if idle >= self.settings.tti {
                 return Err(ConnError::Idle(self.settings.tti));
             }
-            // Room for the whole frame being read, so a piece arrives in one buffer that its
-            // payload then shares, never regrown and copied on the way.
+            // Room for the whole (small) frame being read, so it is never regrown and copied
+            // on the way; piece-sized frames go through `read_frame`.
             let want = self
                 .decoder
                 .frame_len(&self.buf)

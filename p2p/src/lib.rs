@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod bitfield;
+pub mod buffers;
 pub mod conn;
 pub mod error;
 pub mod health;

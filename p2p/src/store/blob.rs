@@ -79,9 +79,9 @@ async fn read_at<T: BlobFile>(
 ) -> Result<Bytes, StoreError> {
     blocking(move || {
         let file = holder.blob_file().ok_or_else(|| no_file(&path))?;
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = crate::buffers::take(len as usize);
         file.read_exact_at(&mut buf, offset).map_err(io_at(&path))?;
-        Ok(Bytes::from(buf))
+        Ok(crate::buffers::freeze(buf))
     })
     .await
 }

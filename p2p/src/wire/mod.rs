@@ -253,6 +253,23 @@ impl FrameDecoder {
         Ok(Some(frame))
     }
 
+    /// Parses `frame`, which must be exactly one whole frame (length prefix included); a piece
+    /// payload is a slice of `frame`, not a copy.
+    pub fn decode_frame(&self, frame: Bytes) -> Result<Frame, WireError> {
+        match self.decode_parts(&frame)? {
+            Some((mut f, end, payload)) if end == frame.len() => {
+                if let (Frame::PiecePayload { data, .. }, Some(at)) = (&mut f, payload) {
+                    *data = frame.slice(at..end);
+                }
+                Ok(f)
+            }
+            _ => Err(WireError::Truncated {
+                frame: "frame",
+                field: "length",
+            }),
+        }
+    }
+
     /// Bytes the frame at the front of `buf` needs in all (prefix included), once its length
     /// prefix is there and within bounds: lets a reader make room for a whole piece at once.
     pub fn frame_len(&self, buf: &[u8]) -> Option<usize> {
