@@ -321,61 +321,30 @@ impl Reader {
             .map_err(ConnError::Wire)
     }
 
-    /// Reads some bytes into `dst`, giving up when closed or idle past the TTI.
-    async fn read_into(&mut self, dst: &mut [u8]) -> Result<usize, ConnError> {
-        loop {
-            if self.shared.closed.load(Ordering::Acquire) {
-                return Err(ConnError::Closed);
-            }
-            let idle = self.shared.idle_for();
-            if idle >= self.settings.tti {
-                return Err(ConnError::Idle(self.settings.tti));
-            }
-            tokio::select! {
-                read = self.read.read(dst) => {
-                    return match read {
-                        Ok(0) => Err(ConnError::Eof),
-                        // Not a touch: idle counts from the last whole frame, so a peer
-                        // trickling one byte at a time is still cut at the TTI.
-                        Ok(n) => Ok(n),
-                        Err(e) => Err(ConnError::Io(e)),
-                    };
-                }
-                _ = self.shared.close.notified() => return Err(ConnError::Closed),
-                _ = tokio::time::sleep(self.settings.tti - idle) => {}
-            }
-        }
-    }
-
     /// Reads more bytes, giving up when closed or idle past the TTI.
     async fn fill(&mut self) -> Result<(), ConnError> {
-        loop {
-            if self.shared.closed.load(Ordering::Acquire) {
-                return Err(ConnError::Closed);
-            }
-            let idle = self.shared.idle_for();
-            if idle >= self.settings.tti {
-                return Err(ConnError::Idle(self.settings.tti));
-            }
-            // Room for the whole (small) frame being read, so it is never regrown and copied
-            // on the way; piece-sized frames go through `read_frame`.
-            let want = self
-                .decoder
-                .frame_len(&self.buf)
-                .map_or(0, |n| n.saturating_sub(self.buf.len()));
-            self.buf.reserve(want.max(READ_CHUNK));
-            tokio::select! {
-                read = self.read.read_buf(&mut self.buf) => {
-                    return match read {
-                        Ok(0) => Err(ConnError::Eof),
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(ConnError::Io(e)),
-                    };
-                }
-                _ = self.shared.close.notified() => return Err(ConnError::Closed),
-                _ = tokio::time::sleep(self.settings.tti - idle) => {}
-            }
-        }
+        // Room for the whole (small) frame being read, so it is never regrown and copied on
+        // the way; piece-sized frames go through `read_frame`.
+        let want = self
+            .decoder
+            .frame_len(&self.buf)
+            .map_or(0, |n| n.saturating_sub(self.buf.len()));
+        self.buf.reserve(want.max(READ_CHUNK));
+        let tti = self.settings.tti;
+        read_some(
+            &mut self.read,
+            &self.shared,
+            tti,
+            Target::Buf(&mut self.buf),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reads some bytes into `dst`, giving up when closed or idle past the TTI.
+    async fn read_into(&mut self, dst: &mut [u8]) -> Result<usize, ConnError> {
+        let tti = self.settings.tti;
+        read_some(&mut self.read, &self.shared, tti, Target::Slice(dst)).await
     }
 
     async fn deliver(
@@ -410,6 +379,51 @@ impl Reader {
             },
         };
         events.send(event).await.map_err(|_| ConnError::Closed)
+    }
+}
+
+/// Where [`read_some`] puts what it reads.
+enum Target<'a> {
+    /// Appended to the reader's buffer.
+    Buf(&'a mut BytesMut),
+    /// Into the front of a slice.
+    Slice(&'a mut [u8]),
+}
+
+/// One read of at least a byte, given up when the connection closes or has been idle past
+/// `tti`. Reading is not activity: idle counts from the last whole frame, so a peer trickling
+/// one byte at a time is still cut at the TTI.
+async fn read_some(
+    read: &mut ReadHalf,
+    shared: &Shared,
+    tti: Duration,
+    mut target: Target<'_>,
+) -> Result<usize, ConnError> {
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ConnError::Closed);
+        }
+        let idle = shared.idle_for();
+        if idle >= tti {
+            return Err(ConnError::Idle(tti));
+        }
+        let once = async {
+            match &mut target {
+                Target::Buf(buf) => read.read_buf(*buf).await,
+                Target::Slice(dst) => read.read(dst).await,
+            }
+        };
+        tokio::select! {
+            n = once => {
+                return match n {
+                    Ok(0) => Err(ConnError::Eof),
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(ConnError::Io(e)),
+                };
+            }
+            _ = shared.close.notified() => return Err(ConnError::Closed),
+            _ = tokio::time::sleep(tti - idle) => {}
+        }
     }
 }
 

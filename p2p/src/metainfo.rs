@@ -663,6 +663,19 @@ mod tests {
         Metainfo::from_reader(data, &Digest::sha256_of(data), piece_length).unwrap()
     }
 
+    /// The metainfo of `data` fed to a builder in chunks cut at `cuts` (clamped, sorted).
+    fn build_in_chunks(data: &[u8], piece_length: u64, cuts: Vec<usize>) -> Metainfo {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.sort_unstable();
+        let mut b = MetainfoBuilder::new(Algorithm::Sha256, piece_length).unwrap();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([data.len()]) {
+            b.update(&data[at..c]);
+            at = c;
+        }
+        b.finish().unwrap()
+    }
+
     #[test]
     fn cuts_pieces_with_a_short_last_one() {
         let data = blob(10);
@@ -887,15 +900,7 @@ mod tests {
             len in 0usize..500, piece in 1u64..64, cuts in proptest::collection::vec(0usize..500, 0..6)
         ) {
             let data = blob(len);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
-            cuts.sort_unstable();
-            let mut b = MetainfoBuilder::new(Algorithm::Sha256, piece).unwrap();
-            let mut at = 0;
-            for c in cuts.into_iter().chain([len]) {
-                b.update(&data[at..c]);
-                at = c;
-            }
-            prop_assert_eq!(b.finish().unwrap(), build(&data, piece));
+            prop_assert_eq!(build_in_chunks(&data, piece, cuts), build(&data, piece));
         }
 
         #[test]
@@ -904,15 +909,7 @@ mod tests {
         ) {
             let data = blob(len);
             let piece = blocks * 64;
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(len)).collect();
-            cuts.sort_unstable();
-            let mut b = MetainfoBuilder::new(Algorithm::Sha256, piece).unwrap();
-            let mut at = 0;
-            for c in cuts.into_iter().chain([len]) {
-                b.update(&data[at..c]);
-                at = c;
-            }
-            let m = b.finish().unwrap();
+            let m = build_in_chunks(&data, piece, cuts);
             prop_assert_eq!(m.scheme(), Scheme::Chained);
             prop_assert_eq!(m.digest(), &Digest::sha256_of(&data));
             prop_assert_eq!(Metainfo::decode(&m.encode()).unwrap(), m.clone());
