@@ -476,3 +476,144 @@ async fn writer(
     shared.shut();
     let _ = write.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::Metainfo;
+    use shoal_registry::Digest;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const PIECE: usize = 256 * 1024;
+
+    /// A connection's reader and writer over loopback: our end is started with `conn::start`,
+    /// the test holds the raw socket of the other end.
+    async fn pair(
+        data: &[u8],
+        tti: Duration,
+    ) -> (ConnHandle, mpsc::Receiver<ConnEvent>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let raw = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let metainfo =
+            Arc::new(Metainfo::from_reader(data, &Digest::sha256_of(data), PIECE as u64).unwrap());
+        let settings = ConnSettings {
+            tti,
+            bandwidth: BandwidthLimiter::unlimited(),
+            traffic: Arc::new(Traffic::default()),
+            tasks: crate::Tasks::new(),
+            tls: None,
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let handle = start(
+            PeerStream::Plain(ours),
+            BytesMut::new(),
+            PeerId([1; 20]),
+            metainfo,
+            settings,
+            tx,
+        );
+        (handle, rx, raw)
+    }
+
+    fn payload(index: u32, data: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        encode_payload_head(PieceIndex(index), data.len(), &mut b).unwrap();
+        b.extend_from_slice(data);
+        b.to_vec()
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<ConnEvent>) -> ConnEvent {
+        tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("an event within 30 s")
+            .expect("the connection reports before it goes")
+    }
+
+    #[tokio::test]
+    async fn piece_frames_read_in_pieces_verify_and_corrupt_ones_do_not() {
+        let data: Vec<u8> = (0..3 * PIECE).map(|i| (i * 31 % 251) as u8).collect();
+        let (_h, mut rx, mut raw) = pair(&data, Duration::from_secs(60)).await;
+        // Piece 1 in odd-sized writes, a small frame between, then a corrupt piece 2.
+        let mut bytes = payload(1, &data[PIECE..2 * PIECE]);
+        bytes.extend_from_slice(&{
+            let mut b = BytesMut::new();
+            encode(
+                &Frame::AnnouncePiece {
+                    index: PieceIndex(0),
+                },
+                &mut b,
+            )
+            .unwrap();
+            b.to_vec()
+        });
+        let mut bad = data[2 * PIECE..].to_vec();
+        bad[PIECE / 2] ^= 1;
+        bytes.extend_from_slice(&payload(2, &bad));
+        let writer = tokio::spawn(async move {
+            for chunk in bytes.chunks(70_001) {
+                raw.write_all(chunk).await.unwrap();
+            }
+            raw
+        });
+        match next(&mut rx).await {
+            ConnEvent::Piece {
+                index,
+                data: got,
+                verified,
+                ..
+            } => {
+                assert_eq!(index, PieceIndex(1));
+                assert!(verified);
+                assert_eq!(&got[..], &data[PIECE..2 * PIECE]);
+            }
+            other => panic!("expected piece 1, got {other:?}"),
+        }
+        assert!(matches!(
+            next(&mut rx).await,
+            ConnEvent::Frame {
+                frame: Frame::AnnouncePiece {
+                    index: PieceIndex(0)
+                },
+                ..
+            }
+        ));
+        assert!(matches!(
+            next(&mut rx).await,
+            ConnEvent::Piece {
+                index: PieceIndex(2),
+                verified: false,
+                ..
+            }
+        ));
+        let _raw = writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_peer_trickling_a_piece_is_cut_at_the_tti() {
+        let data: Vec<u8> = vec![5; 2 * PIECE];
+        let (_h, mut rx, mut raw) = pair(&data, Duration::from_millis(300)).await;
+        let frame = payload(0, &data[..PIECE]);
+        // The header and a few bytes, then a byte at a time, faster than the TTI but never
+        // finishing the frame: reading is not activity, only whole frames are.
+        let trickle = tokio::spawn(async move {
+            raw.write_all(&frame[..100]).await.unwrap();
+            for b in &frame[100..] {
+                if raw.write_all(std::slice::from_ref(b)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        match next(&mut rx).await {
+            ConnEvent::Closed {
+                reason: ConnError::Idle(_),
+                ..
+            } => {}
+            other => panic!("expected the TTI to close it, got {other:?}"),
+        }
+        trickle.abort();
+    }
+}
