@@ -307,10 +307,7 @@ fn a_hundred_wrong_passwords_are_throttled() {
     let (status, _, _) = request("GET", &s.server.url("/v2/"), Some((USER, PASSWORD)));
     assert_eq!(status, 429);
     assert!(
-        s.server
-            .log()
-            .iter()
-            .any(|l| l.contains("too many failed logins")),
+        s.server.logged(|l| l.contains("too many failed logins")),
         "the throttle left no log line"
     );
 }

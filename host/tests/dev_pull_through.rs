@@ -107,10 +107,7 @@ fn pull_through_tags_follow_the_upstream_and_go_stale_only_while_it_is_down() {
         (200, second.manifest_digest.as_str())
     );
     assert!(
-        server
-            .log()
-            .iter()
-            .any(|l| l.contains("serving a stale tag")),
+        server.logged(|l| l.contains("serving a stale tag")),
         "{:?}",
         server.log()
     );

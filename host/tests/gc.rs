@@ -108,10 +108,7 @@ fn a_deleted_tag_frees_its_blobs_in_the_cache_and_the_backend() {
         );
     }
     assert!(
-        server
-            .log()
-            .iter()
-            .any(|l| l.contains("garbage collected") && l.contains("blobs_deleted=3")),
+        server.logged(|l| l.contains("garbage collected") && l.contains("blobs_deleted=3")),
         "a collection reports what it freed; log:\n{}",
         server.log().join("\n")
     );

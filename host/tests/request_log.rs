@@ -81,10 +81,18 @@ fn a_push_and_pulls_leave_one_json_request_line_each() {
 
     // A push by a real client: its manifest PUT and its blob uploads are each a line.
     skopeo_push(&server, &src, "v1", "team/app:v1", false);
+    // The manifest PUT is the push's last request; its line is written once its response is.
+    let is_manifest_put =
+        |l: &Value| l["method"] == "PUT" && l["route"] == "/v2/{name}/manifests/{reference}";
+    assert!(
+        server.logged(|l| serde_json::from_str::<Value>(l).is_ok_and(|l| is_manifest_put(&l))),
+        "no manifest PUT line:\n{:#?}",
+        requests(&server)
+    );
     let pushed = requests(&server);
     let manifest_put = pushed
         .iter()
-        .find(|l| l["method"] == "PUT" && l["route"] == "/v2/{name}/manifests/{reference}")
+        .find(|l| is_manifest_put(l))
         .unwrap_or_else(|| panic!("no manifest PUT line:\n{pushed:#?}"));
     assert_eq!(manifest_put["status"], 201, "{manifest_put}");
     assert_eq!(manifest_put["repository"], "team/app");

@@ -236,6 +236,19 @@ impl DevServer {
         self.log.lock().expect("log lock").clone()
     }
 
+    /// Waits up to 30 s for a line of the server's log that `matches`. Lines reach the test
+    /// through a pipe and a reader thread, so a line the server wrote before it answered a
+    /// request may not be here yet when the answer is.
+    pub fn logged(&self, matches: impl Fn(&str) -> bool) -> bool {
+        poll_until(Duration::from_secs(30), || {
+            self.log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .any(|l| matches(l))
+        })
+    }
+
     /// Sends SIGTERM and waits up to `deadline` for the process to exit. `None` means it did not
     /// (the process is then killed by `Drop`).
     pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
