@@ -35,6 +35,7 @@
 
 mod blob;
 mod evict;
+mod follow;
 mod sidecar;
 #[cfg(test)]
 mod tests;
@@ -61,10 +62,13 @@ use crate::metainfo::{Metainfo, MetainfoBuilder};
 pub use blob::{CompleteBlob, PartialBlob};
 use blob::{CompleteInner, PartialInner};
 use evict::{Candidate, Limits};
+pub use follow::{ImportProgress, follow};
 
 /// Bytes gathered from an import body before one blocking write, so a stream of small chunks
 /// does not cost one thread hand-off each.
 const IMPORT_BATCH: usize = 1 << 20;
+/// An import's first write, for the first byte of a follower (see `import_followed`).
+const FIRST_IMPORT_BATCH: usize = 64 << 10;
 
 /// The blob store of one node: partial downloads, complete blobs, and their cleanup. Cheap to
 /// clone; every clone is the same store.
@@ -561,7 +565,23 @@ impl PieceStore {
         &self,
         d: &Digest,
         piece_length: u64,
+        body: S,
+    ) -> Result<CompleteBlob, StoreError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        self.import_followed(d, piece_length, body, None).await
+    }
+
+    /// [`PieceStore::import`], telling `progress` where it stands so that readers can
+    /// [`follow`] the blob as it lands. The first writes are small (64 KiB, doubling up to
+    /// 1 MiB) so that a follower's first byte does not wait for a whole batch.
+    pub async fn import_followed<S>(
+        &self,
+        d: &Digest,
+        piece_length: u64,
         mut body: S,
+        progress: Option<&tokio::sync::watch::Sender<ImportProgress>>,
     ) -> Result<CompleteBlob, StoreError>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -580,18 +600,30 @@ impl PieceStore {
             let path = tmp.path.clone();
             Arc::new(blocking(move || File::create_new(&path).map_err(io_at(&path))).await?)
         };
+        if let Some(p) = progress {
+            p.send_modify(|p| p.file = Some(tmp.path.clone()));
+        }
         let mut offset = 0u64;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
         loop {
-            let next = body.next().await;
-            let end = next.is_none();
-            if let Some(chunk) = next {
+            // A followed import writes what it has whenever the body has nothing more ready,
+            // so followers are not kept waiting for a batch to fill.
+            let (next, idle) = match progress.is_some() && batched > 0 {
+                true => match futures_util::FutureExt::now_or_never(body.next()) {
+                    Some(next) => (Some(next), false),
+                    None => (None, true),
+                },
+                false => (Some(body.next().await), false),
+            };
+            let end = matches!(next, Some(None));
+            if let Some(Some(chunk)) = next {
                 let chunk = chunk.map_err(StoreError::Body)?;
                 batched += chunk.len();
                 batch.push(chunk);
             }
-            if batched >= IMPORT_BATCH || (end && batched > 0) {
+            let threshold = (offset as usize).clamp(FIRST_IMPORT_BATCH, IMPORT_BATCH);
+            if batched >= threshold || ((end || idle) && batched > 0) {
                 let (f, path, chunks) =
                     (file.clone(), tmp.path.clone(), std::mem::take(&mut batch));
                 let at = offset;
@@ -607,13 +639,21 @@ impl PieceStore {
                 .await?;
                 offset += batched as u64;
                 batched = 0;
+                if let Some(p) = progress {
+                    p.send_modify(|p| p.bytes = offset);
+                }
             }
             if end {
                 break;
             }
         }
         let metainfo = match builder.finish_verified(d) {
-            Ok(m) => Arc::new(m),
+            Ok(m) => {
+                if let Some(p) = progress {
+                    p.send_modify(|p| p.verified = true);
+                }
+                Arc::new(m)
+            }
             Err(MetainfoError::DigestMismatch { expected, actual }) => {
                 return Err(StoreError::DigestMismatch { expected, actual });
             }

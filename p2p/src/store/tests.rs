@@ -864,3 +864,134 @@ async fn pinned_blobs_survive_cleanup_until_unpinned() {
     assert_eq!(r.removed_cache, 1);
     assert!(store.complete(&kept).await.unwrap().is_none());
 }
+
+/// Imports `data` under `d`, fed chunk by chunk through a channel the test holds, while a
+/// follower reads it: what the follower has after each chunk, and its end.
+struct FollowedImport {
+    feed: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    import: tokio::task::JoinHandle<Result<CompleteBlob, StoreError>>,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = io::Result<Bytes>> + Send>>,
+    got: Vec<u8>,
+}
+
+impl FollowedImport {
+    async fn start(store: &PieceStore, d: Digest) -> FollowedImport {
+        let (feed, rx) = tokio::sync::mpsc::channel(4);
+        let (progress, mut watch) = tokio::sync::watch::channel(ImportProgress::default());
+        let store = store.clone();
+        let import = tokio::spawn(async move {
+            let body = Box::pin(stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            }));
+            store
+                .import_followed(&d, PIECE, body, Some(&progress))
+                .await
+        });
+        let path = loop {
+            if let Some(p) = watch.borrow_and_update().file.clone() {
+                break p;
+            }
+            watch.changed().await.unwrap();
+        };
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        FollowedImport {
+            feed,
+            import,
+            body: Box::pin(follow(file, watch)),
+            got: Vec::new(),
+        }
+    }
+
+    /// Reads until the follower has `n` bytes.
+    async fn read_to(&mut self, n: usize) {
+        while self.got.len() < n {
+            let chunk = self.body.next().await.expect("more").expect("a chunk");
+            self.got.extend_from_slice(&chunk);
+        }
+        assert_eq!(self.got.len(), n, "the follower got more than was written");
+    }
+
+    /// The rest of the body: `Ok` with everything when it ended cleanly.
+    async fn rest(mut self) -> (Result<Vec<u8>, io::Error>, Result<CompleteBlob, StoreError>) {
+        drop(self.feed);
+        let mut end = Ok(());
+        while let Some(chunk) = self.body.next().await {
+            match chunk {
+                Ok(c) => self.got.extend_from_slice(&c),
+                Err(e) => {
+                    end = Err(e);
+                    break;
+                }
+            }
+        }
+        let import = self.import.await.unwrap();
+        (end.map(|()| self.got), import)
+    }
+}
+
+#[tokio::test]
+async fn a_follower_reads_an_import_as_it_lands_and_its_last_byte_once_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(5 * PIECE as usize / 2, 21);
+    let mut f = FollowedImport::start(&store, Digest::sha256_of(&data)).await;
+    // Everything written so far but the last byte, chunk by chunk, while the import runs.
+    let half = data.len() / 2;
+    f.feed
+        .send(Ok(Bytes::copy_from_slice(&data[..half])))
+        .await
+        .unwrap();
+    f.read_to(half - 1).await;
+    f.feed
+        .send(Ok(Bytes::copy_from_slice(&data[half..])))
+        .await
+        .unwrap();
+    f.read_to(data.len() - 1).await;
+    assert!(
+        store
+            .complete(&Digest::sha256_of(&data))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (body, import) = f.rest().await;
+    assert_eq!(body.unwrap(), data, "the follower got the blob");
+    assert_eq!(std::fs::read(import.unwrap().path()).unwrap(), data);
+}
+
+#[tokio::test]
+async fn a_follower_of_an_import_that_fails_its_digest_never_gets_the_whole_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(3 * PIECE as usize, 22);
+    let mut f = FollowedImport::start(&store, Digest::sha256_of(b"something else")).await;
+    f.feed.send(Ok(Bytes::from(data.clone()))).await.unwrap();
+    f.read_to(data.len() - 1).await;
+    let (body, import) = f.rest().await;
+    assert!(
+        body.is_err(),
+        "the body ends in an error, not in a whole blob"
+    );
+    assert!(matches!(import, Err(StoreError::DigestMismatch { .. })));
+    assert!(files_under(dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_follower_of_a_broken_body_ends_in_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let data = blob(2 * PIECE as usize, 23);
+    let mut f = FollowedImport::start(&store, Digest::sha256_of(&data)).await;
+    f.feed
+        .send(Ok(Bytes::copy_from_slice(&data[..PIECE as usize])))
+        .await
+        .unwrap();
+    f.read_to(PIECE as usize - 1).await;
+    f.feed
+        .send(Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone")))
+        .await
+        .unwrap();
+    let (body, import) = f.rest().await;
+    assert!(body.is_err());
+    assert!(matches!(import, Err(StoreError::Body(_))));
+}
