@@ -9,7 +9,10 @@
 //! dies. `PUT /namespace/{ns}/blobs/{digest}` takes a push, and `...?replica=true` such a
 //! copy: the body is verified against the digest before it is kept. A push is acknowledged
 //! (201) once the blob is in the piece store and its write-back and copies are jobs on disk
-//! (see [`jobs`] and [`crate::queue`]); a copy is only stored.
+//! (see [`jobs`] and [`crate::queue`]); a copy is only stored. `GET
+//! /namespace/{ns}/blobs/{digest}` of a blob the origin lacks joins that same fetch and streams
+//! it as it lands (the last byte once it verified; a blob that fails its digest cuts the
+//! connection), where the metainfo waits for the whole blob.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,11 +28,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
-use shoal_p2p::store::CompleteBlob;
+use shoal_p2p::store::{CompleteBlob, ImportProgress, follow};
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::RoleError;
@@ -76,7 +80,8 @@ pub struct OriginDeps {
 /// What the origin knows of a blob it does not hold.
 #[derive(Clone, Debug)]
 enum Fetch {
-    Running,
+    /// Being fetched: where the import stands, for GETs that stream it meanwhile.
+    Running(watch::Receiver<ImportProgress>),
     Missing(Instant),
     Failed(String, Instant),
 }
@@ -238,40 +243,48 @@ impl Origin {
         let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
         let expired = |f: &Fetch| match f {
             Fetch::Missing(at) | Fetch::Failed(_, at) => at.elapsed() >= FAILURE_MEMORY,
-            Fetch::Running => false,
+            Fetch::Running(_) => false,
         };
         match fetches.get(d) {
             Some(f) if !expired(f) => return Ok(f.clone()),
             _ => {}
         }
         if fetches.len() >= MAX_FETCHES {
-            fetches.retain(|_, f| matches!(f, Fetch::Running));
+            fetches.retain(|_, f| matches!(f, Fetch::Running(_)));
             if fetches.len() >= MAX_FETCHES {
                 return Err(HttpError::unavailable(format!(
                     "{MAX_FETCHES} fetches are running on this origin: try again later"
                 )));
             }
         }
-        fetches.insert(d.clone(), Fetch::Running);
+        let (progress, watching) = watch::channel(ImportProgress::default());
+        fetches.insert(d.clone(), Fetch::Running(watching.clone()));
         let origin = self.clone();
         let (repo, d) = (repo.clone(), d.clone());
         // In the asking request's span: the fetch's lines carry its request id.
         self.tasks
-            .spawn(async move { origin.fetch(repo, d).await }.in_current_span());
-        Ok(Fetch::Running)
+            .spawn(async move { origin.fetch(repo, d, progress).await }.in_current_span());
+        Ok(Fetch::Running(watching))
     }
 
-    /// Fetches `d` from the backend into the piece store, seeds it, and queues its copies to
-    /// the rest of its replica set.
-    async fn fetch(self: Arc<Self>, repo: RepoName, d: Digest) {
+    /// Fetches `d` from the backend into the piece store, telling `progress` where it stands,
+    /// seeds it, and queues its copies to the rest of its replica set. `progress` is dropped
+    /// only after the outcome is in `fetches`.
+    async fn fetch(
+        self: Arc<Self>,
+        repo: RepoName,
+        d: Digest,
+        progress: watch::Sender<ImportProgress>,
+    ) {
         let outcome = match self.backing.download_blob(&repo, &d).await {
             Ok(Some((length, body))) => {
                 let body = body.map_err(std::io::Error::other);
                 let piece_length = self.pieces.piece_length(length);
+                progress.send_modify(|p| p.length = length);
                 match self
                     .scheduler
                     .store()
-                    .import(&d, piece_length, Box::pin(body))
+                    .import_followed(&d, piece_length, Box::pin(body), Some(&progress))
                     .await
                 {
                     Ok(blob) => {
@@ -318,7 +331,7 @@ async fn metainfo(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Respo
             .into_response());
     }
     match o.fetch_state(&p.repo, &p.digest)? {
-        Fetch::Running => {
+        Fetch::Running(_) => {
             Ok((StatusCode::ACCEPTED, "fetching from the storage backend").into_response())
         }
         Fetch::Missing(_) => Err(HttpError::not_found(format!(
@@ -340,22 +353,66 @@ async fn stat(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response>
     }
 }
 
+/// A blob's bytes. One this origin lacks is fetched from the backend (one fetch, shared with
+/// the metainfo requests and every other GET) and streamed as it lands, its last byte once it
+/// verified: a blob that fails its digest cuts the connection instead.
 async fn download(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response> {
-    let blob = o
-        .complete(&p.digest)
-        .await?
-        .ok_or_else(|| HttpError::not_found(format!("{} is not on this origin", p.digest)))?;
-    let file = tokio::fs::File::open(blob.path())
-        .await
-        .map_err(HttpError::internal)?;
-    Ok((
-        [
-            (header::CONTENT_LENGTH, blob.len().to_string()),
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-        ],
-        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-    )
-        .into_response())
+    let octets = (header::CONTENT_TYPE, "application/octet-stream".to_owned());
+    loop {
+        if let Some(blob) = o.complete(&p.digest).await? {
+            let file = tokio::fs::File::open(blob.path())
+                .await
+                .map_err(HttpError::internal)?;
+            return Ok((
+                [(header::CONTENT_LENGTH, blob.len().to_string()), octets],
+                Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            )
+                .into_response());
+        }
+        match o.fetch_state(&p.repo, &p.digest)? {
+            Fetch::Running(progress) => {
+                if let Some((file, length)) = open_import(progress.clone()).await? {
+                    let body = Body::from_stream(follow(file, progress));
+                    return Ok(match length {
+                        Some(n) => ([(header::CONTENT_LENGTH, n.to_string()), octets], body)
+                            .into_response(),
+                        None => ([octets], body).into_response(),
+                    });
+                }
+                // The fetch ended before its file could be opened: the next round says how.
+            }
+            Fetch::Missing(_) => {
+                return Err(HttpError::not_found(format!(
+                    "{} is not in the storage backend of namespace {}",
+                    p.digest, p.repo
+                )));
+            }
+            Fetch::Failed(why, _) => return Err(HttpError::bad_gateway(why)),
+        }
+    }
+}
+
+/// The file of a running import, opened, with the blob's length when known; `None` when the
+/// import ended first (its file renamed into the cache, or removed).
+async fn open_import(
+    mut progress: watch::Receiver<ImportProgress>,
+) -> HttpResult<Option<(tokio::fs::File, Option<u64>)>> {
+    loop {
+        let (file, length) = {
+            let p = progress.borrow_and_update();
+            (p.file.clone(), p.length)
+        };
+        if let Some(path) = file {
+            return match tokio::fs::File::open(&path).await {
+                Ok(f) => Ok(Some((f, length))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(HttpError::internal(e)),
+            };
+        }
+        if progress.changed().await.is_err() {
+            return Ok(None);
+        }
+    }
 }
 
 /// Takes a blob (a push, or a replica's copy): verified against its digest while stored. A push

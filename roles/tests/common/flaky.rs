@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
 use shoal_storage::{
     Backend, BackendError, BlobInfo, ByteRange, ByteStream, Download, ListPage, MemoryBackend,
 };
@@ -13,6 +15,8 @@ use shoal_storage::{
 /// [`MemoryBackend`] with uploads that fail on demand.
 pub struct FlakyBackend {
     inner: Arc<MemoryBackend>,
+    /// While true, a download sends its first 64 KiB and then waits until it is false.
+    held: tokio::sync::watch::Sender<bool>,
     /// Uploads still to fail; `u32::MAX` fails every one until changed.
     failing: AtomicU32,
     failed: AtomicU64,
@@ -23,6 +27,7 @@ impl FlakyBackend {
     pub fn new(inner: Arc<MemoryBackend>) -> Arc<Self> {
         Arc::new(FlakyBackend {
             inner,
+            held: tokio::sync::watch::Sender::new(false),
             failing: AtomicU32::new(0),
             failed: AtomicU64::new(0),
         })
@@ -31,6 +36,11 @@ impl FlakyBackend {
     /// Fails the next `n` uploads (`u32::MAX`: all of them, until called again).
     pub fn fail_uploads(&self, n: u32) {
         self.failing.store(n, Ordering::SeqCst);
+    }
+
+    /// Holds downloads after their first 64 KiB (`true`) or lets them go on (`false`).
+    pub fn hold_downloads(&self, held: bool) {
+        self.held.send_replace(held);
     }
 
     /// Uploads failed so far.
@@ -66,7 +76,36 @@ impl Backend for FlakyBackend {
         name: &str,
         range: Option<ByteRange>,
     ) -> Result<Download, BackendError> {
-        self.inner.download(namespace, name, range).await
+        let download = self.inner.download(namespace, name, range).await?;
+        if !*self.held.borrow() {
+            return Ok(download);
+        }
+        // Re-chunked into 64 KiB pieces, the second waiting for the hold to be lifted.
+        let held = self.held.subscribe();
+        let chunks = download.body.flat_map(|chunk| {
+            let pieces: Vec<std::io::Result<Bytes>> = match chunk {
+                Ok(b) => (0..b.len())
+                    .step_by(64 << 10)
+                    .map(|at| Ok(b.slice(at..(at + (64 << 10)).min(b.len()))))
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(pieces)
+        });
+        let body = futures_util::stream::unfold(
+            (Box::pin(chunks), held, 0usize),
+            |(mut chunks, mut held, sent)| async move {
+                if sent == 1 {
+                    let _ = held.wait_for(|h| !*h).await;
+                }
+                let next = chunks.next().await?;
+                Some((next, (chunks, held, sent + 1)))
+            },
+        );
+        Ok(Download {
+            length: download.length,
+            body: Box::pin(body),
+        })
     }
 
     async fn upload(

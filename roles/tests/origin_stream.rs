@@ -1,0 +1,148 @@
+//! An origin's GET of a blob it does not hold yet: one fetch from the backend, shared by every
+//! GET and by the metainfo requests, streamed to the GETs while it lands; a blob that fails its
+//! digest cuts their bodies short and is not kept.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Spec, digest_of, noise, poll_until};
+
+const NS: &str = "team/app";
+
+fn single_origin() -> Spec {
+    Spec {
+        origins: 1,
+        agents: 0,
+        max_replica: 1,
+        ..Spec::default()
+    }
+}
+
+fn blob_url(cluster: &Cluster, digest: &str, tail: &str) -> String {
+    let path = format!(
+        "/namespace/{}/blobs/{digest}{tail}",
+        shoal_roles::http::segment(NS)
+    );
+    cluster.url(cluster.origins[0].http, &path)
+}
+
+/// Reads `resp`'s body to its end: the bytes, and whether it ended cleanly.
+async fn drain(mut resp: reqwest::Response, mut got: Vec<u8>) -> (Vec<u8>, bool) {
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => got.extend_from_slice(&c),
+            Ok(None) => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_get_streams_the_one_backend_fetch_while_it_lands() {
+    let cluster = Cluster::start(single_origin()).await;
+    let blob = noise(3 << 20, 41);
+    let digest = digest_of(&blob);
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    let before = cluster.backend.downloads();
+    // The backend sends 64 KiB and then waits for the test.
+    cluster.flaky.hold_downloads(true);
+
+    let mut first = cluster
+        .http
+        .get(blob_url(&cluster, &digest, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    assert_eq!(first.content_length(), Some(blob.len() as u64));
+    // Bytes arrive while the fetch is held: streamed, not stored first.
+    let head = first.chunk().await.unwrap().expect("a first chunk");
+    assert!(!head.is_empty() && head.len() < blob.len());
+    assert_eq!(&blob[..head.len()], &head[..]);
+    // Meanwhile: the metainfo is still being fetched, and a second GET joins the same fetch.
+    let meta = cluster
+        .http
+        .get(blob_url(&cluster, &digest, "/metainfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(meta.status().as_u16(), 202);
+    let second = cluster
+        .http
+        .get(blob_url(&cluster, &digest, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 200);
+    assert_eq!(cluster.backend.downloads() - before, 1);
+
+    cluster.flaky.hold_downloads(false);
+    let (a, b) = tokio::join!(drain(first, head.to_vec()), drain(second, Vec::new()));
+    assert_eq!(a, (blob.clone(), true));
+    assert_eq!(b, (blob.clone(), true));
+    // Now held: the metainfo is served, and still from that one fetch.
+    let served = poll_until(Duration::from_secs(30), || async {
+        let r = cluster
+            .http
+            .get(blob_url(&cluster, &digest, "/metainfo"))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16() == 200
+    })
+    .await;
+    assert!(served, "the origin holds the blob after the fetch");
+    assert_eq!(cluster.backend.downloads() - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_get_of_a_corrupt_blob_is_cut_short_and_nothing_is_kept() {
+    let cluster = Cluster::start(single_origin()).await;
+    let blob = noise(1 << 20, 42);
+    // Stored under a digest it does not have.
+    let digest = digest_of(b"what the backend should have held");
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    let resp = cluster
+        .http
+        .get(blob_url(&cluster, &digest, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (got, clean) = drain(resp, Vec::new()).await;
+    assert!(!clean, "the body ends in an error");
+    assert!(got.len() < blob.len(), "never the whole blob");
+    // The failure is remembered for a few seconds and answered as such; nothing is stored.
+    let r = cluster
+        .http
+        .get(blob_url(&cluster, &digest, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502, "{:?}", r.text().await);
+    let r = cluster
+        .http
+        .head(blob_url(&cluster, &digest, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_of_a_blob_no_backend_holds_is_404() {
+    let cluster = Cluster::start(single_origin()).await;
+    let digest = digest_of(b"nobody has this");
+    let r = cluster
+        .http
+        .get(blob_url(&cluster, &digest, ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
