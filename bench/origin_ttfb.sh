@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Benchmarks an origin's first GET of a cold blob (release build): the origin fetches it from
+# an upstream registry (Debian's docker-registry, the distribution 2.8 server, through the
+# `registry_blob` backend) and streams it to the client while it lands. For each of RUNS blobs
+# of BLOB_MIB random bytes, in one run: time to first byte and total time of a GET straight
+# from the upstream (the baseline) and of the origin's cold GET; the bodies are hashed.
+# Goal (issue 16): the origin's time to first byte <= 2x the upstream's own.
+# Everything listens on 127.0.0.1 on free ports and is stopped on exit.
+# Usage: bench/origin_ttfb.sh [BLOB_MIB (1024)] [RUNS (3)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BLOB_MIB=${1:-1024}
+RUNS=${2:-3}
+
+for tool in docker-registry curl python3 sha256sum; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
+done
+cargo build --release --bin shoal >&2
+SHOAL=$PWD/target/release/shoal
+
+WORK=$(mktemp -d /tmp/shoal-bench-ttfb.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+
+# --- the upstream, holding RUNS blobs ---------------------------------------------------------
+UP=127.0.0.1:$(free_port)
+cat >"$WORK/registry.yml" <<CONF
+version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: $WORK/distribution } }
+http: { addr: $UP }
+CONF
+docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://$UP/v2/"
+HEXES=()
+for i in $(seq 1 "$RUNS"); do
+  head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
+  HEX=$(sha256sum "$WORK/blob" | cut -d' ' -f1)
+  LOCATION=$(curl -fsS -X POST -D - -o /dev/null "http://$UP/v2/library/big/blobs/uploads/" |
+    tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+  [[ "$LOCATION" == http* ]] || LOCATION="http://$UP$LOCATION"
+  SEP='?'; [[ "$LOCATION" == *\?* ]] && SEP='&'
+  curl -fsS -X PUT -T - <"$WORK/blob" -H 'Content-Type: application/octet-stream' \
+    "$LOCATION${SEP}digest=sha256:$HEX" -o /dev/null
+  HEXES+=("$HEX")
+done
+rm -f "$WORK/blob"
+sync
+
+# --- one origin over it -----------------------------------------------------------------------
+HTTP=127.0.0.1:$(free_port)
+cat >"$WORK/origin.yaml" <<CONF
+listen: $HTTP
+peer:
+  listen: 127.0.0.1:$(free_port)
+  ip: 127.0.0.1
+cluster:
+  hosts:
+    static: ["$HTTP"]
+hashring:
+  max_replica: 1
+backends:
+  - namespace: library/.*
+    backend:
+      registry_blob:
+        address: $UP
+        security: {tls: {client: {disabled: true}}}
+CONF
+RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" origin --config "$WORK/origin.yaml" --data-dir "$WORK/origin" \
+  2>"$WORK/origin.log" &
+PIDS+=($!)
+wait_http "http://$HTTP/health"
+
+# GET URL: "TTFB TOTAL HEX", the body hashed as it arrives.
+get() {
+  local sum
+  sum=$(curl -fsS -w '%{stderr}%{time_starttransfer} %{time_total}' "$1" 2>"$WORK/times" |
+    sha256sum | cut -d' ' -f1)
+  echo "$(cat "$WORK/times") $sum"
+}
+RATIOS=()
+for HEX in "${HEXES[@]}"; do
+  read -r UT UTOT USUM <<<"$(get "http://$UP/v2/library/big/blobs/sha256:$HEX")"
+  read -r OT OTOT OSUM <<<"$(get "http://$HTTP/namespace/library%2Fbig/blobs/sha256:$HEX")"
+  [[ "$USUM" == "$HEX" && "$OSUM" == "$HEX" ]] || { echo "a body hashes wrong: $USUM $OSUM, not $HEX" >&2; exit 1; }
+  R=$(echo "$OT / $UT" | bc -l)
+  RATIOS+=("$R")
+  printf 'cold %d MiB GET: upstream first byte %.1f ms (total %.2f s); origin first byte %.1f ms (total %.2f s); first byte %.2fx\n' \
+    "$BLOB_MIB" "$(echo "$UT * 1000" | bc -l)" "$UTOT" "$(echo "$OT * 1000" | bc -l)" "$OTOT" "$R"
+done
+MED=$(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+printf 'median time-to-first-byte ratio, origin / upstream: %.2fx (goal <= 2x)\n' "$MED"
