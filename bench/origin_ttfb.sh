@@ -56,10 +56,23 @@ done
 rm -f "$WORK/blob"
 sync
 
-# --- one origin over it -----------------------------------------------------------------------
+# --- one origin over it, and the tracker it announces to ---------------------------------------
 HTTP=127.0.0.1:$(free_port)
+TRACKER=127.0.0.1:$(free_port)
+cat >"$WORK/tracker.yaml" <<CONF
+listen: $TRACKER
+origin:
+  hosts:
+    static: ["$HTTP"]
+CONF
+RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" tracker --config "$WORK/tracker.yaml" --data-dir "$WORK/tracker" \
+  2>"$WORK/tracker.log" &
+PIDS+=($!)
 cat >"$WORK/origin.yaml" <<CONF
 listen: $HTTP
+tracker:
+  hosts:
+    static: ["$TRACKER"]
 peer:
   listen: 127.0.0.1:$(free_port)
   ip: 127.0.0.1
