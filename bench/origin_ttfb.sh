@@ -18,40 +18,15 @@ done
 cargo build --release --bin shoal >&2
 SHOAL=$PWD/target/release/shoal
 
-WORK=$(mktemp -d /tmp/shoal-bench-ttfb.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+source bench/lib.sh
+bench_work ttfb
 
 # --- the upstream, holding RUNS blobs ---------------------------------------------------------
-UP=127.0.0.1:$(free_port)
-cat >"$WORK/registry.yml" <<CONF
-version: 0.1
-log: { level: error }
-storage: { filesystem: { rootdirectory: $WORK/distribution } }
-http: { addr: $UP }
-CONF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://$UP/v2/"
+start_upstream
 HEXES=()
 for i in $(seq 1 "$RUNS"); do
   head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
-  HEX=$(sha256sum "$WORK/blob" | cut -d' ' -f1)
-  LOCATION=$(curl -fsS -X POST -D - -o /dev/null "http://$UP/v2/library/big/blobs/uploads/" |
-    tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
-  [[ "$LOCATION" == http* ]] || LOCATION="http://$UP$LOCATION"
-  SEP='?'; [[ "$LOCATION" == *\?* ]] && SEP='&'
-  curl -fsS -X PUT -T - <"$WORK/blob" -H 'Content-Type: application/octet-stream' \
-    "$LOCATION${SEP}digest=sha256:$HEX" -o /dev/null
-  HEXES+=("$HEX")
+  HEXES+=("$(push_blob "$WORK/blob" library/big)")
 done
 rm -f "$WORK/blob"
 sync

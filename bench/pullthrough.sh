@@ -26,31 +26,11 @@ done
 cargo build --release --bin shoal >&2
 SHOAL=$PWD/target/release/shoal
 
-WORK=$(mktemp -d /tmp/shoal-bench-pt.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
-now() { date +%s.%N; }
+source bench/lib.sh
+bench_work pt
 
 # --- the upstream, with an access log -------------------------------------------------------
-REG_PORT=$(free_port)
-UP=127.0.0.1:$REG_PORT
-cat >"$WORK/registry.yml" <<CONF
-version: 0.1
-log: { level: error, accesslog: { disabled: false } }
-storage: { filesystem: { rootdirectory: $WORK/distribution } }
-http: { addr: $UP }
-CONF
-docker-registry serve "$WORK/registry.yml" >"$WORK/access.log" 2>"$WORK/registry.log" &
-PIDS+=($!)
-wait_http "http://$UP/v2/"
+start_upstream
 
 # A shoal dev pulling `library/*` through the upstream; ingress limited when $1 is set.
 start_shoal() { # DATA_DIR [INGRESS_BITS]
@@ -84,14 +64,7 @@ CONF
 
 # --- (a) CLIENTS simultaneous GETs of one cold blob -----------------------------------------
 head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
-HEX=$(sha256sum "$WORK/blob" | cut -d' ' -f1)
-# distribution 2.8 ignores a body on the POST: start a session, then PUT the blob into it.
-LOCATION=$(curl -fsS -X POST -D - -o /dev/null "http://$UP/v2/library/big/blobs/uploads/" |
-  tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
-[[ "$LOCATION" == http* ]] || LOCATION="http://$UP$LOCATION"
-SEP='?'; [[ "$LOCATION" == *\?* ]] && SEP='&'
-curl -fsS -X PUT -T - <"$WORK/blob" -H 'Content-Type: application/octet-stream' \
-  "$LOCATION${SEP}digest=sha256:$HEX" -o /dev/null
+HEX=$(push_blob "$WORK/blob" library/big)
 rm "$WORK/blob"
 start_shoal "$WORK/shoal-a" $((INGRESS_MBIT * 1000 * 1000))
 ulimit -n 65536 2>/dev/null || true

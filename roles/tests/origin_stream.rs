@@ -27,6 +27,25 @@ fn blob_url(cluster: &Cluster, digest: &str, tail: &str) -> String {
     cluster.url(cluster.origins[0].http, &path)
 }
 
+/// `method` of the origin's blob URL (`tail` after the digest), sent.
+async fn call(
+    cluster: &Cluster,
+    method: reqwest::Method,
+    digest: &str,
+    tail: &str,
+) -> reqwest::Response {
+    cluster
+        .http
+        .request(method, blob_url(cluster, digest, tail))
+        .send()
+        .await
+        .expect("the origin answers")
+}
+
+async fn get(cluster: &Cluster, digest: &str, tail: &str) -> reqwest::Response {
+    call(cluster, reqwest::Method::GET, digest, tail).await
+}
+
 /// Reads `resp`'s body to its end: the bytes, and whether it ended cleanly.
 async fn drain(mut resp: reqwest::Response, mut got: Vec<u8>) -> (Vec<u8>, bool) {
     loop {
@@ -50,12 +69,7 @@ async fn a_cold_get_streams_the_one_backend_fetch_while_it_lands() {
     // The backend sends 64 KiB and then waits for the test.
     cluster.flaky.hold_downloads(true);
 
-    let mut first = cluster
-        .http
-        .get(blob_url(&cluster, &digest, ""))
-        .send()
-        .await
-        .unwrap();
+    let mut first = get(&cluster, &digest, "").await;
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(first.content_length(), Some(blob.len() as u64));
     // Bytes arrive while the fetch is held: streamed, not stored first.
@@ -63,19 +77,9 @@ async fn a_cold_get_streams_the_one_backend_fetch_while_it_lands() {
     assert!(!head.is_empty() && head.len() < blob.len());
     assert_eq!(&blob[..head.len()], &head[..]);
     // Meanwhile: the metainfo is still being fetched, and a second GET joins the same fetch.
-    let meta = cluster
-        .http
-        .get(blob_url(&cluster, &digest, "/metainfo"))
-        .send()
-        .await
-        .unwrap();
+    let meta = get(&cluster, &digest, "/metainfo").await;
     assert_eq!(meta.status().as_u16(), 202);
-    let second = cluster
-        .http
-        .get(blob_url(&cluster, &digest, ""))
-        .send()
-        .await
-        .unwrap();
+    let second = get(&cluster, &digest, "").await;
     assert_eq!(second.status().as_u16(), 200);
     assert_eq!(cluster.backend.downloads() - before, 1);
 
@@ -85,12 +89,7 @@ async fn a_cold_get_streams_the_one_backend_fetch_while_it_lands() {
     assert_eq!(b, (blob.clone(), true));
     // Now held: the metainfo is served, and still from that one fetch.
     let served = poll_until(Duration::from_secs(30), || async {
-        let r = cluster
-            .http
-            .get(blob_url(&cluster, &digest, "/metainfo"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&cluster, &digest, "/metainfo").await;
         r.status().as_u16() == 200
     })
     .await;
@@ -107,30 +106,15 @@ async fn a_cold_get_of_a_corrupt_blob_is_cut_short_and_nothing_is_kept() {
     cluster
         .backend
         .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
-    let resp = cluster
-        .http
-        .get(blob_url(&cluster, &digest, ""))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&cluster, &digest, "").await;
     assert_eq!(resp.status().as_u16(), 200);
     let (got, clean) = drain(resp, Vec::new()).await;
     assert!(!clean, "the body ends in an error");
     assert!(got.len() < blob.len(), "never the whole blob");
     // The failure is remembered for a few seconds and answered as such; nothing is stored.
-    let r = cluster
-        .http
-        .get(blob_url(&cluster, &digest, ""))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&cluster, &digest, "").await;
     assert_eq!(r.status().as_u16(), 502, "{:?}", r.text().await);
-    let r = cluster
-        .http
-        .head(blob_url(&cluster, &digest, ""))
-        .send()
-        .await
-        .unwrap();
+    let r = call(&cluster, reqwest::Method::HEAD, &digest, "").await;
     assert_eq!(r.status().as_u16(), 404);
 }
 
@@ -138,11 +122,6 @@ async fn a_cold_get_of_a_corrupt_blob_is_cut_short_and_nothing_is_kept() {
 async fn a_get_of_a_blob_no_backend_holds_is_404() {
     let cluster = Cluster::start(single_origin()).await;
     let digest = digest_of(b"nobody has this");
-    let r = cluster
-        .http
-        .get(blob_url(&cluster, &digest, ""))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&cluster, &digest, "").await;
     assert_eq!(r.status().as_u16(), 404);
 }

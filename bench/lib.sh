@@ -1,0 +1,49 @@
+# Shared by the bench scripts that source it: a work folder and the processes to stop on exit,
+# free loopback ports, waiting for an HTTP server, and Debian's docker-registry as an upstream.
+# Usage: source bench/lib.sh; bench_work NAME (sets WORK; `PIDS+=($!)` for each server started).
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
+now() { date +%s.%N; }
+
+# A fresh /tmp/shoal-bench-NAME.* as WORK, removed on exit (kept when KEEP is set) after every
+# process in PIDS is stopped.
+bench_work() { # NAME
+  WORK=$(mktemp -d "/tmp/shoal-bench-$1.XXXXXX")
+  PIDS=()
+  trap bench_cleanup EXIT
+}
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"
+}
+
+# Debian's docker-registry (distribution 2.8) on a free port, its storage and access log
+# ($WORK/access.log) under WORK; sets UP to its host:port.
+start_upstream() {
+  UP=127.0.0.1:$(free_port)
+  cat >"$WORK/registry.yml" <<CONF
+version: 0.1
+log: { level: error, accesslog: { disabled: false } }
+storage: { filesystem: { rootdirectory: $WORK/distribution } }
+http: { addr: $UP }
+CONF
+  docker-registry serve "$WORK/registry.yml" >"$WORK/access.log" 2>"$WORK/registry.log" &
+  PIDS+=($!)
+  wait_http "http://$UP/v2/"
+}
+
+# Pushes FILE as a blob of REPO to the upstream; prints its hex digest.
+push_blob() { # FILE REPO
+  local hex location sep
+  hex=$(sha256sum "$1" | cut -d' ' -f1)
+  # distribution 2.8 ignores a body on the POST: start a session, then PUT the blob into it.
+  location=$(curl -fsS -X POST -D - -o /dev/null "http://$UP/v2/$2/blobs/uploads/" |
+    tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+  [[ "$location" == http* ]] || location="http://$UP$location"
+  sep='?'; [[ "$location" == *\?* ]] && sep='&'
+  curl -fsS -X PUT -T - <"$1" -H 'Content-Type: application/octet-stream' \
+    "$location${sep}digest=sha256:$hex" -o /dev/null
+  echo "$hex"
+}
