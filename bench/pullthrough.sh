@@ -23,8 +23,8 @@ RUNS=${5:-3}
 for tool in docker-registry skopeo curl python3 sha256sum xargs; do
   command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
 done
-cargo build --release --bin shoal >&2
-SHOAL=$PWD/target/release/shoal
+[[ -n "${SHOAL_BIN:-}" ]] || cargo build --release --bin shoal >&2
+SHOAL=${SHOAL_BIN:-$PWD/target/release/shoal} # SHOAL_BIN: another build to compare
 
 source bench/lib.sh
 bench_work pt

@@ -8,6 +8,10 @@
 //! so no client ever completes a blob that failed its digest (the connection is cut instead).
 //! It does not wait for the commit (the sync to disk and the rename): what the client has is
 //! verified, and a commit that fails loses only the cached copy.
+//! A follower that keeps up is sent the chunks the fetch just wrote, from memory
+//! ([`Recent`]); one that fell behind is sent read-only maps of the written part of the file.
+//! Neither copies the bytes: the chunks received from the backing are the ones written,
+//! hashed and sent.
 //! A backing that does not say the blob's length first is fetched whole, as before.
 
 use std::collections::HashMap;
@@ -15,19 +19,15 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::api::Registry;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
-use crate::store::Progress;
-
-/// Bytes read from the scratch file per chunk sent.
-const READ_CHUNK: usize = 256 * 1024;
+use crate::store::{Followers, Progress, Recent, SEND_CHUNK, map_window};
 
 /// Where one fetch stands.
 #[derive(Clone, Debug)]
@@ -35,11 +35,12 @@ enum FillState {
     /// Deciding: the store may hold it after all, or the backing may not.
     Starting,
     /// Landing in `tmp`; `written` says how many bytes of `length` are there, and whether
-    /// they verified.
+    /// they verified; `recent` holds the newest of them in memory.
     Streaming {
         length: u64,
         tmp: PathBuf,
         written: watch::Receiver<Progress>,
+        recent: Recent,
     },
     /// Committed to the local store (or it was there already).
     Local,
@@ -110,9 +111,11 @@ impl Registry {
                     length,
                     tmp,
                     written,
+                    recent,
                 } => match tokio::fs::File::open(&tmp).await {
                     Ok(file) => {
-                        let body = follow(file, length, written, state);
+                        let file = file.into_std().await;
+                        let body = follow(file, length, written, recent, state);
                         return Ok(Fetched::Follow {
                             length,
                             body: Box::pin(body),
@@ -170,13 +173,18 @@ impl Registry {
         };
         let tmp = self.store.scratch_file().await?;
         let (written_tx, written) = watch::channel(Progress::default());
+        let followers = Followers {
+            written: written_tx,
+            recent: Recent::default(),
+        };
         state.send_replace(FillState::Streaming {
             length,
             tmp: tmp.clone(),
             written,
+            recent: followers.recent.clone(),
         });
         self.store
-            .put_blob_followed(repo, d, length, body, &tmp, &written_tx)
+            .put_blob_followed(repo, d, length, body, &tmp, &followers)
             .await
             .map_err(|e| crate::backing::fetched_corrupt(repo, d, e))?;
         Ok(true)
@@ -184,28 +192,46 @@ impl Registry {
 }
 
 /// What one client is sent of a fetch: the bytes in `file` as `written` grows, all but the
-/// last until `state` says the blob committed; an error when the fetch fails.
+/// last until `state` says the blob committed; an error when the fetch fails. Bytes still in
+/// `recent` are sent from memory; a client that fell further behind is sent windows of the
+/// file mapped read-only (the written part of a scratch file never changes), so neither path
+/// copies the bytes before the connection does.
 fn follow(
-    file: tokio::fs::File,
+    file: std::fs::File,
     length: u64,
     written: watch::Receiver<Progress>,
+    recent: Recent,
     state: watch::Receiver<FillState>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct Reader {
-        file: tokio::fs::File,
+        file: std::fs::File,
         pos: u64,
         length: u64,
         written: watch::Receiver<Progress>,
+        recent: Recent,
         state: watch::Receiver<FillState>,
         failed: bool,
+        /// Bytes sent from memory, for the debug line at the end.
+        from_memory: u64,
+    }
+    impl Drop for Reader {
+        fn drop(&mut self) {
+            tracing::debug!(
+                sent = self.pos,
+                from_memory = self.from_memory,
+                "a follower of a pull-through fetch is done"
+            );
+        }
     }
     let reader = Reader {
         file,
         pos: 0,
         length,
         written,
+        recent,
         state,
         failed: false,
+        from_memory: 0,
     };
     futures_util::stream::unfold(reader, |mut r| async move {
         if r.failed || r.pos >= r.length {
@@ -231,13 +257,17 @@ fn follow(
             } else {
                 progress.bytes.min(r.length - 1)
             };
+            if let Some(bytes) = r.recent.get(r.pos, available) {
+                r.pos += bytes.len() as u64;
+                r.from_memory += bytes.len() as u64;
+                return Some((Ok(bytes), r));
+            }
             if r.pos < available {
-                let n = (available - r.pos).min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(n);
-                return match r.file.read_exact(&mut buf).await {
-                    Ok(_) => {
-                        r.pos += n as u64;
-                        Some((Ok(buf.freeze()), r))
+                let n = (available - r.pos).min(SEND_CHUNK);
+                return match map_window(&r.file, r.pos, n) {
+                    Ok(map) => {
+                        r.pos += n;
+                        Some((Ok(Bytes::from_owner(map)), r))
                     }
                     Err(e) => {
                         r.failed = true;

@@ -210,3 +210,33 @@ async fn a_fetch_that_fails_its_digest_completes_no_client_and_is_not_kept() {
     assert_eq!((r.status, r.body == data), (StatusCode::OK, true));
     assert_eq!(backing.fetches.load(Ordering::SeqCst), 2);
 }
+
+/// A client that joins after more than the fetch keeps in memory was written reads the start
+/// from the scratch file, then catches up with the newest bytes kept in memory: the same
+/// bytes either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_joins_late_reads_the_file_then_memory_and_gets_the_same_bytes() {
+    let data = blob(3 * shoal_registry::store::RECENT_BYTES as usize);
+    let d = Digest::sha256_of(&data);
+    let backing = Gated::new(data.clone());
+    let reg = backed(backing.clone()).await;
+    let uri = format!("/v2/team/app/blobs/{d}");
+
+    // The first half (1.5x what is kept in memory) is written before the second client asks.
+    let (status, _, mut first) = start_get(&reg.app, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let head = read_at_least(&mut first, data.len() / 2).await;
+    let (status, length, mut late) = start_get(&reg.app, &uri).await;
+    assert_eq!((status, length), (StatusCode::OK, data.len().to_string()));
+    let late_head = read_at_least(&mut late, data.len() / 2).await;
+    assert!(
+        late_head[..] == data[..late_head.len()],
+        "the late client's start differs"
+    );
+
+    backing.release.notify_one();
+    let (a, b) = tokio::join!(read_rest(first, head), read_rest(late, late_head));
+    assert!(a.unwrap() == data, "first client's bytes differ");
+    assert!(b.unwrap() == data, "late client's bytes differ");
+    assert_eq!(backing.fetches.load(Ordering::SeqCst), 1);
+}

@@ -14,12 +14,12 @@ use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
 
 /// Size of each window of a blob mapped and handed to the HTTP layer when streaming it out.
-const SEND_CHUNK: u64 = 4 * 1024 * 1024;
+pub(crate) const SEND_CHUNK: u64 = 4 * 1024 * 1024;
 /// Buffer size for writing uploads to disk.
 const WRITE_BUFFER: usize = 1024 * 1024;
-/// Chunks a followed fetch holds between receiving and writing (8 MiB at most).
+/// Batches of chunks a followed fetch holds between receiving and writing (8 MiB at most).
 const PIPELINE_CHUNKS: usize = 32;
-/// The size of those chunks.
+/// The size of those batches.
 const PIPELINE_CHUNK: usize = 256 * 1024;
 
 /// An open blob, ready to stream a byte range of it.
@@ -77,14 +77,19 @@ impl BlobReader {
 }
 
 /// Maps `len` bytes of a blob file from `offset`, read-only, and asks the kernel to read
-/// them ahead.
+/// them ahead. The caller guarantees that those bytes are in the file and are never written
+/// again: a committed blob (immutable), or the written part of a followed fetch's scratch
+/// file (only ever appended to).
 #[allow(unsafe_code)]
-fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
+pub(crate) fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
-    // SAFETY: the mapping is read-only and blob files are immutable once committed: they are
-    // written in tmp/, synced, and renamed into blobs/; nothing in shoal opens them for writing
-    // afterwards, and deleting one (unlink) keeps the mapped pages valid. The window lies
-    // within the length the file had when it was opened (checked by the caller).
+    // SAFETY: the mapping is read-only and the bytes it covers never change while it lives.
+    // Blob files are immutable once committed: they are written in tmp/, synced, and renamed
+    // into blobs/; nothing in shoal opens them for writing afterwards. A followed fetch's
+    // scratch file is written front to back, each byte once, and a follower maps only what
+    // the writer has reported written. Deleting either (unlink) keeps the mapped pages valid.
+    // The window lies within the file's current length (checked by the callers), so no page
+    // of it is past the end of the file.
     let map = unsafe {
         memmap2::MmapOptions::new()
             .offset(offset)
@@ -248,9 +253,9 @@ impl LocalStore {
 
     /// Writes `body` (`length` bytes, verified against `expected`) into the scratch file at
     /// `tmp`, which the caller created, and commits it into `repo`, as
-    /// [`LocalStore::put_blob`] does; meanwhile `written` says how many bytes have reached the
-    /// file, so readers can follow it. A body of another length is refused. The scratch file
-    /// is removed unless committed.
+    /// [`LocalStore::put_blob`] does; meanwhile `followers` are told how many bytes have
+    /// reached the file and kept the newest of them, so readers can follow it. A body of
+    /// another length is refused. The scratch file is removed unless committed.
     pub async fn put_blob_followed<S, E>(
         &self,
         repo: &RepoName,
@@ -258,7 +263,7 @@ impl LocalStore {
         length: u64,
         body: S,
         tmp: &Path,
-        written: &tokio::sync::watch::Sender<Progress>,
+        followers: &Followers,
     ) -> ApiResult<u64>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -271,7 +276,7 @@ impl LocalStore {
             .await?
             .into_std()
             .await;
-        let res = ingest_observed(file, body, expected.algorithm(), length, written).await;
+        let res = ingest_observed(file, body, expected.algorithm(), length, followers).await;
         let (file, n) = match res {
             Ok((_, _, n)) if n != length => Err(RegistryError::new(
                 ErrorCode::BlobUnknown,
@@ -284,7 +289,7 @@ impl LocalStore {
         let file = tokio::fs::File::from_std(file);
         // Every byte is in the file and matched the digest: followers may have the last one
         // now, while the file is made durable and committed.
-        written.send_replace(Progress {
+        followers.written.send_replace(Progress {
             bytes: n,
             verified: true,
         });
@@ -412,41 +417,50 @@ where
 
 /// As [`ingest`], in three stages that overlap: this task receives the body, a blocking
 /// thread writes each chunk to the file and another hashes it (no copy between them), telling
-/// `written` every [`WRITE_BUFFER`] bytes and at the end. Stops past `limit` bytes. Returns
-/// the file, the digest of what was written, and the byte count.
+/// `followers.written` every [`WRITE_BUFFER`] bytes and at the end, and keeping the newest
+/// chunks written in `followers.recent`. Stops past `limit` bytes. Returns the file, the digest
+/// of what was written, and the byte count.
 async fn ingest_observed<S, E>(
     file: std::fs::File,
     mut body: S,
     algorithm: crate::digest::Algorithm,
     limit: u64,
-    written: &tokio::sync::watch::Sender<Progress>,
+    followers: &Followers,
 ) -> ApiResult<(std::fs::File, Digest, u64)>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    use std::io::Write;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_CHUNKS);
-    // Hashing runs beside the writes, on the same chunks (shared, not copied): the slower of
-    // the two, not their sum, bounds the fetch.
-    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(PIPELINE_CHUNKS);
+    // Chunks travel as received (shared, never copied), in batches of about PIPELINE_CHUNK
+    // bytes: each batch costs the writer one vectored write and the channels one hand-off.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(PIPELINE_CHUNKS);
+    // Hashing runs beside the writes, on the same chunks: the slower of the two, not their
+    // sum, bounds the fetch.
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(PIPELINE_CHUNKS);
     let hasher = tokio::task::spawn_blocking(move || {
         let mut digester = Digester::new(algorithm);
-        for chunk in hash_rx {
-            digester.update(&chunk);
+        for batch in hash_rx {
+            for chunk in &batch {
+                digester.update(chunk);
+            }
         }
         digester.current()
     });
-    let progress = written.clone();
+    let progress = followers.written.clone();
+    let recent = followers.recent.clone();
     let writer = tokio::task::spawn_blocking(move || -> io::Result<_> {
         let mut file = file;
         let (mut n, mut told) = (0u64, 0u64);
-        while let Some(chunk) = rx.blocking_recv() {
+        while let Some(batch) = rx.blocking_recv() {
             hash_tx
-                .send(chunk.clone())
+                .send(batch.clone())
                 .map_err(|_| io::Error::other("the hashing thread stopped"))?;
-            file.write_all(&chunk)?;
-            n += chunk.len() as u64;
+            write_all_vectored(&mut file, &batch)?;
+            for chunk in batch {
+                let offset = n;
+                n += chunk.len() as u64;
+                recent.push(offset, chunk);
+            }
             if n - told >= WRITE_BUFFER as u64 {
                 told = n;
                 progress.send_replace(Progress {
@@ -463,12 +477,10 @@ where
     });
     let mut received = 0u64;
     let fed: ApiResult<()> = async {
-        // Bodies arrive in frames of a few KiB: gathered into PIPELINE_CHUNK-sized chunks
-        // (one copy), each costs the writer one write and the channels one hand-off.
-        let mut gathered = bytes::BytesMut::with_capacity(PIPELINE_CHUNK);
+        let (mut batch, mut batched) = (Vec::new(), 0usize);
         loop {
             let chunk = body.next().await;
-            if let Some(chunk) = &chunk {
+            if let Some(chunk) = chunk.as_ref() {
                 let chunk = chunk.as_ref().map_err(|e| {
                     RegistryError::new(
                         ErrorCode::BlobUnknown,
@@ -479,15 +491,15 @@ where
                 if received > limit {
                     return Ok(());
                 }
-                gathered.extend_from_slice(chunk);
+                if !chunk.is_empty() {
+                    batched += chunk.len();
+                    batch.push(chunk.clone());
+                }
             }
             let last = chunk.is_none();
-            if !gathered.is_empty() && (last || gathered.len() >= PIPELINE_CHUNK) {
-                let full = std::mem::replace(
-                    &mut gathered,
-                    bytes::BytesMut::with_capacity(PIPELINE_CHUNK),
-                );
-                if tx.send(full.freeze()).await.is_err() {
+            if !batch.is_empty() && (last || batched >= PIPELINE_CHUNK) {
+                batched = 0;
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
                     // The writer stopped: its error says why.
                     return Ok(());
                 }
@@ -505,6 +517,31 @@ where
     let (file, n) = written?;
     fed?;
     Ok((file, digest, received.max(n)))
+}
+
+/// Writes every byte of `chunks` to `file`, as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What a followed fetch ([`LocalStore::put_blob_followed`]) tells the clients following it.
+#[derive(Debug)]
+pub struct Followers {
+    /// How far it is.
+    pub written: tokio::sync::watch::Sender<Progress>,
+    /// The newest chunks written.
+    pub recent: super::Recent,
 }
 
 /// How far a followed fetch ([`LocalStore::put_blob_followed`]) is.

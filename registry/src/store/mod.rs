@@ -20,6 +20,7 @@ mod fence;
 pub mod gc;
 mod index;
 mod manifests;
+mod recent;
 mod uploads;
 
 use std::collections::HashMap;
@@ -32,8 +33,10 @@ use bytes::Bytes;
 use crate::digest::Digest;
 use crate::name::RepoName;
 
-pub use blobs::{BlobReader, Progress};
+pub use blobs::{BlobReader, Followers, Progress};
+pub(crate) use blobs::{SEND_CHUNK, map_window};
 pub use manifests::StoredManifest;
+pub use recent::{RECENT_BYTES, Recent};
 pub use uploads::{ChunkRange, UploadPurge, UploadStatus};
 
 /// Bytes of manifests kept in memory for fast GETs (they are immutable once written).
