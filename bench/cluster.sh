@@ -19,19 +19,8 @@ done
 cargo build --release --bin shoal >&2
 SHOAL=$PWD/target/release/shoal
 
-WORK=$(mktemp -d /tmp/shoal-bench-cluster.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
-metric() { curl -fsS "http://$1/metrics" | awk -v k="$2" '$1 == k { print $2 }'; }
-now() { date +%s.%N; }
+source bench/lib.sh
+bench_work cluster
 sk() { skopeo --insecure-policy "$@"; }
 
 # --- the image: 3 layers of random bytes, an OCI layout -----------------------------------------

@@ -1,10 +1,15 @@
 # Shared by the bench scripts that source it: a work folder and the processes to stop on exit,
-# free loopback ports, waiting for an HTTP server, and Debian's docker-registry as an upstream.
+# free loopback ports, waiting for an HTTP server, reading a metric and a process's CPU time,
+# and Debian's docker-registry as an upstream.
 # Usage: source bench/lib.sh; bench_work NAME (sets WORK; `PIDS+=($!)` for each server started).
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('${1:-127.0.0.1}',0)); print(s.getsockname()[1])"; } # [IP]
 wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 now() { date +%s.%N; }
+metric() { curl -fsS "http://$1/metrics" | awk -v k="$2" '$1 == k { print $2 }'; } # HOST:PORT NAME
+cpu_secs() { # utime + stime of a pid, in seconds
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
 
 # A fresh /tmp/shoal-bench-NAME.* as WORK, removed on exit (kept when KEEP is set) after every
 # process in PIDS is stopped.

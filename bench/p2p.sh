@@ -26,21 +26,8 @@ done
 cargo build --release --bin shoal >&2
 SHOAL=$PWD/target/release/shoal
 
-WORK=$(mktemp -d /tmp/shoal-p2p-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('$1',0)); print(s.getsockname()[1])"; }
-wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
-metric() { curl -fsS "http://$1/metrics" | awk -v k="$2" '$1 == k { print $2 }'; }
-cpu_secs() { # utime + stime of a pid, in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat"
-}
+source bench/lib.sh
+bench_work p2p
 
 # One cluster: 1 tracker, NO origins, N agents under $WORK/$1. Sets TRACKER, ORIGIN (the first),
 # ORIGIN_HTTP[], ORIGIN_PIDS[], AGENT_HTTP[].

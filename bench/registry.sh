@@ -21,18 +21,9 @@ done
 cargo build --release --bin shoal >&2
 SHOAL=target/release/shoal
 
-WORK=$(mktemp -d /tmp/shoal-bench.XXXXXX)
+source bench/lib.sh
+bench_work registry
 chmod 755 "$WORK" # nginx workers run as an unprivileged user
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 
 # --- servers -------------------------------------------------------------------------------
 SHOAL_PORT=$(free_port)

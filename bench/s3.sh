@@ -20,21 +20,15 @@ command -v curl >/dev/null || { echo "missing curl" >&2; exit 1; }
 (cd bench/s3 && cargo build --release --target-dir target >&2)
 BENCH=bench/s3/target/release/shoal-bench-s3
 
-WORK=$(mktemp -d /tmp/shoal-bench-s3.XXXXXX)
-MOTO_PID=
-cleanup() {
-  if [ -n "$MOTO_PID" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
+bench_work s3
 PORT=$(free_port)
 ENDPOINT="http://127.0.0.1:$PORT"
 # AWS_CA_BUNDLE (set here) is no use against plain HTTP and trips some clients.
 env -u AWS_CA_BUNDLE python3 -m moto.server -H 127.0.0.1 -p "$PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
-for _ in $(seq 1 200); do curl -fsS -o /dev/null "$ENDPOINT/" 2>/dev/null && break; sleep 0.1; done
+PIDS+=($MOTO_PID)
+wait_http "$ENDPOINT/"
 curl -fsS -X PUT -o /dev/null "$ENDPOINT/bench"
 
 echo "== s3 plugin vs aws-sdk-s3 on moto $(python3 -c 'import moto; print(moto.__version__)'), ${SIZE_MIB} MiB, $RUNS runs"
@@ -45,4 +39,4 @@ for _ in 1 2; do
   curl -fsS -o /dev/null -w '%{speed_download}\n' "$ENDPOINT/bench/bench/blob" |
     awk '{ printf "curl download: %.0f MB/s\n", $1 / 1e6 }'
 done
-echo "moto CPU (user+sys s): $(awk '{ print ($14 + $15) / 100 }' /proc/$MOTO_PID/stat)"
+echo "moto CPU (user+sys s): $(cpu_secs $MOTO_PID)"

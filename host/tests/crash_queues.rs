@@ -119,7 +119,7 @@ fn an_origin_killed_during_a_push_loses_nothing_it_acknowledged() {
         let kept = poll_until(Duration::from_secs(60), || {
             std::fs::metadata(&in_backend).is_ok_and(|m| m.len() == *len as u64)
                 && http
-                    .head(blob_url(member, hex))
+                    .head(format!("{}?local=true", blob_url(member, hex)))
                     .send()
                     .is_ok_and(|r| r.status().as_u16() == 200)
         });

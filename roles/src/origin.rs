@@ -30,7 +30,7 @@ use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
 use shoal_p2p::store::{CompleteBlob, ImportProgress, follow};
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
-use shoal_registry::{Digest, RepoName};
+use shoal_registry::{Backing, BlobStat, Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -342,14 +342,41 @@ async fn metainfo(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Respo
     }
 }
 
-async fn stat(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response> {
-    match o.complete(&p.digest).await? {
-        Some(blob) => Ok((
+/// `?local=true` on a blob `HEAD`: only what this origin's piece store holds counts (what a
+/// member asks another before copying a blob to it), as on Kraken's origin.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+struct LocalQuery {
+    #[serde(default)]
+    local: bool,
+}
+
+/// Whether the blob exists, and its length: from the piece store, or else from the
+/// namespace's backend (its `stat`, without downloading anything) unless `?local=true`.
+async fn stat(
+    State(o): State<Arc<Origin>>,
+    p: BlobPath,
+    Query(q): Query<LocalQuery>,
+) -> HttpResult<Response> {
+    let found = |length: u64| {
+        (
             StatusCode::OK,
-            [(header::CONTENT_LENGTH, blob.len().to_string())],
+            [(header::CONTENT_LENGTH, length.to_string())],
         )
-            .into_response()),
-        None => Ok(StatusCode::NOT_FOUND.into_response()),
+            .into_response()
+    };
+    if let Some(blob) = o.complete(&p.digest).await? {
+        return Ok(found(blob.len()));
+    }
+    if q.local {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    }
+    match o.backing.stat_blob(&p.repo, &p.digest).await {
+        Ok(BlobStat::Present(length)) => Ok(found(length)),
+        Ok(BlobStat::Absent | BlobStat::Unknown) => Ok(StatusCode::NOT_FOUND.into_response()),
+        Err(e) => Err(HttpError::bad_gateway(format!(
+            "asking the storage backend of {} for {}: {}",
+            p.repo, p.digest, e.message
+        ))),
     }
 }
 

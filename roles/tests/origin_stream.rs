@@ -114,8 +114,57 @@ async fn a_cold_get_of_a_corrupt_blob_is_cut_short_and_nothing_is_kept() {
     // The failure is remembered for a few seconds and answered as such; nothing is stored.
     let r = get(&cluster, &digest, "").await;
     assert_eq!(r.status().as_u16(), 502, "{:?}", r.text().await);
+    let r = call(&cluster, reqwest::Method::HEAD, &digest, "?local=true").await;
+    assert_eq!(r.status().as_u16(), 404, "nothing kept");
+}
+
+fn length_header(r: &reqwest::Response) -> Option<u64> {
+    r.headers()
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A `HEAD` of a blob the origin does not hold asks the backend's `stat`, downloading nothing;
+/// `?local=true` (what a ring member asks before copying a blob to another) asks only the
+/// piece store, as on Kraken's origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_asks_the_backend_without_downloading_and_local_asks_only_the_store() {
+    let cluster = Cluster::start(single_origin()).await;
+    let blob = noise(1 << 20, 43);
+    let digest = digest_of(&blob);
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    let before = cluster.backend.downloads();
+
     let r = call(&cluster, reqwest::Method::HEAD, &digest, "").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(length_header(&r), Some(blob.len() as u64));
+    let r = call(&cluster, reqwest::Method::HEAD, &digest, "?local=true").await;
+    assert_eq!(r.status().as_u16(), 404, "not in the piece store yet");
+    assert_eq!(
+        cluster.backend.downloads(),
+        before,
+        "a HEAD downloads nothing"
+    );
+    let unknown = digest_of(b"in no backend");
+    let r = call(&cluster, reqwest::Method::HEAD, &unknown, "").await;
     assert_eq!(r.status().as_u16(), 404);
+
+    // Once fetched, the piece store answers, with or without `local`.
+    let (got, clean) = drain(get(&cluster, &digest, "").await, Vec::new()).await;
+    assert!(clean && got == blob);
+    assert!(
+        poll_until(Duration::from_secs(30), || async {
+            let r = call(&cluster, reqwest::Method::HEAD, &digest, "?local=true").await;
+            r.status().as_u16() == 200 && length_header(&r) == Some(blob.len() as u64)
+        })
+        .await,
+        "the fetched blob never showed in the piece store"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,8 +175,14 @@ impl Worker {
         };
         let path = format!("/namespace/{}/blobs/{d}", segment(namespace.as_str()));
         let url = self.http.url(to, &path);
-        // A member that fetched the blob itself meanwhile needs no copy.
-        let held = self.http.head(&url).timeout(STAT_TIMEOUT).send().await;
+        // A member that fetched the blob itself meanwhile needs no copy. `?local=true`: its
+        // piece store, not the backend it would fetch from.
+        let held = self
+            .http
+            .head(format!("{url}?local=true"))
+            .timeout(STAT_TIMEOUT)
+            .send()
+            .await;
         if held.is_ok_and(|r| r.status().is_success()) {
             tracing::debug!(%d, %to, "the member holds the blob already");
             return Outcome::Done;

@@ -647,10 +647,10 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("/metrics of {}: {e}\n{text}", node.name))
     }
 
-    /// Whether origin `node` holds `digest` whole.
+    /// Whether origin `node` holds `digest` whole (in its piece store: `?local=true`).
     pub async fn holds(&self, node: &Node, namespace: &str, digest: &str) -> bool {
         let path = format!(
-            "/namespace/{}/blobs/{digest}",
+            "/namespace/{}/blobs/{digest}?local=true",
             shoal_roles::http::segment(namespace)
         );
         let url = self.url(node.http, &path);
