@@ -119,11 +119,11 @@ push_blob() {
   DIGEST=sha256:$(sha256sum "$file" | cut -d' ' -f1)
   curl -fsS -T "$file" "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST" >/dev/null
   rm -f "$file"
-  # Every origin holds it (replication) before the agents ask.
+  # Every origin holds it (replication) in its piece store before the agents ask.
   local o
   for o in "${ORIGIN_HTTP[@]}"; do
     for _ in $(seq 1 1200); do
-      curl -fsS -o /dev/null -I "http://$o/namespace/bench%2Fblob/blobs/$DIGEST" 2>/dev/null && break
+      curl -fsS -o /dev/null -I "http://$o/namespace/bench%2Fblob/blobs/$DIGEST?local=true" 2>/dev/null && break
       sleep 0.05
     done
   done
