@@ -13,13 +13,9 @@ cd "$(dirname "$0")/.."
 LAYER_MIB=${1:-100}
 AGENTS=4
 
-for tool in skopeo curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
-done
-cargo build --release --bin shoal >&2
-SHOAL=$PWD/target/release/shoal
-
 source bench/lib.sh
+need skopeo curl python3
+build_shoal
 bench_work cluster
 sk() { skopeo --insecure-policy "$@"; }
 

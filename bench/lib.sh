@@ -6,6 +6,33 @@
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('${1:-127.0.0.1}',0)); print(s.getsockname()[1])"; } # [IP]
 wait_http() { for _ in $(seq 1 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 now() { date +%s.%N; }
+# Exits naming the first missing command.
+need() { # COMMAND...
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
+  done
+}
+# Sets SHOAL to the release build of shoal, built first; or to SHOAL_BIN (another build, to
+# compare), built by nobody.
+build_shoal() {
+  if [[ -n "${SHOAL_BIN:-}" ]]; then
+    SHOAL=$SHOAL_BIN
+  else
+    cargo build --release --bin shoal >&2
+    SHOAL=$PWD/target/release/shoal
+  fi
+}
+# The `backends:` entry serving `library/*` blobs from the upstream (UP) over plain HTTP.
+upstream_blobs() {
+  cat <<CONF
+  - namespace: library/.*
+    backend:
+      registry_blob:
+        address: $UP
+        security: {tls: {client: {disabled: true}}}
+CONF
+}
 metric() { curl -fsS "http://$1/metrics" | awk -v k="$2" '$1 == k { print $2 }'; } # HOST:PORT NAME
 cpu_secs() { # utime + stime of a pid, in seconds
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat"

@@ -12,13 +12,9 @@ cd "$(dirname "$0")/.."
 BLOB_MIB=${1:-1024}
 RUNS=${2:-3}
 
-for tool in docker-registry curl python3 sha256sum; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
-done
-cargo build --release --bin shoal >&2
-SHOAL=$PWD/target/release/shoal
-
 source bench/lib.sh
+need docker-registry curl python3 sha256sum
+build_shoal
 bench_work ttfb
 
 # --- the upstream, holding RUNS blobs ---------------------------------------------------------
@@ -57,11 +53,7 @@ cluster:
 hashring:
   max_replica: 1
 backends:
-  - namespace: library/.*
-    backend:
-      registry_blob:
-        address: $UP
-        security: {tls: {client: {disabled: true}}}
+$(upstream_blobs)
 CONF
 RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" origin --config "$WORK/origin.yaml" --data-dir "$WORK/origin" \
   2>"$WORK/origin.log" &

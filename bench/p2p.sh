@@ -20,13 +20,9 @@ ORIGINS=${4:-1}
 ROUNDS=${5:-1}
 B_BYTES=$((MBIT * 1000 * 1000 / 8))
 
-for tool in curl python3 sha256sum; do
-  command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
-done
-cargo build --release --bin shoal >&2
-SHOAL=$PWD/target/release/shoal
-
 source bench/lib.sh
+need curl python3 sha256sum
+build_shoal
 bench_work p2p
 
 # One cluster: 1 tracker, NO origins, N agents under $WORK/$1. Sets TRACKER, ORIGIN (the first),

@@ -20,13 +20,9 @@ INGRESS_MBIT=${3:-100}
 LAYER_MIB=${4:-100}
 RUNS=${5:-3}
 
-for tool in docker-registry skopeo curl python3 sha256sum xargs; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
-done
-[[ -n "${SHOAL_BIN:-}" ]] || cargo build --release --bin shoal >&2
-SHOAL=${SHOAL_BIN:-$PWD/target/release/shoal} # SHOAL_BIN: another build to compare
-
 source bench/lib.sh
+need docker-registry skopeo curl python3 sha256sum xargs
+build_shoal
 bench_work pt
 
 # --- the upstream, with an access log -------------------------------------------------------
@@ -42,11 +38,7 @@ start_shoal() { # DATA_DIR [INGRESS_BITS]
   fi
   cat >"$data.yaml" <<CONF
 backends:
-  - namespace: library/.*
-    backend:
-      registry_blob:
-        address: $UP
-        security: {tls: {client: {disabled: true}}}
+$(upstream_blobs)
 $bandwidth
   - namespace: library/.*
     backend:

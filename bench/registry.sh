@@ -15,13 +15,9 @@ BLOB_MIB=${1:-1024}
 RUNS=${2:-5}
 WRK_SECS=${3:-10}
 
-for tool in nginx wrk docker-registry curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/install-test-deps" >&2; exit 1; }
-done
-cargo build --release --bin shoal >&2
-SHOAL=target/release/shoal
-
 source bench/lib.sh
+need nginx wrk docker-registry curl python3
+build_shoal
 bench_work registry
 chmod 755 "$WORK" # nginx workers run as an unprivileged user
 
