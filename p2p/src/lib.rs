@@ -47,7 +47,7 @@ pub use peerstore::{InMemoryPeerStore, PeerInfo, PeerSetWindows, PeerStore};
 pub use picker::{Blacklist, PickerConfig, PiecePicker, PieceStatus, Verified};
 pub use piece::PieceIndex;
 pub use ring::HashRing;
-pub use scheduler::{Announce, AnnounceReply, Identity, PeerAddr, Scheduler, Tracker};
+pub use scheduler::{Announce, AnnounceReply, Identity, Landing, PeerAddr, Scheduler, Tracker};
 pub use shoal_storage::bandwidth::{self, BandwidthLimiter, TokenBucket};
 pub use store::{CleanupReport, CompleteBlob, PartialBlob, PieceStore};
 pub use tasks::{StopOnDrop, Tasks};

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use shoal_config::{BandwidthConfig, SchedulerConfig};
 use shoal_p2p::Scheduler;
-use shoal_p2p::testing::{CorruptPeer, TestCa};
+use shoal_p2p::testing::{CorruptPeer, GatedPeer, TestCa};
 use shoal_p2p::tls::PeerTls;
 
 use common::{
@@ -238,4 +238,67 @@ async fn a_tls_peer_refuses_peers_without_a_certificate_from_its_ca() {
         Err(_) | Ok(0) => {}
         Ok(n) => panic!("the seeder answered {n} bytes to a client without a certificate"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_download_lands_its_front_first_and_says_how_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Arc::new(FakeTracker::default());
+    let piece = 64u64 << 10;
+    let bytes = blob(16 * piece as usize + 100, 9);
+    let m =
+        shoal_p2p::Metainfo::from_reader(&bytes[..], &common::digest_of(&bytes), piece).unwrap();
+    tracker.publish(m.clone());
+    // Only the first three pieces are served until the test opens the rest.
+    let seeder = GatedPeer::start(
+        Ipv4Addr::LOCALHOST.into(),
+        m.clone(),
+        bytes::Bytes::from(bytes.clone()),
+        3,
+    )
+    .await
+    .unwrap();
+    tracker.add_peer(m.info_hash(), seeder.as_peer());
+    let leecher = node(dir.path(), "leech", tracker.clone(), config(), false).await;
+
+    let landing = leecher.landing(NS, m.digest()).await.unwrap();
+    assert_eq!(landing.length(), bytes.len() as u64);
+    let mut landed = landing.landed();
+    let front = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        landed.wait_for(|&n| n == 3 * piece),
+    )
+    .await
+    .expect("the first three pieces never landed")
+    .map(|n| *n)
+    .expect("the download ended before its front landed");
+    assert_eq!(front, 3 * piece);
+    // What landed is the blob's front, in the file the landing names, while the rest waits.
+    let file = std::fs::File::open(landing.path()).unwrap();
+    let mut head = vec![0u8; 3 * piece as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).unwrap();
+    assert_eq!(head, bytes[..head.len()]);
+    assert!(
+        leecher
+            .store()
+            .complete(m.digest())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    seeder.open(u32::MAX);
+    let blob = landing.finished().await.unwrap();
+    assert_eq!(read_all(&blob).await, bytes);
+    assert_eq!(*landed.borrow(), bytes.len() as u64);
+    // The handle opened while it landed reads the finished file.
+    let mut all = vec![0u8; bytes.len()];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut all, 0).unwrap();
+    assert_eq!(all, bytes);
+
+    // A blob already complete has landed whole.
+    let again = leecher.landing(NS, m.digest()).await.unwrap();
+    assert_eq!(*again.landed().borrow(), bytes.len() as u64);
+    assert_eq!(again.path(), blob.path());
+    assert_eq!(again.finished().await.unwrap().len(), bytes.len() as u64);
 }

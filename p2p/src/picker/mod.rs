@@ -15,7 +15,7 @@
 //!
 //! | event | from | to |
 //! |---|---|---|
-//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break, up to `pipeline_limit` per peer) |
+//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break or the lowest index once [`prefer_front`](PiecePicker::prefer_front), up to `pipeline_limit` per peer) |
 //! | [`pick`](PiecePicker::pick) in endgame | Requested | Requested by one more peer |
 //! | [`piece_verified`](PiecePicker::piece_verified) | Requested / Missing | Have; other requesters are returned to be cancelled |
 //! | [`piece_failed`](PiecePicker::piece_failed) | Requested | Missing (or still Requested from others); the sender is returned for blacklisting |
@@ -138,6 +138,8 @@ pub struct PiecePicker {
     rng: StdRng,
     /// Recent time from a request to its piece verified (moving average), once one arrived.
     piece_time: Option<Duration>,
+    /// Whether ties of rarity go to the lowest index ([`PiecePicker::prefer_front`]).
+    front_first: bool,
 }
 
 impl PiecePicker {
@@ -165,7 +167,16 @@ impl PiecePicker {
             config,
             rng: StdRng::seed_from_u64(seed),
             piece_time: None,
+            front_first: false,
         }
+    }
+
+    /// A client reads the blob as it lands: from now on ties of rarity go to the lowest index
+    /// instead of a random one, so the verified front a client is sent grows with the
+    /// download. Rarest first still decides between pieces of unequal availability, which is
+    /// what spreads a swarm's pieces.
+    pub fn prefer_front(&mut self) {
+        self.front_first = true;
     }
 
     fn piece_count(&self) -> u32 {
@@ -354,8 +365,12 @@ impl PiecePicker {
                 _ => None,
             })
             .collect();
-        candidates.shuffle(&mut self.rng);
-        candidates.sort_by_key(|&(requesters, avail, _)| (requesters, avail));
+        if self.front_first {
+            candidates.sort_by_key(|&(requesters, avail, i)| (requesters, avail, i));
+        } else {
+            candidates.shuffle(&mut self.rng);
+            candidates.sort_by_key(|&(requesters, avail, _)| (requesters, avail));
+        }
         let picked: Vec<PieceIndex> = candidates
             .into_iter()
             .take(slots)

@@ -569,3 +569,35 @@ fn a_capped_pick_skips_what_the_filter_refuses_until_endgame() {
     odd.sort();
     assert_eq!(odd, idx(&[1, 3]));
 }
+
+#[test]
+fn a_followed_download_picks_the_front_among_equally_rare_pieces() {
+    let now = Instant::now();
+    let all: Vec<u32> = (0..64).collect();
+    let mut p = picker(64, 4);
+    p.add_peer(peer(1), bits(64, &all)).unwrap();
+    p.prefer_front();
+    assert_eq!(p.pick(peer(1), now), idx(&[0, 1, 2, 3]));
+    p.piece_verified(peer(1), PieceIndex(2)).unwrap();
+    assert_eq!(p.pick(peer(1), now), idx(&[4]));
+
+    // Rarity still comes first: a piece only one of two peers has beats a common front piece.
+    let mut p = picker(64, 1);
+    p.add_peer(peer(1), bits(64, &all)).unwrap();
+    p.add_peer(peer(2), bits(64, &all[..63])).unwrap();
+    p.prefer_front();
+    assert_eq!(p.pick(peer(1), now), idx(&[63]));
+}
+
+#[test]
+fn without_a_follower_the_picks_are_spread_over_the_blob() {
+    let now = Instant::now();
+    let all: Vec<u32> = (0..64).collect();
+    let mut p = picker(64, 16);
+    p.add_peer(peer(1), bits(64, &all)).unwrap();
+    let picked = p.pick(peer(1), now);
+    assert!(
+        picked != idx(&(0..16).collect::<Vec<_>>()),
+        "random tie-breaks picked {picked:?}"
+    );
+}

@@ -13,6 +13,7 @@ mod torrent;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -133,6 +134,70 @@ pub(crate) struct Inner {
 struct TorrentEntry {
     cmd: mpsc::Sender<Cmd>,
     status: watch::Receiver<Status>,
+    /// Bytes from the blob's start on disk with no piece missing.
+    landed: watch::Receiver<u64>,
+    /// The file the pieces land in.
+    path: PathBuf,
+}
+
+/// A download that a client reads while it lands ([`Scheduler::landing`]).
+#[derive(Debug)]
+pub struct Landing {
+    path: PathBuf,
+    length: u64,
+    landed: watch::Receiver<u64>,
+    status: watch::Receiver<Status>,
+    store: PieceStore,
+    digest: Digest,
+}
+
+impl Landing {
+    /// The file the pieces are written into, each at its offset. Open it at once: the file is
+    /// renamed into the cache when the download finishes (an open handle keeps reading it).
+    /// Bytes below [`Landing::landed`] never change.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The blob's length.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// How many bytes from the blob's start are on disk, every piece among them verified
+    /// against the metainfo. The last one may not be sent to a client before
+    /// [`Landing::finished`] returns: for a metainfo whose pieces do not prove the digest, only
+    /// the whole-file check does. The sender is gone once nothing more will land.
+    pub fn landed(&self) -> watch::Receiver<u64> {
+        self.landed.clone()
+    }
+
+    /// Waits for the download to end: the complete blob, verified as a whole.
+    pub async fn finished(self) -> Result<CompleteBlob, SchedulerError> {
+        wait_done(self.status, &self.store, &self.digest).await
+    }
+}
+
+/// Waits for a torrent's verdict.
+async fn wait_done(
+    mut status: watch::Receiver<Status>,
+    store: &PieceStore,
+    digest: &Digest,
+) -> Result<CompleteBlob, SchedulerError> {
+    loop {
+        match &*status.borrow_and_update() {
+            Status::Running => {}
+            Status::Done(blob) => return Ok(blob.clone()),
+            Status::Failed(why) => return Err(SchedulerError::Download(why.clone())),
+        }
+        if status.changed().await.is_err() {
+            // The torrent stopped without a verdict (seeder TTI after completion).
+            return match store.complete(digest).await? {
+                Some(blob) => Ok(blob),
+                None => Err(SchedulerError::Stopped),
+            };
+        }
+    }
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -308,29 +373,62 @@ impl Scheduler {
         if let Some(blob) = self.inner.store.complete(digest).await? {
             return Ok(blob);
         }
+        let entry = self.join(namespace, digest).await?;
+        wait_done(entry.status, &self.inner.store, digest).await
+    }
+
+    /// Gets the blob from peers as [`Scheduler::download`] does, for a client that reads it
+    /// while it lands: the torrent picks pieces near the front first (among equally rare
+    /// ones), and the landing says how much of the front is on disk. A blob already complete
+    /// has landed whole.
+    pub async fn landing(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+    ) -> Result<Landing, SchedulerError> {
+        let store = self.inner.store.clone();
+        if let Some(blob) = store.complete(digest).await? {
+            let (_, landed) = watch::channel(blob.len());
+            return Ok(Landing {
+                path: blob.path().to_owned(),
+                length: blob.len(),
+                landed,
+                status: watch::channel(Status::Done(blob)).1,
+                store,
+                digest: digest.clone(),
+            });
+        }
         let metainfo = self.metainfo(namespace, digest).await?;
-        let mut status = {
-            let info_hash = metainfo.info_hash();
-            match self.entry(&info_hash) {
-                Some(e) => e.status,
-                None => {
-                    let partial = self.inner.store.download(Arc::new(metainfo)).await?;
-                    self.start(namespace, torrent::Role::Leech(partial)).status
-                }
-            }
-        };
-        loop {
-            match &*status.borrow_and_update() {
-                Status::Running => {}
-                Status::Done(blob) => return Ok(blob.clone()),
-                Status::Failed(why) => return Err(SchedulerError::Download(why.clone())),
-            }
-            if status.changed().await.is_err() {
-                // The torrent stopped without a verdict (seeder TTI after completion).
-                return match self.inner.store.complete(digest).await? {
-                    Some(blob) => Ok(blob),
-                    None => Err(SchedulerError::Stopped),
-                };
+        let length = metainfo.length();
+        let entry = self.entry_for(namespace, metainfo).await?;
+        // A torrent that ended meanwhile has nothing to prefer; its status says how it ended.
+        let _ = entry.cmd.send(Cmd::Followed).await;
+        Ok(Landing {
+            path: entry.path,
+            length,
+            landed: entry.landed,
+            status: entry.status,
+            store,
+            digest: digest.clone(),
+        })
+    }
+
+    /// The running torrent of the blob, started as a download when none runs.
+    async fn join(&self, namespace: &str, digest: &Digest) -> Result<TorrentEntry, SchedulerError> {
+        let metainfo = self.metainfo(namespace, digest).await?;
+        self.entry_for(namespace, metainfo).await
+    }
+
+    async fn entry_for(
+        &self,
+        namespace: &str,
+        metainfo: Metainfo,
+    ) -> Result<TorrentEntry, SchedulerError> {
+        match self.entry(&metainfo.info_hash()) {
+            Some(e) => Ok(e),
+            None => {
+                let partial = self.inner.store.download(Arc::new(metainfo)).await?;
+                Ok(self.start(namespace, torrent::Role::Leech(partial)))
             }
         }
     }
@@ -400,9 +498,12 @@ impl Scheduler {
             torrent::Role::Seed(blob) => Status::Done(blob.clone()),
             torrent::Role::Leech(_) => Status::Running,
         });
+        let (landed_tx, landed_rx) = watch::channel(role.landed());
         let entry = TorrentEntry {
             cmd: cmd_tx.clone(),
             status: status_rx,
+            landed: landed_rx,
+            path: role.path().to_owned(),
         };
         torrents.insert(info_hash, entry.clone());
         let torrent = Torrent::new(
@@ -412,7 +513,10 @@ impl Scheduler {
             role,
             cmd_tx,
             cmd_rx,
-            status_tx,
+            torrent::Reports {
+                status: status_tx,
+                landed: landed_tx,
+            },
         );
         self.inner.conn.tasks.spawn(torrent.run());
         entry

@@ -54,6 +54,45 @@ impl Role {
             Role::Seed(c) => c.metainfo(),
         }
     }
+
+    /// The file the blob's pieces are in.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        match self {
+            Role::Leech(p) => p.path(),
+            Role::Seed(c) => c.path(),
+        }
+    }
+
+    /// Bytes from the blob's start that are on disk now, with no piece missing among them.
+    pub(crate) fn landed(&self) -> u64 {
+        match self {
+            Role::Leech(p) => prefix_bytes(p.metainfo(), first_absent(p, 0)),
+            Role::Seed(c) => c.len(),
+        }
+    }
+}
+
+/// The first piece from `from` on that `partial` does not hold on disk.
+fn first_absent(partial: &PartialBlob, from: u32) -> u32 {
+    let count = partial.metainfo().piece_count();
+    let mut i = from;
+    while i < count && partial.has(PieceIndex(i)) {
+        i += 1;
+    }
+    i
+}
+
+/// The bytes of the first `pieces` pieces.
+fn prefix_bytes(m: &Metainfo, pieces: u32) -> u64 {
+    (u64::from(pieces) * m.piece_length()).min(m.length())
+}
+
+/// What a torrent tells the ones waiting on it.
+pub(crate) struct Reports {
+    /// Its verdict.
+    pub(crate) status: watch::Sender<Status>,
+    /// Bytes from the blob's start on disk with no piece missing.
+    pub(crate) landed: watch::Sender<u64>,
 }
 
 /// A torrent's progress as its waiters see it.
@@ -89,6 +128,8 @@ pub(crate) enum Cmd {
     },
     /// The partial blob was checked as a whole and moved into the cache.
     Finished(Result<CompleteBlob, StoreError>),
+    /// A client reads the blob as it lands: pick pieces near the front first.
+    Followed,
 }
 
 struct Peer {
@@ -130,6 +171,10 @@ pub(crate) struct Torrent {
     events_tx: mpsc::Sender<ConnEvent>,
     events_rx: mpsc::Receiver<ConnEvent>,
     status: watch::Sender<Status>,
+    /// Bytes from the start on disk with no piece missing, for clients that follow.
+    landed: watch::Sender<u64>,
+    /// The first piece not on disk (what `landed` was computed from).
+    first_absent: u32,
     /// Last piece received (leecher TTI) or last connection activity (seeder TTI).
     last_progress: Instant,
     next_announce: Instant,
@@ -144,9 +189,13 @@ impl Torrent {
         role: Role,
         cmd_tx: mpsc::Sender<Cmd>,
         cmd_rx: mpsc::Receiver<Cmd>,
-        status: watch::Sender<Status>,
+        Reports { status, landed }: Reports,
     ) -> Self {
         let metainfo = role.metainfo().clone();
+        let first = match &role {
+            Role::Leech(partial) => first_absent(partial, 0),
+            Role::Seed(_) => metainfo.piece_count(),
+        };
         let pipeline = upgrade(&inner)
             .map(|i| PickerConfig::new(&i.config.dispatch, metainfo.piece_length()))
             .unwrap_or(PickerConfig::new(
@@ -181,6 +230,8 @@ impl Torrent {
             events_tx,
             events_rx,
             status,
+            landed,
+            first_absent: first,
             last_progress: now,
             next_announce: now,
             announcing: false,
@@ -404,6 +455,11 @@ impl Torrent {
             }
             Cmd::Written { index, result } => self.on_written(index, result),
             Cmd::Finished(result) => self.on_finished(result),
+            Cmd::Followed => {
+                if let State::Leech { picker, .. } = &mut self.state {
+                    picker.prefer_front();
+                }
+            }
         }
     }
 
@@ -732,6 +788,13 @@ impl Torrent {
                 p.handle.send(Frame::AnnouncePiece { index });
             }
         }
+        if let State::Leech { partial, .. } = &self.state
+            && index.0 == self.first_absent
+        {
+            self.first_absent = first_absent(partial, index.0);
+            let bytes = prefix_bytes(&self.metainfo, self.first_absent);
+            self.landed.send_replace(bytes);
+        }
         self.maybe_finish();
     }
 
@@ -762,6 +825,7 @@ impl Torrent {
         match result {
             Ok(blob) => {
                 tracing::info!(digest = %self.metainfo.digest(), peers = self.peers.len(), "download complete");
+                self.landed.send_replace(blob.len());
                 self.state = State::Seed(blob.clone());
                 let _ = self.status.send(Status::Done(blob));
                 self.last_progress = Instant::now();

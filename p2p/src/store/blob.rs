@@ -297,6 +297,13 @@ impl PartialBlob {
         self.0.lock().have.clone()
     }
 
+    /// The file the pieces are written into, each at its offset (renamed into the cache when
+    /// the download finishes; an open handle keeps reading the same file). A piece's bytes
+    /// there never change once [`PartialBlob::has`] says it is on disk.
+    pub fn path(&self) -> &Path {
+        &self.0.data_path
+    }
+
     /// Bytes of the pieces on disk now (a snapshot): how far the download has come.
     pub fn bytes_present(&self) -> u64 {
         let m = &self.0.metainfo;

@@ -6,6 +6,10 @@
 //! it, pieces served) is what a test asserts blacklisting through, from outside the schedulers
 //! under test.
 //!
+//! [`GatedPeer`] is honest but held back: it serves the right bytes, but only of the pieces the
+//! test has opened so far, and keeps every other request waiting until they are opened; what a
+//! test of a download read while it lands needs to see the front arrive before the rest.
+//!
 //! [`TestCa`] makes certificates for TLS tests with the `openssl` command.
 
 use std::collections::HashMap;
@@ -15,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 use crate::Bitfield;
 use crate::metainfo::Metainfo;
@@ -139,6 +144,125 @@ async fn lie(mut stream: TcpStream, id: PeerId, m: Arc<Metainfo>, seen: Arc<Mute
             }
         }
         match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A complete peer for one torrent that serves the true bytes of the pieces below its gate and
+/// answers requests for the others only once [`GatedPeer::open`] lets them through. It listens
+/// until dropped; it never dials and never announces (list it with [`GatedPeer::as_peer`]).
+#[derive(Debug)]
+pub struct GatedPeer {
+    addr: SocketAddr,
+    peer_id: PeerId,
+    gate: watch::Sender<u32>,
+    _tasks: StopOnDrop,
+}
+
+impl GatedPeer {
+    /// Starts it on `ip`, port 0, for `metainfo`'s torrent of `blob`, serving pieces below
+    /// `open` at once.
+    pub async fn start(
+        ip: IpAddr,
+        metainfo: Metainfo,
+        blob: Bytes,
+        open: u32,
+    ) -> std::io::Result<GatedPeer> {
+        let listener = TcpListener::bind((ip, 0)).await?;
+        let (gate, _) = watch::channel(open);
+        let peer = GatedPeer {
+            addr: listener.local_addr()?,
+            peer_id: PeerId::random(),
+            gate,
+            _tasks: StopOnDrop(Tasks::new()),
+        };
+        let tasks = peer._tasks.0.clone();
+        let (id, gate) = (peer.peer_id, peer.gate.clone());
+        let metainfo = Arc::new(metainfo);
+        peer._tasks.0.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (m, blob) = (metainfo.clone(), blob.clone());
+                tasks.spawn(serve_gated(
+                    stream,
+                    id,
+                    m,
+                    blob,
+                    gate.subscribe(),
+                    tasks.clone(),
+                ));
+            }
+        });
+        Ok(peer)
+    }
+
+    /// Serves every piece below `pieces` from now on, the waiting requests included.
+    pub fn open(&self, pieces: u32) {
+        self.gate.send_replace(pieces);
+    }
+
+    /// How a tracker lists it: a complete peer.
+    pub fn as_peer(&self) -> PeerAddr {
+        PeerAddr {
+            peer_id: self.peer_id,
+            addr: self.addr,
+            complete: true,
+            origin: false,
+        }
+    }
+}
+
+/// One connection of a [`GatedPeer`]: a full bitfield, then each request answered once the gate
+/// is past its piece.
+async fn serve_gated(
+    stream: TcpStream,
+    id: PeerId,
+    m: Arc<Metainfo>,
+    blob: Bytes,
+    gate: watch::Receiver<u32>,
+    tasks: Tasks,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    tasks.spawn(async move {
+        let mut out = BytesMut::new();
+        while let Some(frame) = rx.recv().await {
+            out.clear();
+            if encode(&frame, &mut out).is_err() || wr.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    });
+    let decoder = FrameDecoder::for_torrent(&m);
+    let mut buf = BytesMut::new();
+    loop {
+        while let Ok(Some((frame, used))) = decoder.decode(&buf) {
+            let _ = buf.split_to(used);
+            match frame {
+                Frame::Handshake(h) => {
+                    let _ = tx.send(Frame::Handshake(Handshake {
+                        peer_id: id,
+                        bitfield: Bitfield::full(m.piece_count()),
+                        ..h
+                    }));
+                }
+                Frame::PieceRequest { index } => {
+                    let Ok(range) = m.piece_range(index) else {
+                        return;
+                    };
+                    let data = blob.slice(range.start as usize..range.end as usize);
+                    let (tx, mut gate) = (tx.clone(), gate.clone());
+                    tasks.spawn(async move {
+                        if gate.wait_for(|open| index.0 < *open).await.is_ok() {
+                            let _ = tx.send(Frame::PiecePayload { index, data });
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
