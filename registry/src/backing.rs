@@ -43,6 +43,33 @@ pub enum BlobStat {
     Unknown,
 }
 
+/// A blob landing in a file of the backing's own as its pieces arrive, verified one by one
+/// ([`Backing::get_blob_landing`]; the agent's P2P download): the registry sends it to its
+/// clients as it lands and, once done, links the verified file into the local store.
+pub struct Landing {
+    /// The blob's length.
+    pub length: u64,
+    /// The file it lands in. The registry opens it at once; the bytes below `landed` never
+    /// change.
+    pub path: std::path::PathBuf,
+    /// How many bytes from the start are in the file and verified; the sender is dropped when
+    /// nothing more will land.
+    pub landed: tokio::sync::watch::Receiver<u64>,
+    /// The verdict: the file of the whole blob, verified against its digest (it may have been
+    /// moved from `path`), which the store hard-links as [`Backing::get_blob_file`]'s.
+    pub done: Pin<Box<dyn std::future::Future<Output = ApiResult<std::path::PathBuf>> + Send>>,
+}
+
+impl std::fmt::Debug for Landing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Landing")
+            .field("length", &self.length)
+            .field("path", &self.path)
+            .field("landed", &*self.landed.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Durable storage for blobs (manifests are blobs too) and tags, keyed by repository.
 ///
 /// Errors are registry errors already: the implementation chooses the code (`UNAUTHORIZED`,
@@ -108,6 +135,13 @@ pub trait Backing: Send + Sync {
         _repo: &RepoName,
         _d: &Digest,
     ) -> ApiResult<Option<std::path::PathBuf>> {
+        Ok(None)
+    }
+
+    /// Blob `d` of `repo` landing in a file of the backing's own, for a GET to follow as it
+    /// lands (see [`Landing`]); `None` (the default) when the backing has no such file and the
+    /// other ways apply. Asked before [`Backing::get_blob_file`] on a whole GET's miss.
+    async fn get_blob_landing(&self, _repo: &RepoName, _d: &Digest) -> ApiResult<Option<Landing>> {
         Ok(None)
     }
 
@@ -332,6 +366,19 @@ impl Registry {
         repo: &RepoName,
         d: &Digest,
     ) -> ApiResult<Option<bool>> {
+        if let Some(settled) = self.settled_locally(backing, repo, d).await? {
+            return Ok(Some(settled));
+        }
+        self.adopted_from_backing(backing, repo, d).await
+    }
+
+    /// The local half of [`Registry::settled_before_fetch`]: what the store says.
+    pub(crate) async fn settled_locally(
+        &self,
+        backing: &dyn Backing,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<bool>> {
         if self.store.repo_has_blob(repo, d).await? {
             return Ok(Some(true));
         }
@@ -345,6 +392,17 @@ impl Registry {
                 return Ok(Some(false));
             }
         }
+        Ok(None)
+    }
+
+    /// The other half of [`Registry::settled_before_fetch`]: `Some(true)` when the backing's
+    /// verified file was adopted.
+    pub(crate) async fn adopted_from_backing(
+        &self,
+        backing: &dyn Backing,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> ApiResult<Option<bool>> {
         if let Some(file) = backing.get_blob_file(repo, d).await?
             && self.store.adopt_verified_file(repo, d, &file).await?
         {

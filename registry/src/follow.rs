@@ -12,6 +12,9 @@
 //! ([`Recent`]); one that fell behind is sent read-only maps of the written part of the file.
 //! Neither copies the bytes: the chunks received from the backing are the ones written,
 //! hashed and sent.
+//! A backing whose blob lands in a file of its own ([`Landing`]: the agent's P2P download,
+//! piece by piece) is followed the same way without a scratch file: clients are sent the
+//! landed front of that file, and the verified file is linked into the store at the end.
 //! A backing that does not say the blob's length first is fetched whole, as before.
 
 use std::collections::HashMap;
@@ -24,6 +27,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 
 use crate::api::Registry;
+use crate::backing::Landing;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
@@ -83,18 +87,19 @@ impl Registry {
             let key = (repo.clone(), d.clone());
             let mut fetches = self.following.fetches.lock().expect("fetch map lock");
             match fetches.get(&key) {
-                Some(state) => state.clone(),
-                None => {
+                // A fetch that failed a moment ago is not joined: this client starts another.
+                Some(state) if !matches!(*state.borrow(), FillState::Failed(..)) => state.clone(),
+                _ => {
                     let (tx, rx) = watch::channel(FillState::Starting);
                     fetches.insert(key.clone(), rx.clone());
                     let reg = self.clone();
+                    let ours = rx.clone();
                     tokio::spawn(async move {
                         reg.run_fetch(&key.0, &key.1, &tx).await;
-                        reg.following
-                            .fetches
-                            .lock()
-                            .expect("fetch map lock")
-                            .remove(&key);
+                        let mut fetches = reg.following.fetches.lock().expect("fetch map lock");
+                        if fetches.get(&key).is_some_and(|r| r.same_channel(&ours)) {
+                            fetches.remove(&key);
+                        }
                     });
                     rx
                 }
@@ -158,7 +163,13 @@ impl Registry {
             return Ok(false);
         };
         let _fill = self.fills.lock(d).await;
-        if let Some(settled) = self.settled_before_fetch(backing.as_ref(), repo, d).await? {
+        if let Some(settled) = self.settled_locally(backing.as_ref(), repo, d).await? {
+            return Ok(settled);
+        }
+        if let Some(landing) = backing.get_blob_landing(repo, d).await? {
+            return self.follow_landing(repo, d, landing, state).await;
+        }
+        if let Some(settled) = self.adopted_from_backing(backing.as_ref(), repo, d).await? {
             return Ok(settled);
         }
         let Some((length, body)) = backing.get_blob_sized(repo, d).await? else {
@@ -185,6 +196,65 @@ impl Registry {
         });
         self.store
             .put_blob_followed(repo, d, length, body, &tmp, &followers)
+            .await
+            .map_err(|e| crate::backing::fetched_corrupt(repo, d, e))?;
+        Ok(true)
+    }
+}
+
+impl Registry {
+    /// A fetch whose blob lands in the backing's own file: clients follow its landed front;
+    /// the verified file is linked into the store (copied, when it is on another filesystem).
+    async fn follow_landing(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        landing: Landing,
+        state: &watch::Sender<FillState>,
+    ) -> ApiResult<bool> {
+        let Landing {
+            length,
+            path,
+            mut landed,
+            mut done,
+        } = landing;
+        let front = *landed.borrow_and_update();
+        let (written_tx, written) = watch::channel(Progress {
+            bytes: front,
+            verified: false,
+        });
+        state.send_replace(FillState::Streaming {
+            length,
+            tmp: path,
+            written,
+            recent: Recent::default(),
+        });
+        let mut watching = true;
+        let file = loop {
+            tokio::select! {
+                file = &mut done => break file?,
+                changed = landed.changed(), if watching => match changed {
+                    Ok(()) => {
+                        let bytes = *landed.borrow_and_update();
+                        written_tx.send_replace(Progress { bytes, verified: false });
+                    }
+                    Err(_) => watching = false,
+                },
+            }
+        };
+        written_tx.send_replace(Progress {
+            bytes: length,
+            verified: true,
+        });
+        if self.store.adopt_verified_file(repo, d, &file).await? {
+            return Ok(true);
+        }
+        let body = tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::open(&file).await?,
+            SEND_CHUNK as usize,
+        );
+        self.store
+            .put_blob(repo, d, Box::pin(body))
             .await
             .map_err(|e| crate::backing::fetched_corrupt(repo, d, e))?;
         Ok(true)

@@ -21,7 +21,7 @@ mod tag_authority;
 
 pub use access::{Access, AccessError, hash_password, htpasswd_line, protect};
 pub use api::{CacheStats, Registry, router};
-pub use backing::{Backing, BlobStat, BodyStream};
+pub use backing::{Backing, BlobStat, BodyStream, Landing};
 pub use digest::{Algorithm, Digest, Digester};
 pub use error::{ApiResult, ErrorCode, RegistryError};
 pub use image_ref::{ImageRef, ImageRefError};

@@ -240,3 +240,150 @@ async fn a_client_that_joins_late_reads_the_file_then_memory_and_gets_the_same_b
     assert!(b.unwrap() == data, "late client's bytes differ");
     assert_eq!(backing.fetches.load(Ordering::SeqCst), 1);
 }
+
+/// A backing whose blob lands in a file of its own (as the agent's P2P download does): the
+/// first half is in the file at once, the second only once `release` is notified; then the
+/// file is moved (as the piece store moves a finished download into its cache) and returned,
+/// or the landing fails when `fail` is set. It has no other way to fetch.
+struct Landed {
+    data: Vec<u8>,
+    dir: tempfile::TempDir,
+    release: Arc<Notify>,
+    fail: AtomicBool,
+    landings: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Backing for Landed {
+    async fn put_blob(&self, _: &RepoName, _: &Digest, _: &Path, _: u64) -> ApiResult<()> {
+        Ok(())
+    }
+
+    async fn get_blob(&self, _: &RepoName, _: &Digest) -> ApiResult<Option<BodyStream>> {
+        panic!("a landing blob is not fetched as a stream")
+    }
+
+    async fn get_blob_landing(
+        &self,
+        _: &RepoName,
+        _: &Digest,
+    ) -> ApiResult<Option<shoal_registry::Landing>> {
+        let n = self.landings.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.path().join(format!("landing{n}"));
+        let half = self.data.len() / 2;
+        let file = std::fs::File::create(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &self.data[..half], 0).unwrap();
+        let (tx, landed) = tokio::sync::watch::channel(half as u64);
+        let (release, data) = (self.release.clone(), self.data.clone());
+        let (done_path, fail) = (
+            self.dir.path().join(format!("done{n}")),
+            self.fail.load(Ordering::SeqCst),
+        );
+        let landing_path = path.clone();
+        let done = async move {
+            release.notified().await;
+            if fail {
+                drop(tx);
+                return Err(shoal_registry::RegistryError::new(
+                    shoal_registry::ErrorCode::Unavailable,
+                    "a piece never came",
+                ));
+            }
+            std::os::unix::fs::FileExt::write_all_at(&file, &data[half..], half as u64).unwrap();
+            tx.send_replace(data.len() as u64);
+            std::fs::rename(&landing_path, &done_path).unwrap();
+            Ok(done_path)
+        };
+        Ok(Some(shoal_registry::Landing {
+            length: self.data.len() as u64,
+            path,
+            landed,
+            done: Box::pin(done),
+        }))
+    }
+
+    async fn put_tag(&self, _: &RepoName, _: &Tag, _: &Digest) -> ApiResult<()> {
+        Ok(())
+    }
+
+    async fn get_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<Option<Digest>> {
+        Ok(None)
+    }
+
+    async fn delete_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<()> {
+        Ok(())
+    }
+}
+
+fn landed(data: Vec<u8>) -> Arc<Landed> {
+    Arc::new(Landed {
+        data,
+        dir: tempfile::tempdir().unwrap(),
+        release: Arc::new(Notify::new()),
+        fail: AtomicBool::new(false),
+        landings: AtomicUsize::new(0),
+    })
+}
+
+/// Clients of a blob that lands in the backing's file read its landed front before the rest
+/// exists, share the one landing, and the finished file is linked into the store, not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_a_blob_landing_in_the_backings_file_and_it_is_linked_in() {
+    let data = blob(3 << 20);
+    let d = Digest::sha256_of(&data);
+    let backing = landed(data.clone());
+    let reg = backed(backing.clone()).await;
+    let uri = format!("/v2/team/app/blobs/{d}");
+
+    let (status, length, mut first) = start_get(&reg.app, &uri).await;
+    assert_eq!((status, length), (StatusCode::OK, data.len().to_string()));
+    let head = read_at_least(&mut first, data.len() / 2).await;
+    assert!(head[..] == data[..head.len()], "the landed front differs");
+    let (status, _, mut second) = start_get(&reg.app, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let head2 = read_at_least(&mut second, 1 << 20).await;
+    assert!(head2[..] == data[..head2.len()]);
+
+    backing.release.notify_one();
+    let (a, b) = tokio::join!(read_rest(first, head), read_rest(second, head2));
+    assert!(a.unwrap() == data, "first client's bytes differ");
+    assert!(b.unwrap() == data, "second client's bytes differ");
+    assert_eq!(
+        backing.landings.load(Ordering::SeqCst),
+        1,
+        "one landing for both"
+    );
+
+    // The moved file is the store's copy too (a hard link), and later GETs are local.
+    let again = reg.get(&uri).await;
+    assert_eq!((again.status, again.body == data), (StatusCode::OK, true));
+    let done = std::fs::metadata(backing.dir.path().join("done0")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&done), 2);
+    assert_eq!(backing.landings.load(Ordering::SeqCst), 1);
+}
+
+/// A landing that fails completes no client and leaves nothing in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landing_that_fails_completes_no_client_and_is_not_kept() {
+    let data = blob(2 << 20);
+    let d = Digest::sha256_of(&data);
+    let backing = landed(data.clone());
+    backing.fail.store(true, Ordering::SeqCst);
+    let reg = backed(backing.clone()).await;
+    let uri = format!("/v2/team/app/blobs/{d}");
+
+    let (status, _, mut body) = start_get(&reg.app, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let head = read_at_least(&mut body, 1 << 20).await;
+    backing.release.notify_one();
+    let rest = read_rest(body, head).await;
+    assert!(rest.is_err(), "the body of a failed landing ended cleanly");
+
+    // Nothing was kept: the next GET lands it again.
+    backing.fail.store(false, Ordering::SeqCst);
+    let (status, _, body) = start_get(&reg.app, &uri).await;
+    assert_eq!(status, StatusCode::OK);
+    backing.release.notify_one();
+    assert!(read_rest(body, Vec::new()).await.unwrap() == data);
+    assert_eq!(backing.landings.load(Ordering::SeqCst), 2);
+}

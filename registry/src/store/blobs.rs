@@ -78,8 +78,8 @@ impl BlobReader {
 
 /// Maps `len` bytes of a blob file from `offset`, read-only, and asks the kernel to read
 /// them ahead. The caller guarantees that those bytes are in the file and are never written
-/// again: a committed blob (immutable), or the written part of a followed fetch's scratch
-/// file (only ever appended to).
+/// again: a committed blob (immutable), the written part of a followed fetch's scratch
+/// file (only ever appended to), or the landed front of a backing's landing file.
 #[allow(unsafe_code)]
 pub(crate) fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
@@ -87,7 +87,10 @@ pub(crate) fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Res
     // Blob files are immutable once committed: they are written in tmp/, synced, and renamed
     // into blobs/; nothing in shoal opens them for writing afterwards. A followed fetch's
     // scratch file is written front to back, each byte once, and a follower maps only what
-    // the writer has reported written. Deleting either (unlink) keeps the mapped pages valid.
+    // the writer has reported written. A backing's landing file (`Landing`, the agent's piece
+    // file) is written piece by piece, each at its offset and once, and a follower maps only
+    // the front the backing reported landed. Deleting any of them (unlink) or renaming it
+    // keeps the mapped pages valid.
     // The window lies within the file's current length (checked by the callers), so no page
     // of it is past the end of the file.
     let map = unsafe {
