@@ -5,9 +5,11 @@
 #      (each holding it: `max_replica: ORIGINS`), ROUNDS times with a fresh blob each round.
 # Every agent's ingress is capped at B (MBIT_PER_SEC) by shoal's built-in token bucket
 # (scheduler.conn.bandwidth; no tc/netns here: every process shares loopback). Origins are not
-# capped. Prints, per agent, its rate against B, the origins' piece egress divided by the blob
-# size (per round), the CPU seconds every process used, and the floor under them: what `dd`
-# spends writing the same bytes into fresh page cache here.
+# capped. Prints, per agent, its rate against B and when its client got the first byte (an
+# agent streams the blob's verified front while it downloads; the baseline also prints the
+# first byte of a GET straight from the origin that holds the blob), the origins' piece egress
+# divided by the blob size (per round), the CPU seconds every process used, and the floor
+# under them: what `dd` spends writing the same bytes into fresh page cache here.
 # Every process gets its own 127.0.0.x address and free ports; all are stopped on exit.
 # Usage: bench/p2p.sh [BLOB_MIB (default 1024)] [AGENTS (default 8)] [MBIT_PER_SEC (default 400)]
 #                     [ORIGINS (default 1)] [ROUNDS (default 1)]
@@ -146,7 +148,7 @@ pull_all() {
   local each_before; each_before=$(origin_each)
   for a in "${AGENT_HTTP[@]}"; do
     i=$((i + 1))
-    ( curl -fsS -o /dev/null -w '%{time_total}\n' "http://$a/v2/bench/blob/blobs/$DIGEST" >"$WORK/$label.time$i" ) &
+    ( curl -fsS -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "http://$a/v2/bench/blob/blobs/$DIGEST" >"$WORK/$label.time$i" ) &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
@@ -154,9 +156,9 @@ pull_all() {
   local worst=999
   for a in "${AGENT_HTTP[@]}"; do
     i=$((i + 1))
-    local t; t=$(cat "$WORK/$label.time$i")
+    local first t; read -r first t <"$WORK/$label.time$i"
     local r; r=$(python3 -c "print(f'{$size / $t / $B_BYTES:.2f}')")
-    printf '  %s agent%d: %6.1f s  %6.1f MB/s  = %s of B\n' "$label" "$i" "$t" "$(python3 -c "print($size/$t/1e6)")" "$r"
+    printf '  %s agent%d: %6.1f s  %6.1f MB/s  = %s of B  (first byte after %.2f s)\n' "$label" "$i" "$t" "$(python3 -c "print($size/$t/1e6)")" "$r" "$first"
     worst=$(python3 -c "print(min($worst, $r))")
   done
   local sent; sent=$(( $(origin_sent) - before ))
@@ -177,6 +179,8 @@ echo "  floor: dd writing ${BLOB_MIB} MiB into a new file here used ${dd_secs} C
 start_cluster baseline 1 1
 push_blob baseline
 pull_all baseline
+printf '  baseline: first byte of a GET straight from the origin after %.3f s\n' \
+  "$(curl -fsS -o /dev/null -w '%{time_starttransfer}' "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST")"
 start_cluster fanout "$AGENTS" 2 "$ORIGINS"
 for r in $(seq 1 "$ROUNDS"); do
   push_blob fanout

@@ -14,7 +14,7 @@ use shoal_config::AgentConfig;
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::mirror::{self, Mirrors};
 use shoal_registry::{
-    ApiResult, Backing, BlobStat, BodyStream, Digest, ErrorCode, LocalStore, Registry,
+    ApiResult, Backing, BlobStat, BodyStream, Digest, ErrorCode, Landing, LocalStore, Registry,
     RegistryError, RepoName, Tag, TagKey,
 };
 use tokio::net::TcpListener;
@@ -175,13 +175,15 @@ impl P2pBacking {
         self.scheduler
             .download(repo.as_str(), d)
             .await
-            .map_err(|e| {
-                RegistryError::new(
-                    ErrorCode::Unavailable,
-                    format!("getting {d} of {repo} from peers: {e}"),
-                )
-            })
+            .map_err(|e| from_peers(repo, d, e))
     }
+}
+
+fn from_peers(repo: &RepoName, d: &Digest, e: shoal_p2p::SchedulerError) -> RegistryError {
+    RegistryError::new(
+        ErrorCode::Unavailable,
+        format!("getting {d} of {repo} from peers: {e}"),
+    )
 }
 
 fn read_only() -> RegistryError {
@@ -201,6 +203,30 @@ impl Backing for P2pBacking {
             file,
             1 << 20,
         ))))
+    }
+
+    /// A GET follows the P2P download as it lands: the client is sent the verified front of
+    /// the piece store's file while the rest arrives (the torrent picks the front first), and
+    /// the finished file is hard-linked into the registry store.
+    async fn get_blob_landing(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<Landing>> {
+        let landing = self
+            .scheduler
+            .landing(repo.as_str(), d)
+            .await
+            .map_err(|e| from_peers(repo, d, e))?;
+        let (repo, d) = (repo.clone(), d.clone());
+        Ok(Some(Landing {
+            length: landing.length(),
+            path: landing.path().to_owned(),
+            landed: landing.landed(),
+            done: Box::pin(async move {
+                let blob = landing
+                    .finished()
+                    .await
+                    .map_err(|e| from_peers(&repo, &d, e))?;
+                Ok(blob.path().to_owned())
+            }),
+        }))
     }
 
     /// The piece store's verified file, which the registry store hard-links: the agent keeps
