@@ -141,6 +141,19 @@ origin_each() {
   echo "$out"
 }
 
+# GETs URL, discarding the body; prints the seconds to the body's first byte and to its end.
+timed_get() {
+  local start first end
+  start=$(now)
+  curl -fsS "$1" | {
+    head -c1 >/dev/null
+    first=$(now)
+    cat >/dev/null
+    end=$(now)
+    python3 -c "print(f'{$first - $start:.3f} {$end - $start:.3f}')"
+  }
+}
+
 # Pulls DIGEST through every agent at once; prints per-agent seconds and rate/B.
 pull_all() {
   local label=$1 size=$((BLOB_MIB << 20))
@@ -148,7 +161,7 @@ pull_all() {
   local each_before; each_before=$(origin_each)
   for a in "${AGENT_HTTP[@]}"; do
     i=$((i + 1))
-    ( curl -fsS -o /dev/null -w '%{time_starttransfer} %{time_total}\n' "http://$a/v2/bench/blob/blobs/$DIGEST" >"$WORK/$label.time$i" ) &
+    ( timed_get "http://$a/v2/bench/blob/blobs/$DIGEST" >"$WORK/$label.time$i" ) &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
@@ -179,8 +192,8 @@ echo "  floor: dd writing ${BLOB_MIB} MiB into a new file here used ${dd_secs} C
 start_cluster baseline 1 1
 push_blob baseline
 pull_all baseline
-printf '  baseline: first byte of a GET straight from the origin after %.3f s\n' \
-  "$(curl -fsS -o /dev/null -w '%{time_starttransfer}' "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST")"
+read -r first _ <<<"$(timed_get "http://$ORIGIN/namespace/bench%2Fblob/blobs/$DIGEST")"
+printf '  baseline: first byte of a GET straight from the origin after %.3f s\n' "$first"
 start_cluster fanout "$AGENTS" 2 "$ORIGINS"
 for r in $(seq 1 "$ROUNDS"); do
   push_blob fanout

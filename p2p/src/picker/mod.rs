@@ -15,7 +15,7 @@
 //!
 //! | event | from | to |
 //! |---|---|---|
-//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break or the lowest index once [`prefer_front`](PiecePicker::prefer_front), up to `pipeline_limit` per peer) |
+//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break, or the lowest index for a followed download among seeders only ([`prefer_front`](PiecePicker::prefer_front)), up to `pipeline_limit` per peer) |
 //! | [`pick`](PiecePicker::pick) in endgame | Requested | Requested by one more peer |
 //! | [`piece_verified`](PiecePicker::piece_verified) | Requested / Missing | Have; other requesters are returned to be cancelled |
 //! | [`piece_failed`](PiecePicker::piece_failed) | Requested | Missing (or still Requested from others); the sender is returned for blacklisting |
@@ -171,12 +171,20 @@ impl PiecePicker {
         }
     }
 
-    /// A client reads the blob as it lands: from now on ties of rarity go to the lowest index
-    /// instead of a random one, so the verified front a client is sent grows with the
-    /// download. Rarest first still decides between pieces of unequal availability, which is
-    /// what spreads a swarm's pieces.
+    /// A client reads the blob as it lands: from now on, while every connected peer has the
+    /// whole blob (an origin, complete agents), ties of rarity go to the lowest index instead
+    /// of a random one, so the verified front a client is sent grows with the download. While
+    /// other leechers are connected (a fan-out) the ties stay random: leechers all asking for
+    /// the same front pieces would queue on the same holders and make the origins send pieces
+    /// twice (measured: origin egress 1.5x -> 1.9x the blob with 8 agents), and random picks
+    /// are what spreads a swarm's pieces.
     pub fn prefer_front(&mut self) {
         self.front_first = true;
+    }
+
+    /// Whether ties of rarity go to the lowest index now (see [`PiecePicker::prefer_front`]).
+    fn in_order(&self) -> bool {
+        self.front_first && self.peers.values().all(|v| v.bitfield.is_full())
     }
 
     fn piece_count(&self) -> u32 {
@@ -365,7 +373,7 @@ impl PiecePicker {
                 _ => None,
             })
             .collect();
-        if self.front_first {
+        if self.in_order() {
             candidates.sort_by_key(|&(requesters, avail, i)| (requesters, avail, i));
         } else {
             candidates.shuffle(&mut self.rng);

@@ -601,3 +601,34 @@ fn without_a_follower_the_picks_are_spread_over_the_blob() {
         "random tie-breaks picked {picked:?}"
     );
 }
+
+#[test]
+fn a_followed_download_picks_in_order_only_while_every_peer_is_complete() {
+    let now = Instant::now();
+    let all: Vec<u32> = (0..64).collect();
+    let origin = peer(9);
+    let mut p = picker(64, 4);
+    p.add_peer(origin, bits(64, &all)).unwrap();
+    p.prefer_front();
+    assert_eq!(p.pick_capped(origin, now, 1, |_| true), idx(&[0, 1, 2, 3]));
+
+    // Another leecher connected: the picks spread at random again.
+    let mut p = picker(64, 16);
+    p.add_peer(origin, bits(64, &all)).unwrap();
+    p.add_peer(peer(1), bits(64, &[40])).unwrap();
+    p.prefer_front();
+    let picked = p.pick_capped(origin, now, 1, |_| true);
+    assert_eq!(picked.len(), 16);
+    assert_ne!(picked, idx(&(0..16).collect::<Vec<_>>()));
+    // It leaves (or completes): in order again.
+    p.remove_peer(&peer(1));
+    for i in picked {
+        p.piece_verified(origin, i).unwrap();
+    }
+    let lowest: Vec<PieceIndex> = (0..64)
+        .map(PieceIndex)
+        .filter(|i| p.status(*i) == Some(PieceStatus::Missing))
+        .take(16)
+        .collect();
+    assert_eq!(p.pick_capped(origin, now, 1, |_| true), lowest);
+}
