@@ -147,6 +147,37 @@ async fn start_get(app: &axum::Router, uri: &str) -> (StatusCode, String, Body) 
     (resp.status(), length, resp.into_body())
 }
 
+/// Two clients of one miss: the first reads `head` bytes (what the backing sends before it
+/// waits for `release`), a second joins and reads 1 MiB, then `release` lets the rest come
+/// and both get `data` whole.
+async fn two_clients_share_one_miss(
+    app: &axum::Router,
+    uri: &str,
+    data: &[u8],
+    head: usize,
+    release: &Notify,
+) {
+    let (status, length, mut first) = start_get(app, uri).await;
+    assert_eq!((status, length), (StatusCode::OK, data.len().to_string()));
+    let head = read_at_least(&mut first, head).await;
+    assert!(
+        head[..] == data[..head.len()],
+        "the first client's start differs"
+    );
+    let (status, _, mut second) = start_get(app, uri).await;
+    assert_eq!(status, StatusCode::OK);
+    let head2 = read_at_least(&mut second, 1 << 20).await;
+    assert!(
+        head2[..] == data[..head2.len()],
+        "the second client's start differs"
+    );
+
+    release.notify_one();
+    let (a, b) = tokio::join!(read_rest(first, head), read_rest(second, head2));
+    assert!(a.unwrap() == data, "first client's bytes differ");
+    assert!(b.unwrap() == data, "second client's bytes differ");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_cold_blob_get_bytes_before_the_fetch_ends_and_share_it() {
     let data = blob(3 << 20);
@@ -156,20 +187,7 @@ async fn clients_of_a_cold_blob_get_bytes_before_the_fetch_ends_and_share_it() {
     let uri = format!("/v2/team/app/blobs/{d}");
 
     // The first half arrives while the backing holds back the second.
-    let (status, length, mut first) = start_get(&reg.app, &uri).await;
-    assert_eq!((status, length), (StatusCode::OK, data.len().to_string()));
-    let head = read_at_least(&mut first, 1 << 20).await;
-    assert_eq!(head[..], data[..head.len()]);
-    // A second client joins the same fetch.
-    let (status, _, mut second) = start_get(&reg.app, &uri).await;
-    assert_eq!(status, StatusCode::OK);
-    let head2 = read_at_least(&mut second, 1 << 20).await;
-    assert_eq!(head2[..], data[..head2.len()]);
-
-    backing.release.notify_one();
-    let (a, b) = tokio::join!(read_rest(first, head), read_rest(second, head2));
-    assert!(a.unwrap() == data, "first client's bytes differ");
-    assert!(b.unwrap() == data, "second client's bytes differ");
+    two_clients_share_one_miss(&reg.app, &uri, &data, 1 << 20, &backing.release).await;
     assert_eq!(
         backing.fetches.load(Ordering::SeqCst),
         1,
@@ -335,19 +353,7 @@ async fn clients_follow_a_blob_landing_in_the_backings_file_and_it_is_linked_in(
     let reg = backed(backing.clone()).await;
     let uri = format!("/v2/team/app/blobs/{d}");
 
-    let (status, length, mut first) = start_get(&reg.app, &uri).await;
-    assert_eq!((status, length), (StatusCode::OK, data.len().to_string()));
-    let head = read_at_least(&mut first, data.len() / 2).await;
-    assert!(head[..] == data[..head.len()], "the landed front differs");
-    let (status, _, mut second) = start_get(&reg.app, &uri).await;
-    assert_eq!(status, StatusCode::OK);
-    let head2 = read_at_least(&mut second, 1 << 20).await;
-    assert!(head2[..] == data[..head2.len()]);
-
-    backing.release.notify_one();
-    let (a, b) = tokio::join!(read_rest(first, head), read_rest(second, head2));
-    assert!(a.unwrap() == data, "first client's bytes differ");
-    assert!(b.unwrap() == data, "second client's bytes differ");
+    two_clients_share_one_miss(&reg.app, &uri, &data, data.len() / 2, &backing.release).await;
     assert_eq!(
         backing.landings.load(Ordering::SeqCst),
         1,

@@ -112,6 +112,15 @@ impl CorruptPeer {
     }
 }
 
+/// What a fixture answers a handshake with: the same torrent, its own id, every piece.
+fn answer(theirs: Handshake, id: PeerId, m: &Metainfo) -> Frame {
+    Frame::Handshake(Handshake {
+        peer_id: id,
+        bitfield: Bitfield::full(m.piece_count()),
+        ..theirs
+    })
+}
+
 /// One connection: answer the handshake with a full bitfield, every request with garbage.
 async fn lie(mut stream: TcpStream, id: PeerId, m: Arc<Metainfo>, seen: Arc<Mutex<Seen>>) {
     let decoder = FrameDecoder::for_torrent(&m);
@@ -123,11 +132,7 @@ async fn lie(mut stream: TcpStream, id: PeerId, m: Arc<Metainfo>, seen: Arc<Mute
             let reply = match frame {
                 Frame::Handshake(h) => {
                     *seen.lock().unwrap().dials.entry(h.peer_id).or_default() += 1;
-                    Frame::Handshake(Handshake {
-                        peer_id: id,
-                        bitfield: Bitfield::full(m.piece_count()),
-                        ..h
-                    })
+                    answer(h, id, &m)
                 }
                 Frame::PieceRequest { index } => {
                     let Ok(size) = m.piece_size(index) else {
@@ -241,11 +246,7 @@ async fn serve_gated(
             let _ = buf.split_to(used);
             match frame {
                 Frame::Handshake(h) => {
-                    let _ = tx.send(Frame::Handshake(Handshake {
-                        peer_id: id,
-                        bitfield: Bitfield::full(m.piece_count()),
-                        ..h
-                    }));
+                    let _ = tx.send(answer(h, id, &m));
                 }
                 Frame::PieceRequest { index } => {
                     let Ok(range) = m.piece_range(index) else {
