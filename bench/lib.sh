@@ -35,7 +35,7 @@ CONF
 }
 metric() { curl -fsS "http://$1/metrics" | awk -v k="$2" '$1 == k { print $2 }'; } # HOST:PORT NAME
 cpu_secs() { # utime + stime of a pid, in seconds
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat"
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
 # A fresh /tmp/shoal-bench-NAME.* as WORK, removed on exit (kept when KEEP is set) after every

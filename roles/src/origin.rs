@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
-use shoal_p2p::store::{CompleteBlob, ImportProgress, follow};
+use shoal_p2p::store::{CompleteBlob, ImportProgress, complete_body, follow};
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Backing, BlobStat, Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
@@ -389,10 +389,12 @@ async fn download(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Respo
         if let Some(blob) = o.complete(&p.digest).await? {
             let file = tokio::fs::File::open(blob.path())
                 .await
-                .map_err(HttpError::internal)?;
+                .map_err(HttpError::internal)?
+                .into_std()
+                .await;
             return Ok((
                 [(header::CONTENT_LENGTH, blob.len().to_string()), octets],
-                Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                Body::from_stream(complete_body(file, blob.len())),
             )
                 .into_response());
         }
@@ -423,7 +425,7 @@ async fn download(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Respo
 /// import ended first (its file renamed into the cache, or removed).
 async fn open_import(
     mut progress: watch::Receiver<ImportProgress>,
-) -> HttpResult<Option<(tokio::fs::File, Option<u64>)>> {
+) -> HttpResult<Option<(std::fs::File, Option<u64>)>> {
     loop {
         let (file, length) = {
             let p = progress.borrow_and_update();
@@ -431,7 +433,7 @@ async fn open_import(
         };
         if let Some(path) = file {
             return match tokio::fs::File::open(&path).await {
-                Ok(f) => Ok(Some((f, length))),
+                Ok(f) => Ok(Some((f.into_std().await, length))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(HttpError::internal(e)),
             };

@@ -7,17 +7,20 @@
 //! blob that failed its digest (its body ends in an error instead, and a server cuts the
 //! connection). It does not wait for the blob's sync and rename into `cache/`: what the reader
 //! has is verified, and a failed rename loses only the cached copy.
+//!
+//! The body is read-only maps of the file, a window at a time ([`SEND_CHUNK`]), not reads
+//! into buffers: the bytes go from the page cache to the socket with no copy in between, and
+//! the resident size stays one window per reader. [`complete_body`] sends a complete blob the same way.
 
 use std::io;
 use std::path::PathBuf;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
-/// Bytes read from the file per chunk of a follower's body.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes mapped per chunk of a reader's body.
+const SEND_CHUNK: u64 = 4 << 20;
 
 /// Where an import stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,14 +36,48 @@ pub struct ImportProgress {
     pub verified: bool,
 }
 
+/// The body of a complete blob's `file` (in `cache/`), `len` bytes.
+pub fn complete_body(
+    file: std::fs::File,
+    len: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    let done = ImportProgress {
+        bytes: len,
+        verified: true,
+        ..ImportProgress::default()
+    };
+    follow(file, watch::channel(done).1)
+}
+
+/// Maps `len` bytes of a piece store file from `offset`, read-only, and asks the kernel to read
+/// them ahead. The caller guarantees those bytes are in the file and never written again.
+#[allow(unsafe_code)]
+fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: the mapping is read-only and the bytes it covers never change while it lives. A
+    // complete blob in `cache/` is never opened for writing again. An import writes its file
+    // in `download/` front to back, each byte once, and a reader maps only the bytes its
+    // `ImportProgress` says are written (so the window is within the file's length, and no page
+    // of it lies past the end). Deleting or renaming the file keeps the mapped pages valid.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(file)?
+    };
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let _ = map.advise(memmap2::Advice::WillNeed);
+    Ok(map)
+}
+
 /// The body of `file`, an import's file opened by a reader, as `progress` says it grows. It ends
 /// in an error when the import ends (its sender is dropped) without verifying.
 pub fn follow(
-    file: tokio::fs::File,
+    file: std::fs::File,
     progress: watch::Receiver<ImportProgress>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
     struct Reader {
-        file: tokio::fs::File,
+        file: std::fs::File,
         pos: u64,
         progress: watch::Receiver<ImportProgress>,
         done: bool,
@@ -65,12 +102,11 @@ pub fn follow(
                 false => bytes.saturating_sub(1),
             };
             if r.pos < available {
-                let n = (available - r.pos).min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(n);
-                return match r.file.read_exact(&mut buf).await {
-                    Ok(_) => {
-                        r.pos += n as u64;
-                        Some((Ok(buf.freeze()), r))
+                let n = (available - r.pos).min(SEND_CHUNK);
+                return match map_window(&r.file, r.pos, n) {
+                    Ok(map) => {
+                        r.pos += n;
+                        Some((Ok(Bytes::from_owner(map)), r))
                     }
                     Err(e) => {
                         r.done = true;

@@ -62,7 +62,7 @@ use crate::metainfo::{Metainfo, MetainfoBuilder};
 pub use blob::{CompleteBlob, PartialBlob};
 use blob::{CompleteInner, PartialInner};
 use evict::{Candidate, Limits};
-pub use follow::{ImportProgress, follow};
+pub use follow::{ImportProgress, complete_body, follow};
 
 /// Bytes gathered from an import body before one blocking write, so a stream of small chunks
 /// does not cost one thread hand-off each.

@@ -893,7 +893,7 @@ impl FollowedImport {
             }
             watch.changed().await.unwrap();
         };
-        let file = tokio::fs::File::open(&path).await.unwrap();
+        let file = std::fs::File::open(&path).unwrap();
         FollowedImport {
             feed,
             import,
