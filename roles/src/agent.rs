@@ -206,8 +206,9 @@ impl Backing for P2pBacking {
     }
 
     /// A GET follows the P2P download as it lands: the client is sent the verified front of
-    /// the piece store's file while the rest arrives (the torrent picks the front first), and
-    /// the finished file is hard-linked into the registry store.
+    /// the piece store's file while the rest arrives (the torrent picks the front first while
+    /// only complete peers are connected), and the finished file is hard-linked into the
+    /// registry store.
     async fn get_blob_landing(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<Landing>> {
         let landing = self
             .scheduler

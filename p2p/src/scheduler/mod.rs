@@ -165,7 +165,7 @@ impl Landing {
     }
 
     /// How many bytes from the blob's start are on disk, every piece among them verified
-    /// against the metainfo. The last one may not be sent to a client before
+    /// against the metainfo. The blob's last byte may not be sent to a client before
     /// [`Landing::finished`] returns: for a metainfo whose pieces do not prove the digest, only
     /// the whole-file check does. The sender is gone once nothing more will land.
     pub fn landed(&self) -> watch::Receiver<u64> {
@@ -378,9 +378,9 @@ impl Scheduler {
     }
 
     /// Gets the blob from peers as [`Scheduler::download`] does, for a client that reads it
-    /// while it lands: the torrent picks pieces near the front first (among equally rare
-    /// ones), and the landing says how much of the front is on disk. A blob already complete
-    /// has landed whole.
+    /// while it lands: the landing says how much of the front is on disk, and the torrent
+    /// picks the lowest pieces first while every connected peer is complete
+    /// ([`crate::PiecePicker::prefer_front`]). A blob already complete has landed whole.
     pub async fn landing(
         &self,
         namespace: &str,

@@ -128,7 +128,8 @@ pub(crate) enum Cmd {
     },
     /// The partial blob was checked as a whole and moved into the cache.
     Finished(Result<CompleteBlob, StoreError>),
-    /// A client reads the blob as it lands: pick pieces near the front first.
+    /// A client reads the blob as it lands: the picker prefers the front (see
+    /// [`PiecePicker::prefer_front`]).
     Followed,
 }
 
