@@ -49,27 +49,6 @@ pub fn complete_body(
     follow(file, watch::channel(done).1)
 }
 
-/// Maps `len` bytes of a piece store file from `offset`, read-only, and asks the kernel to read
-/// them ahead. The caller guarantees those bytes are in the file and never written again.
-#[allow(unsafe_code)]
-fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
-    let len = usize::try_from(len).map_err(io::Error::other)?;
-    // SAFETY: the mapping is read-only and the bytes it covers never change while it lives. A
-    // complete blob in `cache/` is never opened for writing again. An import writes its file
-    // in `download/` front to back, each byte once, and a reader maps only the bytes its
-    // `ImportProgress` says are written (so the window is within the file's length, and no page
-    // of it lies past the end). Deleting or renaming the file keeps the mapped pages valid.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .map(file)?
-    };
-    let _ = map.advise(memmap2::Advice::Sequential);
-    let _ = map.advise(memmap2::Advice::WillNeed);
-    Ok(map)
-}
-
 /// The body of `file`, an import's file opened by a reader, as `progress` says it grows. It ends
 /// in an error when the import ends (its sender is dropped) without verifying.
 pub fn follow(
@@ -103,7 +82,12 @@ pub fn follow(
             };
             if r.pos < available {
                 let n = (available - r.pos).min(SEND_CHUNK);
-                return match map_window(&r.file, r.pos, n) {
+                // SAFETY: a complete blob in `cache/` is never opened for writing again; an
+                // import writes its file in `download/` front to back, each byte once, and
+                // `available` never passes the bytes its progress reported written.
+                #[allow(unsafe_code)]
+                let mapped = unsafe { shoal_registry::store::map_window(&r.file, r.pos, n) };
+                return match mapped {
                     Ok(map) => {
                         r.pos += n;
                         Some((Ok(Bytes::from_owner(map)), r))

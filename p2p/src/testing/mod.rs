@@ -88,12 +88,7 @@ impl CorruptPeer {
 
     /// How a tracker lists it: a complete peer, so leechers dial it first.
     pub fn as_peer(&self) -> PeerAddr {
-        PeerAddr {
-            peer_id: self.peer_id,
-            addr: self.addr,
-            complete: true,
-            origin: false,
-        }
+        complete_peer(self.peer_id, self.addr)
     }
 
     /// Connections accepted so far, handshaken or not.
@@ -109,6 +104,16 @@ impl CorruptPeer {
     /// Corrupt pieces sent so far.
     pub fn pieces_served(&self) -> usize {
         self.seen.lock().unwrap().pieces
+    }
+}
+
+/// A fixture as a tracker lists it: a complete agent.
+fn complete_peer(peer_id: PeerId, addr: SocketAddr) -> PeerAddr {
+    PeerAddr {
+        peer_id,
+        addr,
+        complete: true,
+        origin: false,
     }
 }
 
@@ -209,12 +214,7 @@ impl GatedPeer {
 
     /// How a tracker lists it: a complete peer.
     pub fn as_peer(&self) -> PeerAddr {
-        PeerAddr {
-            peer_id: self.peer_id,
-            addr: self.addr,
-            complete: true,
-            origin: false,
-        }
+        complete_peer(self.peer_id, self.addr)
     }
 }
 

@@ -64,7 +64,12 @@ impl BlobReader {
                     return None;
                 }
                 let n = SEND_CHUNK.min(end - at);
-                match map_window(&file, at, n) {
+                // SAFETY: a committed blob file: written in tmp/, synced, renamed into blobs/,
+                // never opened for writing again; the window is within `self.len`, checked
+                // against the file above.
+                #[allow(unsafe_code)]
+                let mapped = unsafe { map_window(&file, at, n) };
+                match mapped {
                     Ok(map) => Some((Ok(Bytes::from_owner(map)), at + n)),
                     // One error ends the body (the connection is cut mid-blob, so the client
                     // sees a short read, never wrong bytes).
@@ -77,22 +82,19 @@ impl BlobReader {
 }
 
 /// Maps `len` bytes of a blob file from `offset`, read-only, and asks the kernel to read
-/// them ahead. The caller guarantees that those bytes are in the file and are never written
-/// again: a committed blob (immutable), the written part of a followed fetch's scratch
-/// file (only ever appended to), or the landed front of a backing's landing file.
+/// them ahead: what blob bodies are sent as, here and in the P2P piece store (no copy between
+/// the page cache and the socket, one window resident per reader).
+///
+/// # Safety
+///
+/// Bytes `offset..offset + len` must be in the file (within its length) and must not change
+/// while the map lives: a file nobody writes again (a committed blob), or the part of a file
+/// its writer has reported written and never writes twice (a followed fetch's scratch file,
+/// a download's landed front). Deleting or renaming the file keeps the mapped pages valid.
 #[allow(unsafe_code)]
-pub(crate) fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
+pub unsafe fn map_window(file: &std::fs::File, offset: u64, len: u64) -> io::Result<memmap2::Mmap> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
-    // SAFETY: the mapping is read-only and the bytes it covers never change while it lives.
-    // Blob files are immutable once committed: they are written in tmp/, synced, and renamed
-    // into blobs/; nothing in shoal opens them for writing afterwards. A followed fetch's
-    // scratch file is written front to back, each byte once, and a follower maps only what
-    // the writer has reported written. A backing's landing file (`Landing`, the agent's piece
-    // file) is written piece by piece, each at its offset and once, and a follower maps only
-    // the front the backing reported landed. Deleting any of them (unlink) or renaming it
-    // keeps the mapped pages valid.
-    // The window lies within the file's current length (checked by the callers), so no page
-    // of it is past the end of the file.
+    // SAFETY: read-only, and the caller guarantees the bytes are there and never change.
     let map = unsafe {
         memmap2::MmapOptions::new()
             .offset(offset)

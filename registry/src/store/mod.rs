@@ -33,8 +33,9 @@ use bytes::Bytes;
 use crate::digest::Digest;
 use crate::name::RepoName;
 
+pub(crate) use blobs::SEND_CHUNK;
+pub use blobs::map_window;
 pub use blobs::{BlobReader, Followers, Progress};
-pub(crate) use blobs::{SEND_CHUNK, map_window};
 pub use manifests::StoredManifest;
 pub use recent::{RECENT_BYTES, Recent};
 pub use uploads::{ChunkRange, UploadPurge, UploadStatus};
