@@ -8,19 +8,18 @@
 //! connection). It does not wait for the blob's sync and rename into `cache/`: what the reader
 //! has is verified, and a failed rename loses only the cached copy.
 //!
-//! The body is read-only maps of the file, a window at a time ([`SEND_CHUNK`]), not reads
-//! into buffers: the bytes go from the page cache to the socket with no copy in between, and
-//! the resident size stays one window per reader. [`complete_body`] sends a complete blob the same way.
+//! The body is read-only maps of the file, a window at a time (the registry's
+//! [`SEND_CHUNK`]), not reads into buffers: the bytes go from the page cache to the socket with
+//! no copy in between, and the resident size stays one window per reader. [`complete_body`]
+//! sends a complete blob the same way.
 
 use std::io;
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_util::Stream;
+use shoal_registry::store::{SEND_CHUNK, map_window};
 use tokio::sync::watch;
-
-/// Bytes mapped per chunk of a reader's body.
-const SEND_CHUNK: u64 = 4 << 20;
 
 /// Where an import stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,7 +85,7 @@ pub fn follow(
                 // import writes its file in `download/` front to back, each byte once, and
                 // `available` never passes the bytes its progress reported written.
                 #[allow(unsafe_code)]
-                let mapped = unsafe { shoal_registry::store::map_window(&r.file, r.pos, n) };
+                let mapped = unsafe { map_window(&r.file, r.pos, n) };
                 return match mapped {
                     Ok(map) => {
                         r.pos += n;

@@ -14,7 +14,7 @@ use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
 
 /// Size of each window of a blob mapped and handed to the HTTP layer when streaming it out.
-pub(crate) const SEND_CHUNK: u64 = 4 * 1024 * 1024;
+pub const SEND_CHUNK: u64 = 4 * 1024 * 1024;
 /// Buffer size for writing uploads to disk.
 const WRITE_BUFFER: usize = 1024 * 1024;
 /// Batches of chunks a followed fetch holds between receiving and writing (8 MiB at most).

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use crate::digest::Digest;
 use crate::name::RepoName;
 
-pub(crate) use blobs::SEND_CHUNK;
+pub use blobs::SEND_CHUNK;
 pub use blobs::map_window;
 pub use blobs::{BlobReader, Followers, Progress};
 pub use manifests::StoredManifest;
