@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use shoal_config::{BandwidthConfig, SchedulerConfig};
-use shoal_p2p::Scheduler;
 use shoal_p2p::testing::{CorruptPeer, GatedPeer, TestCa};
 use shoal_p2p::tls::PeerTls;
+use shoal_p2p::{PieceIndex, Scheduler};
 
 use common::{
     FakeTracker, NS, blob, config, download_everywhere, leechers, node, read_all, seed_blob,
@@ -238,6 +238,47 @@ async fn a_tls_peer_refuses_peers_without_a_certificate_from_its_ca() {
         Err(_) | Ok(0) => {}
         Ok(n) => panic!("the seeder answered {n} bytes to a client without a certificate"),
     }
+}
+
+/// An origin lends each piece it sends to one agent and refuses it to the others until that
+/// agent has it (then they fetch it there): so the agent tells its origins of every piece it
+/// writes, though they are complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_tells_its_origin_of_each_piece_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Arc::new(FakeTracker::default());
+    let piece = 64u64 << 10;
+    let bytes = blob(8 * piece as usize + 7, 4);
+    let m =
+        shoal_p2p::Metainfo::from_reader(&bytes[..], &common::digest_of(&bytes), piece).unwrap();
+    tracker.publish(m.clone());
+    // The last piece waits, so the download (which closes its connections when it ends) stays
+    // open until every other piece was announced.
+    let last = m.piece_count() - 1;
+    let origin = GatedPeer::start(
+        Ipv4Addr::LOCALHOST.into(),
+        m.clone(),
+        bytes::Bytes::from(bytes.clone()),
+        last,
+    )
+    .await
+    .unwrap();
+    tracker.add_peer(m.info_hash(), origin.as_origin());
+    let agent = node(dir.path(), "agent", tracker.clone(), config(), false).await;
+    let mut announced = origin.announced();
+
+    let landing = agent.landing(NS, m.digest()).await.unwrap();
+    let front: std::collections::BTreeSet<PieceIndex> = (0..last).map(PieceIndex).collect();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        announced.wait_for(|a| *a == front),
+    )
+    .await
+    .expect("the agent did not announce each piece it wrote to its origin")
+    .unwrap();
+    origin.open(u32::MAX);
+    let blob = landing.finished().await.unwrap();
+    assert_eq!(read_all(&blob).await, bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //! `connstate.max_open_conn` and `blacklist_duration`, `dispatch.pipeline_limit`,
 //! `announce_interval` (used until the tracker names its own).
 
+mod lend;
 mod stats;
 mod torrent;
 

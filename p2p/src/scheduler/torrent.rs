@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use crate::tls::{PeerStream, PeerTls};
 use tokio::sync::{mpsc, watch};
 
+use super::lend::{Decision, Lends};
 use super::stats::Connected;
 use super::{Announce, AnnounceReply, HANDSHAKE_TIMEOUT, Inner, PeerAddr, upgrade};
 use crate::bitfield::Bitfield;
@@ -29,12 +30,6 @@ use crate::wire::{ErrorCode, Frame, FrameDecoder, Handshake};
 
 /// How often the owner checks timeouts.
 const TICK: Duration = Duration::from_millis(500);
-
-/// How long an origin keeps a piece it sent to one agent "lent": other agents asking for it
-/// meanwhile are refused and get it from that agent, so each piece leaves the origin about
-/// once. When the window passes, or the holder disconnects, the refused peers are told the
-/// origin has the piece again.
-const LEND_WINDOW: Duration = Duration::from_secs(3);
 
 /// How soon to announce again when the tracker handed out nobody to download from.
 const RETRY_EMPTY: Duration = Duration::from_millis(500);
@@ -162,10 +157,8 @@ pub(crate) struct Torrent {
     dialing: HashSet<PeerId>,
     /// Peers the tracker named as origins: asked only for pieces no other peer has.
     origins: HashSet<PeerId>,
-    /// On an origin: pieces recently sent, to whom and when (see [`LEND_WINDOW`]).
-    lent: HashMap<PieceIndex, (PeerId, Instant)>,
-    /// On an origin: who was refused a lent piece, to be told when it is available again.
-    refused: HashMap<PieceIndex, HashSet<PeerId>>,
+    /// On an origin: pieces recently sent, to whom, and who was refused them meanwhile.
+    lent: Lends,
     blacklist: HashMap<PeerId, Instant>,
     cmd_tx: mpsc::Sender<Cmd>,
     cmd_rx: mpsc::Receiver<Cmd>,
@@ -223,8 +216,7 @@ impl Torrent {
             peers: HashMap::new(),
             dialing: HashSet::new(),
             origins: HashSet::new(),
-            lent: HashMap::new(),
-            refused: HashMap::new(),
+            lent: Lends::new(pipeline.request_timeout),
             blacklist: HashMap::new(),
             cmd_tx,
             cmd_rx,
@@ -292,12 +284,13 @@ impl Torrent {
         }
     }
 
-    /// Ends a lend: the peers refused the piece meanwhile may ask the origin again.
-    fn return_lent(&mut self, index: PieceIndex) {
-        self.lent.remove(&index);
-        for peer in self.refused.remove(&index).unwrap_or_default() {
-            if let Some(p) = self.peers.get(&peer) {
-                p.handle.send(Frame::AnnouncePiece { index });
+    /// Ended lends: the peers refused a piece meanwhile may ask the origin again.
+    fn return_lent(&self, ended: Vec<(PieceIndex, HashSet<PeerId>)>) {
+        for (index, refused) in ended {
+            for peer in refused {
+                if let Some(p) = self.peers.get(&peer) {
+                    p.handle.send(Frame::AnnouncePiece { index });
+                }
             }
         }
     }
@@ -305,15 +298,8 @@ impl Torrent {
     fn on_tick(&mut self) -> Option<String> {
         let inner = upgrade(&self.inner)?;
         let now = Instant::now();
-        let expired: Vec<PieceIndex> = self
-            .lent
-            .iter()
-            .filter(|(_, (_, at))| now.duration_since(*at) >= LEND_WINDOW)
-            .map(|(i, _)| *i)
-            .collect();
-        for index in expired {
-            self.return_lent(index);
-        }
+        let ended = self.lent.expire(now);
+        self.return_lent(ended);
         self.blacklist.retain(|_, until| *until > now);
         if let State::Leech { picker, .. } = &mut self.state {
             for (peer, index) in picker.expire(now) {
@@ -602,15 +588,8 @@ impl Torrent {
         if let Some(p) = self.peers.remove(peer) {
             p.handle.close();
         }
-        let held: Vec<PieceIndex> = self
-            .lent
-            .iter()
-            .filter(|(_, (holder, _))| holder == peer)
-            .map(|(i, _)| *i)
-            .collect();
-        for index in held {
-            self.return_lent(index);
-        }
+        let ended = self.lent.holder_left(peer);
+        self.return_lent(ended);
         if let State::Leech { picker, .. } = &mut self.state {
             picker.remove_peer(peer);
         }
@@ -636,6 +615,8 @@ impl Torrent {
         match frame {
             Frame::PieceRequest { index } => self.serve(peer, index),
             Frame::AnnouncePiece { index } => {
+                // On an origin: the agent a piece was lent to has it now.
+                self.lent.announced(index, peer, Instant::now());
                 if let State::Leech { picker, .. } = &mut self.state
                     && let Err(e) = picker.peer_announced(peer, index)
                 {
@@ -677,23 +658,15 @@ impl Torrent {
         let now = Instant::now();
         self.last_progress = self.last_progress.max(now);
         if self.is_seed() && upgrade(&self.inner).is_some_and(|i| i.me.origin) {
-            match self.lent.get(&index) {
-                Some((holder, at))
-                    if *holder != peer
-                        && now.duration_since(*at) < LEND_WINDOW
-                        && self.peers.contains_key(holder) =>
-                {
-                    self.refused.entry(index).or_default().insert(peer);
-                    handle.send(Frame::Error {
-                        index,
-                        code: ErrorCode::PieceUnavailable,
-                        message: "sent to another peer moments ago: get it there".into(),
-                    });
-                    return;
-                }
-                _ => {
-                    self.lent.insert(index, (peer, now));
-                }
+            let peers = &self.peers;
+            let connected = |id: &PeerId| peers.contains_key(id);
+            if self.lent.ask(index, peer, now, connected) == Decision::Refuse {
+                handle.send(Frame::Error {
+                    index,
+                    code: ErrorCode::PieceUnavailable,
+                    message: "sent to another peer moments ago: get it there".into(),
+                });
+                return;
             }
         }
         enum Source {
@@ -784,8 +757,10 @@ impl Torrent {
                 .send(Status::Failed(format!("storing piece {index} failed: {e}")));
             return;
         }
-        for p in self.peers.values() {
-            if !p.complete {
+        // Origins too, complete as they are: their lend of the piece to us ends (see
+        // [`Lends`]) once the others had time to fetch it here.
+        for (id, p) in &self.peers {
+            if !p.complete || self.origins.contains(id) {
                 p.handle.send(Frame::AnnouncePiece { index });
             }
         }

@@ -12,7 +12,7 @@
 //!
 //! [`TestCa`] makes certificates for TLS tests with the `openssl` command.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Bitfield;
 use crate::metainfo::Metainfo;
 use crate::peer_id::PeerId;
+use crate::piece::PieceIndex;
 use crate::scheduler::PeerAddr;
 use crate::tasks::{StopOnDrop, Tasks};
 use crate::wire::{Frame, FrameDecoder, Handshake, encode};
@@ -162,12 +163,14 @@ async fn lie(mut stream: TcpStream, id: PeerId, m: Arc<Metainfo>, seen: Arc<Mute
 
 /// A complete peer for one torrent that serves the true bytes of the pieces below its gate and
 /// answers requests for the others only once [`GatedPeer::open`] lets them through. It listens
-/// until dropped; it never dials and never announces (list it with [`GatedPeer::as_peer`]).
+/// until dropped; it never dials and never announces (list it with [`GatedPeer::as_peer`] or
+/// [`GatedPeer::as_origin`]). It keeps the pieces its peers announced to it.
 #[derive(Debug)]
 pub struct GatedPeer {
     addr: SocketAddr,
     peer_id: PeerId,
     gate: watch::Sender<u32>,
+    announced: watch::Sender<BTreeSet<PieceIndex>>,
     _tasks: StopOnDrop,
 }
 
@@ -186,20 +189,24 @@ impl GatedPeer {
             addr: listener.local_addr()?,
             peer_id: PeerId::random(),
             gate,
+            announced: watch::Sender::new(BTreeSet::new()),
             _tasks: StopOnDrop(Tasks::new()),
         };
         let tasks = peer._tasks.0.clone();
-        let (id, gate) = (peer.peer_id, peer.gate.clone());
+        let (id, gate, announced) = (peer.peer_id, peer.gate.clone(), peer.announced.clone());
         let metainfo = Arc::new(metainfo);
         peer._tasks.0.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (m, blob) = (metainfo.clone(), blob.clone());
                 tasks.spawn(serve_gated(
                     stream,
-                    id,
-                    m,
-                    blob,
-                    gate.subscribe(),
+                    Gated {
+                        id,
+                        m,
+                        blob,
+                        gate: gate.subscribe(),
+                        announced: announced.clone(),
+                    },
                     tasks.clone(),
                 ));
             }
@@ -216,18 +223,40 @@ impl GatedPeer {
     pub fn as_peer(&self) -> PeerAddr {
         complete_peer(self.peer_id, self.addr)
     }
+
+    /// How a tracker lists it as an origin.
+    pub fn as_origin(&self) -> PeerAddr {
+        PeerAddr {
+            origin: true,
+            ..self.as_peer()
+        }
+    }
+
+    /// The pieces its peers announced to it so far, as they come.
+    pub fn announced(&self) -> watch::Receiver<BTreeSet<PieceIndex>> {
+        self.announced.subscribe()
+    }
 }
 
-/// One connection of a [`GatedPeer`]: a full bitfield, then each request answered once the gate
-/// is past its piece.
-async fn serve_gated(
-    stream: TcpStream,
+/// What one connection of a [`GatedPeer`] serves and reports.
+struct Gated {
     id: PeerId,
     m: Arc<Metainfo>,
     blob: Bytes,
     gate: watch::Receiver<u32>,
-    tasks: Tasks,
-) {
+    announced: watch::Sender<BTreeSet<PieceIndex>>,
+}
+
+/// One connection of a [`GatedPeer`]: a full bitfield, then each request answered once the gate
+/// is past its piece.
+async fn serve_gated(stream: TcpStream, g: Gated, tasks: Tasks) {
+    let Gated {
+        id,
+        m,
+        blob,
+        gate,
+        announced,
+    } = g;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
     tasks.spawn(async move {
@@ -258,6 +287,11 @@ async fn serve_gated(
                         if gate.wait_for(|open| index.0 < *open).await.is_ok() {
                             let _ = tx.send(Frame::PiecePayload { index, data });
                         }
+                    });
+                }
+                Frame::AnnouncePiece { index } => {
+                    announced.send_modify(|a| {
+                        a.insert(index);
                     });
                 }
                 _ => {}
