@@ -1,5 +1,5 @@
 //! Piece-sized buffers, reused. A fan-out agent takes a piece-sized buffer for every piece it
-//! receives and every piece it sends; fresh ones come from the kernel as page faults and zeroed
+//! receives (pieces it sends go out as maps of the piece file); fresh ones come from the kernel as page faults and zeroed
 //! pages (on this project's 2-core machines `clear_page` alone was 12 % of an agent's CPU at
 //! 800 Mbit/s), and glibc hands large blocks back to the kernel when they are freed. A buffer
 //! here goes back to a small process-wide free list when the last [`Bytes`] sharing it drops,

@@ -70,18 +70,29 @@ fn no_file(path: &Path) -> StoreError {
     io_at(path)(io::Error::other("this handle has no open file"))
 }
 
-/// Reads `len` bytes at `offset` of the handle's file, off the runtime.
+/// `len` bytes at `offset` of the handle's file, as a read-only map of its page cache (sent to a
+/// peer or a client without a copy into a buffer first), made off the runtime.
+///
+/// Callers map only bytes that never change: a complete blob's, or a partial blob's pieces
+/// that are on disk (a piece is written once; a download that starts over writes a new file,
+/// see `open_download`).
 async fn read_at<T: BlobFile>(
     holder: Arc<T>,
     path: PathBuf,
     offset: u64,
     len: u64,
 ) -> Result<Bytes, StoreError> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
     blocking(move || {
         let file = holder.blob_file().ok_or_else(|| no_file(&path))?;
-        let mut buf = crate::buffers::take(len as usize);
-        file.read_exact_at(&mut buf, offset).map_err(io_at(&path))?;
-        Ok(crate::buffers::freeze(buf))
+        // SAFETY: the range is within the file (the callers check it against the metainfo's
+        // length, which the file has), and its bytes never change (see above); the file is
+        // never truncated while open, and unlinking or renaming it keeps the pages valid.
+        #[allow(unsafe_code)]
+        let map = unsafe { shoal_registry::store::map_window(file, offset, len) };
+        Ok(Bytes::from_owner(map.map_err(io_at(&path))?))
     })
     .await
 }

@@ -410,10 +410,18 @@ fn open_download(
     if let Some(bitfield) = resumed {
         return Ok((file, bitfield));
     }
-    // Zero the file (sparse) so no stale bytes from an earlier attempt remain.
-    file.set_len(0)
-        .and_then(|()| file.set_len(metainfo.length()))
+    // Start over in a new, zero-filled (sparse) file: no stale bytes from an earlier attempt
+    // remain, and the old file is unlinked rather than truncated, so a map of its pieces that
+    // a reader still holds stays valid (truncating would make touching it fault).
+    drop(file);
+    remove_if_exists(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
         .map_err(io_at(path))?;
+    file.set_len(metainfo.length()).map_err(io_at(path))?;
     let bitfield = Bitfield::empty(metainfo.piece_count());
     write_sidecar(side, metainfo, &bitfield)?;
     Ok((file, bitfield))

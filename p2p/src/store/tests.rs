@@ -315,6 +315,31 @@ async fn a_sidecar_with_another_metainfo_starts_over() {
     assert_eq!(c.metainfo(), &halves);
 }
 
+/// A piece read for a peer is a map of the piece file, which the connection may still hold
+/// when the download is dropped and started over with another metainfo: the new download
+/// writes a new file, so the old map keeps its bytes (a truncated file would fault it).
+#[tokio::test]
+async fn a_piece_read_outlives_a_download_that_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(4 * PIECE as usize, 8);
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let m = meta_of(&data, PIECE);
+    let sent = {
+        let p = store.download(m.clone()).await.unwrap();
+        p.write_piece(PieceIndex(1), piece(&data, &m, 1))
+            .await
+            .unwrap();
+        p.read_piece(PieceIndex(1)).await.unwrap()
+    };
+    let halves = meta_of(&data, 2 * PIECE);
+    let p = store.download(halves.clone()).await.unwrap();
+    assert_eq!(p.bitfield().count_ones(), 0);
+    assert_eq!(sent, piece(&data, &m, 1));
+    write_all(&p, &data).await;
+    assert_eq!(p.finish().await.unwrap().metainfo(), &halves);
+    assert_eq!(sent, piece(&data, &m, 1));
+}
+
 #[tokio::test]
 async fn finish_with_the_wrong_data_is_a_mismatch_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
