@@ -240,29 +240,56 @@ async fn a_tls_peer_refuses_peers_without_a_certificate_from_its_ca() {
     }
 }
 
+/// Piece length of the [`gated`] blobs.
+const PIECE: u64 = 64 << 10;
+
+/// A blob of `pieces` pieces of [`PIECE`] bytes, the last `tail` bytes long, published at a
+/// fake tracker, and a [`GatedPeer`] for it serving the pieces below `open` (not yet listed).
+struct Gated {
+    tracker: Arc<FakeTracker>,
+    bytes: Vec<u8>,
+    m: shoal_p2p::Metainfo,
+    peer: GatedPeer,
+}
+
+async fn gated(pieces: u32, tail: usize, open: u32) -> Gated {
+    let tracker = Arc::new(FakeTracker::default());
+    let bytes = blob((pieces as usize - 1) * PIECE as usize + tail, pieces as u8);
+    let m =
+        shoal_p2p::Metainfo::from_reader(&bytes[..], &common::digest_of(&bytes), PIECE).unwrap();
+    tracker.publish(m.clone());
+    let peer = GatedPeer::start(
+        Ipv4Addr::LOCALHOST.into(),
+        m.clone(),
+        bytes::Bytes::from(bytes.clone()),
+        open,
+    )
+    .await
+    .unwrap();
+    Gated {
+        tracker,
+        bytes,
+        m,
+        peer,
+    }
+}
+
 /// An origin lends each piece it sends to one agent and refuses it to the others until that
 /// agent has it (then they fetch it there): so the agent tells its origins of every piece it
 /// writes, though they are complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_tells_its_origin_of_each_piece_it_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = Arc::new(FakeTracker::default());
-    let piece = 64u64 << 10;
-    let bytes = blob(8 * piece as usize + 7, 4);
-    let m =
-        shoal_p2p::Metainfo::from_reader(&bytes[..], &common::digest_of(&bytes), piece).unwrap();
-    tracker.publish(m.clone());
     // The last piece waits, so the download (which closes its connections when it ends) stays
     // open until every other piece was announced.
-    let last = m.piece_count() - 1;
-    let origin = GatedPeer::start(
-        Ipv4Addr::LOCALHOST.into(),
-        m.clone(),
-        bytes::Bytes::from(bytes.clone()),
-        last,
-    )
-    .await
-    .unwrap();
+    let pieces: u32 = 9;
+    let last = pieces - 1;
+    let Gated {
+        tracker,
+        bytes,
+        m,
+        peer: origin,
+    } = gated(pieces, 7, last).await;
     tracker.add_peer(m.info_hash(), origin.as_origin());
     let agent = node(dir.path(), "agent", tracker.clone(), config(), false).await;
     let mut announced = origin.announced();
@@ -284,21 +311,14 @@ async fn an_agent_tells_its_origin_of_each_piece_it_wrote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_download_lands_its_front_first_and_says_how_far() {
     let dir = tempfile::tempdir().unwrap();
-    let tracker = Arc::new(FakeTracker::default());
-    let piece = 64u64 << 10;
-    let bytes = blob(16 * piece as usize + 100, 9);
-    let m =
-        shoal_p2p::Metainfo::from_reader(&bytes[..], &common::digest_of(&bytes), piece).unwrap();
-    tracker.publish(m.clone());
+    let piece = PIECE;
     // Only the first three pieces are served until the test opens the rest.
-    let seeder = GatedPeer::start(
-        Ipv4Addr::LOCALHOST.into(),
-        m.clone(),
-        bytes::Bytes::from(bytes.clone()),
-        3,
-    )
-    .await
-    .unwrap();
+    let Gated {
+        tracker,
+        bytes,
+        m,
+        peer: seeder,
+    } = gated(17, 100, 3).await;
     tracker.add_peer(m.info_hash(), seeder.as_peer());
     let leecher = node(dir.path(), "leech", tracker.clone(), config(), false).await;
 
