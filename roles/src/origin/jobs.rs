@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_config::HostPort;
-use shoal_p2p::store::PieceStore;
+use shoal_p2p::store::{PieceStore, complete_body};
 use shoal_registry::{Backing, Digest, RepoName};
 use shoal_storage::StorageBacking;
 
@@ -188,10 +188,11 @@ impl Worker {
             return Outcome::Done;
         }
         let file = match tokio::fs::File::open(blob.path()).await {
-            Ok(f) => f,
+            Ok(f) => f.into_std().await,
             Err(e) => return Outcome::Retry(format!("opening {d}: {e}")),
         };
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        // Read-only maps of the cached file, as the origin's blob GETs are sent.
+        let body = reqwest::Body::wrap_stream(complete_body(file, blob.len()));
         let timeout = COPY_BASE + Duration::from_secs(blob.len() / COPY_FLOOR_RATE);
         let sent = self
             .http
