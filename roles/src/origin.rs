@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,7 @@ use axum::routing::get;
 use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
 use shoal_p2p::store::{CompleteBlob, ImportProgress, complete_body, follow};
+use shoal_p2p::tracker::MetainfoWait;
 use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Backing, BlobStat, Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
@@ -94,6 +96,8 @@ struct Origin {
     ring: Arc<Ring>,
     pieces: shoal_config::MetainfoGenConfig,
     fetches: Mutex<HashMap<Digest, Fetch>>,
+    /// Metainfo requests held while their blob's fetch runs (`?wait_ms=`).
+    metainfo_waiting: Arc<AtomicUsize>,
     /// Write-backs and copies still to do, on disk.
     queue: Queue<OriginJob>,
     tasks: Tasks,
@@ -174,6 +178,7 @@ pub async fn serve(
         ring,
         pieces: config.metainfogen.clone(),
         fetches: Mutex::new(HashMap::new()),
+        metainfo_waiting: Arc::default(),
         queue,
         tasks: tasks.clone(),
     });
@@ -190,10 +195,16 @@ pub async fn serve(
 /// What an origin shows on `/metrics`: its scheduler, backends, queue and ring.
 fn origin_metrics(origin: &Arc<Origin>, options: &crate::serve::ServeOptions) -> Metrics {
     let (ring, queue) = (origin.ring.clone(), origin.queue.clone());
+    let waiting = origin.metainfo_waiting.clone();
     Metrics::new(options.metrics.clone())
         .with(Arc::new(P2p(origin.scheduler.clone())))
         .with(origin.routes.clone())
         .with_fn(move |out| {
+            out.gauge(
+                "shoal_origin_metainfo_waiting",
+                "Metainfo requests held until the fetch of their blob from the backend ends (?wait_ms=).",
+                waiting.load(Ordering::Relaxed) as f64,
+            );
             queue.depth().write(
                 out,
                 "shoal_origin_queue_jobs",
@@ -319,26 +330,64 @@ impl Origin {
     }
 }
 
-async fn metainfo(State(o): State<Arc<Origin>>, p: BlobPath) -> HttpResult<Response> {
-    if let Some(blob) = o.complete(&p.digest).await? {
-        let body = blob.metainfo().encode();
-        o.scheduler.seed(p.repo.as_str(), blob);
-        return Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            body,
-        )
-            .into_response());
-    }
-    match o.fetch_state(&p.repo, &p.digest)? {
-        Fetch::Running(_) => {
-            Ok((StatusCode::ACCEPTED, "fetching from the storage backend").into_response())
+/// The blob's metainfo, once this origin holds the blob (and seeds it). While it fetches the
+/// blob: 202, held up to `?wait_ms=` ([`MetainfoWait`]) for the fetch to end first.
+async fn metainfo(
+    State(o): State<Arc<Origin>>,
+    p: BlobPath,
+    Query(wait): Query<MetainfoWait>,
+) -> HttpResult<Response> {
+    let deadline = tokio::time::Instant::now() + wait.duration();
+    loop {
+        if let Some(blob) = o.complete(&p.digest).await? {
+            let body = blob.metainfo().encode();
+            o.scheduler.seed(p.repo.as_str(), blob);
+            return Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                body,
+            )
+                .into_response());
         }
-        Fetch::Missing(_) => Err(HttpError::not_found(format!(
-            "{} is not in the storage backend of namespace {}",
-            p.digest, p.repo
-        ))),
-        Fetch::Failed(why, _) => Err(HttpError::bad_gateway(why)),
+        match o.fetch_state(&p.repo, &p.digest)? {
+            Fetch::Running(progress) => {
+                let _held = Held::count(&o.metainfo_waiting);
+                // The fetch drops its progress sender once its outcome is recorded.
+                let ended = async move {
+                    let mut progress = progress;
+                    while progress.changed().await.is_ok() {}
+                };
+                if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                    return Ok(
+                        (StatusCode::ACCEPTED, "fetching from the storage backend").into_response()
+                    );
+                }
+                // Ended: the next round answers with its outcome.
+            }
+            Fetch::Missing(_) => {
+                return Err(HttpError::not_found(format!(
+                    "{} is not in the storage backend of namespace {}",
+                    p.digest, p.repo
+                )));
+            }
+            Fetch::Failed(why, _) => return Err(HttpError::bad_gateway(why)),
+        }
+    }
+}
+
+/// One metainfo request held while a fetch runs, counted in `shoal_origin_metainfo_waiting`.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Held(waiting)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -135,13 +135,28 @@ impl Tracker for ClientTracker {
         namespace: &str,
         digest: &Digest,
     ) -> Result<Option<Metainfo>, SchedulerError> {
-        match self.0.metainfo(namespace, digest).await {
-            Ok(MetainfoReply::Ready(m)) => Ok(Some(m)),
-            Ok(MetainfoReply::Pending) => Ok(None),
-            Err(e @ TrackerError::Rejected { status: 404, .. }) => {
-                Err(SchedulerError::UnknownBlob(e.to_string()))
-            }
-            Err(e) => Err(tracker_err(e)),
+        metainfo_reply(self.0.metainfo(namespace, digest).await)
+    }
+
+    async fn metainfo_waiting(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+    ) -> Result<Option<Metainfo>, SchedulerError> {
+        let hold = self.0.hold();
+        metainfo_reply(self.0.metainfo_within(namespace, digest, hold).await)
+    }
+}
+
+fn metainfo_reply(
+    reply: Result<MetainfoReply, TrackerError>,
+) -> Result<Option<Metainfo>, SchedulerError> {
+    match reply {
+        Ok(MetainfoReply::Ready(m)) => Ok(Some(m)),
+        Ok(MetainfoReply::Pending) => Ok(None),
+        Err(e @ TrackerError::Rejected { status: 404, .. }) => {
+            Err(SchedulerError::UnknownBlob(e.to_string()))
         }
+        Err(e) => Err(tracker_err(e)),
     }
 }

@@ -97,6 +97,66 @@ async fn a_cold_get_streams_the_one_backend_fetch_while_it_lands() {
     assert_eq!(cluster.backend.downloads() - before, 1);
 }
 
+/// A metainfo request with `?wait_ms=` (what the tracker passes on from an agent polling a
+/// cold blob) is held while the fetch runs: 202 when its wait passes first, the metainfo as
+/// soon as the fetch ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metainfo_request_waits_for_the_running_fetch() {
+    let cluster = Cluster::start(single_origin()).await;
+    let origin = &cluster.origins[0];
+    let blob = noise(1 << 20, 43);
+    let digest = digest_of(&blob);
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    // The backend sends 64 KiB and then waits for the test.
+    cluster.flaky.hold_downloads(true);
+    let mut first = get(&cluster, &digest, "").await;
+    let head = first.chunk().await.unwrap().expect("a first chunk");
+    let held = || {
+        let (http, url) = (
+            cluster.http.clone(),
+            blob_url(&cluster, &digest, "/metainfo"),
+        );
+        tokio::spawn(async move {
+            let r = http
+                .get(format!("{url}?wait_ms=2000"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        })
+    };
+
+    // Held while the fetch is: the wait passes, 202.
+    let request = held();
+    assert!(held_at(&cluster, 1).await, "the request was not held");
+    let (status, _) = request.await.unwrap();
+    assert_eq!(status, 202);
+    assert!(held_at(&cluster, 0).await);
+
+    // Held, then the fetch ends: the metainfo, at once.
+    let request = held();
+    assert!(held_at(&cluster, 1).await, "the request was not held");
+    cluster.flaky.hold_downloads(false);
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let m = shoal_p2p::Metainfo::decode(&body).unwrap();
+    assert_eq!(m.digest().to_string(), digest);
+    assert_eq!(drain(first, head.to_vec()).await, (blob, true));
+    assert_eq!(cluster.metric(origin, WAITING).await, Some(0));
+}
+
+const WAITING: &str = "shoal_origin_metainfo_waiting";
+
+/// Whether the origin's count of held metainfo requests reaches `n` (polled).
+async fn held_at(cluster: &Cluster, n: u64) -> bool {
+    poll_until(Duration::from_secs(30), || async {
+        cluster.metric(&cluster.origins[0], WAITING).await == Some(n)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_get_of_a_corrupt_blob_is_cut_short_and_nothing_is_kept() {
     let cluster = Cluster::start(single_origin()).await;

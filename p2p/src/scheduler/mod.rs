@@ -98,6 +98,17 @@ pub trait Tracker: Send + Sync + 'static {
         namespace: &str,
         digest: &Digest,
     ) -> Result<Option<Metainfo>, SchedulerError>;
+
+    /// As [`metainfo`](Tracker::metainfo), but a pending answer may be held (a second or two)
+    /// until the origin's fetch ends, so a download starts as soon as the blob is there. The
+    /// scheduler's poll of a cold blob asks this way.
+    async fn metainfo_waiting(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+    ) -> Result<Option<Metainfo>, SchedulerError> {
+        self.metainfo(namespace, digest).await
+    }
 }
 
 /// Who this scheduler is.
@@ -451,7 +462,13 @@ impl Scheduler {
         let deadline = tokio::time::Instant::now() + self.inner.config.leecher_tti.get();
         let mut wait = Duration::from_millis(100);
         loop {
-            if let Some(m) = self.inner.tracker.metainfo(namespace, digest).await? {
+            let asked = tokio::time::Instant::now();
+            if let Some(m) = self
+                .inner
+                .tracker
+                .metainfo_waiting(namespace, digest)
+                .await?
+            {
                 if m.digest() != digest {
                     return Err(SchedulerError::Download(format!(
                         "the tracker sent the metainfo of {} for {digest}",
@@ -466,7 +483,8 @@ impl Scheduler {
                     self.inner.config.leecher_tti.get()
                 )));
             }
-            tokio::time::sleep(wait).await;
+            // A request the tracker held counts towards the pause between polls.
+            tokio::time::sleep_until(asked + wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
     }

@@ -31,7 +31,10 @@ use crate::wire::{ErrorCode, Frame, FrameDecoder, Handshake};
 /// How often the owner checks timeouts.
 const TICK: Duration = Duration::from_millis(500);
 
-/// How soon to announce again when the tracker handed out nobody to download from.
+/// How soon to announce again when the tracker handed out nobody to download from: the first
+/// time (an origin that just answered the metainfo may not have announced its seed yet), and
+/// at most, doubling in between.
+const RETRY_EMPTY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_EMPTY: Duration = Duration::from_millis(500);
 
 /// What a torrent does.
@@ -173,6 +176,8 @@ pub(crate) struct Torrent {
     last_progress: Instant,
     next_announce: Instant,
     announcing: bool,
+    /// Announces in a row that handed out nobody to download from.
+    empty_announces: u32,
 }
 
 impl Torrent {
@@ -228,6 +233,7 @@ impl Torrent {
             last_progress: now,
             next_announce: now,
             announcing: false,
+            empty_announces: 0,
         }
     }
 
@@ -246,6 +252,13 @@ impl Torrent {
                 _ = tick.tick() => {
                     if let Some(why) = self.on_tick() {
                         break why;
+                    }
+                }
+                // An announce due before the next tick (a quick retry) goes out on time.
+                _ = tokio::time::sleep_until(self.next_announce.into()), if !self.announcing => {
+                    match upgrade(&self.inner) {
+                        Some(inner) => self.announce(&inner),
+                        None => break "the scheduler stopped".to_owned(),
                     }
                 }
             }
@@ -419,8 +432,14 @@ impl Torrent {
                         }
                         let useful = self.dial(&inner, reply.peers);
                         let retry = !self.is_seed() && useful == 0 && self.peers.is_empty();
-                        self.next_announce =
-                            Instant::now() + if retry { RETRY_EMPTY } else { interval };
+                        let wait = if retry {
+                            self.empty_announces += 1;
+                            retry_empty(self.empty_announces)
+                        } else {
+                            self.empty_announces = 0;
+                            interval
+                        };
+                        self.next_announce = Instant::now() + wait;
                     }
                     Err(e) => {
                         counters.announces_failed.fetch_add(1, Ordering::Relaxed);
@@ -872,6 +891,13 @@ impl Torrent {
     }
 }
 
+/// The pause before the `n`th announce in a row that handed out nobody (`n` >= 1).
+fn retry_empty(n: u32) -> Duration {
+    RETRY_EMPTY_FIRST
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(RETRY_EMPTY)
+}
+
 /// The origin among `origins` that piece `index` is asked of: the highest SHA-256 of the
 /// origin's id and the index (rendezvous), the same choice on every agent that sees the same
 /// origins.
@@ -929,4 +955,16 @@ async fn dial(
 /// `m` locked; a panic elsewhere cannot leave the plain counters behind it inconsistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_hand_out_is_retried_soon_then_less_often() {
+        let pauses: Vec<u64> = (1..=7).map(|n| retry_empty(n).as_millis() as u64).collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 500, 500, 500]);
+        assert_eq!(retry_empty(u32::MAX), RETRY_EMPTY);
+    }
 }

@@ -23,7 +23,7 @@ use super::proto::{
     AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES,
     check_namespace,
 };
-use super::{metainfo_url, read_capped, url};
+use super::{MAX_METAINFO_WAIT, metainfo_url, read_capped, url};
 use crate::error::TrackerError;
 use crate::health::HealthFilter;
 use crate::metainfo::{InfoHash, Metainfo};
@@ -49,6 +49,8 @@ pub enum MetainfoReply {
 pub struct TrackerClient {
     trackers: HashRing,
     health: Arc<dyn HealthFilter>,
+    /// The longest a metainfo request is asked to be held (see [`TrackerClient::hold`]).
+    hold: Duration,
     clock: Arc<dyn Clock>,
     http: ClusterHttp,
 }
@@ -80,6 +82,7 @@ impl TrackerClient {
         Ok(TrackerClient {
             trackers: HashRing::new(trackers)?,
             health,
+            hold: (timeout / 2).min(MAX_METAINFO_WAIT),
             clock: Arc::new(SystemClock),
             http: tls
                 .http(Some(timeout))
@@ -153,12 +156,33 @@ impl TrackerClient {
         namespace: &str,
         digest: &Digest,
     ) -> Result<MetainfoReply, TrackerError> {
+        self.metainfo_within(namespace, digest, Duration::ZERO)
+            .await
+    }
+
+    /// The longest this client asks a metainfo request to be held ([`metainfo_within`]): half
+    /// its timeout, at most [`MAX_METAINFO_WAIT`].
+    ///
+    /// [`metainfo_within`]: TrackerClient::metainfo_within
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// As [`metainfo`](TrackerClient::metainfo), but while the origin fetches the blob the
+    /// answer waits up to `wait` (`?wait_ms=`, see [`MetainfoWait`](super::MetainfoWait)) for the fetch to end.
+    /// Keep `wait` under the client's timeout: [`hold`](TrackerClient::hold) is.
+    pub async fn metainfo_within(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        wait: Duration,
+    ) -> Result<MetainfoReply, TrackerError> {
         check_namespace(namespace, "namespace").map_err(TrackerError::InvalidRequest)?;
         let answer = self
             .call(digest, MAX_METAINFO_BYTES, |host| {
                 Ok(self
                     .http
-                    .get(metainfo_url(&self.http, host, namespace, digest)?))
+                    .get(metainfo_url(&self.http, host, namespace, digest, wait)?))
             })
             .await?;
         match answer.status {

@@ -9,6 +9,8 @@ pub mod service;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use shoal_config::HostPort;
 use shoal_registry::Digest;
 
@@ -29,15 +31,45 @@ fn url(http: &ClusterHttp, host: &HostPort, segments: &[&str]) -> Result<reqwest
     Ok(url)
 }
 
-/// Where `host` (a tracker or an origin) serves the metainfo of `digest`.
+/// The longest a tracker or an origin holds a metainfo request while the origin fetches the
+/// blob (`?wait_ms=`), answering as soon as the fetch ends; a longer wait asked for is cut to
+/// this. Well under the tracker's own timeout for origins and the clients' default.
+pub const MAX_METAINFO_WAIT: Duration = Duration::from_secs(2);
+
+/// `?wait_ms=N` on a metainfo request: while the origin is still fetching the blob, answer
+/// when the fetch ends or after N milliseconds (at most [`MAX_METAINFO_WAIT`]), whichever
+/// comes first, instead of 202 at once. An agent polling a cold blob learns its metainfo the
+/// moment the origin has it rather than at its next poll.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize)]
+pub struct MetainfoWait {
+    /// Milliseconds; none or 0: answer at once.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+impl MetainfoWait {
+    /// How long to hold the request, capped.
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.wait_ms).min(MAX_METAINFO_WAIT)
+    }
+}
+
+/// Where `host` (a tracker or an origin) serves the metainfo of `digest`, asked to hold a
+/// pending answer up to `wait` (none when zero).
 fn metainfo_url(
     http: &ClusterHttp,
     host: &HostPort,
     ns: &str,
     digest: &Digest,
+    wait: Duration,
 ) -> Result<reqwest::Url, String> {
     let digest = digest.to_string();
-    url(http, host, &["namespace", ns, "blobs", &digest, "metainfo"])
+    let mut url = url(http, host, &["namespace", ns, "blobs", &digest, "metainfo"])?;
+    if !wait.is_zero() {
+        url.query_pairs_mut()
+            .append_pair("wait_ms", &wait.as_millis().to_string());
+    }
+    Ok(url)
 }
 
 /// Reads a response body of at most `cap` bytes; a longer one is an error, not truncated.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use super::proto::{
     AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES, PeerJson,
     check_namespace, parse_digest,
 };
-use super::{metainfo_url, read_capped};
+use super::{MetainfoWait, metainfo_url, read_capped};
 use crate::error::{PeerStoreError, TrackerError};
 use crate::metainfo::Metainfo;
 use crate::peerstore::{self, InMemoryPeerStore, PeerSetWindows, PeerStore};
@@ -299,10 +299,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// `GET /namespace/{ns}/blobs/{digest}/metainfo`: asks the blob's owners in score order. A 202
 /// or 404 from an owner is the answer; an owner that cannot be reached or fails (5xx) is
 /// skipped, and so is one whose metainfo does not parse or names another blob. All skipped:
-/// 502 if any lied, else 503.
+/// 502 if any lied, else 503. A `?wait_ms=` ([`MetainfoWait`], capped) goes on to the owner,
+/// which holds its 202 that long unless its fetch ends first.
 async fn metainfo(
     State(state): State<Arc<TrackerState>>,
     Path((ns, digest)): Path<(String, String)>,
+    Query(wait): Query<MetainfoWait>,
 ) -> Result<Response, ApiError> {
     check_namespace(&ns, "namespace").map_err(ApiError::bad_request)?;
     let digest = parse_digest(&digest, "digest").map_err(ApiError::bad_request)?;
@@ -316,7 +318,7 @@ async fn metainfo(
     let mut unreachable = None;
     let healthy = |h: &HostPort| (state.origin_health)(h);
     for origin in ring.owners(&digest, state.origin_replicas, healthy) {
-        match fetch_metainfo(&state.http, origin, &ns, &digest).await {
+        match fetch_metainfo(&state.http, origin, &ns, &digest, wait.duration()).await {
             Ok(Fetched::Ready(bytes)) => {
                 return Ok((
                     StatusCode::OK,
@@ -380,8 +382,9 @@ async fn fetch_metainfo(
     origin: &HostPort,
     ns: &str,
     digest: &Digest,
+    wait: Duration,
 ) -> Result<Fetched, OriginFailure> {
-    let url = metainfo_url(http, origin, ns, digest).map_err(OriginFailure::Unreachable)?;
+    let url = metainfo_url(http, origin, ns, digest, wait).map_err(OriginFailure::Unreachable)?;
     let response = http
         .get(url)
         .send()

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -257,6 +257,8 @@ struct FakeOrigin {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     namespaces: Arc<Mutex<Vec<String>>>,
+    /// The query string of each request.
+    queries: Arc<Mutex<Vec<Option<String>>>>,
     _server: AbortOnDrop,
 }
 
@@ -268,15 +270,22 @@ impl Drop for AbortOnDrop {
     }
 }
 
-type OriginState = (Origin, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>);
+type OriginState = (
+    Origin,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<Option<String>>>>,
+);
 
 async fn fake_origin(answer: Origin) -> FakeOrigin {
     async fn serve(
-        State((answer, hits, namespaces)): State<OriginState>,
+        State((answer, hits, namespaces, queries)): State<OriginState>,
         Path((ns, _digest)): Path<(String, String)>,
+        RawQuery(query): RawQuery,
     ) -> Response {
         hits.fetch_add(1, Ordering::SeqCst);
         namespaces.lock().unwrap().push(ns);
+        queries.lock().unwrap().push(query);
         match answer {
             Origin::Ready(bytes) => bytes.into_response(),
             Origin::Pending => StatusCode::ACCEPTED.into_response(),
@@ -287,9 +296,10 @@ async fn fake_origin(answer: Origin) -> FakeOrigin {
     }
     let hits = Arc::new(AtomicUsize::new(0));
     let namespaces = Arc::new(Mutex::new(Vec::new()));
+    let queries = Arc::new(Mutex::new(Vec::new()));
     let app = Router::new()
         .route("/namespace/{ns}/blobs/{digest}/metainfo", get(serve))
-        .with_state((answer, hits.clone(), namespaces.clone()));
+        .with_state((answer, hits.clone(), namespaces.clone(), queries.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -299,6 +309,7 @@ async fn fake_origin(answer: Origin) -> FakeOrigin {
         addr,
         hits,
         namespaces,
+        queries,
         _server: AbortOnDrop(server),
     }
 }
@@ -346,6 +357,55 @@ async fn metainfo_is_proxied_from_the_owning_origin() {
         assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
         assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
     }
+}
+
+/// `?wait_ms=` (hold a pending answer until the origin's fetch ends) goes on to the origin,
+/// cut to [`MAX_METAINFO_WAIT`](super::MAX_METAINFO_WAIT); a client asks for half its timeout, at most that.
+#[tokio::test]
+async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
+    let d = blob(7);
+    let origin = fake_origin(Origin::Pending).await;
+    let app = app(&config(50, &[origin.addr]), memory_store());
+    let with_query = |q: &str| {
+        let ns = NS.replace('/', "%2F");
+        Request::get(format!("/namespace/{ns}/blobs/{d}/metainfo{q}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (query, forwarded) in [
+        ("", None),
+        ("?wait_ms=0", None),
+        ("?wait_ms=500", Some("wait_ms=500")),
+        ("?wait_ms=99999999999", Some("wait_ms=2000")),
+    ] {
+        let (status, _) = send(&app, with_query(query)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{query}");
+        let asked = origin.queries.lock().unwrap().pop().unwrap();
+        assert_eq!(asked.as_deref(), forwarded, "{query}");
+    }
+    let (status, _) = send(&app, with_query("?wait_ms=soon")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 4);
+
+    let tracker = RunningTracker::start(config(50, &[origin.addr])).await;
+    for (timeout, forwarded) in [(5000, "wait_ms=2000"), (1000, "wait_ms=500")] {
+        let client = TrackerClient::new(
+            [host(&tracker.addr)],
+            Arc::new(PassiveFilter::new(3, Duration::from_secs(300))),
+            Duration::from_millis(timeout),
+            &ClusterTls::plain(),
+        )
+        .unwrap();
+        assert_eq!(
+            client.metainfo_within(NS, &d, client.hold()).await.unwrap(),
+            MetainfoReply::Pending
+        );
+        let asked = origin.queries.lock().unwrap().pop().unwrap();
+        assert_eq!(asked.as_deref(), Some(forwarded));
+        client.metainfo(NS, &d).await.unwrap();
+        assert_eq!(origin.queries.lock().unwrap().pop().unwrap(), None);
+    }
+    tracker.kill().await;
 }
 
 #[tokio::test]
