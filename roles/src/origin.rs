@@ -53,6 +53,12 @@ use jobs::{OriginJob, Worker, jobs_for};
 /// How long a failed fetch is remembered (answered as its error) before it is tried again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
+/// Metainfo requests an origin holds at once while fetches run (`?wait_ms=`); past it they are
+/// answered 202 at once and their agents poll. Each held request keeps a tracker connection
+/// open, so a cold blob asked for by thousands of agents cannot take the origin's
+/// `server.max_connections` (and starve its health checks and copies).
+pub const MAX_HELD_METAINFO: usize = 64;
+
 /// Blobs an origin tracks that it does not hold (running fetches, remembered misses and
 /// failures); past it, remembered outcomes are forgotten first, then new fetches get 503, so a
 /// client asking for endless unknown digests cannot grow the map without bound.
@@ -331,7 +337,8 @@ impl Origin {
 }
 
 /// The blob's metainfo, once this origin holds the blob (and seeds it). While it fetches the
-/// blob: 202, held up to `?wait_ms=` ([`MetainfoWait`]) for the fetch to end first.
+/// blob: 202, held up to `?wait_ms=` ([`MetainfoWait`]) for the fetch to end first, unless
+/// [`MAX_HELD_METAINFO`] requests are held already.
 async fn metainfo(
     State(o): State<Arc<Origin>>,
     p: BlobPath,
@@ -351,16 +358,16 @@ async fn metainfo(
         }
         match o.fetch_state(&p.repo, &p.digest)? {
             Fetch::Running(progress) => {
-                let _held = Held::count(&o.metainfo_waiting);
+                let Some(_held) = Held::count(&o.metainfo_waiting) else {
+                    return Ok(fetching());
+                };
                 // The fetch drops its progress sender once its outcome is recorded.
                 let ended = async move {
                     let mut progress = progress;
                     while progress.changed().await.is_ok() {}
                 };
                 if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                    return Ok(
-                        (StatusCode::ACCEPTED, "fetching from the storage backend").into_response()
-                    );
+                    return Ok(fetching());
                 }
                 // Ended: the next round answers with its outcome.
             }
@@ -375,13 +382,23 @@ async fn metainfo(
     }
 }
 
+/// The answer while the blob's fetch runs.
+fn fetching() -> Response {
+    (StatusCode::ACCEPTED, "fetching from the storage backend").into_response()
+}
+
 /// One metainfo request held while a fetch runs, counted in `shoal_origin_metainfo_waiting`.
 struct Held<'a>(&'a AtomicUsize);
 
 impl<'a> Held<'a> {
-    fn count(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Held(waiting)
+    /// Counts one more held request; `None` when [`MAX_HELD_METAINFO`] are held already.
+    fn count(waiting: &'a AtomicUsize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_HELD_METAINFO).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Held(waiting))
     }
 }
 

@@ -113,30 +113,16 @@ async fn a_metainfo_request_waits_for_the_running_fetch() {
     cluster.flaky.hold_downloads(true);
     let mut first = get(&cluster, &digest, "").await;
     let head = first.chunk().await.unwrap().expect("a first chunk");
-    let held = || {
-        let (http, url) = (
-            cluster.http.clone(),
-            blob_url(&cluster, &digest, "/metainfo"),
-        );
-        tokio::spawn(async move {
-            let r = http
-                .get(format!("{url}?wait_ms=2000"))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap())
-        })
-    };
 
     // Held while the fetch is: the wait passes, 202.
-    let request = held();
+    let request = held(&cluster, &digest);
     assert!(held_at(&cluster, 1).await, "the request was not held");
     let (status, _) = request.await.unwrap();
     assert_eq!(status, 202);
     assert!(held_at(&cluster, 0).await);
 
     // Held, then the fetch ends: the metainfo, at once.
-    let request = held();
+    let request = held(&cluster, &digest);
     assert!(held_at(&cluster, 1).await, "the request was not held");
     cluster.flaky.hold_downloads(false);
     let (status, body) = request.await.unwrap();
@@ -147,7 +133,54 @@ async fn a_metainfo_request_waits_for_the_running_fetch() {
     assert_eq!(cluster.metric(origin, WAITING).await, Some(0));
 }
 
+/// At most `MAX_HELD_METAINFO` requests are held at once: one more is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_metainfo_requests_are_capped() {
+    let cluster = Cluster::start(single_origin()).await;
+    let blob = noise(1 << 20, 44);
+    let digest = digest_of(&blob);
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    cluster.flaky.hold_downloads(true);
+    let mut first = get(&cluster, &digest, "").await;
+    let head = first.chunk().await.unwrap().expect("a first chunk");
+    let cap = shoal_roles::origin::MAX_HELD_METAINFO;
+    let requests: Vec<_> = (0..cap).map(|_| held(&cluster, &digest)).collect();
+    assert!(
+        held_at(&cluster, cap as u64).await,
+        "the requests were not held"
+    );
+    // One more is not held: 202 while the others still wait.
+    let more = get(&cluster, &digest, "/metainfo?wait_ms=2000").await;
+    assert_eq!(more.status().as_u16(), 202);
+    assert_eq!(
+        cluster.metric(&cluster.origins[0], WAITING).await,
+        Some(cap as u64)
+    );
+    cluster.flaky.hold_downloads(false);
+    for r in requests {
+        let (status, _) = r.await.unwrap();
+        assert!(status == 200 || status == 202, "{status}");
+    }
+    assert_eq!(drain(first, head.to_vec()).await, (blob, true));
+    assert!(held_at(&cluster, 0).await);
+}
+
 const WAITING: &str = "shoal_origin_metainfo_waiting";
+
+/// A metainfo request asking to be held (the most an origin holds one), sent.
+fn held(cluster: &Cluster, digest: &str) -> tokio::task::JoinHandle<(u16, bytes::Bytes)> {
+    let (http, url) = (cluster.http.clone(), blob_url(cluster, digest, "/metainfo"));
+    tokio::spawn(async move {
+        let r = http
+            .get(format!("{url}?wait_ms=2000"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap())
+    })
+}
 
 /// Whether the origin's count of held metainfo requests reaches `n` (polled).
 async fn held_at(cluster: &Cluster, n: u64) -> bool {
