@@ -21,49 +21,10 @@ need docker-registry curl python3 sha256sum bc
 build_shoal
 bench_work agentcold
 
-# --- the upstream, holding RUNS blobs ---------------------------------------------------------
-start_upstream
-HEXES=()
-for i in $(seq 1 "$RUNS"); do
-  head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
-  HEXES+=("$(push_blob "$WORK/blob" library/big)")
-done
-rm -f "$WORK/blob"
-sync
-
-# --- a tracker, one origin over the upstream, one agent ---------------------------------------
-ORIGIN=127.0.0.1:$(free_port)
-TRACKER=127.0.0.1:$(free_port)
+# --- the upstream holding RUNS blobs, one origin over it, its tracker, one agent -----------------
+# The origin at info: its "fetched from the storage backend" line says when it holds each blob.
+ORIGIN_LOG=${ORIGIN_LOG:-info} start_origin_over_upstream
 AGENT=127.0.0.1:$(free_port)
-cat >"$WORK/tracker.yaml" <<CONF
-listen: $TRACKER
-origin:
-  hosts:
-    static: ["$ORIGIN"]
-CONF
-RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" tracker --config "$WORK/tracker.yaml" --data-dir "$WORK/tracker" \
-  2>"$WORK/tracker.log" &
-PIDS+=($!)
-cat >"$WORK/origin.yaml" <<CONF
-listen: $ORIGIN
-tracker:
-  hosts:
-    static: ["$TRACKER"]
-peer:
-  listen: 127.0.0.1:$(free_port)
-  ip: 127.0.0.1
-cluster:
-  hosts:
-    static: ["$ORIGIN"]
-hashring:
-  max_replica: 1
-backends:
-$(upstream_blobs)
-CONF
-# At info: its "fetched from the storage backend" line says when it holds each blob.
-RUST_LOG=${SHOAL_LOG:-info} "$SHOAL" origin --config "$WORK/origin.yaml" --data-dir "$WORK/origin" \
-  2>"$WORK/origin.log" &
-PIDS+=($!)
 cat >"$WORK/agent.yaml" <<CONF
 registry:
   listen: $AGENT
@@ -77,8 +38,6 @@ CONF
 RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" agent --config "$WORK/agent.yaml" --data-dir "$WORK/agent" \
   2>"$WORK/agent.log" &
 PIDS+=($!)
-wait_http "http://$TRACKER/health"
-wait_http "http://$ORIGIN/health"
 wait_http "http://$AGENT/v2/"
 
 # GET URL: "FIRST_BYTE TOTAL HEX" in seconds, the body hashed as it arrives. The first byte is

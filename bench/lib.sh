@@ -66,6 +66,54 @@ CONF
   wait_http "http://$UP/v2/"
 }
 
+# UP with RUNS blobs of BLOB_MIB random bytes in library/big (HEXES: their hex digests), a
+# tracker and one origin over UP through `registry_blob`, started and healthy. Sets TRACKER,
+# ORIGIN (its HTTP host:port) and ORIGIN_PID; the origin logs at ORIGIN_LOG (default warn) to
+# $WORK/origin.log.
+start_origin_over_upstream() {
+  start_upstream
+  HEXES=()
+  local i
+  for i in $(seq 1 "$RUNS"); do
+    head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
+    HEXES+=("$(push_blob "$WORK/blob" library/big)")
+  done
+  rm -f "$WORK/blob"
+  sync
+  ORIGIN=127.0.0.1:$(free_port)
+  TRACKER=127.0.0.1:$(free_port)
+  cat >"$WORK/tracker.yaml" <<CONF
+listen: $TRACKER
+origin:
+  hosts:
+    static: ["$ORIGIN"]
+CONF
+  RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" tracker --config "$WORK/tracker.yaml" --data-dir "$WORK/tracker" \
+    2>"$WORK/tracker.log" &
+  PIDS+=($!)
+  cat >"$WORK/origin.yaml" <<CONF
+listen: $ORIGIN
+tracker:
+  hosts:
+    static: ["$TRACKER"]
+peer:
+  listen: 127.0.0.1:$(free_port)
+  ip: 127.0.0.1
+cluster:
+  hosts:
+    static: ["$ORIGIN"]
+hashring:
+  max_replica: 1
+backends:
+$(upstream_blobs)
+CONF
+  RUST_LOG=${ORIGIN_LOG:-${SHOAL_LOG:-warn}} "$SHOAL" origin --config "$WORK/origin.yaml" \
+    --data-dir "$WORK/origin" 2>"$WORK/origin.log" &
+  PIDS+=($!); ORIGIN_PID=$!
+  wait_http "http://$TRACKER/health"
+  wait_http "http://$ORIGIN/health"
+}
+
 # Pushes FILE as a blob of REPO to the upstream; prints its hex digest.
 push_blob() { # FILE REPO
   local hex location sep

@@ -19,48 +19,9 @@ need docker-registry curl python3 sha256sum
 build_shoal
 bench_work ttfb
 
-# --- the upstream, holding RUNS blobs ---------------------------------------------------------
-start_upstream
-HEXES=()
-for i in $(seq 1 "$RUNS"); do
-  head -c $((BLOB_MIB * 1024 * 1024)) /dev/urandom >"$WORK/blob"
-  HEXES+=("$(push_blob "$WORK/blob" library/big)")
-done
-rm -f "$WORK/blob"
-sync
-
-# --- one origin over it, and the tracker it announces to ---------------------------------------
-HTTP=127.0.0.1:$(free_port)
-TRACKER=127.0.0.1:$(free_port)
-cat >"$WORK/tracker.yaml" <<CONF
-listen: $TRACKER
-origin:
-  hosts:
-    static: ["$HTTP"]
-CONF
-RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" tracker --config "$WORK/tracker.yaml" --data-dir "$WORK/tracker" \
-  2>"$WORK/tracker.log" &
-PIDS+=($!)
-cat >"$WORK/origin.yaml" <<CONF
-listen: $HTTP
-tracker:
-  hosts:
-    static: ["$TRACKER"]
-peer:
-  listen: 127.0.0.1:$(free_port)
-  ip: 127.0.0.1
-cluster:
-  hosts:
-    static: ["$HTTP"]
-hashring:
-  max_replica: 1
-backends:
-$(upstream_blobs)
-CONF
-RUST_LOG=${SHOAL_LOG:-warn} "$SHOAL" origin --config "$WORK/origin.yaml" --data-dir "$WORK/origin" \
-  2>"$WORK/origin.log" &
-PIDS+=($!); ORIGIN_PID=$!
-wait_http "http://$HTTP/health"
+# --- the upstream holding RUNS blobs, one origin over it, and its tracker ---------------------
+start_origin_over_upstream
+HTTP=$ORIGIN
 
 # GET URL: "TTFB TOTAL HEX", the body hashed as it arrives.
 get() {

@@ -104,15 +104,12 @@ async fn a_cold_get_streams_the_one_backend_fetch_while_it_lands() {
 async fn a_metainfo_request_waits_for_the_running_fetch() {
     let cluster = Cluster::start(single_origin()).await;
     let origin = &cluster.origins[0];
-    let blob = noise(1 << 20, 43);
-    let digest = digest_of(&blob);
-    cluster
-        .backend
-        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
-    // The backend sends 64 KiB and then waits for the test.
-    cluster.flaky.hold_downloads(true);
-    let mut first = get(&cluster, &digest, "").await;
-    let head = first.chunk().await.unwrap().expect("a first chunk");
+    let HeldFetch {
+        blob,
+        digest,
+        first,
+        head,
+    } = held_fetch(&cluster, 43).await;
 
     // Held while the fetch is: the wait passes, 202.
     let request = held(&cluster, &digest);
@@ -137,14 +134,12 @@ async fn a_metainfo_request_waits_for_the_running_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_metainfo_requests_are_capped() {
     let cluster = Cluster::start(single_origin()).await;
-    let blob = noise(1 << 20, 44);
-    let digest = digest_of(&blob);
-    cluster
-        .backend
-        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
-    cluster.flaky.hold_downloads(true);
-    let mut first = get(&cluster, &digest, "").await;
-    let head = first.chunk().await.unwrap().expect("a first chunk");
+    let HeldFetch {
+        blob,
+        digest,
+        first,
+        head,
+    } = held_fetch(&cluster, 44).await;
     let cap = shoal_roles::origin::MAX_HELD_METAINFO;
     let requests: Vec<_> = (0..cap).map(|_| held(&cluster, &digest)).collect();
     assert!(
@@ -168,6 +163,32 @@ async fn held_metainfo_requests_are_capped() {
 }
 
 const WAITING: &str = "shoal_origin_metainfo_waiting";
+
+/// A fetch the backend holds after its first 64 KiB, started by a GET.
+struct HeldFetch {
+    blob: Vec<u8>,
+    digest: String,
+    /// The GET, its first chunk read.
+    first: reqwest::Response,
+    head: bytes::Bytes,
+}
+
+async fn held_fetch(cluster: &Cluster, seed: u8) -> HeldFetch {
+    let blob = noise(1 << 20, seed);
+    let digest = digest_of(&blob);
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    cluster.flaky.hold_downloads(true);
+    let mut first = get(cluster, &digest, "").await;
+    let head = first.chunk().await.unwrap().expect("a first chunk");
+    HeldFetch {
+        blob,
+        digest,
+        first,
+        head,
+    }
+}
 
 /// A metainfo request asking to be held (the most an origin holds one), sent.
 fn held(cluster: &Cluster, digest: &str) -> tokio::task::JoinHandle<(u16, bytes::Bytes)> {
