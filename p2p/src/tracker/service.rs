@@ -3,8 +3,10 @@
 //!
 //! [`run`] is what the binary calls; [`router`] over a [`TrackerState`] is what tests drive.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,12 +18,13 @@ use axum::routing::{get, post};
 use shoal_config::{HashRingConfig, HostPort, Hosts, PeerStoreConfig, TrackerConfig};
 use shoal_registry::Digest;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::proto::{
     AnnounceRequest, AnnounceResponse, ErrorBody, MAX_JSON_BYTES, MAX_METAINFO_BYTES, PeerJson,
     check_namespace, parse_digest,
 };
-use super::{MetainfoWait, metainfo_url, read_capped};
+use super::{MAX_METAINFO_WAIT, MetainfoWait, metainfo_url, read_capped};
 use crate::error::{PeerStoreError, TrackerError};
 use crate::metainfo::Metainfo;
 use crate::peerstore::{self, InMemoryPeerStore, PeerSetWindows, PeerStore};
@@ -52,6 +55,12 @@ pub struct TrackerState {
     origin_replicas: usize,
     origin_health: OriginHealth,
     http: ClusterHttp,
+    /// Metainfo lookups that wait on an origin's fetch (`?wait_ms=`), shared by every request
+    /// for the same blob: thousands of agents polling one cold blob hold one request at its
+    /// origin, not one each.
+    shared: Mutex<HashMap<(String, Digest), SharedLookup>>,
+    /// Requests waiting on a shared lookup now.
+    waiting: AtomicUsize,
 }
 
 /// Whether an origin should be asked: the verdict of the tracker's active check of its origins
@@ -99,7 +108,14 @@ impl TrackerState {
                 .map_err(|e| TrackerError::Config(format!("client_tls: {e}")))?
                 .http(Some(ORIGIN_TIMEOUT))
                 .map_err(|e| TrackerError::Config(format!("building the HTTP client: {e}")))?,
+            shared: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
         })
+    }
+
+    /// Metainfo requests waiting now on a lookup shared with others for the same blob.
+    pub fn metainfo_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Judges origins by `health` (every origin counts as healthy without one).
@@ -300,7 +316,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// or 404 from an owner is the answer; an owner that cannot be reached or fails (5xx) is
 /// skipped, and so is one whose metainfo does not parse or names another blob. All skipped:
 /// 502 if any lied, else 503. A `?wait_ms=` ([`MetainfoWait`], capped) goes on to the owner,
-/// which holds its 202 that long unless its fetch ends first.
+/// which holds its 202 that long unless its fetch ends first; such requests for one blob share
+/// one lookup (see [`TrackerState`]), each answering 202 when its own wait passes first.
 async fn metainfo(
     State(state): State<Arc<TrackerState>>,
     Path((ns, digest)): Path<(String, String)>,
@@ -308,39 +325,124 @@ async fn metainfo(
 ) -> Result<Response, ApiError> {
     check_namespace(&ns, "namespace").map_err(ApiError::bad_request)?;
     let digest = parse_digest(&digest, "digest").map_err(ApiError::bad_request)?;
-    let Some(ring) = &state.origins else {
+    if state.origins.is_none() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "this tracker has no origins configured (origin.hosts)",
         ));
+    }
+    let wait = wait.duration();
+    if wait.is_zero() {
+        return lookup(&state, &ns, &digest, Duration::ZERO).await.respond();
+    }
+    let mut shared = join_lookup(&state, ns, digest);
+    let _counted = Waiting::count(&state.waiting);
+    match tokio::time::timeout(wait, shared.wait_for(Option::is_some)).await {
+        Ok(Ok(answer)) => answer.clone().expect("waited for Some").respond(),
+        Ok(Err(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the metainfo lookup ended without an answer",
+        )),
+        Err(_) => Answer::Pending("the origin is still fetching it".to_owned()).respond(),
+    }
+}
+
+/// The running shared lookup of the blob, or a new one: it asks the owners with the longest
+/// wait, in a task of its own (a requester that leaves does not end it), and is forgotten once
+/// it answered.
+fn join_lookup(state: &Arc<TrackerState>, ns: String, digest: Digest) -> SharedLookup {
+    let key = (ns, digest);
+    let mut shared = state.shared.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rx) = shared.get(&key) {
+        return rx.clone();
+    }
+    let (tx, rx) = watch::channel(None);
+    shared.insert(key.clone(), rx.clone());
+    let state = state.clone();
+    tokio::spawn(async move {
+        let (ns, digest) = &key;
+        let answer = lookup(&state, ns, digest, MAX_METAINFO_WAIT).await;
+        let mut shared = state.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if shared
+            .get(&key)
+            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+        {
+            shared.remove(&key);
+        }
+        drop(shared);
+        tx.send_replace(Some(answer));
+    });
+    rx
+}
+
+/// One request waiting on a shared lookup, counted while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A shared lookup's answer, `None` until it has one.
+type SharedLookup = watch::Receiver<Option<Answer>>;
+
+/// What the tracker answers a metainfo request with.
+#[derive(Clone, Debug)]
+enum Answer {
+    /// Checked canonical metainfo bytes.
+    Ready(Vec<u8>),
+    /// An owner is still fetching the blob (why).
+    Pending(String),
+    NotFound(String),
+    /// No owner gave a usable answer: the status and why.
+    Failed(StatusCode, String),
+}
+
+impl Answer {
+    fn respond(self) -> Result<Response, ApiError> {
+        match self {
+            Answer::Ready(bytes) => Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                bytes,
+            )
+                .into_response()),
+            Answer::Pending(why) => {
+                Ok((StatusCode::ACCEPTED, axum::Json(ErrorBody::message(why))).into_response())
+            }
+            Answer::NotFound(why) => Err(ApiError::new(StatusCode::NOT_FOUND, why)),
+            Answer::Failed(status, why) => Err(ApiError::new(status, why)),
+        }
+    }
+}
+
+/// Asks the blob's owners in score order (see [`metainfo`]), passing `wait` on.
+async fn lookup(state: &TrackerState, ns: &str, digest: &Digest, wait: Duration) -> Answer {
+    let Some(ring) = &state.origins else {
+        return Answer::Failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this tracker has no origins configured (origin.hosts)".to_owned(),
+        );
     };
     let mut lied = None;
     let mut unreachable = None;
     let healthy = |h: &HostPort| (state.origin_health)(h);
-    for origin in ring.owners(&digest, state.origin_replicas, healthy) {
-        match fetch_metainfo(&state.http, origin, &ns, &digest, wait.duration()).await {
-            Ok(Fetched::Ready(bytes)) => {
-                return Ok((
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/octet-stream")],
-                    bytes,
-                )
-                    .into_response());
-            }
+    for origin in ring.owners(digest, state.origin_replicas, healthy) {
+        match fetch_metainfo(&state.http, origin, ns, digest, wait).await {
+            Ok(Fetched::Ready(bytes)) => return Answer::Ready(bytes),
             Ok(Fetched::Pending) => {
-                return Ok((
-                    StatusCode::ACCEPTED,
-                    axum::Json(ErrorBody::message(format!(
-                        "origin {origin} is still fetching {digest}"
-                    ))),
-                )
-                    .into_response());
+                return Answer::Pending(format!("origin {origin} is still fetching {digest}"));
             }
             Ok(Fetched::NotFound) => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("blob {digest} is unknown in namespace {ns}"),
-                ));
+                return Answer::NotFound(format!("blob {digest} is unknown in namespace {ns}"));
             }
             Err(OriginFailure::Lied(reason)) => {
                 tracing::warn!(%origin, %digest, %reason, "origin sent unusable metainfo");
@@ -352,13 +454,13 @@ async fn metainfo(
             }
         }
     }
-    Err(match (lied, unreachable) {
-        (Some(reason), _) => ApiError::new(StatusCode::BAD_GATEWAY, reason),
-        (None, reason) => ApiError::new(
+    match (lied, unreachable) {
+        (Some(reason), _) => Answer::Failed(StatusCode::BAD_GATEWAY, reason),
+        (None, reason) => Answer::Failed(
             StatusCode::SERVICE_UNAVAILABLE,
             reason.unwrap_or_else(|| "no origin answered".to_owned()),
         ),
-    })
+    }
 }
 
 /// An origin's usable answer.

@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use shoal_config::{HostPort, Hosts, RemoteCluster, TrackerConfig};
 use shoal_registry::{Algorithm, Digest};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -245,6 +245,8 @@ async fn bad_announces_are_400_naming_the_field() {
 #[derive(Clone)]
 enum Origin {
     Ready(Vec<u8>),
+    /// These bytes, once the gate opens.
+    Gated(watch::Receiver<bool>, Vec<u8>),
     Pending,
     Missing,
     Garbage,
@@ -288,6 +290,10 @@ async fn fake_origin(answer: Origin) -> FakeOrigin {
         queries.lock().unwrap().push(query);
         match answer {
             Origin::Ready(bytes) => bytes.into_response(),
+            Origin::Gated(mut gate, bytes) => {
+                let _ = gate.wait_for(|open| *open).await;
+                bytes.into_response()
+            }
             Origin::Pending => StatusCode::ACCEPTED.into_response(),
             Origin::Missing => StatusCode::NOT_FOUND.into_response(),
             Origin::Garbage => b"not metainfo".to_vec().into_response(),
@@ -359,8 +365,9 @@ async fn metainfo_is_proxied_from_the_owning_origin() {
     }
 }
 
-/// `?wait_ms=` (hold a pending answer until the origin's fetch ends) goes on to the origin,
-/// cut to [`MAX_METAINFO_WAIT`](super::MAX_METAINFO_WAIT); a client asks for half its timeout, at most that.
+/// `?wait_ms=` (hold a pending answer until the origin's fetch ends) reaches the origin as the
+/// longest wait, [`MAX_METAINFO_WAIT`](super::MAX_METAINFO_WAIT) (the lookup is shared by
+/// every waiting request); a client asks for half its timeout, at most that.
 #[tokio::test]
 async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
     let d = blob(7);
@@ -375,7 +382,8 @@ async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
     for (query, forwarded) in [
         ("", None),
         ("?wait_ms=0", None),
-        ("?wait_ms=500", Some("wait_ms=500")),
+        // A wait shares a lookup that asks the origin for the longest wait.
+        ("?wait_ms=500", Some("wait_ms=2000")),
         ("?wait_ms=99999999999", Some("wait_ms=2000")),
     ] {
         let (status, _) = send(&app, with_query(query)).await;
@@ -388,7 +396,7 @@ async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
     assert_eq!(origin.hits.load(Ordering::SeqCst), 4);
 
     let tracker = RunningTracker::start(config(50, &[origin.addr])).await;
-    for (timeout, forwarded) in [(5000, "wait_ms=2000"), (1000, "wait_ms=500")] {
+    for (timeout, hold) in [(5000, 2000), (1000, 500)] {
         let client = TrackerClient::new(
             [host(&tracker.addr)],
             Arc::new(PassiveFilter::new(3, Duration::from_secs(300))),
@@ -396,16 +404,61 @@ async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
             &ClusterTls::plain(),
         )
         .unwrap();
+        assert_eq!(client.hold(), Duration::from_millis(hold));
         assert_eq!(
             client.metainfo_within(NS, &d, client.hold()).await.unwrap(),
             MetainfoReply::Pending
         );
         let asked = origin.queries.lock().unwrap().pop().unwrap();
-        assert_eq!(asked.as_deref(), Some(forwarded));
+        assert_eq!(asked.as_deref(), Some("wait_ms=2000"));
         client.metainfo(NS, &d).await.unwrap();
         assert_eq!(origin.queries.lock().unwrap().pop().unwrap(), None);
     }
     tracker.kill().await;
+}
+
+/// Requests that wait (`?wait_ms=`) for one blob share one lookup: the origin is asked once
+/// however many agents poll, and each gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_metainfo_requests_for_one_blob_share_one_lookup() {
+    let m = metainfo_of(b"a blob many agents want");
+    let d = m.digest().clone();
+    let (gate, opened) = watch::channel(false);
+    let origin = fake_origin(Origin::Gated(opened, m.encode())).await;
+    let state = Arc::new(TrackerState::new(&config(50, &[origin.addr]), memory_store()).unwrap());
+    let app = router(state.clone());
+    let ns = NS.replace('/', "%2F");
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, url) = (
+                app.clone(),
+                format!("/namespace/{ns}/blobs/{d}/metainfo?wait_ms=60000"),
+            );
+            tokio::spawn(
+                async move { send(&app, Request::get(url).body(Body::empty()).unwrap()).await },
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while state.metainfo_waiting() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the requests never all waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.send_replace(true);
+    for r in requests {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(Metainfo::decode(&body).unwrap(), m);
+    }
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        origin.queries.lock().unwrap().as_slice(),
+        [Some("wait_ms=2000".to_owned())]
+    );
+    assert_eq!(state.metainfo_waiting(), 0);
 }
 
 #[tokio::test]
