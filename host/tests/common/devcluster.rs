@@ -41,10 +41,14 @@ fn free_base(agents: u32, origins: u32) -> u16 {
         }
         v
     };
-    // Spread the candidates by process id so two test binaries rarely try the same range.
-    let start = 20_000 + (std::process::id() % 200) * 100;
-    for i in 0..200 {
-        let base = 20_000 + (start - 20_000 + i * 100) % 20_000;
+    // Bases 20000-30900, so every port of a layout (at most base + 1010 here) is below the
+    // kernel's ephemeral range (32768 and up by default): a client connection elsewhere can
+    // then never take the port of a member that died while it restarts (one that did kept a
+    // build-index from binding its port again for a minute). Spread the candidates by process
+    // id so two test binaries rarely try the same range.
+    let start = 20_000 + (std::process::id() % 110) * 100;
+    for i in 0..110 {
+        let base = 20_000 + (start - 20_000 + i * 100) % 11_000;
         let ports = offsets(base);
         let free = ports.iter().all(|p| {
             !claimed.contains(p) && TcpListener::bind((Ipv4Addr::LOCALHOST, *p as u16)).is_ok()
