@@ -18,6 +18,7 @@
 pub mod bitfield;
 pub mod buffers;
 pub mod conn;
+pub mod counted;
 pub mod error;
 pub mod health;
 pub mod metainfo;
@@ -36,6 +37,7 @@ pub mod tracker;
 pub mod wire;
 
 pub use bitfield::Bitfield;
+pub use counted::Counted;
 pub use error::{
     BandwidthError, BitfieldError, ConnError, MetainfoError, PeerStoreError, PickerError,
     RingError, SchedulerError, StoreError, TlsError, TrackerError, WireError, with_causes,

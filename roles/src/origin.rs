@@ -31,7 +31,7 @@ use futures_util::TryStreamExt;
 use shoal_config::OriginConfig;
 use shoal_p2p::store::{CompleteBlob, ImportProgress, complete_body, follow};
 use shoal_p2p::tracker::MetainfoWait;
-use shoal_p2p::{HealthFilter, Scheduler, StopOnDrop, Tasks};
+use shoal_p2p::{Counted, HealthFilter, Scheduler, StopOnDrop, Tasks};
 use shoal_registry::{Backing, BlobStat, Digest, RepoName};
 use shoal_storage::{Content, NamespaceRouter, StorageBacking};
 use tokio::net::TcpListener;
@@ -358,7 +358,10 @@ async fn metainfo(
         }
         match o.fetch_state(&p.repo, &p.digest)? {
             Fetch::Running(progress) => {
-                let Some(_held) = Held::count(&o.metainfo_waiting) else {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(fetching());
+                }
+                let Some(_held) = Counted::below(&o.metainfo_waiting, MAX_HELD_METAINFO) else {
                     return Ok(fetching());
                 };
                 // The fetch drops its progress sender once its outcome is recorded.
@@ -385,27 +388,6 @@ async fn metainfo(
 /// The answer while the blob's fetch runs.
 fn fetching() -> Response {
     (StatusCode::ACCEPTED, "fetching from the storage backend").into_response()
-}
-
-/// One metainfo request held while a fetch runs, counted in `shoal_origin_metainfo_waiting`.
-struct Held<'a>(&'a AtomicUsize);
-
-impl<'a> Held<'a> {
-    /// Counts one more held request; `None` when [`MAX_HELD_METAINFO`] are held already.
-    fn count(waiting: &'a AtomicUsize) -> Option<Self> {
-        waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_HELD_METAINFO).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Held(waiting))
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// `?local=true` on a blob `HEAD`: only what this origin's piece store holds counts (what a

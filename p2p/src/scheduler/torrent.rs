@@ -254,7 +254,7 @@ impl Torrent {
                         break why;
                     }
                 }
-                // An announce due before the next tick (a quick retry) goes out on time.
+                // Every announce goes out when due (the interval, or a quick retry).
                 _ = tokio::time::sleep_until(self.next_announce.into()), if !self.announcing => {
                     match upgrade(&self.inner) {
                         Some(inner) => self.announce(&inner),
@@ -333,9 +333,6 @@ impl Torrent {
             if self.peers.is_empty() && now.duration_since(self.last_progress) >= tti {
                 return Some(format!("no peer for {tti:?} (seeder TTI)"));
             }
-        }
-        if !self.announcing && now >= self.next_announce {
-            self.announce(&inner);
         }
         None
     }

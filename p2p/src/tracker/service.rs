@@ -25,6 +25,7 @@ use super::proto::{
     check_namespace, parse_digest,
 };
 use super::{MAX_METAINFO_WAIT, MetainfoWait, metainfo_url, read_capped};
+use crate::counted::Counted;
 use crate::error::{PeerStoreError, TrackerError};
 use crate::metainfo::Metainfo;
 use crate::peerstore::{self, InMemoryPeerStore, PeerSetWindows, PeerStore};
@@ -336,7 +337,7 @@ async fn metainfo(
         return lookup(&state, &ns, &digest, Duration::ZERO).await.respond();
     }
     let mut shared = join_lookup(&state, ns, digest);
-    let _counted = Waiting::count(&state.waiting);
+    let _counted = Counted::new(&state.waiting);
     match tokio::time::timeout(wait, shared.wait_for(Option::is_some)).await {
         Ok(Ok(answer)) => answer.clone().expect("waited for Some").respond(),
         Ok(Err(_)) => Err(ApiError::new(
@@ -373,22 +374,6 @@ fn join_lookup(state: &Arc<TrackerState>, ns: String, digest: Digest) -> SharedL
         tx.send_replace(Some(answer));
     });
     rx
-}
-
-/// One request waiting on a shared lookup, counted while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn count(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Waiting(n)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// A shared lookup's answer, `None` until it has one.
