@@ -279,8 +279,7 @@ impl Registry {
 
     /// What the backing knows of blob `d` of `repo`, which the local store does not hold in
     /// that repository, for a `HEAD`: [`BlobStat::Absent`] without a backing, and for content
-    /// the store knows (deleted from this repository on purpose, as for
-    /// [`Registry::fill_blob`]).
+    /// a client deleted from `repo` (as for [`Registry::fill_blob`]).
     pub(crate) async fn stat_from_backing(
         &self,
         repo: &RepoName,
@@ -289,7 +288,7 @@ impl Registry {
         let Some(backing) = &self.backing else {
             return Ok(BlobStat::Absent);
         };
-        if self.store.blob_size(d).await?.is_some() {
+        if self.store.deleted_from(repo, d).await? {
             return Ok(BlobStat::Absent);
         }
         backing.stat_blob(repo, d).await
@@ -336,8 +335,8 @@ impl Registry {
     }
 
     /// Brings blob `d` of `repo` into the local store from the backing. `Ok(false)` when
-    /// there is nothing to fetch: no backing, content the store already knows (and so was
-    /// deleted from this repository on purpose), or content the backing does not hold.
+    /// there is nothing to fetch: no backing, content a client deleted from this repository,
+    /// or content the backing does not hold.
     pub(crate) async fn fill_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<bool> {
         let Some(backing) = &self.backing else {
             return Ok(false);
@@ -358,8 +357,9 @@ impl Registry {
 
     /// What a fetch of blob `d` of `repo` finds before it downloads anything, under the
     /// digest's fill lock: `Some(true)` when the store holds it in `repo` now (a concurrent
-    /// request fetched it, or the backing's verified file was adopted), `Some(false)` when the
-    /// store knows the content but not in `repo` (deleted there on purpose), `None` to fetch.
+    /// request fetched it, the copy held for another repository was linked, or the backing's
+    /// verified file was adopted), `Some(false)` when it is not to be fetched (a client
+    /// deleted it from `repo`, or the backing says `repo` lacks it), `None` to fetch.
     pub(crate) async fn settled_before_fetch(
         &self,
         backing: &dyn Backing,
@@ -382,14 +382,19 @@ impl Registry {
         if self.store.repo_has_blob(repo, d).await? {
             return Ok(Some(true));
         }
+        if self.store.deleted_from(repo, d).await? {
+            return Ok(Some(false));
+        }
         if self.store.blob_size(d).await?.is_some() {
-            // Known here, not in `repo`. A registry that takes deletes keeps it so (deleted
-            // there on purpose); a read-only one (an agent, whose repositories share layers)
-            // links its copy when its backing says `repo` holds the blob too.
-            if self.read_only.is_none()
-                || !matches!(backing.stat_blob(repo, d).await?, BlobStat::Present(_))
-            {
-                return Ok(Some(false));
+            // Held for another repository (images share layers): linked into `repo` when the
+            // backing says `repo` holds the blob too, without fetching the bytes again.
+            match backing.stat_blob(repo, d).await? {
+                BlobStat::Present(_) if self.store.link_held_blob(repo, d).await? => {
+                    return Ok(Some(true));
+                }
+                BlobStat::Absent => return Ok(Some(false)),
+                // Collected meanwhile, or the backing cannot tell: fetch.
+                BlobStat::Present(_) | BlobStat::Unknown => {}
             }
         }
         Ok(None)
@@ -431,8 +436,8 @@ impl Registry {
     }
 
     /// Brings manifest `digest` of `repo` into the local store from the backing, and points
-    /// `tag` at it when given. Content known locally but not in `repo` is fetched again only
-    /// for a tag (a backing's tag outranks a local delete by digest).
+    /// `tag` at it when given. A manifest a client deleted from `repo` by digest is fetched
+    /// again only for a tag (a backing's tag outranks a local delete by digest).
     pub(crate) async fn fill_manifest_at(
         &self,
         repo: &RepoName,
@@ -451,7 +456,7 @@ impl Registry {
             }
             return Ok(true);
         }
-        if self.store.blob_size(&digest).await?.is_some() && tag.is_none() {
+        if tag.is_none() && self.store.deleted_from(repo, &digest).await? {
             return Ok(false);
         }
         let Some(body) = backing.get_manifest(repo, &digest).await? else {

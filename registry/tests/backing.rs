@@ -315,6 +315,110 @@ async fn deleted_tags_and_blobs_stay_deleted() {
     );
 }
 
+/// Images share layers (and the same image is often pushed under several names): content the
+/// store holds for one repository is served in another whose backing holds it too, linked
+/// without fetching the bytes again; a client's delete in one repository leaves the others be.
+#[tokio::test]
+async fn content_held_for_one_repository_is_served_in_another_the_backing_holds_it_in() {
+    let memory = Arc::new(Memory::default());
+    let reg = backed(memory.clone()).await;
+    let layer = vec![3u8; 50_000];
+    let manifest = reg.image("team/app", OCI_MANIFEST, &layer).await;
+    reg.push_manifest("team/app", "v1", OCI_MANIFEST, &manifest)
+        .await;
+    let (m, l) = (
+        Digest::sha256_of(manifest.as_bytes()),
+        Digest::sha256_of(&layer),
+    );
+    let fetched = memory.fetches.load(Ordering::SeqCst);
+
+    let head = reg
+        .call(
+            Method::HEAD,
+            &format!("/v2/team/copy/blobs/{l}"),
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(head.status, StatusCode::OK, "HEAD asks the backing's stat");
+    assert_eq!(head.header("content-length"), layer.len().to_string());
+    let r = reg.get(&format!("/v2/team/copy/blobs/{l}")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.body, layer);
+    assert_eq!(
+        memory.fetches.load(Ordering::SeqCst),
+        fetched,
+        "the copy held for team/app is linked, not fetched again"
+    );
+    let r = reg.get(&format!("/v2/team/copy/manifests/{m}")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.body, manifest.as_bytes());
+
+    // A client deletes both from team/copy: gone there, though team/app and the backing keep
+    // them; team/app is untouched.
+    for path in [
+        format!("/v2/team/copy/manifests/{m}"),
+        format!("/v2/team/copy/blobs/{l}"),
+    ] {
+        let r = reg.call(Method::DELETE, &path, &[], vec![]).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{path}");
+    }
+    let r = reg.get(&format!("/v2/team/copy/blobs/{l}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+    );
+    let head = reg
+        .call(
+            Method::HEAD,
+            &format!("/v2/team/copy/blobs/{l}"),
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    let r = reg.get(&format!("/v2/team/copy/manifests/{m}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+    assert_eq!(
+        reg.get(&format!("/v2/team/app/blobs/{l}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        reg.get(&format!("/v2/team/app/manifests/{m}")).await.status,
+        StatusCode::OK
+    );
+
+    // Pushed there again (config and layer, then the manifest), they are back.
+    assert_eq!(reg.image("team/copy", OCI_MANIFEST, &layer).await, manifest);
+    let r = reg
+        .push_manifest("team/copy", "v2", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        reg.get(&format!("/v2/team/copy/blobs/{l}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        reg.get(&format!("/v2/team/copy/manifests/{m}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_fetch_once() {
     let memory = Arc::new(Memory::default());

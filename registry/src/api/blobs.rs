@@ -149,7 +149,7 @@ fn blob_headers(resp: &mut Response, d: &Digest, len: u64) {
 }
 
 pub(super) async fn delete(reg: &Registry, repo: &RepoName, d: &Digest) -> ApiResult<Response> {
-    reg.store.unlink_blob(repo, d).await?;
+    reg.store.delete_blob(repo, d).await?;
     let mut resp = StatusCode::ACCEPTED.into_response();
     set(&mut resp, "docker-content-digest", d.to_string());
     Ok(resp)

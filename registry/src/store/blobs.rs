@@ -193,6 +193,7 @@ impl LocalStore {
     /// Makes blob `d` part of `repo`, or renews the link's time when it already is. The caller
     /// holds a commit permit naming `d` and has checked that the content is there.
     pub(super) async fn write_layer_link(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
+        self.unmark_deleted(repo, d).await?;
         let link = self.layer_link(repo, d);
         let renewed = {
             let link = link.clone();
@@ -217,6 +218,26 @@ impl LocalStore {
         } else {
             Err(blob_unknown(repo, d))
         }
+    }
+
+    /// A client's delete of blob `d` from `repo`: unlinked as by [`LocalStore::unlink_blob`],
+    /// and marked so that a backing's copy is not fetched back into `repo` until it is pushed
+    /// (or mounted) there again.
+    pub async fn delete_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<()> {
+        self.unlink_blob(repo, d).await?;
+        self.mark_deleted(repo, d).await?;
+        Ok(())
+    }
+
+    /// Links blob `d`, which the store holds for another repository, into `repo` (whose
+    /// backing holds it too); `false` when the store no longer holds it.
+    pub async fn link_held_blob(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        let _permit = self.fence.commit([d]).await;
+        if self.blob_size(d).await?.is_none() {
+            return Ok(false);
+        }
+        self.write_layer_link(repo, d).await?;
+        Ok(true)
     }
 
     /// Streams a whole blob into the store (monolithic upload), verifying `expected`.

@@ -174,6 +174,7 @@ impl LocalStore {
         if !tokio::fs::try_exists(&blob).await? {
             self.write_atomic(&blob, bytes.to_vec()).await?;
         }
+        self.unmark_deleted(repo, digest).await?;
         let written = self
             .write_atomic(
                 &self.revision_link(repo, digest),
@@ -311,6 +312,7 @@ impl LocalStore {
                 if !gone? {
                     return Err(manifest_unknown(repo, reference));
                 }
+                self.mark_deleted(repo, d).await?;
                 for tag in self.all_tags(repo).await.unwrap_or_default() {
                     let path = self.tag_path(repo, &tag);
                     if read_optional(&path)

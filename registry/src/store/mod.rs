@@ -9,6 +9,7 @@
 //! repositories/<name>/_manifests/revisions/<alg>/<hex> manifest membership; holds its media type
 //! repositories/<name>/_manifests/tags/<tag>            holds the tagged digest
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>  descriptor of a manifest whose subject is <alg>:<hex>
+//! repositories/<name>/_deleted/<alg>/<hex>             content a client deleted from the repository (empty)
 //! ```
 //! Every write lands in a temporary file that is synced and then renamed into place, so a crash
 //! never leaves a partial blob or manifest visible. Writes that create references take a
@@ -124,6 +125,32 @@ impl LocalStore {
             .join("_manifests/revisions")
             .join(d.algorithm().as_str())
             .join(d.hex())
+    }
+
+    /// The mark of content deleted from `repo` on purpose (a blob, or a manifest by digest):
+    /// a registry over a backing fetches it back into `repo` only when pushed (or tagged)
+    /// again, while other repositories that hold the same bytes serve and share them.
+    fn deleted_mark(&self, repo: &RepoName, d: &Digest) -> PathBuf {
+        self.repo_dir(repo)
+            .join("_deleted")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    /// Whether a client deleted content `d` from `repo` (and nothing put it back since).
+    pub async fn deleted_from(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        tokio::fs::try_exists(self.deleted_mark(repo, d)).await
+    }
+
+    /// Records that a client deleted `d` from `repo`.
+    async fn mark_deleted(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
+        self.write_atomic(&self.deleted_mark(repo, d), Vec::new())
+            .await
+    }
+
+    /// Forgets a deletion of `d` from `repo`: it is part of `repo` again.
+    async fn unmark_deleted(&self, repo: &RepoName, d: &Digest) -> io::Result<()> {
+        remove_optional(&self.deleted_mark(repo, d)).await.map(drop)
     }
 
     fn tag_path(&self, repo: &RepoName, tag: &str) -> PathBuf {

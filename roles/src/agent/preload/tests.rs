@@ -288,7 +288,7 @@ async fn a_blob_that_cannot_be_had_ends_the_stream_with_an_error_naming_it() {
     let app = repo("team/app");
     image(&f.registry, &app, Some("v1"), b"{}", &[b"gone"]).await;
     let gone = Digest::sha256_of(b"gone");
-    f.registry.store.unlink_blob(&app, &gone).await.unwrap();
+    f.registry.store.delete_blob(&app, &gone).await.unwrap();
     let (status, body) = post(&f.preloader, json("team/app:v1")).await;
     assert_eq!(status, StatusCode::OK);
     match events(&body).last() {
