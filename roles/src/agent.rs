@@ -179,11 +179,14 @@ impl P2pBacking {
     }
 }
 
+/// A failed P2P download as the registry's error: `BLOB_UNKNOWN` (404) when the origins do not
+/// hold the blob in `repo`, `UNAVAILABLE` (503) for everything else.
 fn from_peers(repo: &RepoName, d: &Digest, e: shoal_p2p::SchedulerError) -> RegistryError {
-    RegistryError::new(
-        ErrorCode::Unavailable,
-        format!("getting {d} of {repo} from peers: {e}"),
-    )
+    let code = match e {
+        shoal_p2p::SchedulerError::UnknownBlob(_) => ErrorCode::BlobUnknown,
+        _ => ErrorCode::Unavailable,
+    };
+    RegistryError::new(code, format!("getting {d} of {repo} from peers: {e}"))
 }
 
 fn read_only() -> RegistryError {
@@ -196,8 +199,13 @@ impl Backing for P2pBacking {
         Err(read_only())
     }
 
+    /// `None` when the origins do not hold it: what a manifest's fetch needs to answer
+    /// `MANIFEST_UNKNOWN`.
     async fn get_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<Option<BodyStream>> {
-        let blob = self.download(repo, d).await?;
+        let blob = match self.download(repo, d).await {
+            Err(e) if e.code == ErrorCode::BlobUnknown => return Ok(None),
+            other => other?,
+        };
         let file = tokio::fs::File::open(blob.path()).await?;
         Ok(Some(Box::pin(tokio_util::io::ReaderStream::with_capacity(
             file,

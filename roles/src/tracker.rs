@@ -154,7 +154,7 @@ fn metainfo_reply(
     match reply {
         Ok(MetainfoReply::Ready(m)) => Ok(Some(m)),
         Ok(MetainfoReply::Pending) => Ok(None),
-        Err(e @ TrackerError::Rejected { status: 404, .. }) => {
+        Err(e @ TrackerError::BlobUnknown { .. }) => {
             Err(SchedulerError::UnknownBlob(e.to_string()))
         }
         Err(e) => Err(tracker_err(e)),
