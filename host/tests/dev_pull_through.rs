@@ -1,7 +1,8 @@
 //! `shoal dev` in front of a real upstream registry (Debian's docker-registry) through the
 //! `registry_blob` / `registry_tag` backends: a cold pull asks the upstream for a manifest as a
 //! manifest only, a tag moved upstream is seen at once (`tag_ttl: 0s`), and while the upstream
-//! is down the last digest it named is served with a warning.
+//! is down the last digest it named is served with a warning; an image pulled under a second
+//! name is served from what the first pull brought in.
 
 mod common;
 #[allow(dead_code)] // this binary uses the docker-registry fixture only
@@ -122,4 +123,63 @@ fn pull_through_tags_follow_the_upstream_and_go_stale_only_while_it_is_down() {
     );
     assert_eq!(status, 200);
     server.stop();
+}
+
+/// One image under two names upstream (a copy, or two images over one base layer): pulled
+/// through `shoal dev` by the first name, then by the second, by tag and by digest. The second
+/// pull is served from what the first brought in, after the upstream's `HEAD` says the second
+/// repository holds each blob; no blob is downloaded twice.
+#[test]
+fn an_image_pulled_under_a_second_name_is_served_from_the_first_pulls_content() {
+    if !require("skopeo") || !require("docker-registry") {
+        return;
+    }
+    let work = tempdir("shoal-pull-through-shared-");
+    let upstream = registry_peers::Registry::start(work.path(), 0, &registry_peers::Auth::Open);
+    let built = image::write_image_layout(&work.path().join("img"), "v1", "shared");
+    for name in ["library/app:v1", "library/copy:v1"] {
+        seed(&work.path().join("img"), "v1", &upstream.addr, name);
+    }
+    let data = tempdir("shoal-pull-through-shared-data-");
+    let config = data.path().join("dev.yaml");
+    std::fs::write(&config, pull_through_config(&upstream.addr)).unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+
+    let pull = |reference: &str, into: &str| {
+        run_ok(
+            skopeo()
+                .args(["copy", "--src-tls-verify=false"])
+                .arg(format!("docker://{}/{reference}", server.host_port()))
+                .arg(format!("oci:{}:v1", work.path().join(into).display())),
+        );
+    };
+    pull("library/app:v1", "first");
+    pull("library/copy:v1", "second");
+    pull(
+        &format!("library/copy@{}", built.manifest_digest.as_str()),
+        "third",
+    );
+    // The upstream's access log, without the seeding's own requests (skopeo's).
+    let log = upstream.log_text();
+    let shoal: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("127.0.0.1 - -") && !l.contains("skopeo"))
+        .collect();
+    for blob in built.layer_digests.iter().chain([&built.config_digest]) {
+        let gets = shoal
+            .iter()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&format!("/blobs/{blob} ")))
+            .count();
+        assert_eq!(
+            gets, 1,
+            "{blob} downloaded once, for library/app:\n{shoal:#?}"
+        );
+        let checked = format!("\"HEAD /v2/library/copy/blobs/{blob} HTTP/1.1\" 200");
+        assert!(
+            shoal.iter().any(|l| l.contains(&checked)),
+            "library/copy's {blob} was checked upstream:\n{shoal:#?}"
+        );
+    }
+    server.stop();
+    upstream.stop();
 }
