@@ -288,10 +288,24 @@ impl Registry {
         let Some(backing) = &self.backing else {
             return Ok(BlobStat::Absent);
         };
-        if self.store.deleted_from(repo, d).await? {
+        if self.store.deleted_from(repo, d).await? || self.held_for_others_only(repo, d).await? {
             return Ok(BlobStat::Absent);
         }
         backing.stat_blob(repo, d).await
+    }
+
+    /// Whether content the store holds for other repositories may be served in `repo` once the
+    /// backing says `repo` holds it too: where the backing, not this store, says what `repo`
+    /// holds (an upstream registry this one mirrors, the cluster behind an agent or the
+    /// proxy). In a namespace of its own (`shoal dev`'s), what was pushed to `repo` here is
+    /// all it holds, whatever a backend that names blobs by digest alone would answer.
+    fn backing_says_what_repo_holds(&self, repo: &RepoName) -> bool {
+        self.tags_owned_by_backing(repo)
+    }
+
+    /// Content `d` that the store holds, not for `repo`, in a namespace of the store's own.
+    async fn held_for_others_only(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        Ok(!self.backing_says_what_repo_holds(repo) && self.store.blob_size(d).await?.is_some())
     }
 
     /// Bytes `offset..offset + length` of blob `d` of `repo`, which the local store lacks,
@@ -336,7 +350,8 @@ impl Registry {
 
     /// Brings blob `d` of `repo` into the local store from the backing. `Ok(false)` when
     /// there is nothing to fetch: no backing, content a client deleted from this repository,
-    /// or content the backing does not hold.
+    /// content held for other repositories of a namespace of the store's own
+    /// ([`Registry::settled_before_fetch`]), or content the backing does not hold.
     pub(crate) async fn fill_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<bool> {
         let Some(backing) = &self.backing else {
             return Ok(false);
@@ -359,7 +374,8 @@ impl Registry {
     /// digest's fill lock: `Some(true)` when the store holds it in `repo` now (a concurrent
     /// request fetched it, the copy held for another repository was linked, or the backing's
     /// verified file was adopted), `Some(false)` when it is not to be fetched (a client
-    /// deleted it from `repo`, or the backing says `repo` lacks it), `None` to fetch.
+    /// deleted it from `repo`; the backing says `repo` lacks it; or, in a namespace of the
+    /// store's own, it is held for other repositories only), `None` to fetch.
     pub(crate) async fn settled_before_fetch(
         &self,
         backing: &dyn Backing,
@@ -382,7 +398,7 @@ impl Registry {
         if self.store.repo_has_blob(repo, d).await? {
             return Ok(Some(true));
         }
-        if self.store.deleted_from(repo, d).await? {
+        if self.store.deleted_from(repo, d).await? || self.held_for_others_only(repo, d).await? {
             return Ok(Some(false));
         }
         if self.store.blob_size(d).await?.is_some() {
@@ -436,8 +452,9 @@ impl Registry {
     }
 
     /// Brings manifest `digest` of `repo` into the local store from the backing, and points
-    /// `tag` at it when given. A manifest a client deleted from `repo` by digest is fetched
-    /// again only for a tag (a backing's tag outranks a local delete by digest).
+    /// `tag` at it when given. A manifest a client deleted from `repo` by digest, or one held
+    /// for other repositories of a namespace of the store's own, is fetched only for a tag (a
+    /// backing's tag outranks a local delete by digest).
     pub(crate) async fn fill_manifest_at(
         &self,
         repo: &RepoName,
@@ -456,7 +473,10 @@ impl Registry {
             }
             return Ok(true);
         }
-        if tag.is_none() && self.store.deleted_from(repo, &digest).await? {
+        if tag.is_none()
+            && (self.store.deleted_from(repo, &digest).await?
+                || self.held_for_others_only(repo, &digest).await?)
+        {
             return Ok(false);
         }
         let Some(body) = backing.get_manifest(repo, &digest).await? else {

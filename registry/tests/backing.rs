@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
-use common::backed;
+use common::{backed, backed_by_authority};
 use shoal_registry::error::ApiResult;
 use shoal_registry::manifest::OCI_MANIFEST;
 use shoal_registry::{
@@ -315,13 +315,15 @@ async fn deleted_tags_and_blobs_stay_deleted() {
     );
 }
 
-/// Images share layers (and the same image is often pushed under several names): content the
-/// store holds for one repository is served in another whose backing holds it too, linked
-/// without fetching the bytes again; a client's delete in one repository leaves the others be.
+/// Images share layers (and the same image is often pushed under several names): where the
+/// backing says what each repository holds (an agent's or the proxy's cluster, an upstream a
+/// pull-through namespace mirrors), content the store holds for one repository is served in
+/// another the backing holds it in too, linked without fetching the bytes again; a client's
+/// delete in one repository leaves the others be.
 #[tokio::test]
 async fn content_held_for_one_repository_is_served_in_another_the_backing_holds_it_in() {
     let memory = Arc::new(Memory::default());
-    let reg = backed(memory.clone()).await;
+    let reg = backed_by_authority(memory.clone()).await;
     let layer = vec![3u8; 50_000];
     let manifest = reg.image("team/app", OCI_MANIFEST, &layer).await;
     reg.push_manifest("team/app", "v1", OCI_MANIFEST, &manifest)
@@ -416,6 +418,42 @@ async fn content_held_for_one_repository_is_served_in_another_the_backing_holds_
             .await
             .status,
         StatusCode::OK
+    );
+}
+
+/// In a namespace of the store's own (`shoal dev`'s, whose backend may name blobs by digest
+/// alone and so "hold" every blob for every repository), what was pushed to a repository here
+/// is all it holds: another repository does not get it by naming its digest.
+#[tokio::test]
+async fn in_a_namespace_of_its_own_content_pushed_to_one_repository_is_unknown_in_another() {
+    let memory = Arc::new(Memory::default());
+    let reg = backed(memory.clone()).await;
+    let layer = vec![5u8; 20_000];
+    let manifest = reg.image("team/app", OCI_MANIFEST, &layer).await;
+    reg.push_manifest("team/app", "v1", OCI_MANIFEST, &manifest)
+        .await;
+    let (m, l) = (
+        Digest::sha256_of(manifest.as_bytes()),
+        Digest::sha256_of(&layer),
+    );
+    let r = reg.get(&format!("/v2/team/other/blobs/{l}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+    );
+    let head = reg
+        .call(
+            Method::HEAD,
+            &format!("/v2/team/other/blobs/{l}"),
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    let r = reg.get(&format!("/v2/team/other/manifests/{m}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
     );
 }
 

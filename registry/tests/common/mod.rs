@@ -43,6 +43,22 @@ pub async fn backed(backing: Arc<dyn Backing>) -> Fixture {
     }
 }
 
+/// A registry whose local store caches `backing`, which says what each repository holds (as
+/// the cluster behind an agent or the proxy does, and an upstream registry that a pull-through
+/// namespace mirrors): tags are asked of it on every request.
+pub async fn backed_by_authority(backing: Arc<dyn Backing>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).await.unwrap();
+    let registry = Arc::new(
+        Registry::with_backing(store, backing).tags_from_backing(std::time::Duration::ZERO),
+    );
+    Fixture {
+        app: shoal_registry::router(registry.clone()),
+        registry,
+        dir,
+    }
+}
+
 pub struct Resp {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,
