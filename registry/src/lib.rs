@@ -16,6 +16,7 @@ pub mod mirror;
 pub mod name;
 mod prefetch;
 pub mod range;
+pub mod referrers;
 pub mod store;
 mod tag_authority;
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
-use common::{backed, backed_by_authority};
+use common::{backed, backed_as, backed_by_authority};
 use shoal_registry::error::ApiResult;
 use shoal_registry::manifest::OCI_MANIFEST;
 use shoal_registry::{
@@ -454,6 +454,81 @@ async fn in_a_namespace_of_its_own_content_pushed_to_one_repository_is_unknown_i
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+}
+
+/// A referrer manifest whose subject is `subject` (`len` bytes), with an empty config.
+fn referrer(subject: &Digest, len: usize, empty: &Digest, kind: &str) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{kind}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{len}}}}}"#
+    )
+}
+
+/// With referrers kept in the backing, a registry that never saw a referrer pushed lists it
+/// from the subject's `sha256-<hex>` index; a tag of that name that names something else is
+/// listed as no referrers (and logged), and a referrer pushed for that subject is refused with
+/// a message naming the tag instead of overwriting it.
+#[tokio::test]
+async fn referrers_kept_in_the_backing_are_listed_by_a_registry_that_never_saw_them() {
+    let memory = Arc::new(Memory::default());
+    let writer = backed_as(memory.clone(), |r| {
+        r.tags_from_backing(std::time::Duration::ZERO)
+            .referrers_in_backing()
+    })
+    .await;
+    let reader = backed_as(memory.clone(), |r| {
+        r.tags_from_backing(std::time::Duration::ZERO)
+            .referrers_in_backing()
+            .read_only("an agent")
+    })
+    .await;
+    let image = writer.image("team/app", OCI_MANIFEST, b"layer").await;
+    writer
+        .push_manifest("team/app", "v1", OCI_MANIFEST, &image)
+        .await;
+    let subject = Digest::sha256_of(image.as_bytes());
+    let empty = writer.push_blob("team/app", b"{}").await;
+    let sig = referrer(&subject, image.len(), &empty, "application/vnd.example.sig");
+    let sig_d = Digest::sha256_of(sig.as_bytes());
+    let r = writer
+        .push_manifest("team/app", &sig_d.to_string(), OCI_MANIFEST, &sig)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = reader
+        .get(&format!("/v2/team/app/referrers/{subject}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let listed = r.json()["manifests"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["digest"], sig_d.to_string());
+    assert_eq!(listed[0]["artifactType"], "application/vnd.example.sig");
+
+    // Someone tagged an image `sha256-<hex>` of another subject.
+    let other = Digest::sha256_of(b"another subject");
+    let tag = format!("sha256-{}", other.hex());
+    writer
+        .push_manifest("team/app", &tag, OCI_MANIFEST, &image)
+        .await;
+    let r = reader.get(&format!("/v2/team/app/referrers/{other}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
+    let sig = referrer(&other, 10, &empty, "application/vnd.example.sig");
+    let r = writer
+        .push_manifest(
+            "team/app",
+            &Digest::sha256_of(sig.as_bytes()).to_string(),
+            OCI_MANIFEST,
+            &sig,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "MANIFEST_INVALID");
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains(&tag), "{text}");
+    assert_eq!(
+        memory.tag("team/app", &tag),
+        Some(Digest::sha256_of(image.as_bytes())),
+        "the tag is left as it was"
     );
 }
 

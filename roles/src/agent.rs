@@ -119,6 +119,7 @@ pub async fn serve(
     let registry = Arc::new(
         Registry::with_backing(local, backing)
             .tags_from_backing(config.registry.tag_ttl.get())
+            .referrers_in_backing()
             .read_only(READ_ONLY),
     );
     let mirrors = match &config.registry.mirrors {

@@ -120,8 +120,11 @@ pub async fn serve(
     });
     // Tags are the build-index's: every read by tag asks it (a tag pushed through another
     // proxy is seen at once).
-    let registry =
-        Arc::new(Registry::with_backing(local, backing).tags_from_backing(Duration::ZERO));
+    let registry = Arc::new(
+        Registry::with_backing(local, backing)
+            .tags_from_backing(Duration::ZERO)
+            .referrers_in_backing(),
+    );
     let every = config.staging.interval.get();
     if !every.is_zero() {
         let (staged, ttl) = (registry.clone(), config.staging.ttl.get());

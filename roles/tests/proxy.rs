@@ -217,3 +217,114 @@ async fn the_proxy_drops_staged_content_and_still_serves_it_from_the_cluster() {
     assert_eq!(status, 200);
     assert!(body == layer);
 }
+
+/// A signature (a manifest with a `subject`) pushed through the proxy is listed by every
+/// agent's referrers API, filtered by `artifactType` as asked, and gone from the list once
+/// deleted through the proxy: the proxy keeps the subject's referrers index under the
+/// referrers tag schema (`sha256-<hex>`) at the build-index and the origins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
+    let cluster = Cluster::start(Spec {
+        origins: 1,
+        agents: 2,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
+    let proxy = start_proxy(&cluster, &origins).await;
+    let http = &cluster.http;
+    let (_, _, subject) = push_image(http, proxy.http, "team/app", "v1", 7).await;
+    let subject_len = http
+        .get(format!(
+            "http://{}/v2/team/app/manifests/{subject}",
+            proxy.http
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let empty = push_blob(http, proxy.http, "team/app", b"{}".to_vec()).await;
+    let mut pushed = Vec::new();
+    for kind in [
+        "application/vnd.example.sig",
+        "application/vnd.example.sbom",
+    ] {
+        let artifact = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"{kind}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{subject}","size":{subject_len}}}}}"#
+        );
+        let d = digest_of(artifact.as_bytes());
+        let resp = http
+            .put(format!("http://{}/v2/team/app/manifests/{d}", proxy.http))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(artifact)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+        pushed.push((kind, d));
+    }
+    let listed = |agent: usize, query: &'static str| {
+        let cluster = &cluster;
+        let subject = subject.clone();
+        async move {
+            let (status, body) = cluster
+                .get(agent, &format!("/v2/team/app/referrers/{subject}{query}"))
+                .await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let mut found: Vec<(String, String)> = v["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["artifactType"].as_str().unwrap_or_default().to_owned(),
+                        m["digest"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    let mut both: Vec<(String, String)> = pushed
+        .iter()
+        .map(|(k, d)| (k.to_string(), d.clone()))
+        .collect();
+    both.sort();
+    for agent in 0..2 {
+        assert_eq!(listed(agent, "").await, both, "agent {agent}");
+        assert_eq!(
+            listed(agent, "?artifactType=application/vnd.example.sbom").await,
+            vec![(pushed[1].0.to_string(), pushed[1].1.clone())],
+            "agent {agent}, filtered"
+        );
+    }
+    // An agent can pull the signature it was told of.
+    let (status, _) = cluster
+        .get(0, &format!("/v2/team/app/manifests/{}", pushed[0].1))
+        .await;
+    assert_eq!(status, 200);
+
+    // Deleted through the proxy: gone from every agent's list, the other one stays.
+    let resp = http
+        .delete(format!(
+            "http://{}/v2/team/app/manifests/{}",
+            proxy.http, pushed[0].1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{:?}", resp.text().await);
+    for agent in 0..2 {
+        assert_eq!(
+            listed(agent, "").await,
+            vec![(pushed[1].0.to_string(), pushed[1].1.clone())],
+            "agent {agent} after the delete"
+        );
+    }
+}

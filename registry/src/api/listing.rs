@@ -98,7 +98,7 @@ pub(super) async fn referrers(
     subject: &Digest,
     call: &Call,
 ) -> ApiResult<Response> {
-    let mut found = reg.store.referrers(repo, subject).await?;
+    let mut found = reg.referrers(repo, subject).await?;
     let filter = call.query.get("artifactType");
     if let Some(t) = filter {
         found.retain(|d| d.artifact_type.as_deref() == Some(t.as_str()));

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Call, Registry, set};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
-use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, accepts};
+use crate::manifest::{Descriptor, MAX_MANIFEST_BYTES, Manifest, accepts};
 use crate::name::{Reference, RepoName};
 
 pub(super) async fn get(
@@ -64,8 +64,21 @@ pub(super) async fn put(
             )
         })?;
     let manifest = Manifest::parse(&bytes, content_type.as_deref())?;
+    let size = bytes.len() as u64;
     let digest = reg.store.put_manifest(repo, r, bytes, &manifest).await?;
     reg.persist_manifest(repo, r, &digest).await?;
+    if let Some(subject) = &manifest.subject {
+        let entry = Descriptor {
+            media_type: manifest.media_type.clone(),
+            digest: digest.clone(),
+            size,
+            urls: None,
+            artifact_type: manifest.artifact_type.clone(),
+            annotations: manifest.annotations.clone(),
+            platform: None,
+        };
+        reg.add_referrer(repo, &subject.digest, entry).await?;
+    }
     let mut resp = StatusCode::CREATED.into_response();
     set(
         &mut resp,
@@ -90,7 +103,20 @@ pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &Reference) -> Ap
         let _ = reg.store.delete_manifest(repo, r).await;
         return Ok(StatusCode::ACCEPTED.into_response());
     }
+    let subject = match r {
+        Reference::Digest(_) => reg
+            .store
+            .get_manifest(repo, r)
+            .await
+            .ok()
+            .and_then(|m| Manifest::parse(&m.bytes, Some(&m.media_type)).ok())
+            .and_then(|m| m.subject),
+        Reference::Tag(_) => None,
+    };
     let removed = reg.store.delete_manifest(repo, r).await?;
     reg.forget_tags(repo, &removed).await?;
+    if let (Some(subject), Reference::Digest(d)) = (subject, r) {
+        reg.remove_referrer(repo, &subject.digest, d).await?;
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }

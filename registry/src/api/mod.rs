@@ -40,6 +40,11 @@ pub struct Registry {
     pub(crate) read_only: Option<String>,
     /// Reads the local store answered, and those it sent to the backing.
     pub(crate) cache: CacheCounters,
+    /// Referrers are also kept in the backing under the referrers tag schema
+    /// ([`Registry::referrers_in_backing`]).
+    pub(crate) referrers_in_backing: bool,
+    /// One change at a time to a subject's referrers index.
+    pub(crate) referrer_turns: Fills,
 }
 
 /// The pull-through cache's reads since start, for metrics: a hit is answered by the local
@@ -83,6 +88,8 @@ impl Registry {
             tag_authority: None,
             read_only: None,
             cache: CacheCounters::default(),
+            referrers_in_backing: false,
+            referrer_turns: Fills::default(),
         }
     }
 

@@ -47,11 +47,17 @@ pub async fn backed(backing: Arc<dyn Backing>) -> Fixture {
 /// the cluster behind an agent or the proxy does, and an upstream registry that a pull-through
 /// namespace mirrors): tags are asked of it on every request.
 pub async fn backed_by_authority(backing: Arc<dyn Backing>) -> Fixture {
+    backed_as(backing, |r| r.tags_from_backing(std::time::Duration::ZERO)).await
+}
+
+/// A registry whose local store (in a fresh folder) caches `backing`, configured by `build`.
+pub async fn backed_as(
+    backing: Arc<dyn Backing>,
+    build: impl FnOnce(Registry) -> Registry,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).await.unwrap();
-    let registry = Arc::new(
-        Registry::with_backing(store, backing).tags_from_backing(std::time::Duration::ZERO),
-    );
+    let registry = Arc::new(build(Registry::with_backing(store, backing)));
     Fixture {
         app: shoal_registry::router(registry.clone()),
         registry,
