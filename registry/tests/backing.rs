@@ -375,25 +375,7 @@ async fn content_held_for_one_repository_is_served_in_another_the_backing_holds_
         let r = reg.call(Method::DELETE, &path, &[], vec![]).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{path}");
     }
-    let r = reg.get(&format!("/v2/team/copy/blobs/{l}")).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
-    );
-    let head = reg
-        .call(
-            Method::HEAD,
-            &format!("/v2/team/copy/blobs/{l}"),
-            &[],
-            vec![],
-        )
-        .await;
-    assert_eq!(head.status, StatusCode::NOT_FOUND);
-    let r = reg.get(&format!("/v2/team/copy/manifests/{m}")).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
-    );
+    unknown_in(&reg, "team/copy", &m, &l).await;
     assert_eq!(
         reg.get(&format!("/v2/team/app/blobs/{l}")).await.status,
         StatusCode::OK
@@ -436,24 +418,27 @@ async fn in_a_namespace_of_its_own_content_pushed_to_one_repository_is_unknown_i
         Digest::sha256_of(manifest.as_bytes()),
         Digest::sha256_of(&layer),
     );
-    let r = reg.get(&format!("/v2/team/other/blobs/{l}")).await;
+    unknown_in(&reg, "team/other", &m, &l).await;
+}
+
+/// Asserts that `repo` of `reg` knows neither manifest `m` nor blob `l`: GET and HEAD of the
+/// blob and GET of the manifest are 404 with the right codes.
+async fn unknown_in(reg: &common::Fixture, repo: &str, m: &Digest, l: &Digest) {
+    let r = reg.get(&format!("/v2/{repo}/blobs/{l}")).await;
     assert_eq!(
         (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN")
+        (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+        "GET blob in {repo}"
     );
     let head = reg
-        .call(
-            Method::HEAD,
-            &format!("/v2/team/other/blobs/{l}"),
-            &[],
-            vec![],
-        )
+        .call(Method::HEAD, &format!("/v2/{repo}/blobs/{l}"), &[], vec![])
         .await;
-    assert_eq!(head.status, StatusCode::NOT_FOUND);
-    let r = reg.get(&format!("/v2/team/other/manifests/{m}")).await;
+    assert_eq!(head.status, StatusCode::NOT_FOUND, "HEAD blob in {repo}");
+    let r = reg.get(&format!("/v2/{repo}/manifests/{m}")).await;
     assert_eq!(
         (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        "GET manifest in {repo}"
     );
 }
 

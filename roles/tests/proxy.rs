@@ -220,7 +220,7 @@ async fn the_proxy_drops_staged_content_and_still_serves_it_from_the_cluster() {
 
 /// A signature (a manifest with a `subject`) pushed through the proxy is listed by every
 /// agent's referrers API, filtered by `artifactType` as asked, and gone from the list once
-/// deleted through the proxy: the proxy keeps the subject's referrers index under the
+/// deleted through the proxy (after its staging store dropped it): the proxy keeps the subject's referrers index under the
 /// referrers tag schema (`sha256-<hex>`) at the build-index and the origins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
@@ -232,7 +232,14 @@ async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
     })
     .await;
     let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
-    let proxy = start_proxy(&cluster, &origins).await;
+    // Staging drops what it holds after 3 s: the delete below goes through a proxy that no
+    // longer holds the signature.
+    let proxy = start_proxy_with(
+        &cluster,
+        &origins,
+        "staging:\n  ttl: 3s\n  interval: 100ms\n",
+    )
+    .await;
     let http = &cluster.http;
     let (_, _, subject) = push_image(http, proxy.http, "team/app", "v1", 7).await;
     let subject_len = http
@@ -310,7 +317,14 @@ async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
         .await;
     assert_eq!(status, 200);
 
-    // Deleted through the proxy: gone from every agent's list, the other one stays.
+    // Deleted through the proxy, once its staging store dropped everything: gone from every
+    // agent's list, the other one stays.
+    let blobs = cluster.dir.path().join("proxy/proxy/blobs");
+    let emptied = poll_until(std::time::Duration::from_secs(20), || async {
+        files_under(&blobs) == 0
+    })
+    .await;
+    assert!(emptied, "{} files still staged", files_under(&blobs));
     let resp = http
         .delete(format!(
             "http://{}/v2/team/app/manifests/{}",

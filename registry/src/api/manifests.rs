@@ -103,15 +103,16 @@ pub(super) async fn delete(reg: &Registry, repo: &RepoName, r: &Reference) -> Ap
         let _ = reg.store.delete_manifest(repo, r).await;
         return Ok(StatusCode::ACCEPTED.into_response());
     }
+    // A referrer leaves its subject's index in the backing too. The proxy reads the manifest
+    // through (its staging store may have dropped it), which also lets the delete below find it.
     let subject = match r {
-        Reference::Digest(_) => reg
-            .store
-            .get_manifest(repo, r)
+        Reference::Digest(_) if reg.referrers_in_backing => reg
+            .read_manifest(repo, r, false)
             .await
             .ok()
             .and_then(|m| Manifest::parse(&m.bytes, Some(&m.media_type)).ok())
             .and_then(|m| m.subject),
-        Reference::Tag(_) => None,
+        _ => None,
     };
     let removed = reg.store.delete_manifest(repo, r).await?;
     reg.forget_tags(repo, &removed).await?;
