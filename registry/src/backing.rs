@@ -279,7 +279,7 @@ impl Registry {
 
     /// What the backing knows of blob `d` of `repo`, which the local store does not hold in
     /// that repository, for a `HEAD`: [`BlobStat::Absent`] without a backing, and for content
-    /// a client deleted from `repo` (as for [`Registry::fill_blob`]).
+    /// that is not `repo`'s here (as for [`Registry::fill_blob`]).
     pub(crate) async fn stat_from_backing(
         &self,
         repo: &RepoName,
@@ -288,7 +288,7 @@ impl Registry {
         let Some(backing) = &self.backing else {
             return Ok(BlobStat::Absent);
         };
-        if self.store.deleted_from(repo, d).await? || self.held_for_others_only(repo, d).await? {
+        if self.not_in_repo_here(repo, d).await? {
             return Ok(BlobStat::Absent);
         }
         backing.stat_blob(repo, d).await
@@ -303,9 +303,16 @@ impl Registry {
         self.tags_owned_by_backing(repo)
     }
 
-    /// Content `d` that the store holds, not for `repo`, in a namespace of the store's own.
-    async fn held_for_others_only(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
-        Ok(!self.backing_says_what_repo_holds(repo) && self.store.blob_size(d).await?.is_some())
+    /// Whether content `d`, which `repo` does not link here, is not `repo`'s in a namespace of
+    /// the store's own: a client deleted it from `repo`, or the store holds it for other
+    /// repositories only. Where the backing says what `repo` holds, neither counts: a delete
+    /// there only evicts the local copy (an agent's or the proxy's cache, a pull-through
+    /// namespace's), and the next read asks the backing again.
+    async fn not_in_repo_here(&self, repo: &RepoName, d: &Digest) -> io::Result<bool> {
+        if self.backing_says_what_repo_holds(repo) {
+            return Ok(false);
+        }
+        Ok(self.store.deleted_from(repo, d).await? || self.store.blob_size(d).await?.is_some())
     }
 
     /// Bytes `offset..offset + length` of blob `d` of `repo`, which the local store lacks,
@@ -349,9 +356,9 @@ impl Registry {
     }
 
     /// Brings blob `d` of `repo` into the local store from the backing. `Ok(false)` when
-    /// there is nothing to fetch: no backing, content a client deleted from this repository,
-    /// content held for other repositories of a namespace of the store's own
-    /// ([`Registry::settled_before_fetch`]), or content the backing does not hold.
+    /// there is nothing to fetch: no backing, content that is not this repository's here (in
+    /// a namespace of the store's own: deleted from it, or held for other repositories only;
+    /// see [`Registry::settled_before_fetch`]), or content the backing does not hold.
     pub(crate) async fn fill_blob(&self, repo: &RepoName, d: &Digest) -> ApiResult<bool> {
         let Some(backing) = &self.backing else {
             return Ok(false);
@@ -373,9 +380,9 @@ impl Registry {
     /// What a fetch of blob `d` of `repo` finds before it downloads anything, under the
     /// digest's fill lock: `Some(true)` when the store holds it in `repo` now (a concurrent
     /// request fetched it, the copy held for another repository was linked, or the backing's
-    /// verified file was adopted), `Some(false)` when it is not to be fetched (a client
-    /// deleted it from `repo`; the backing says `repo` lacks it; or, in a namespace of the
-    /// store's own, it is held for other repositories only), `None` to fetch.
+    /// verified file was adopted), `Some(false)` when it is not to be fetched (in a namespace
+    /// of the store's own, a client deleted it from `repo` or it is held for other
+    /// repositories only; elsewhere, the backing says `repo` lacks it), `None` to fetch.
     pub(crate) async fn settled_before_fetch(
         &self,
         backing: &dyn Backing,
@@ -398,7 +405,7 @@ impl Registry {
         if self.store.repo_has_blob(repo, d).await? {
             return Ok(Some(true));
         }
-        if self.store.deleted_from(repo, d).await? || self.held_for_others_only(repo, d).await? {
+        if self.not_in_repo_here(repo, d).await? {
             return Ok(Some(false));
         }
         if self.store.blob_size(d).await?.is_some() {
@@ -452,9 +459,9 @@ impl Registry {
     }
 
     /// Brings manifest `digest` of `repo` into the local store from the backing, and points
-    /// `tag` at it when given. A manifest a client deleted from `repo` by digest, or one held
-    /// for other repositories of a namespace of the store's own, is fetched only for a tag (a
-    /// backing's tag outranks a local delete by digest).
+    /// `tag` at it when given. In a namespace of the store's own, a manifest a client deleted
+    /// from `repo` by digest, or one held for other repositories only, is fetched only for a
+    /// tag (a backing's tag outranks a local delete by digest).
     pub(crate) async fn fill_manifest_at(
         &self,
         repo: &RepoName,
@@ -473,10 +480,7 @@ impl Registry {
             }
             return Ok(true);
         }
-        if tag.is_none()
-            && (self.store.deleted_from(repo, &digest).await?
-                || self.held_for_others_only(repo, &digest).await?)
-        {
+        if tag.is_none() && self.not_in_repo_here(repo, &digest).await? {
             return Ok(false);
         }
         let Some(body) = backing.get_manifest(repo, &digest).await? else {

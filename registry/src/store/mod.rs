@@ -127,9 +127,10 @@ impl LocalStore {
             .join(d.hex())
     }
 
-    /// The mark of content deleted from `repo` on purpose (a blob, or a manifest by digest):
-    /// a registry over a backing fetches it back into `repo` only when pushed (or tagged)
-    /// again, while other repositories that hold the same bytes serve and share them.
+    /// The mark of content a client deleted from `repo` (a blob, or a manifest by digest): in
+    /// a namespace of its own, a registry over a backing does not fetch it back into `repo`
+    /// until it is pushed (or tagged) there again, even once the garbage collector freed the
+    /// local copy.
     fn deleted_mark(&self, repo: &RepoName, d: &Digest) -> PathBuf {
         self.repo_dir(repo)
             .join("_deleted")
