@@ -139,6 +139,7 @@ fn log_report(r: &GcReport) {
         backing_deleted = r.backing_deleted,
         backing_failed = r.backing_failed,
         backing_skipped = r.backing_skipped.as_deref().unwrap_or(""),
+        deleted_marks_dropped = r.deleted_marks_dropped,
         errors = r.errors,
         elapsed = ?r.elapsed,
         "garbage collected"

@@ -133,6 +133,13 @@ async fn content_deleted_through_the_api_is_freed_everywhere() {
     }
     let r = f.get(&format!("/v2/app/manifests/{}", a.digest)).await;
     assert_eq!(r.status.as_u16(), 404, "the deleted manifest stays deleted");
+    // The marks of the two deletes went with the content: nothing is left to fetch back.
+    assert_eq!(report.deleted_marks_dropped, 2, "{report}");
+    let marks = f.dir.path().join("repositories");
+    for (repo, d) in [("other", &loose), ("app", &a.digest)] {
+        let mark = marks.join(repo).join("_deleted/sha256").join(d.hex());
+        assert!(!mark.exists(), "{} is left", mark.display());
+    }
 }
 
 #[tokio::test]
@@ -163,13 +170,27 @@ async fn the_backing_is_left_alone_when_the_policy_says_so() {
         delete_from_backing: false,
         ..now()
     };
-    let report = gc(&f, policy).await;
+    let report = gc(&f, policy.clone()).await;
     assert_eq!(
         (report.blobs_deleted, report.backing_deleted),
         (2, 0),
         "{report}"
     );
     assert!(memory.has(&a.digest) && memory.has(&a.blobs[2].0));
+
+    // A delete by digest is remembered while the backing keeps the content: after the local
+    // copy is freed it is still not fetched back.
+    let b = push_image(&f, "app", Some("c"), &["config", "only c"]).await;
+    delete(&f, &format!("/v2/app/manifests/{}", b.digest)).await;
+    let report = gc(&f, policy).await;
+    assert_eq!(report.deleted_marks_dropped, 0, "{report}");
+    assert!(memory.has(&b.digest) && !stored(&f, &b.digest));
+    let r = f.get(&format!("/v2/app/manifests/{}", b.digest)).await;
+    assert_eq!(
+        r.status.as_u16(),
+        404,
+        "the deleted manifest is not fetched back"
+    );
 }
 
 #[tokio::test]

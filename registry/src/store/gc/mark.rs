@@ -66,6 +66,10 @@ pub(super) struct Plan {
     pub incomplete: Option<String>,
     /// Stored manifests whose files do not parse.
     unreadable: HashSet<Digest>,
+    /// The marks of clients' deletes (`_deleted/`), by digest: dropped once the collector
+    /// deleted that content from the backing for their repository (nothing is left to fetch
+    /// back).
+    pub deleted_marks: HashMap<Digest, Vec<(RepoName, PathBuf)>>,
 }
 
 /// A link file and its age.
@@ -86,6 +90,8 @@ struct RepoSnapshot {
     layers: BTreeMap<Digest, Link>,
     /// Referrer entries by the referrer's digest.
     referrers: Vec<(Digest, Link)>,
+    /// Marks of content a client deleted from the repository.
+    deleted_marks: Vec<(Digest, PathBuf)>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +126,14 @@ pub(super) async fn mark(
         ..Plan::default()
     };
     report.repositories = snapshot.repos.len();
+    for repo in &snapshot.repos {
+        for (d, path) in &repo.deleted_marks {
+            plan.deleted_marks
+                .entry(d.clone())
+                .or_default()
+                .push((repo.name.clone(), path.clone()));
+        }
+    }
     let young = |t: SystemTime| t > cutoff;
 
     // Live content per repository, and everything any live manifest names.
@@ -384,6 +398,7 @@ fn read_snapshot(root: &Path) -> io::Result<Snapshot> {
                 }
             }
         }
+        let deleted_marks = digest_dirs(&dir.join("_deleted"))?;
         snapshot.repos.push(RepoSnapshot {
             name: repo,
             tags,
@@ -391,6 +406,7 @@ fn read_snapshot(root: &Path) -> io::Result<Snapshot> {
             revisions,
             layers,
             referrers,
+            deleted_marks,
         });
     }
     for (d, dir) in digest_dirs_sharded(&root.join("blobs"))? {

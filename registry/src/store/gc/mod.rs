@@ -81,6 +81,8 @@ pub struct GcReport {
     pub backing_failed: usize,
     /// Why nothing was deleted from the backing, when it was not.
     pub backing_skipped: Option<String>,
+    /// Marks of clients' deletes dropped because the content left the backing too.
+    pub deleted_marks_dropped: usize,
     /// Files that could not be read or removed (logged); they are tried again next time.
     pub errors: usize,
     /// How long the collection took.
@@ -93,7 +95,7 @@ impl fmt::Display for GcReport {
             f,
             "{} repositories: {} manifests, {} referrers and {} layer links removed; \
              {} blobs deleted, {} bytes freed; kept {} young and {} in use; \
-             backing: {} deleted, {} failed",
+             backing: {} deleted, {} failed; {} delete marks dropped",
             self.repositories,
             self.manifests_removed,
             self.referrers_removed,
@@ -104,6 +106,7 @@ impl fmt::Display for GcReport {
             self.kept_in_use,
             self.backing_deleted,
             self.backing_failed,
+            self.deleted_marks_dropped,
         )?;
         if let Some(why) = &self.backing_skipped {
             write!(f, " (skipped: {why})")?;

@@ -19,7 +19,11 @@ pub(super) async fn sweep(
     report: &mut GcReport,
 ) {
     let Plan {
-        steps, refs, repos, ..
+        steps,
+        refs,
+        repos,
+        mut deleted_marks,
+        ..
     } = plan;
     let mut protected = HashSet::new();
     for (d, step) in steps {
@@ -97,6 +101,12 @@ pub(super) async fn sweep(
             targets.dedup();
             if delete_from_backing(backing, &targets, &d).await {
                 report.backing_deleted += 1;
+                // Nothing is left to fetch back into those repositories.
+                for (repo, mark) in deleted_marks.remove(&d).unwrap_or_default() {
+                    if targets.contains(&&repo) && remove(&mark).await.unwrap_or(false) {
+                        report.deleted_marks_dropped += 1;
+                    }
+                }
             } else {
                 report.backing_failed += 1;
             }
