@@ -345,13 +345,7 @@ async fn content_held_for_one_repository_is_served_in_another_the_backing_holds_
     let memory = Arc::new(Memory::default());
     let reg = backed_by_authority(memory.clone()).await;
     let layer = vec![3u8; 50_000];
-    let manifest = reg.image("team/app", OCI_MANIFEST, &layer).await;
-    reg.push_manifest("team/app", "v1", OCI_MANIFEST, &manifest)
-        .await;
-    let (m, l) = (
-        Digest::sha256_of(manifest.as_bytes()),
-        Digest::sha256_of(&layer),
-    );
+    let (manifest, m, l) = pushed_image(&reg, "team/app", &layer).await;
     let fetched = memory.fetches.load(Ordering::SeqCst);
 
     let head = reg
@@ -415,14 +409,18 @@ async fn in_a_namespace_of_its_own_content_pushed_to_one_repository_is_unknown_i
     let memory = Arc::new(Memory::default());
     let reg = backed(memory.clone()).await;
     let layer = vec![5u8; 20_000];
-    let manifest = reg.image("team/app", OCI_MANIFEST, &layer).await;
-    reg.push_manifest("team/app", "v1", OCI_MANIFEST, &manifest)
-        .await;
-    let (m, l) = (
-        Digest::sha256_of(manifest.as_bytes()),
-        Digest::sha256_of(&layer),
-    );
+    let (_, m, l) = pushed_image(&reg, "team/app", &layer).await;
     unknown_in(&reg, "team/other", &m, &l).await;
+}
+
+/// Pushes an image of one `layer` to `repo`, tagged `v1`: the manifest, its digest and the
+/// layer's.
+async fn pushed_image(reg: &common::Fixture, repo: &str, layer: &[u8]) -> (String, Digest, Digest) {
+    let manifest = reg.image(repo, OCI_MANIFEST, layer).await;
+    let r = reg.push_manifest(repo, "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let m = Digest::sha256_of(manifest.as_bytes());
+    (manifest, m, Digest::sha256_of(layer))
 }
 
 /// Asserts that `repo` of `reg` knows neither manifest `m` nor blob `l`: GET and HEAD of the

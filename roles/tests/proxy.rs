@@ -185,22 +185,12 @@ async fn the_proxy_drops_staged_content_and_still_serves_it_from_the_cluster() {
     })
     .await;
     let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
-    let proxy = start_proxy_with(
-        &cluster,
-        &origins,
-        "staging:\n  ttl: 3s\n  interval: 100ms\n",
-    )
-    .await;
+    let proxy = start_staging_proxy(&cluster, &origins).await;
     let http = &cluster.http;
     // The push takes milliseconds: well inside the 3 s a staged blob is kept for, as
     // `staging.ttl` must exceed the longest push.
     let (layer_d, layer, manifest_d) = push_image(http, proxy.http, "team/app", "v1", 7).await;
-    let blobs = cluster.dir.path().join("proxy/proxy/blobs");
-    let emptied = poll_until(std::time::Duration::from_secs(20), || async {
-        files_under(&blobs) == 0
-    })
-    .await;
-    assert!(emptied, "{} files still staged", files_under(&blobs));
+    staging_emptied(&cluster).await;
 
     // The cluster still has everything, through the proxy and through the agent.
     let resp = http
@@ -220,8 +210,9 @@ async fn the_proxy_drops_staged_content_and_still_serves_it_from_the_cluster() {
 
 /// A signature (a manifest with a `subject`) pushed through the proxy is listed by every
 /// agent's referrers API, filtered by `artifactType` as asked, and gone from the list once
-/// deleted through the proxy (after its staging store dropped it): the proxy keeps the subject's referrers index under the
-/// referrers tag schema (`sha256-<hex>`) at the build-index and the origins.
+/// deleted through the proxy (after its staging store dropped it): the proxy keeps the
+/// subject's referrers index under the referrers tag schema (`sha256-<hex>`) at the
+/// build-index and the origins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
     let cluster = Cluster::start(Spec {
@@ -234,12 +225,7 @@ async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
     let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
     // Staging drops what it holds after 3 s: the delete below goes through a proxy that no
     // longer holds the signature.
-    let proxy = start_proxy_with(
-        &cluster,
-        &origins,
-        "staging:\n  ttl: 3s\n  interval: 100ms\n",
-    )
-    .await;
+    let proxy = start_staging_proxy(&cluster, &origins).await;
     let http = &cluster.http;
     let (_, _, subject) = push_image(http, proxy.http, "team/app", "v1", 7).await;
     let subject_len = http
@@ -319,12 +305,7 @@ async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
 
     // Deleted through the proxy, once its staging store dropped everything: gone from every
     // agent's list, the other one stays.
-    let blobs = cluster.dir.path().join("proxy/proxy/blobs");
-    let emptied = poll_until(std::time::Duration::from_secs(20), || async {
-        files_under(&blobs) == 0
-    })
-    .await;
-    assert!(emptied, "{} files still staged", files_under(&blobs));
+    staging_emptied(&cluster).await;
     let resp = http
         .delete(format!(
             "http://{}/v2/team/app/manifests/{}",
@@ -341,4 +322,19 @@ async fn referrers_pushed_through_the_proxy_are_listed_at_every_agent() {
             "agent {agent} after the delete"
         );
     }
+}
+
+/// A proxy whose staging store drops what it holds after 3 s (checked every 100 ms).
+async fn start_staging_proxy(cluster: &Cluster, origins: &[SocketAddr]) -> common::Node {
+    start_proxy_with(cluster, origins, "staging:\n  ttl: 3s\n  interval: 100ms\n").await
+}
+
+/// Waits until the proxy's staging store holds no blob.
+async fn staging_emptied(cluster: &Cluster) {
+    let blobs = cluster.dir.path().join("proxy/proxy/blobs");
+    let emptied = poll_until(std::time::Duration::from_secs(20), || async {
+        files_under(&blobs) == 0
+    })
+    .await;
+    assert!(emptied, "{} files still staged", files_under(&blobs));
 }
