@@ -6,6 +6,10 @@
 //! and the index (over P2P), as it learns of any image; its local store knows only what it
 //! pulled.
 //!
+//! `shoal dev` reads the same index in pull-through namespaces, where the upstream registry
+//! keeps it (its clients write it when the upstream lacks the referrers API), so a client
+//! asking `shoal dev` sees what it would see upstream.
+//!
 //! Two pushes of referrers of one subject at the same moment through two proxies can lose one
 //! of them from the index (each reads, adds and writes the tag), as with the spec's
 //! client-side schema; through one proxy they are serialized.
@@ -54,14 +58,20 @@ impl Registry {
     }
 
     /// The referrers of `subject` in `repo`: the local store's; with
-    /// [`Registry::referrers_in_backing`] the backing's index too, and on a read-only registry
-    /// (an agent) that index alone, since what the agent pulled may have been deleted since.
+    /// [`Registry::referrers_in_backing`], or in a namespace whose tags an upstream registry
+    /// owns (pull-through: clients of an upstream without the referrers API keep the same
+    /// index there), the backing's index too; on a read-only registry (an agent) that index
+    /// alone, since what the agent pulled may have been deleted since.
     pub(crate) async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
     ) -> ApiResult<Vec<Descriptor>> {
-        if !self.referrers_in_backing || self.backing.is_none() {
+        let upstream = self
+            .backing
+            .as_ref()
+            .is_some_and(|b| b.tags_move_upstream(repo));
+        if !(self.referrers_in_backing || upstream) || self.backing.is_none() {
             return self.store.referrers(repo, subject).await;
         }
         let mut found = match self.read_only {

@@ -14,7 +14,7 @@ use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use common::{backed, backed_as, backed_by_authority};
 use shoal_registry::error::ApiResult;
-use shoal_registry::manifest::OCI_MANIFEST;
+use shoal_registry::manifest::{OCI_INDEX, OCI_MANIFEST};
 use shoal_registry::{
     Backing, BlobStat, BodyStream, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey,
 };
@@ -27,6 +27,8 @@ struct Memory {
     stats: AtomicUsize,
     /// `stat_blob` answers `Unknown`, as a backing that cannot stat.
     cannot_stat: AtomicBool,
+    /// Tags belong to an upstream registry (a pull-through namespace).
+    upstream: AtomicBool,
     refuse_writes: AtomicBool,
     corrupt_reads: AtomicBool,
 }
@@ -107,6 +109,10 @@ impl Backing for Memory {
             .unwrap()
             .insert(TagKey::new(repo.clone(), tag.clone()), d.clone());
         Ok(())
+    }
+
+    fn tags_move_upstream(&self, _: &RepoName) -> bool {
+        self.upstream.load(Ordering::SeqCst)
     }
 
     async fn get_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<Option<Digest>> {
@@ -517,6 +523,56 @@ async fn referrers_kept_in_the_backing_are_listed_by_a_registry_that_never_saw_t
         Some(Digest::sha256_of(image.as_bytes())),
         "the tag is left as it was"
     );
+}
+
+/// A pull-through namespace's referrers are the upstream's: an upstream without the referrers
+/// API keeps them under the referrers tag schema (its clients push the index), and `shoal dev`
+/// lists them from there. A namespace of its own lists what was pushed to it.
+#[tokio::test]
+async fn a_pull_through_namespace_lists_the_referrers_the_upstream_keeps_by_tag() {
+    let memory = Arc::new(Memory::default());
+    // What a client did upstream: an image, a signature, and the index under `sha256-<hex>`.
+    let upstream = backed(memory.clone()).await;
+    let image = upstream.image("library/app", OCI_MANIFEST, b"layer").await;
+    upstream
+        .push_manifest("library/app", "v1", OCI_MANIFEST, &image)
+        .await;
+    let subject = Digest::sha256_of(image.as_bytes());
+    let empty = upstream.push_blob("library/app", b"{}").await;
+    let sig = referrer(&subject, image.len(), &empty, "application/vnd.example.sig");
+    let sig_d = Digest::sha256_of(sig.as_bytes());
+    upstream
+        .push_manifest("library/app", &sig_d.to_string(), OCI_MANIFEST, &sig)
+        .await;
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{sig_d}","size":{},"artifactType":"application/vnd.example.sig"}}]}}"#,
+        sig.len()
+    );
+    let tag = format!("sha256-{}", subject.hex());
+    let r = upstream
+        .push_manifest("library/app", &tag, OCI_INDEX, &index)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    memory.upstream.store(true, Ordering::SeqCst);
+    let mirror = backed_as(memory.clone(), |r| {
+        r.upstream_tags_from_backing(std::time::Duration::ZERO)
+    })
+    .await;
+    let r = mirror
+        .get(&format!("/v2/library/app/referrers/{subject}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let listed = r.json()["manifests"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["digest"], sig_d.to_string());
+
+    memory.upstream.store(false, Ordering::SeqCst);
+    let own = backed(memory.clone()).await;
+    let r = own
+        .get(&format!("/v2/library/app/referrers/{subject}"))
+        .await;
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
