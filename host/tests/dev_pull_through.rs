@@ -2,7 +2,8 @@
 //! `registry_blob` / `registry_tag` backends: a cold pull asks the upstream for a manifest as a
 //! manifest only, a tag moved upstream is seen at once (`tag_ttl: 0s`), and while the upstream
 //! is down the last digest it named is served with a warning; an image pulled under a second
-//! name is served from what the first pull brought in.
+//! name is served from what the first pull brought in; the upstream's referrers (kept under the
+//! referrers tag schema) are listed.
 
 mod common;
 #[allow(dead_code)] // this binary uses the docker-registry fixture only
@@ -11,7 +12,7 @@ mod registry_peers;
 use common::http::{ACCEPT_MANIFESTS, http};
 use common::image;
 use common::skopeo::skopeo;
-use common::{DevServer, require, run_ok, tempdir};
+use common::{DevServer, block_on, require, run_ok, tempdir};
 
 fn pull_through_config(upstream: &std::net::SocketAddr) -> String {
     format!(
@@ -180,6 +181,113 @@ fn an_image_pulled_under_a_second_name_is_served_from_the_first_pulls_content() 
             "library/copy's {blob} was checked upstream:\n{shoal:#?}"
         );
     }
+    server.stop();
+    upstream.stop();
+}
+
+/// An upstream without the referrers API (distribution 2.8) keeps a signature's referrers under
+/// the referrers tag schema, as its clients push them: an index tagged `sha256-<hex>` of the
+/// subject. `shoal dev` lists them for the pull-through namespace, with `artifactType`
+/// filtering; an empty list would tell a client there are none.
+#[test]
+fn a_pull_through_namespace_lists_the_referrers_the_upstream_keeps_by_tag() {
+    if !require("skopeo") || !require("docker-registry") {
+        return;
+    }
+    let work = tempdir("shoal-pull-through-referrers-");
+    let upstream = registry_peers::Registry::start(work.path(), 0, &registry_peers::Auth::Open);
+    let built = image::write_image_layout(&work.path().join("img"), "v1", "signed");
+    seed(
+        &work.path().join("img"),
+        "v1",
+        &upstream.addr,
+        "library/app:v1",
+    );
+
+    // What a signing client does against such an upstream: the empty config, the signature,
+    // then the index under the subject's tag.
+    let base = format!("http://{}/v2/library/app", upstream.addr);
+    let empty = image::Digest::of(b"{}");
+    let subject = &built.manifest_digest;
+    let sig = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{subject}","size":{}}}}}"#,
+        built.manifest.len()
+    );
+    let sig_d = image::Digest::of(sig.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{sig_d}","size":{},"artifactType":"application/vnd.example.sig"}}]}}"#,
+        sig.len()
+    );
+    block_on(async {
+        let client = reqwest::Client::new();
+        let started = client
+            .post(format!("{base}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status().as_u16(), 202);
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let put = |url: String, kind: &'static str, body: Vec<u8>| {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .put(&url)
+                    .header("Content-Type", kind)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 201, "PUT {url}: {:?}", r.text().await);
+            }
+        };
+        put(
+            format!("{location}{separator}digest={empty}"),
+            "application/octet-stream",
+            b"{}".to_vec(),
+        )
+        .await;
+        put(
+            format!("{base}/manifests/{sig_d}"),
+            "application/vnd.oci.image.manifest.v1+json",
+            sig.into_bytes(),
+        )
+        .await;
+        put(
+            format!("{base}/manifests/sha256-{}", subject.hex()),
+            "application/vnd.oci.image.index.v1+json",
+            index.into_bytes(),
+        )
+        .await;
+    });
+
+    let data = tempdir("shoal-pull-through-referrers-data-");
+    let config = data.path().join("dev.yaml");
+    std::fs::write(&config, pull_through_config(&upstream.addr)).unwrap();
+    let server = DevServer::start_with_config(data.path(), &config);
+    for query in ["", "?artifactType=application/vnd.example.sig"] {
+        let (status, _, body) = http(
+            "GET",
+            &server.url(&format!("/v2/library/app/referrers/{subject}{query}")),
+            "application/vnd.oci.image.index.v1+json",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let listed = v["manifests"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "{query}: {v}");
+        assert_eq!(listed[0]["digest"], sig_d.as_str(), "{query}");
+        assert_eq!(listed[0]["artifactType"], "application/vnd.example.sig");
+    }
+    let (status, _, body) = http(
+        "GET",
+        &server.url(&format!(
+            "/v2/library/app/referrers/{subject}?artifactType=application/vnd.example.sbom"
+        )),
+        "application/vnd.oci.image.index.v1+json",
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["manifests"], serde_json::json!([]));
     server.stop();
     upstream.stop();
 }
