@@ -169,7 +169,19 @@ async fn a_push_and_two_pulls_move_every_roles_series() {
         0.0
     );
 
-    // The second pull of the blob is the agent's own.
+    // The second pull of the blob is the agent's own, once the first pull's download is in
+    // the agent's registry store: the client got its last byte when the blob verified, and
+    // the store links it in a moment later.
+    let linked = cluster
+        .dir
+        .path()
+        .join("agent0/store/registry/repositories/team/metrics/_layers/sha256")
+        .join(layer_d.trim_start_matches("sha256:"));
+    assert!(
+        poll_until(Duration::from_secs(20), || async { linked.exists() }).await,
+        "{} never appeared",
+        linked.display()
+    );
     let (status, _) = cluster.get(0, &path).await;
     assert_eq!(status, 200);
     let again = cluster.scrape(agent).await;
