@@ -449,7 +449,7 @@ async fn manifest_errors() {
     let r = f.push_manifest("m", "v1", OCI_MANIFEST, &body).await;
     assert_eq!(
         (r.status, r.code().as_str()),
-        (StatusCode::NOT_FOUND, "MANIFEST_BLOB_UNKNOWN")
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
     );
     assert!(String::from_utf8_lossy(&r.body).contains(&missing.to_string()));
     let index = format!(
