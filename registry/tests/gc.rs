@@ -181,7 +181,7 @@ async fn a_manifest_whose_blobs_were_swept_is_refused() {
     assert!(!stored(&f, &layer));
     let manifest = image_manifest(&[(config, 3), (layer, 5)], None);
     let r = f.push_manifest("app", "v1", OCI_MANIFEST, &manifest).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.code(), "MANIFEST_BLOB_UNKNOWN");
     assert_status(&f, "/v2/app/manifests/v1", 404).await;
     assert!(
