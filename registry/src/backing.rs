@@ -332,23 +332,37 @@ impl Registry {
         Ok(body.map(|body| exactly(body, length)))
     }
 
-    /// The tags of `repo`: the local store's, and the backing's when it can list them.
+    /// The tags of `repo`: the local store's, and the backing's when it can list them. Where
+    /// the backing owns `repo`'s tags (an agent's or the proxy's build-index, a pull-through
+    /// namespace's upstream), its list alone: tags this store saw may have been deleted there.
     pub(crate) async fn tags_with_backing(&self, repo: &RepoName) -> ApiResult<Vec<String>> {
-        let local = self.store.all_tags(repo).await;
         let listed = match &self.backing {
             Some(backing) => backing.list_tags(repo).await?,
             None => None,
         };
-        let mut all = match (local, listed) {
-            (Ok(mut local), Some(listed)) => {
-                local.extend(listed);
-                local
-            }
-            (Ok(local), None) => local,
-            (Err(e), Some(listed)) if e.code == ErrorCode::NameUnknown && !listed.is_empty() => {
+        let mut all = match listed {
+            Some(listed) if self.tags_owned_by_backing(repo) => {
+                if listed.is_empty() {
+                    return Err(RegistryError::new(
+                        ErrorCode::NameUnknown,
+                        format!("repository {repo} is not known"),
+                    ));
+                }
                 listed
             }
-            (Err(e), _) => return Err(e),
+            listed => match (self.store.all_tags(repo).await, listed) {
+                (Ok(mut local), Some(listed)) => {
+                    local.extend(listed);
+                    local
+                }
+                (Ok(local), None) => local,
+                (Err(e), Some(listed))
+                    if e.code == ErrorCode::NameUnknown && !listed.is_empty() =>
+                {
+                    listed
+                }
+                (Err(e), _) => return Err(e),
+            },
         };
         all.sort();
         all.dedup();

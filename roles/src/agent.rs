@@ -270,6 +270,11 @@ impl Backing for P2pBacking {
         self.tags.get(&TagKey::new(repo.clone(), tag.clone())).await
     }
 
+    /// The build-index's list: the cluster's tags, not the ones this node happened to see.
+    async fn list_tags(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        self.tags.list(repo).await
+    }
+
     async fn delete_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<()> {
         Err(read_only())
     }

@@ -10,6 +10,9 @@
 //! - `DELETE /tags/{repo}:{tag}`: removes it from the backend and the cache; 204, 404 when the
 //!   backend has no such tag, 403 when no `backends:` entry may write the namespace's tags
 //!   (or the backend refuses writes, as `registry_tag` does), 502 when the backend failed.
+//! - `GET /repositories/{repo}/tags`: every tag of the repository the backend holds, sorted,
+//!   as `{"tags": [...]}` (what agents and the proxy answer `/v2/{repo}/tags/list` with); 501
+//!   when the namespace's backend cannot list, 502 when it failed.
 //!
 //! A PUT is copied to the remote build-indexes of `cluster:` through a queue on disk
 //! ([`replication`]): it is acknowledged once the tag is in the backend and the copies are
@@ -22,6 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -33,11 +37,12 @@ use shoal_registry::{Backing, Digest, ErrorCode, TagKey};
 use shoal_storage::{NamespaceRouter, StorageBacking};
 
 use crate::RoleError;
-use crate::http::{HttpError, HttpResult, ReplicaQuery, TagDigestPath, TagPath};
+use crate::http::{HttpError, HttpResult, ReplicaQuery, RepoPath, TagDigestPath, TagPath};
 use crate::metrics::Metrics;
 use crate::queue::{Policy, Queue};
 use crate::ready::Readiness;
 use crate::tag_cache::{Cached, TagCache};
+use crate::tags::TagList;
 
 mod replication;
 
@@ -155,6 +160,7 @@ pub async fn serve(
         .route("/health", get(|| async { "OK" }))
         .route("/tags/{tag}", get(get_tag).head(get_tag).delete(delete_tag))
         .route("/tags/{tag}/digest/{digest}", put(put_tag))
+        .route("/repositories/{repo}/tags", get(list_tags))
         .with_state(index)
         .merge(metrics.router())
         .merge(readiness.router());
@@ -198,6 +204,25 @@ async fn get_tag(State(b): State<Arc<BuildIndex>>, TagPath(key): TagPath) -> Htt
                 Err(HttpError::bad_gateway(e.message))
             }
         },
+    }
+}
+
+/// The tags of a repository, as the backend lists them; see the module doc for the statuses.
+async fn list_tags(
+    State(b): State<Arc<BuildIndex>>,
+    RepoPath(repo): RepoPath,
+) -> HttpResult<Json<TagList>> {
+    match b.backing.list_tags(&repo).await {
+        Ok(Some(mut tags)) => {
+            tags.sort();
+            tags.dedup();
+            Ok(Json(TagList { tags }))
+        }
+        Ok(None) => Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("the backend of namespace {repo} cannot list tags"),
+        )),
+        Err(e) => Err(HttpError::bad_gateway(e.message)),
     }
 }
 

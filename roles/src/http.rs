@@ -1,7 +1,7 @@
 //! What every role's HTTP surface shares: one error type that is the response
 //! ([`HttpError`]), extractors that parse paths into types at the edge ([`BlobPath`],
-//! [`TagPath`], [`TagDigestPath`]), the one percent-encoder for path segments ([`segment`]),
-//! and the one way to build an outbound client ([`client`]). Serving is [`crate::serve`].
+//! [`TagPath`], [`TagDigestPath`], [`RepoPath`]), the one percent-encoder for path segments
+//! ([`segment`]), and the one way to build an outbound client ([`client`]). Serving is [`crate::serve`].
 
 use std::time::Duration;
 
@@ -99,6 +99,21 @@ pub struct ReplicaQuery {
     /// Whether the request is such a copy.
     #[serde(default)]
     pub replica: bool,
+}
+
+/// `/repositories/{repo}/tags`: the repository (URL-escaped in the path), parsed.
+#[derive(Debug, Clone)]
+pub struct RepoPath(pub RepoName);
+
+impl<S: Send + Sync> FromRequestParts<S> for RepoPath {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(repo) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| HttpError::bad_request(e.body_text()))?;
+        Ok(RepoPath(parse_repo(&repo)?))
+    }
 }
 
 /// `/tags/{repo:tag}`: the tag key, parsed.

@@ -372,6 +372,11 @@ impl Backing for ClusterBacking {
         self.tags.get(&TagKey::new(repo.clone(), tag.clone())).await
     }
 
+    /// The build-index's list: the cluster's tags, not the ones this node happened to see.
+    async fn list_tags(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        self.tags.list(repo).await
+    }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> ApiResult<()> {
         self.tags
             .delete(&TagKey::new(repo.clone(), tag.clone()))

@@ -1,18 +1,26 @@
 //! The client side of the build-index's tag API, shared by the agent (which resolves tags) and
 //! the proxy (which also sets and deletes them): `GET`, `PUT` and `DELETE` of
-//! `/tags/{repo}:{tag}`, tried at each build-index host in turn until one answers.
+//! `/tags/{repo}:{tag}` and the list of `/repositories/{repo}/tags`, tried at each
+//! build-index host in turn until one answers.
 
 use shoal_p2p::with_causes;
 use std::time::Duration;
 
 use shoal_config::HostPort;
 use shoal_p2p::tls::{ClusterHttp, ClusterTls};
-use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, TagKey};
+use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, RepoName, TagKey};
 
 use crate::http::segment;
 
 /// How long one tag request at a build-index may take.
 const TAG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The body of `GET /repositories/{repo}/tags`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TagList {
+    /// The repository's tags, sorted.
+    pub tags: Vec<String>,
+}
 
 /// The build-index hosts, asked in order: the first one that answers decides.
 pub struct TagClient {
@@ -48,6 +56,48 @@ impl TagClient {
                             format!("build-index {host} sent a bad digest for {key}: {e}"),
                         )
                     });
+                }
+                Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
+                Err(e) => last = Some(format!("build-index {host}: {}", with_causes(&e))),
+            }
+        }
+        match last {
+            Some(why) => Err(RegistryError::new(ErrorCode::Unavailable, why)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every tag of `repo`, as the first build-index that answers lists them; `None` when its
+    /// backend cannot list (501) or it predates the list (404). `UNAVAILABLE` when no
+    /// build-index answered or one sent something else than a list.
+    pub async fn list(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        let mut last = None;
+        for host in &self.hosts {
+            let url = self.http.url(
+                host,
+                &format!("/repositories/{}/tags", segment(repo.as_str())),
+            );
+            match self.http.get(&url).send().await {
+                Ok(r)
+                    if r.status() == reqwest::StatusCode::NOT_IMPLEMENTED
+                        || r.status() == reqwest::StatusCode::NOT_FOUND =>
+                {
+                    return Ok(None);
+                }
+                Ok(r) if r.status().is_success() => {
+                    let body = r.bytes().await.map_err(|e| {
+                        RegistryError::new(
+                            ErrorCode::Unavailable,
+                            format!("build-index {host}: {}", with_causes(&e)),
+                        )
+                    })?;
+                    return match serde_json::from_slice::<TagList>(&body) {
+                        Ok(list) => Ok(Some(list.tags)),
+                        Err(e) => Err(RegistryError::new(
+                            ErrorCode::Unavailable,
+                            format!("build-index {host} sent a bad tag list for {repo}: {e}"),
+                        )),
+                    };
                 }
                 Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
                 Err(e) => last = Some(format!("build-index {host}: {}", with_causes(&e))),

@@ -338,3 +338,98 @@ async fn staging_emptied(cluster: &Cluster) {
     .await;
     assert!(emptied, "{} files still staged", files_under(&blobs));
 }
+
+/// `GET path` at `addr`: the status, the `tags` of a tag list (empty otherwise), the `Link`
+/// header and, for an error, its code.
+async fn tag_list(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+) -> (u16, Vec<String>, Option<String>, String) {
+    let resp = http
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let link = resp
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap_or_default();
+    let tags = body["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    let code = body["errors"][0]["code"].as_str().unwrap_or("").to_owned();
+    (status, tags, link, code)
+}
+
+/// Tags pushed through the proxy are listed by every agent's `tags/list`, pulled there or not,
+/// as the build-index lists them (`GET /repositories/{repo}/tags`); a tag deleted through the
+/// proxy leaves every list, also at an agent that had served it. Before, an agent listed only
+/// what it had pulled itself: `NAME_UNKNOWN` for the rest, and deleted tags forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_agent_lists_the_tags_pushed_through_the_proxy_and_drops_deleted_ones() {
+    let cluster = Cluster::start(Spec {
+        origins: 1,
+        agents: 2,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    let origins: Vec<SocketAddr> = cluster.origins.iter().map(|o| o.http).collect();
+    let proxy = start_proxy(&cluster, &origins).await;
+    let http = &cluster.http;
+    push_image(http, proxy.http, "team/app", "v1", 1).await;
+    push_image(http, proxy.http, "team/app", "v2", 2).await;
+    let both = vec!["v1".to_owned(), "v2".to_owned()];
+
+    let index = cluster.build_index.http;
+    let resp = http
+        .get(format!("http://{index}/repositories/team%2Fapp/tags"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&resp.bytes().await.unwrap()).unwrap(),
+        serde_json::json!({"tags": ["v1", "v2"]})
+    );
+
+    // Agent 0 serves v1 first, so it has seen that tag itself.
+    let (status, _) = cluster.get(0, "/v2/team/app/manifests/v1").await;
+    assert_eq!(status, 200);
+    for agent in &cluster.agents {
+        let (status, tags, _, code) = tag_list(http, agent.http, "/v2/team/app/tags/list").await;
+        assert_eq!((status, tags, code), (200, both.clone(), String::new()));
+        let (status, tags, link, _) =
+            tag_list(http, agent.http, "/v2/team/app/tags/list?n=1").await;
+        assert_eq!((status, tags), (200, vec!["v1".to_owned()]));
+        assert_eq!(
+            link.as_deref(),
+            Some("</v2/team/app/tags/list?n=1&last=v1>; rel=\"next\"")
+        );
+        let (status, _, _, code) = tag_list(http, agent.http, "/v2/team/other/tags/list").await;
+        assert_eq!((status, code.as_str()), (404, "NAME_UNKNOWN"));
+    }
+
+    let resp = http
+        .delete(format!("http://{}/v2/team/app/manifests/v1", proxy.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    for agent in &cluster.agents {
+        let (status, tags, _, _) = tag_list(http, agent.http, "/v2/team/app/tags/list").await;
+        assert_eq!(
+            (status, tags),
+            (200, vec!["v2".to_owned()]),
+            "{}",
+            agent.http
+        );
+    }
+    let (status, tags, _, _) = tag_list(http, proxy.http, "/v2/team/app/tags/list").await;
+    assert_eq!((status, tags), (200, vec!["v2".to_owned()]), "the proxy");
+}
