@@ -138,10 +138,29 @@ async fn http<IO>(
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    // The watchdog is never told of a phase change (three per request, each a wake-up of
+    // this task): it wakes at the deadline it last read, or sooner, at most `recheck` after
+    // it last looked. A head or an idle wait that begins after that look lasts at least
+    // `recheck` (the shorter timeout), so the watchdog sees it before its deadline passes,
+    // and sleeps until exactly that deadline.
+    let recheck = options
+        .header_timeout
+        .min(options.idle_timeout)
+        .max(MIN_RECHECK);
+    let watchdog = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(watchdog);
     let mut draining = false;
     loop {
-        let deadline = state.deadline(options.header_timeout, options.idle_timeout);
-        let changed = state.changed.notified();
+        let now = Instant::now();
+        let wake = match state.deadline(options.header_timeout, options.idle_timeout) {
+            Some((at, why)) if at <= now => {
+                tracing::debug!(%peer, timeout = why, "closing a connection past server.{why}");
+                return;
+            }
+            Some((at, _)) => at.min(now + recheck),
+            None => now + recheck,
+        };
+        watchdog.as_mut().reset(wake);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -149,16 +168,7 @@ async fn http<IO>(
                 }
                 return;
             }
-            () = changed => {}
-            () = sleep_until(deadline.map(|(at, _)| at)) => {
-                // Re-read: the phase may have moved on since the deadline was taken.
-                if let Some((at, why)) = state.deadline(options.header_timeout, options.idle_timeout)
-                    && at <= Instant::now()
-                {
-                    tracing::debug!(%peer, timeout = why, "closing a connection past server.{why}");
-                    return;
-                }
-            }
+            () = watchdog.as_mut() => {}
             () = state.close.cancelled() => {
                 tracing::debug!(%peer, "closing an idle connection: the connection limit needs its slot");
                 return;
@@ -172,13 +182,8 @@ async fn http<IO>(
     }
 }
 
-/// Sleeps until `at`; forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
+/// The watchdog looks at least this rarely, however short the timeouts.
+const MIN_RECHECK: Duration = Duration::from_millis(10);
 
 /// One request: refused outside `allowed_cidrs`, else the router's answer, with the body's
 /// minimum rate on the way in, a request id both ways, served in the request's span, logged

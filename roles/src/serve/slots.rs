@@ -120,8 +120,6 @@ enum Phase {
 /// What a connection's watchdog, its I/O and its service share.
 pub(super) struct ConnState {
     phase: Mutex<Phase>,
-    /// Told when the phase changes, so the watchdog picks the new deadline.
-    pub(super) changed: Notify,
     /// Cancelled to close the connection (the limit needs its slot).
     pub(super) close: CancellationToken,
 }
@@ -130,7 +128,6 @@ impl ConnState {
     fn new() -> Self {
         ConnState {
             phase: Mutex::new(Phase::Head(Instant::now())),
-            changed: Notify::new(),
             close: CancellationToken::new(),
         }
     }
@@ -139,37 +136,30 @@ impl ConnState {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set(&self, phase: Phase) {
-        *self.phase() = phase;
-        self.changed.notify_one();
-    }
-
     /// Bytes arrived: an idle connection starts its next request head.
     pub(super) fn read_some(&self) {
         let mut phase = self.phase();
         if let Phase::Idle(_) = *phase {
             *phase = Phase::Head(Instant::now());
-            drop(phase);
-            self.changed.notify_one();
         }
     }
 
     /// A request head was read; the connection is busy until its response is sent.
     pub(super) fn request_started(&self) {
-        let next = match *self.phase() {
+        let mut phase = self.phase();
+        *phase = match *phase {
             Phase::Busy(n) => Phase::Busy(n + 1),
             _ => Phase::Busy(1),
         };
-        self.set(next);
     }
 
     /// A response was sent (or dropped).
     pub(super) fn request_finished(&self) {
-        let next = match *self.phase() {
+        let mut phase = self.phase();
+        *phase = match *phase {
             Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
             _ => Phase::Idle(Instant::now()),
         };
-        self.set(next);
     }
 
     /// No request in progress: the limit may close it.
