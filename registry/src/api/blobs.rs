@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Cached, Call, Registry, set};
+use super::{Cached, Call, DOCKER_CONTENT_DIGEST, Registry, set};
 use crate::backing::BlobStat;
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
@@ -83,7 +83,7 @@ pub(super) async fn get(
     if status == StatusCode::PARTIAL_CONTENT {
         set(
             &mut resp,
-            "content-range",
+            header::CONTENT_RANGE,
             format!("bytes {start}-{}/{len}", start + count - 1),
         );
     }
@@ -133,7 +133,7 @@ async fn ranged_from_backing(
     blob_headers(&mut resp, d, count);
     set(
         &mut resp,
-        "content-range",
+        header::CONTENT_RANGE,
         format!("bytes {start}-{end}/{len}"),
     );
     Ok(Some(resp))
@@ -141,16 +141,16 @@ async fn ranged_from_backing(
 
 /// The headers of a blob answer of `len` bytes.
 fn blob_headers(resp: &mut Response, d: &Digest, len: u64) {
-    set(resp, "content-length", len.to_string());
-    set(resp, "content-type", "application/octet-stream");
-    set(resp, "docker-content-digest", d.to_string());
-    set(resp, "accept-ranges", "bytes");
-    set(resp, "etag", format!("\"{d}\""));
+    set(resp, header::CONTENT_LENGTH, len.to_string());
+    set(resp, header::CONTENT_TYPE, "application/octet-stream");
+    set(resp, DOCKER_CONTENT_DIGEST, d.to_string());
+    set(resp, header::ACCEPT_RANGES, "bytes");
+    set(resp, header::ETAG, format!("\"{d}\""));
 }
 
 pub(super) async fn delete(reg: &Registry, repo: &RepoName, d: &Digest) -> ApiResult<Response> {
     reg.store.delete_blob(repo, d).await?;
     let mut resp = StatusCode::ACCEPTED.into_response();
-    set(&mut resp, "docker-content-digest", d.to_string());
+    set(&mut resp, DOCKER_CONTENT_DIGEST, d.to_string());
     Ok(resp)
 }

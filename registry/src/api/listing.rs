@@ -1,10 +1,10 @@
 //! Tag lists, the catalog and the referrers API, with `n`/`last` pagination.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{Call, Registry, set};
+use super::{Call, OCI_FILTERS_APPLIED, Registry, set};
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::manifest::OCI_INDEX;
@@ -53,7 +53,7 @@ fn json_response(value: serde_json::Value, content_type: &str) -> Response {
         serde_json::to_vec(&value).unwrap_or_default(),
     )
         .into_response();
-    set(&mut resp, "content-type", content_type);
+    set(&mut resp, header::CONTENT_TYPE, content_type);
     resp
 }
 
@@ -61,7 +61,7 @@ fn link_next(resp: &mut Response, path: &str, n: Option<usize>, page: &[String],
     if let (true, Some(n), Some(last)) = (more, n, page.last()) {
         set(
             resp,
-            "link",
+            header::LINK,
             format!("<{path}?n={n}&last={last}>; rel=\"next\""),
         );
     }
@@ -108,7 +108,7 @@ pub(super) async fn referrers(
         OCI_INDEX,
     );
     if filter.is_some() {
-        set(&mut resp, "oci-filters-applied", "artifactType");
+        set(&mut resp, OCI_FILTERS_APPLIED, "artifactType");
     }
     Ok(resp)
 }

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Call, Registry, set};
+use super::{Call, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, Registry, set};
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::manifest::{Descriptor, MAX_MANIFEST_BYTES, Manifest, accepts};
 use crate::name::{Reference, RepoName};
@@ -38,10 +38,10 @@ pub(super) async fn get(
         Body::from(m.bytes)
     };
     let mut resp = (StatusCode::OK, body).into_response();
-    set(&mut resp, "content-type", &m.media_type);
-    set(&mut resp, "content-length", len.to_string());
-    set(&mut resp, "docker-content-digest", m.digest.to_string());
-    set(&mut resp, "etag", format!("\"{}\"", m.digest));
+    set(&mut resp, header::CONTENT_TYPE, &m.media_type);
+    set(&mut resp, header::CONTENT_LENGTH, len.to_string());
+    set(&mut resp, DOCKER_CONTENT_DIGEST, m.digest.to_string());
+    set(&mut resp, header::ETAG, format!("\"{}\"", m.digest));
     Ok(resp)
 }
 
@@ -82,13 +82,13 @@ pub(super) async fn put(
     let mut resp = StatusCode::CREATED.into_response();
     set(
         &mut resp,
-        "location",
+        header::LOCATION,
         format!("/v2/{repo}/manifests/{digest}"),
     );
-    set(&mut resp, "docker-content-digest", digest.to_string());
-    set(&mut resp, "content-length", "0");
+    set(&mut resp, DOCKER_CONTENT_DIGEST, digest.to_string());
+    set(&mut resp, header::CONTENT_LENGTH, "0");
     if let Some(subject) = &manifest.subject {
-        set(&mut resp, "oci-subject", subject.digest.to_string());
+        set(&mut resp, OCI_SUBJECT, subject.digest.to_string());
     }
     Ok(resp)
 }

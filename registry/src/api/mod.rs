@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::backing::{Backing, Fills};
@@ -183,10 +183,8 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
         }
         Err(e) => e.into_response(),
     };
-    resp.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
@@ -303,8 +301,21 @@ async fn handle(reg: &Arc<Registry>, route: Route, call: Call, body: Body) -> Ap
     }
 }
 
-/// Adds a header whose value was built from validated parts (names, digests, numbers).
-pub(crate) fn set(resp: &mut Response, name: &'static str, value: impl AsRef<str>) {
+/// `Docker-Content-Digest`.
+pub(crate) const DOCKER_CONTENT_DIGEST: HeaderName =
+    HeaderName::from_static("docker-content-digest");
+/// `Docker-Upload-UUID`.
+pub(crate) const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+/// `OCI-Filters-Applied`.
+pub(crate) const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+/// `OCI-Subject`.
+pub(crate) const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+/// `Docker-Distribution-API-Version`.
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// Adds a header whose value was built from validated parts (names, digests, numbers). The
+/// name is a constant: a `&str` name would be checked again on every response.
+pub(crate) fn set(resp: &mut Response, name: HeaderName, value: impl AsRef<str>) {
     if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
         resp.headers_mut().insert(name, v);
     }

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Call, Registry, set};
+use super::{Call, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Registry, set};
 use crate::digest::Digest;
 use crate::error::{ApiResult, ErrorCode, RegistryError};
 use crate::name::RepoName;
@@ -25,9 +25,9 @@ fn query_digest(call: &Call, key: &str) -> ApiResult<Option<Digest>> {
 
 fn created(repo: &RepoName, d: &Digest) -> Response {
     let mut resp = StatusCode::CREATED.into_response();
-    set(&mut resp, "location", format!("/v2/{repo}/blobs/{d}"));
-    set(&mut resp, "docker-content-digest", d.to_string());
-    set(&mut resp, "content-length", "0");
+    set(&mut resp, header::LOCATION, format!("/v2/{repo}/blobs/{d}"));
+    set(&mut resp, DOCKER_CONTENT_DIGEST, d.to_string());
+    set(&mut resp, header::CONTENT_LENGTH, "0");
     resp
 }
 
@@ -35,13 +35,13 @@ fn in_progress(repo: &RepoName, status: UploadStatus, code: StatusCode) -> Respo
     let mut resp = code.into_response();
     set(
         &mut resp,
-        "location",
+        header::LOCATION,
         format!("/v2/{repo}/blobs/uploads/{}", status.id),
     );
-    set(&mut resp, "docker-upload-uuid", status.id.to_string());
+    set(&mut resp, DOCKER_UPLOAD_UUID, status.id.to_string());
     let end = status.offset.saturating_sub(1);
-    set(&mut resp, "range", format!("0-{end}"));
-    set(&mut resp, "content-length", "0");
+    set(&mut resp, header::RANGE, format!("0-{end}"));
+    set(&mut resp, header::CONTENT_LENGTH, "0");
     resp
 }
 
