@@ -270,9 +270,10 @@ impl Backing for P2pBacking {
         self.tags.get(&TagKey::new(repo.clone(), tag.clone())).await
     }
 
-    /// The build-index's list: the cluster's tags, not the ones this node happened to see.
+    /// The build-index's list: the cluster's tags, not the ones this node happened to see
+    /// (those when no build-index answers).
     async fn list_tags(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
-        self.tags.list(repo).await
+        self.tags.list_or_local(repo).await
     }
 
     async fn delete_tag(&self, _: &RepoName, _: &Tag) -> ApiResult<()> {

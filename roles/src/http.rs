@@ -1,7 +1,8 @@
 //! What every role's HTTP surface shares: one error type that is the response
 //! ([`HttpError`]), extractors that parse paths into types at the edge ([`BlobPath`],
 //! [`TagPath`], [`TagDigestPath`], [`RepoPath`]), the one percent-encoder for path segments
-//! ([`segment`]), and the one way to build an outbound client ([`client`]). Serving is [`crate::serve`].
+//! ([`segment`]), and the one way to build an outbound client ([`client`]). Serving is
+//! [`crate::serve`].
 
 use std::time::Duration;
 

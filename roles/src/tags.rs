@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use shoal_config::HostPort;
 use shoal_p2p::tls::{ClusterHttp, ClusterTls};
-use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, RepoName, TagKey};
+use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey};
 
 use crate::http::segment;
 
 /// How long one tag request at a build-index may take.
 const TAG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most a build-index's tag list may take (a million tags of 16 bytes, about).
+const MAX_TAG_LIST_BYTES: usize = 16 << 20;
 
 /// The body of `GET /repositories/{repo}/tags`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -69,7 +72,8 @@ impl TagClient {
 
     /// Every tag of `repo`, as the first build-index that answers lists them; `None` when its
     /// backend cannot list (501) or it predates the list (404). `UNAVAILABLE` when no
-    /// build-index answered or one sent something else than a list.
+    /// build-index answered or one sent something else than a list. Names that are not tags
+    /// are left out.
     pub async fn list(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
         let mut last = None;
         for host in &self.hosts {
@@ -85,19 +89,21 @@ impl TagClient {
                     return Ok(None);
                 }
                 Ok(r) if r.status().is_success() => {
-                    let body = r.bytes().await.map_err(|e| {
+                    let bad = |why: String| {
                         RegistryError::new(
                             ErrorCode::Unavailable,
-                            format!("build-index {host}: {}", with_causes(&e)),
+                            format!("build-index {host} sent a bad tag list for {repo}: {why}"),
                         )
-                    })?;
-                    return match serde_json::from_slice::<TagList>(&body) {
-                        Ok(list) => Ok(Some(list.tags)),
-                        Err(e) => Err(RegistryError::new(
-                            ErrorCode::Unavailable,
-                            format!("build-index {host} sent a bad tag list for {repo}: {e}"),
-                        )),
                     };
+                    let body = read_capped(r, MAX_TAG_LIST_BYTES).await.map_err(bad)?;
+                    let list: TagList =
+                        serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+                    let tags = list
+                        .tags
+                        .into_iter()
+                        .filter(|t| t.parse::<Tag>().is_ok())
+                        .collect();
+                    return Ok(Some(tags));
                 }
                 Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
                 Err(e) => last = Some(format!("build-index {host}: {}", with_causes(&e))),
@@ -106,6 +112,18 @@ impl TagClient {
         match last {
             Some(why) => Err(RegistryError::new(ErrorCode::Unavailable, why)),
             None => Ok(None),
+        }
+    }
+
+    /// [`TagClient::list`] for a registry that can fall back on the tags it knows itself:
+    /// `None` (logged) when no build-index answered, as a tag read serves its last digest then.
+    pub async fn list_or_local(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        match self.list(repo).await {
+            Err(e) if e.code == ErrorCode::Unavailable => {
+                tracing::warn!(repository = %repo, error = %e.message, "listing the tags this node knows: no build-index listed them");
+                Ok(None)
+            }
+            other => other,
         }
     }
 
@@ -159,4 +177,16 @@ impl TagClient {
         }
         Err(RegistryError::new(ErrorCode::Unavailable, last))
     }
+}
+
+/// `r`'s body, or why not: it failed, or it is longer than `cap`.
+async fn read_capped(mut r: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| with_causes(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("longer than {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

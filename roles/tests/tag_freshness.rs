@@ -114,6 +114,17 @@ async fn a_retagged_image_is_served_everywhere_at_once_and_the_last_one_when_bui
         .collect();
     assert_eq!(warnings.len(), cluster.agents.len(), "{text}");
     assert!(warnings.iter().all(|l| l.contains("tag=latest")), "{text}");
+    // The tag lists fall back on the tags each agent served (they are the build-index's
+    // while it answers; see proxy.rs).
+    for i in 0..cluster.agents.len() {
+        let (status, body) = cluster.get(i, "/v2/team/app/tags/list").await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status, body),
+            (200, serde_json::json!({"name": NS, "tags": ["latest"]})),
+            "agent{i}"
+        );
+    }
     // A tag no agent has served has no last digest: unavailable.
     for i in 0..cluster.agents.len() {
         let got = cluster.manifest_at(i, "/v2/team/app/manifests/never").await;
