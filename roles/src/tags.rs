@@ -11,6 +11,7 @@ use shoal_p2p::tls::{ClusterHttp, ClusterTls};
 use shoal_registry::{ApiResult, Digest, ErrorCode, RegistryError, RepoName, Tag, TagKey};
 
 use crate::http::segment;
+use reqwest::StatusCode;
 
 /// How long one tag request at a build-index may take.
 const TAG_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,30 +45,20 @@ impl TagClient {
     /// The digest `key` points at; `None` when a build-index says it is not tagged.
     /// `UNAVAILABLE` when no build-index answered.
     pub async fn get(&self, key: &TagKey) -> ApiResult<Option<Digest>> {
-        let mut last = None;
-        for host in &self.hosts {
-            let url = self
-                .http
-                .url(host, &format!("/tags/{}", segment(&key.to_string())));
-            match self.http.get(&url).send().await {
-                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Ok(None),
-                Ok(r) if r.status().is_success() => {
-                    let text = r.text().await.unwrap_or_default();
-                    return text.trim().parse().map(Some).map_err(|e| {
-                        RegistryError::new(
-                            ErrorCode::Unavailable,
-                            format!("build-index {host} sent a bad digest for {key}: {e}"),
-                        )
-                    });
-                }
-                Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
-                Err(e) => last = Some(format!("build-index {host}: {}", with_causes(&e))),
-            }
+        let path = format!("/tags/{}", segment(&key.to_string()));
+        let Some((host, r)) = self.first_answer(&path, &[StatusCode::NOT_FOUND]).await? else {
+            return Ok(None);
+        };
+        if !r.status().is_success() {
+            return Ok(None);
         }
-        match last {
-            Some(why) => Err(RegistryError::new(ErrorCode::Unavailable, why)),
-            None => Ok(None),
-        }
+        let text = r.text().await.unwrap_or_default();
+        text.trim().parse().map(Some).map_err(|e| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("build-index {host} sent a bad digest for {key}: {e}"),
+            )
+        })
     }
 
     /// Every tag of `repo`, as the first build-index that answers lists them; `None` when its
@@ -75,35 +66,42 @@ impl TagClient {
     /// build-index answered or one sent something else than a list. Names that are not tags
     /// are left out.
     pub async fn list(&self, repo: &RepoName) -> ApiResult<Option<Vec<String>>> {
+        let path = format!("/repositories/{}/tags", segment(repo.as_str()));
+        let unlisted = [StatusCode::NOT_FOUND, StatusCode::NOT_IMPLEMENTED];
+        let Some((host, r)) = self.first_answer(&path, &unlisted).await? else {
+            return Ok(None);
+        };
+        if !r.status().is_success() {
+            return Ok(None);
+        }
+        let bad = |why: String| {
+            RegistryError::new(
+                ErrorCode::Unavailable,
+                format!("build-index {host} sent a bad tag list for {repo}: {why}"),
+            )
+        };
+        let body = read_capped(r, MAX_TAG_LIST_BYTES).await.map_err(bad)?;
+        let list: TagList = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(
+            list.tags
+                .into_iter()
+                .filter(|t| t.parse::<Tag>().is_ok())
+                .collect(),
+        ))
+    }
+
+    /// `GET path` at each host in turn until one answers with a success or one of `decisive`;
+    /// `None` when there are no hosts. `UNAVAILABLE`, with the last failure, when none did.
+    async fn first_answer(
+        &self,
+        path: &str,
+        decisive: &[StatusCode],
+    ) -> ApiResult<Option<(&HostPort, reqwest::Response)>> {
         let mut last = None;
         for host in &self.hosts {
-            let url = self.http.url(
-                host,
-                &format!("/repositories/{}/tags", segment(repo.as_str())),
-            );
-            match self.http.get(&url).send().await {
-                Ok(r)
-                    if r.status() == reqwest::StatusCode::NOT_IMPLEMENTED
-                        || r.status() == reqwest::StatusCode::NOT_FOUND =>
-                {
-                    return Ok(None);
-                }
-                Ok(r) if r.status().is_success() => {
-                    let bad = |why: String| {
-                        RegistryError::new(
-                            ErrorCode::Unavailable,
-                            format!("build-index {host} sent a bad tag list for {repo}: {why}"),
-                        )
-                    };
-                    let body = read_capped(r, MAX_TAG_LIST_BYTES).await.map_err(bad)?;
-                    let list: TagList =
-                        serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-                    let tags = list
-                        .tags
-                        .into_iter()
-                        .filter(|t| t.parse::<Tag>().is_ok())
-                        .collect();
-                    return Ok(Some(tags));
+            match self.http.get(self.http.url(host, path)).send().await {
+                Ok(r) if r.status().is_success() || decisive.contains(&r.status()) => {
+                    return Ok(Some((host, r)));
                 }
                 Ok(r) => last = Some(format!("build-index {host}: {}", r.status())),
                 Err(e) => last = Some(format!("build-index {host}: {}", with_causes(&e))),
