@@ -12,7 +12,8 @@
 //!   (or the backend refuses writes, as `registry_tag` does), 502 when the backend failed.
 //! - `GET /repositories/{repo}/tags`: every tag of the repository the backend holds, sorted,
 //!   as `{"tags": [...]}` (what agents and the proxy answer `/v2/{repo}/tags/list` with); 501
-//!   when the namespace's backend cannot list, 502 when it failed.
+//!   when the namespace's backend cannot list, 502 when it failed. Requests arriving while a
+//!   repository is listed share the next listing ([`listings`]).
 //!
 //! A PUT is copied to the remote build-indexes of `cluster:` through a queue on disk
 //! ([`replication`]): it is acknowledged once the tag is in the backend and the copies are
@@ -44,8 +45,10 @@ use crate::ready::Readiness;
 use crate::tag_cache::{Cached, TagCache};
 use crate::tags::TagList;
 
+mod listings;
 mod replication;
 
+use listings::Listings;
 use replication::TagCopy;
 
 /// Entries kept when `tag_cache.capacity` is not set.
@@ -65,6 +68,8 @@ struct BuildIndex {
     queue: Queue<TagCopy>,
     lookups: Arc<TagLookups>,
     cache: Mutex<TagCache>,
+    /// Tag listings, shared by the requests that overlap them.
+    listings: Listings,
 }
 
 /// Tag reads by how they were answered, for `/metrics`.
@@ -155,6 +160,7 @@ pub async fn serve(
                 .capacity
                 .map_or(DEFAULT_CAPACITY, |c| c as usize),
         )),
+        listings: Listings::default(),
     });
     let app = Router::new()
         .route("/health", get(|| async { "OK" }))
@@ -212,7 +218,8 @@ async fn list_tags(
     State(b): State<Arc<BuildIndex>>,
     RepoPath(repo): RepoPath,
 ) -> HttpResult<Json<TagList>> {
-    match b.backing.list_tags(&repo).await {
+    let listed = b.listings.list(&repo, || b.backing.list_tags(&repo)).await;
+    match listed {
         Ok(Some(mut tags)) => {
             tags.sort();
             tags.dedup();
