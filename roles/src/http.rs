@@ -83,9 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for BlobPath {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path((ns, digest)) = Path::<(String, String)>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| HttpError::bad_request(e.body_text()))?;
+        let (ns, digest): (String, String) = path_params(parts, state).await?;
         Ok(BlobPath {
             repo: parse_repo(&ns)?,
             digest: parse_digest(&digest)?,
@@ -110,9 +108,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RepoPath {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(repo) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| HttpError::bad_request(e.body_text()))?;
+        let repo: String = path_params(parts, state).await?;
         Ok(RepoPath(parse_repo(&repo)?))
     }
 }
@@ -125,9 +121,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TagPath {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(key) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| HttpError::bad_request(e.body_text()))?;
+        let key: String = path_params(parts, state).await?;
         Ok(TagPath(parse_tag_key(&key)?))
     }
 }
@@ -140,11 +134,21 @@ impl<S: Send + Sync> FromRequestParts<S> for TagDigestPath {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path((key, digest)) = Path::<(String, String)>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| HttpError::bad_request(e.body_text()))?;
+        let (key, digest): (String, String) = path_params(parts, state).await?;
         Ok(TagDigestPath(parse_tag_key(&key)?, parse_digest(&digest)?))
     }
+}
+
+/// The path's parameters as `T` (a `String`, or a tuple of them); 400 when they do not fit.
+async fn path_params<T, S>(parts: &mut Parts, state: &S) -> HttpResult<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    Path::<T>::from_request_parts(parts, state)
+        .await
+        .map(|Path(t)| t)
+        .map_err(|e| HttpError::bad_request(e.body_text()))
 }
 
 fn parse_repo(ns: &str) -> HttpResult<RepoName> {
