@@ -69,6 +69,14 @@ pub enum MetainfoError {
     /// A piece's bytes do not hash to the metainfo's piece hash: the sender lied or corrupted it.
     #[error("piece {0} does not match its SHA-256 hash")]
     BadPiece(PieceIndex),
+    /// A piece past the hashes a prefix metainfo knows: it cannot be checked yet.
+    #[error("piece {index} cannot be checked yet: the hashes of only {known} pieces are known")]
+    HashUnknown {
+        /// The piece.
+        index: PieceIndex,
+        /// Hashes known.
+        known: u32,
+    },
 }
 
 /// Why a bitfield does not fit the torrent it claims to describe.

@@ -38,6 +38,18 @@
 //! `decode(encode(m)) == m` and every accepted input re-encodes to itself. A binary form rather
 //! than JSON because JSON has many spellings of one value, and the [`InfoHash`] must not change
 //! with whitespace or key order.
+//!
+//! # Hashes known so far (version 3)
+//!
+//! An origin that is still fetching a blob from its backend knows the chained hashes of the
+//! pieces it has written, not the rest, and seeds those pieces at once. It hands out a
+//! **prefix**: version 3, the version 2 fields with a u32 `known` after the piece count and only
+//! the first `known` hashes (`known` < piece count; the last hash, the digest, is in the header
+//! anyway). Pieces below `known` verify as in version 2; the others cannot be verified yet
+//! ([`Metainfo::verify_piece`] refuses them), and a peer asks for them only once a longer
+//! prefix arrived. Since a chained metainfo's hashes follow from its digest (they are the
+//! states of the one byte string that hashes to it), a chained torrent's [`InfoHash`] is taken
+//! over its header alone, so a prefix and the complete metainfo name the same torrent.
 
 use std::fmt;
 use std::io::Read;
@@ -59,6 +71,7 @@ pub const MAX_PIECE_LENGTH: u64 = 64 << 20;
 
 const MAGIC_V1: &[u8; 8] = b"SHOALMI\x01";
 const MAGIC_V2: &[u8; 8] = b"SHOALMI\x02";
+const MAGIC_V3: &[u8; 8] = b"SHOALMI\x03";
 
 /// SHA-256's block: a chained metainfo's piece length is a multiple of it.
 const BLOCK: u64 = 64;
@@ -76,8 +89,9 @@ pub enum Scheme {
     Chained,
 }
 
-/// The name of a torrent: SHA-256 of its metainfo's canonical encoding. Two peers with the same
-/// info hash agree on every piece boundary and hash, not just on the blob digest.
+/// The name of a torrent: SHA-256 of its metainfo's canonical encoding (of a chained
+/// metainfo's header: see the module docs). Two peers with the same info hash agree on every
+/// piece boundary and hash, not just on the blob digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InfoHash(pub [u8; 32]);
 
@@ -106,6 +120,9 @@ pub struct Metainfo {
     digest: Digest,
     length: u64,
     piece_length: u64,
+    /// Pieces in the blob.
+    piece_count: u32,
+    /// The hashes known: all of them, or a prefix of a chained metainfo's (version 3).
     piece_hashes: Vec<PieceHash>,
     scheme: Scheme,
     info_hash: InfoHash,
@@ -151,12 +168,40 @@ impl Metainfo {
         Self::assemble(digest, length, piece_length, states, Scheme::Chained)
     }
 
+    /// A chained metainfo of which only the first `states.len()` hashes are known, fewer than
+    /// the blob's pieces (see the module docs); with all of them, as [`Metainfo::chained`].
+    pub fn chained_prefix(
+        digest: Digest,
+        length: u64,
+        piece_length: u64,
+        states: Vec<PieceHash>,
+    ) -> Result<Self, MetainfoError> {
+        let count = piece_count_for(length, piece_length);
+        if states.len() as u64 >= count {
+            return Self::chained(digest, length, piece_length, states);
+        }
+        Self::assemble_known(digest, length, piece_length, states, Scheme::Chained, false)
+    }
+
     fn assemble(
         digest: Digest,
         length: u64,
         piece_length: u64,
         piece_hashes: Vec<PieceHash>,
         scheme: Scheme,
+    ) -> Result<Self, MetainfoError> {
+        Self::assemble_known(digest, length, piece_length, piece_hashes, scheme, true)
+    }
+
+    /// Checks and assembles; `complete` says whether `piece_hashes` must be all of them or is
+    /// a strict prefix (chained only).
+    fn assemble_known(
+        digest: Digest,
+        length: u64,
+        piece_length: u64,
+        piece_hashes: Vec<PieceHash>,
+        scheme: Scheme,
+        complete: bool,
     ) -> Result<Self, MetainfoError> {
         check_piece_length(piece_length)?;
         if scheme == Scheme::Chained {
@@ -178,15 +223,25 @@ impl Metainfo {
                     "a chained metainfo has at least one piece",
                 ));
             }
-            if piece_hashes.last().map(hex::encode).as_deref() != Some(digest.hex()) {
+            if complete && piece_hashes.last().map(hex::encode).as_deref() != Some(digest.hex()) {
                 return Err(malformed(
                     "piece hashes",
                     "the last chained hash is not the digest",
                 ));
             }
         }
+        if !complete && scheme != Scheme::Chained {
+            return Err(malformed(
+                "piece hashes",
+                "only a chained metainfo may list a prefix of its hashes",
+            ));
+        }
         let expected = piece_count_for(length, piece_length);
-        if piece_hashes.len() as u64 != expected || expected > u64::from(u32::MAX) {
+        let fits = match complete {
+            true => piece_hashes.len() as u64 == expected,
+            false => (piece_hashes.len() as u64) < expected,
+        };
+        if !fits || expected > u64::from(u32::MAX) {
             return Err(MetainfoError::PieceCount {
                 got: piece_hashes.len() as u64,
                 expected,
@@ -198,11 +253,15 @@ impl Metainfo {
             digest,
             length,
             piece_length,
+            piece_count: expected as u32,
             piece_hashes,
             scheme,
             info_hash: InfoHash([0; 32]),
         };
-        m.info_hash = InfoHash::of(&m.encode());
+        m.info_hash = match scheme {
+            Scheme::Independent => InfoHash::of(&m.encode()),
+            Scheme::Chained => InfoHash::of(&m.header(MAGIC_V2)),
+        };
         Ok(m)
     }
 
@@ -245,13 +304,32 @@ impl Metainfo {
 
     /// Number of pieces; zero for an empty blob.
     pub fn piece_count(&self) -> u32 {
-        // `new` and `decode` bound the count by u32::MAX.
+        self.piece_count
+    }
+
+    /// The known pieces' hashes, in order (what each is depends on [`Metainfo::scheme`]): all
+    /// of them unless this is a prefix.
+    pub fn piece_hashes(&self) -> &[PieceHash] {
+        &self.piece_hashes
+    }
+
+    /// How many pieces' hashes are known (from the first): the pieces that can be verified.
+    pub fn known(&self) -> u32 {
         self.piece_hashes.len() as u32
     }
 
-    /// Every piece's hash, in order (what each is depends on [`Metainfo::scheme`]).
-    pub fn piece_hashes(&self) -> &[PieceHash] {
-        &self.piece_hashes
+    /// True when every piece's hash is known (not a prefix).
+    pub fn is_complete(&self) -> bool {
+        self.known() == self.piece_count
+    }
+
+    /// True when `other` describes the same torrent and the hashes both know are the same, so
+    /// the one that knows more may replace the other.
+    pub fn agrees_with(&self, other: &Metainfo) -> bool {
+        let n = self.piece_hashes.len().min(other.piece_hashes.len());
+        self.info_hash == other.info_hash
+            && self.scheme == other.scheme
+            && self.piece_hashes[..n] == other.piece_hashes[..n]
     }
 
     /// How the piece hashes were computed.
@@ -290,8 +368,16 @@ impl Metainfo {
 
     /// Checks a received piece: right index, right size, right SHA-256. A failure other than
     /// `NoSuchPiece` means the sender should be blacklisted.
+    /// A piece past the known hashes of a prefix fails with `HashUnknown` (not the sender's
+    /// fault).
     pub fn verify_piece(&self, index: PieceIndex, bytes: &[u8]) -> Result<(), MetainfoError> {
         let expected = self.piece_size(index)?;
+        if index.0 >= self.known() {
+            return Err(MetainfoError::HashUnknown {
+                index,
+                known: self.known(),
+            });
+        }
         if bytes.len() as u64 != expected {
             return Err(MetainfoError::PieceSize {
                 index,
@@ -311,7 +397,7 @@ impl Metainfo {
                     ),
                 };
                 chain.update(bytes);
-                if i + 1 == self.piece_hashes.len() {
+                if i + 1 == self.piece_count as usize {
                     chain.finalize()
                 } else {
                     chain.state()
@@ -326,31 +412,44 @@ impl Metainfo {
 
     /// The canonical encoding (see the module docs).
     pub fn encode(&self) -> Vec<u8> {
-        let digest = self.digest.to_string();
-        let mut out = Vec::with_capacity(8 + 1 + digest.len() + 20 + 32 * self.piece_hashes.len());
-        out.extend_from_slice(match self.scheme {
-            Scheme::Independent => MAGIC_V1,
-            Scheme::Chained => MAGIC_V2,
-        });
-        // Digest strings are at most 135 bytes (sha512), so the length fits a byte.
-        out.push(digest.len() as u8);
-        out.extend_from_slice(digest.as_bytes());
-        out.extend_from_slice(&self.length.to_be_bytes());
-        out.extend_from_slice(&self.piece_length.to_be_bytes());
-        out.extend_from_slice(&self.piece_count().to_be_bytes());
+        let magic = match (self.scheme, self.is_complete()) {
+            (Scheme::Independent, _) => MAGIC_V1,
+            (Scheme::Chained, true) => MAGIC_V2,
+            (Scheme::Chained, false) => MAGIC_V3,
+        };
+        let mut out = self.header(magic);
+        if magic == MAGIC_V3 {
+            out.extend_from_slice(&self.known().to_be_bytes());
+        }
+        out.reserve(32 * self.piece_hashes.len());
         for h in &self.piece_hashes {
             out.extend_from_slice(h);
         }
         out
     }
 
+    /// The fields before the hashes, after `magic`.
+    fn header(&self, magic: &[u8; 8]) -> Vec<u8> {
+        let digest = self.digest.to_string();
+        let mut out = Vec::with_capacity(8 + 1 + digest.len() + 24 + 32 * self.piece_hashes.len());
+        out.extend_from_slice(magic);
+        // Digest strings are at most 135 bytes (sha512), so the length fits a byte.
+        out.push(digest.len() as u8);
+        out.extend_from_slice(digest.as_bytes());
+        out.extend_from_slice(&self.length.to_be_bytes());
+        out.extend_from_slice(&self.piece_length.to_be_bytes());
+        out.extend_from_slice(&self.piece_count.to_be_bytes());
+        out
+    }
+
     /// Parses the canonical encoding, rejecting anything [`Metainfo::encode`] would not produce.
     pub fn decode(bytes: &[u8]) -> Result<Self, MetainfoError> {
         let mut r = Reader { bytes, at: 0 };
-        let scheme = match r.take(MAGIC_V1.len(), "magic")? {
-            m if m == MAGIC_V1 => Scheme::Independent,
-            m if m == MAGIC_V2 => Scheme::Chained,
-            _ => return Err(malformed("magic", "expected SHOALMI version 1 or 2")),
+        let (scheme, prefix) = match r.take(MAGIC_V1.len(), "magic")? {
+            m if m == MAGIC_V1 => (Scheme::Independent, false),
+            m if m == MAGIC_V2 => (Scheme::Chained, false),
+            m if m == MAGIC_V3 => (Scheme::Chained, true),
+            _ => return Err(malformed("magic", "expected SHOALMI version 1, 2 or 3")),
         };
         let digest_len = r.take(1, "digest length")?[0] as usize;
         let digest = std::str::from_utf8(r.take(digest_len, "digest")?)
@@ -370,8 +469,21 @@ impl Metainfo {
                 piece_length,
             });
         }
+        let known = match prefix {
+            true => {
+                let known = r.u32("known")?;
+                if known >= count {
+                    return Err(malformed(
+                        "known",
+                        format!("{known} of {count} hashes: a prefix lists fewer than all"),
+                    ));
+                }
+                known
+            }
+            false => count,
+        };
         // Check the bytes are all there before allocating for them.
-        let hash_bytes = (count as usize)
+        let hash_bytes = (known as usize)
             .checked_mul(32)
             .ok_or_else(|| malformed("piece hashes", "count overflows"))?;
         let raw = r.take(hash_bytes, "piece hashes")?;
@@ -389,7 +501,7 @@ impl Metainfo {
                 h
             })
             .collect();
-        Metainfo::assemble(digest, length, piece_length, piece_hashes, scheme)
+        Metainfo::assemble_known(digest, length, piece_length, piece_hashes, scheme, !prefix)
     }
 }
 
@@ -597,6 +709,27 @@ impl MetainfoBuilder {
         }
     }
 
+    /// While a chained blob of `length` bytes named `digest` is being fed: the metainfo of the
+    /// pieces fed whole so far (a prefix, never its last piece; see the module docs). `None`
+    /// for an independent metainfo, or before the first piece is whole.
+    pub fn prefix(&self, digest: &Digest, length: u64) -> Option<Metainfo> {
+        if !matches!(self.hashing, Hashing::Chained(_)) || digest.algorithm() != Algorithm::Sha256 {
+            return None;
+        }
+        let count = piece_count_for(length, self.piece_length);
+        let known = (self.piece_hashes.len() as u64).min(count.saturating_sub(1)) as usize;
+        if known == 0 {
+            return None;
+        }
+        Metainfo::chained_prefix(
+            digest.clone(),
+            length,
+            self.piece_length,
+            self.piece_hashes[..known].to_vec(),
+        )
+        .ok()
+    }
+
     /// The metainfo of everything fed, named by the digest the bytes hash to.
     pub fn finish(mut self) -> Result<Metainfo, MetainfoError> {
         match self.hashing {
@@ -781,7 +914,7 @@ mod tests {
             Err(MetainfoError::Malformed { field: "end", .. })
         ));
         let mut enc = m.encode();
-        enc[7] = 3;
+        enc[7] = 4;
         assert!(matches!(
             Metainfo::decode(&enc),
             Err(MetainfoError::Malformed { field: "magic", .. })
@@ -842,6 +975,76 @@ mod tests {
         let mut last = piece(7).to_vec();
         last[0] ^= 1;
         assert!(m.verify_piece(PieceIndex(7), &last).is_err());
+    }
+
+    /// The metainfo a builder fed the first `fed` bytes of `data` hands out while fetching.
+    fn prefix_after(data: &[u8], piece_length: u64, fed: usize) -> Option<Metainfo> {
+        let mut b = MetainfoBuilder::new(Algorithm::Sha256, piece_length).unwrap();
+        b.update(&data[..fed]);
+        b.prefix(&Digest::sha256_of(data), data.len() as u64)
+    }
+
+    #[test]
+    fn a_prefix_verifies_the_pieces_it_knows_and_names_the_same_torrent() {
+        let data = blob(1000);
+        let whole = build(&data, 128);
+        let piece = |i: usize| &data[i * 128..((i + 1) * 128).min(data.len())];
+        // Nothing whole yet: nothing to hand out.
+        assert!(prefix_after(&data, 128, 127).is_none());
+        let p = prefix_after(&data, 128, 3 * 128 + 5).unwrap();
+        assert_eq!((p.known(), p.piece_count()), (3, 8));
+        assert!(!p.is_complete() && whole.is_complete());
+        assert_eq!(p.info_hash(), whole.info_hash());
+        assert!(p.agrees_with(&whole) && whole.agrees_with(&p));
+        for i in 0..3 {
+            p.verify_piece(PieceIndex(i as u32), piece(i)).unwrap();
+        }
+        assert!(matches!(
+            p.verify_piece(PieceIndex(3), piece(3)),
+            Err(MetainfoError::HashUnknown {
+                index: PieceIndex(3),
+                known: 3
+            })
+        ));
+        // The wire form: version 3, and back.
+        let enc = p.encode();
+        assert_eq!(&enc[..8], MAGIC_V3);
+        assert_eq!(Metainfo::decode(&enc).unwrap(), p);
+        // Every whole piece but the last: the last hash is the digest, known once all is fed.
+        let most = prefix_after(&data, 128, 1000).unwrap();
+        assert_eq!(most.known(), 7);
+        assert_eq!(most.piece_hashes(), &whole.piece_hashes()[..7]);
+        // A prefix that disagrees with the whole metainfo is another story.
+        let mut states = p.piece_hashes().to_vec();
+        states[1][0] ^= 1;
+        let liar = Metainfo::chained_prefix(whole.digest().clone(), 1000, 128, states).unwrap();
+        assert_eq!(liar.info_hash(), whole.info_hash());
+        assert!(!liar.agrees_with(&whole));
+        // Other blobs have no prefix.
+        let mut b = MetainfoBuilder::new(Algorithm::Sha256, 100).unwrap();
+        b.update(&data);
+        assert!(b.prefix(&Digest::sha256_of(&data), 1000).is_none());
+    }
+
+    #[test]
+    fn a_prefix_on_the_wire_lists_fewer_hashes_than_pieces() {
+        let data = blob(1000);
+        let p = prefix_after(&data, 128, 600).unwrap();
+        let enc = p.encode();
+        // `known` sits after the piece count; claiming all 8 (or more) is version 2's job.
+        let at = enc.len() - 32 * p.known() as usize - 4;
+        for known in [8u32, 9, 5] {
+            let mut bad = enc.clone();
+            bad[at..at + 4].copy_from_slice(&known.to_be_bytes());
+            assert!(Metainfo::decode(&bad).is_err(), "known = {known}");
+        }
+        let mut extra = enc.clone();
+        extra.push(0);
+        assert!(Metainfo::decode(&extra).is_err());
+        // An independent metainfo cannot be a prefix.
+        let mut v1 = enc.clone();
+        v1[7] = 1;
+        assert!(Metainfo::decode(&v1).is_err());
     }
 
     #[test]
