@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::bandwidth::BandwidthLimiter;
 use crate::error::ConnError;
@@ -187,12 +187,14 @@ pub struct Traffic {
 }
 
 /// Starts the reader and writer tasks of a connection whose handshakes are done. `leftover`
-/// holds bytes already read past the peer's handshake.
+/// holds bytes already read past the peer's handshake. Payloads are checked against the
+/// metainfo `metainfo` holds when they arrive (the torrent's owner replaces it as a prefix
+/// of hashes grows).
 pub fn start(
     stream: PeerStream,
     leftover: BytesMut,
     peer: PeerId,
-    metainfo: Arc<Metainfo>,
+    metainfo: watch::Receiver<Arc<Metainfo>>,
     settings: ConnSettings,
     events: mpsc::Sender<ConnEvent>,
 ) -> ConnHandle {
@@ -222,10 +224,11 @@ pub fn start(
     shared.touch();
     let tasks = settings.tasks.clone();
     tasks.spawn(writer(write, rx, settings.clone(), shared.clone()));
+    let decoder = FrameDecoder::for_torrent(&metainfo.borrow());
     let reader = Reader {
         read,
         buf: leftover,
-        decoder: FrameDecoder::for_torrent(&metainfo),
+        decoder,
         metainfo,
         peer,
         settings,
@@ -250,7 +253,7 @@ struct Reader {
     read: ReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
-    metainfo: Arc<Metainfo>,
+    metainfo: watch::Receiver<Arc<Metainfo>>,
     peer: PeerId,
     settings: ConnSettings,
     shared: Arc<Shared>,
@@ -365,7 +368,9 @@ impl Reader {
                     .traffic
                     .received
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                let verified = self.metainfo.verify_piece(index, &data).is_ok();
+                // Not borrowed across the hash: the owner may replace it meanwhile.
+                let metainfo = self.metainfo.borrow().clone();
+                let verified = metainfo.verify_piece(index, &data).is_ok();
                 ConnEvent::Piece {
                     peer: self.peer,
                     index,
@@ -511,7 +516,7 @@ mod tests {
             PeerStream::Plain(ours),
             BytesMut::new(),
             PeerId([1; 20]),
-            metainfo,
+            watch::channel(metainfo).1,
             settings,
             tx,
         );

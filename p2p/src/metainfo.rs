@@ -709,6 +709,11 @@ impl MetainfoBuilder {
         }
     }
 
+    /// Pieces fed whole so far.
+    pub fn pieces_done(&self) -> usize {
+        self.piece_hashes.len()
+    }
+
     /// While a chained blob of `length` bytes named `digest` is being fed: the metainfo of the
     /// pieces fed whole so far (a prefix, never its last piece; see the module docs). `None`
     /// for an independent metainfo, or before the first piece is whole.

@@ -298,6 +298,9 @@ impl Origin {
                 let body = body.map_err(std::io::Error::other);
                 let piece_length = self.pieces.piece_length(length);
                 progress.send_modify(|p| p.length = length);
+                // Peers get the pieces written so far while the rest is fetched.
+                self.scheduler
+                    .seed_while_importing(repo.as_str(), progress.subscribe());
                 match self
                     .scheduler
                     .store()
@@ -337,8 +340,10 @@ impl Origin {
 }
 
 /// The blob's metainfo, once this origin holds the blob (and seeds it). While it fetches the
-/// blob: 202, held up to `?wait_ms=` ([`MetainfoWait`]) for the fetch to end first, unless
-/// [`MAX_HELD_METAINFO`] requests are held already.
+/// blob: the hashes of the pieces written so far (a prefix, see `shoal_p2p::metainfo`; this
+/// origin seeds those pieces), or 202 until a first piece is whole, held up to `?wait_ms=`
+/// ([`MetainfoWait`]) for that or for the fetch to end, unless [`MAX_HELD_METAINFO`] requests
+/// are held already.
 async fn metainfo(
     State(o): State<Arc<Origin>>,
     p: BlobPath,
@@ -358,21 +363,30 @@ async fn metainfo(
         }
         match o.fetch_state(&p.repo, &p.digest)? {
             Fetch::Running(progress) => {
+                if let Some(prefix) = progress.borrow().hashes.clone() {
+                    return Ok((
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "application/octet-stream")],
+                        prefix.encode(),
+                    )
+                        .into_response());
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(fetching());
                 }
                 let Some(_held) = Counted::below(&o.metainfo_waiting, MAX_HELD_METAINFO) else {
                     return Ok(fetching());
                 };
-                // The fetch drops its progress sender once its outcome is recorded.
+                // The fetch drops its progress sender once its outcome is recorded; until then
+                // a first whole piece ends the wait too.
                 let ended = async move {
                     let mut progress = progress;
-                    while progress.changed().await.is_ok() {}
+                    let _ = progress.wait_for(|p| p.hashes.is_some()).await;
                 };
                 if tokio::time::timeout_at(deadline, ended).await.is_err() {
                     return Ok(fetching());
                 }
-                // Ended: the next round answers with its outcome.
+                // Ended, or hashes to hand out: the next round answers.
             }
             Fetch::Missing(_) => {
                 return Err(HttpError::not_found(format!(

@@ -140,6 +140,9 @@ pub struct PiecePicker {
     piece_time: Option<Duration>,
     /// Whether ties of rarity go to the lowest index ([`PiecePicker::prefer_front`]).
     front_first: bool,
+    /// Pieces from this index on are never picked: their hashes are not known yet
+    /// ([`PiecePicker::set_pickable`]).
+    pickable: u32,
 }
 
 impl PiecePicker {
@@ -168,7 +171,15 @@ impl PiecePicker {
             rng: StdRng::seed_from_u64(seed),
             piece_time: None,
             front_first: false,
+            pickable: u32::MAX,
         }
+    }
+
+    /// Only the first `known` pieces may be picked from now on: a download that knows only a
+    /// prefix of the piece hashes (an origin still fetching the blob) asks for those alone, and
+    /// for the rest once a longer prefix raised this. Pieces already requested stay requested.
+    pub fn set_pickable(&mut self, known: u32) {
+        self.pickable = known.min(self.piece_count());
     }
 
     /// A client reads the blob as it lands: from now on, while every connected peer has the
@@ -354,6 +365,7 @@ impl PiecePicker {
         let mut candidates: Vec<(usize, u32, PieceIndex)> = view
             .bitfield
             .ones()
+            .take_while(|i| i.0 < self.pickable)
             .filter_map(|i| match &self.pieces[i.as_usize()] {
                 PieceState::Missing
                     if self.availability[i.as_usize()] <= max_availability && allow(i) =>

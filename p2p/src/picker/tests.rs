@@ -632,3 +632,21 @@ fn a_followed_download_picks_in_order_only_while_every_peer_is_complete() {
         .collect();
     assert_eq!(p.pick_capped(origin, now, 1, |_| true), lowest);
 }
+
+#[test]
+fn pieces_past_the_known_hashes_are_not_picked_until_more_are_known() {
+    let mut p = picker(6, 10);
+    p.set_pickable(2);
+    p.add_peer(peer(1), Bitfield::full(6)).unwrap();
+    let now = Instant::now();
+    let mut first = p.pick(peer(1), now);
+    first.sort();
+    assert_eq!(first, idx(&[0, 1]));
+    // Requests outstanding in the prefix: no endgame while the rest is unknown.
+    assert!(!p.in_endgame());
+    assert!(p.pick(peer(1), now).is_empty());
+    p.set_pickable(6);
+    let mut rest = p.pick(peer(1), now);
+    rest.sort();
+    assert_eq!(rest, idx(&[2, 3, 4, 5]));
+}

@@ -30,7 +30,7 @@ use crate::conn::{self, ConnSettings};
 use crate::error::{ConnError, SchedulerError};
 use crate::metainfo::{InfoHash, Metainfo};
 use crate::peer_id::PeerId;
-use crate::store::{CompleteBlob, PieceStore};
+use crate::store::{CompleteBlob, ImportProgress, PieceStore};
 use crate::tls::{PeerStream, PeerTls};
 use crate::wire::{FrameDecoder, Handshake};
 
@@ -489,6 +489,63 @@ impl Scheduler {
         }
     }
 
+    /// Offers the pieces of a blob an origin is importing from its backend as they land (see
+    /// [`crate::metainfo`]'s hashes known so far): once `progress` has the hashes of a first
+    /// piece, a torrent serves the pieces written so far and announces each new one; when the
+    /// import ends verified the origin calls [`Scheduler::seed`] with the blob, and when it
+    /// ends otherwise (the progress sender dropped unverified) the torrent stops, failing its
+    /// connections. Returns at once; the watching runs in a task.
+    pub fn seed_while_importing(
+        &self,
+        namespace: &str,
+        mut progress: watch::Receiver<ImportProgress>,
+    ) {
+        let this = self.clone();
+        let namespace = namespace.to_owned();
+        self.inner.conn.tasks.spawn(async move {
+            let mut entry: Option<TorrentEntry> = None;
+            loop {
+                let (hashes, path, verified) = {
+                    let p = progress.borrow_and_update();
+                    (p.hashes.clone(), p.file.clone(), p.verified)
+                };
+                if let (Some(m), Some(path)) = (hashes, path) {
+                    match &entry {
+                        Some(e) => {
+                            if e.cmd.send(Cmd::Hashes(m)).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => match std::fs::File::open(&path) {
+                            Ok(file) => {
+                                let role = torrent::Role::Growing {
+                                    metainfo: m,
+                                    file: Arc::new(file),
+                                    path,
+                                };
+                                entry = Some(this.start(&namespace, role));
+                            }
+                            Err(e) => {
+                                tracing::warn!(path = %path.display(), %e, "opening an import to seed it failed");
+                                return;
+                            }
+                        },
+                    }
+                }
+                if progress.changed().await.is_err() {
+                    if !verified
+                        && !progress.borrow().verified
+                        && let Some(e) = &entry
+                    {
+                        let why = "the fetch from the storage backend failed".to_owned();
+                        let _ = e.cmd.send(Cmd::Abort(why)).await;
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
     /// Offers a complete blob to peers (an origin after fetching it from its backend, or an
     /// agent that already holds it), announcing it until `seeder_tti` passes without traffic.
     pub fn seed(&self, namespace: &str, blob: CompleteBlob) {
@@ -510,12 +567,20 @@ impl Scheduler {
         if let Some(e) = torrents.get(&info_hash)
             && !e.cmd.is_closed()
         {
+            // A growing torrent of this blob becomes its seed (others ignore it).
+            if let torrent::Role::Seed(blob) = role {
+                let cmd = e.cmd.clone();
+                self.inner
+                    .conn
+                    .tasks
+                    .spawn(async move { cmd.send(Cmd::Seed(blob)).await });
+            }
             return e.clone();
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (status_tx, status_rx) = watch::channel(match &role {
             torrent::Role::Seed(blob) => Status::Done(blob.clone()),
-            torrent::Role::Leech(_) => Status::Running,
+            torrent::Role::Leech(_) | torrent::Role::Growing { .. } => Status::Running,
         });
         let (landed_tx, landed_rx) = watch::channel(role.landed());
         let entry = TorrentEntry {

@@ -37,19 +37,37 @@ const TICK: Duration = Duration::from_millis(500);
 const RETRY_EMPTY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_EMPTY: Duration = Duration::from_millis(500);
 
+/// How often a download that knows only a prefix of the piece hashes asks for more.
+const HASH_POLL: Duration = Duration::from_millis(200);
+
+/// How long a download that knows only a prefix keeps asking for the rest while every answer
+/// is an error (the origin's fetch failed, no tracker answers) before it gives up: this, or
+/// the leecher TTI if shorter.
+const HASH_POLL_GIVE_UP: Duration = Duration::from_secs(30);
+
 /// What a torrent does.
 pub(crate) enum Role {
     /// Downloads into a partial blob, serving the pieces it has.
     Leech(PartialBlob),
     /// Serves a complete blob.
     Seed(CompleteBlob),
+    /// Serves the pieces of a blob an origin is still fetching from its backend, as their
+    /// hashes become known ([`Cmd::Hashes`]), until the fetch ends ([`Cmd::Seed`]).
+    Growing {
+        /// The pieces written so far.
+        metainfo: Arc<Metainfo>,
+        /// The import's file, open (renamed into the cache once complete).
+        file: Arc<std::fs::File>,
+        path: std::path::PathBuf,
+    },
 }
 
 impl Role {
-    pub(crate) fn metainfo(&self) -> &Arc<Metainfo> {
+    pub(crate) fn metainfo(&self) -> Arc<Metainfo> {
         match self {
             Role::Leech(p) => p.metainfo(),
-            Role::Seed(c) => c.metainfo(),
+            Role::Seed(c) => c.metainfo().clone(),
+            Role::Growing { metainfo, .. } => metainfo.clone(),
         }
     }
 
@@ -58,14 +76,16 @@ impl Role {
         match self {
             Role::Leech(p) => p.path(),
             Role::Seed(c) => c.path(),
+            Role::Growing { path, .. } => path,
         }
     }
 
     /// Bytes from the blob's start that are on disk now, with no piece missing among them.
     pub(crate) fn landed(&self) -> u64 {
         match self {
-            Role::Leech(p) => prefix_bytes(p.metainfo(), first_absent(p, 0)),
+            Role::Leech(p) => prefix_bytes(&p.metainfo(), first_absent(p, 0)),
             Role::Seed(c) => c.len(),
+            Role::Growing { metainfo, .. } => prefix_bytes(metainfo, metainfo.known()),
         }
     }
 }
@@ -129,6 +149,12 @@ pub(crate) enum Cmd {
     /// A client reads the blob as it lands: the picker prefers the front (see
     /// [`PiecePicker::prefer_front`]).
     Followed,
+    /// A metainfo that knows more piece hashes than the torrent's.
+    Hashes(Arc<Metainfo>),
+    /// The blob a growing torrent serves is complete: seed it.
+    Seed(CompleteBlob),
+    /// Stop the torrent (a growing torrent's fetch failed), failing its waiters with why.
+    Abort(String),
 }
 
 struct Peer {
@@ -147,6 +173,9 @@ enum State {
         finishing: bool,
     },
     Seed(CompleteBlob),
+    /// An origin's import still running: the pieces below the metainfo's `known` are in
+    /// the file.
+    Growing(Arc<std::fs::File>),
 }
 
 pub(crate) struct Torrent {
@@ -154,7 +183,10 @@ pub(crate) struct Torrent {
     /// The host's tasks: every task this torrent starts stops with the host.
     tasks: crate::Tasks,
     namespace: String,
+    /// The latest metainfo (a prefix grows: [`Cmd::Hashes`]); `hashes` holds the same for the
+    /// connections' readers.
     metainfo: Arc<Metainfo>,
+    hashes: watch::Sender<Arc<Metainfo>>,
     state: State,
     peers: HashMap<PeerId, Peer>,
     dialing: HashSet<PeerId>,
@@ -190,10 +222,11 @@ impl Torrent {
         cmd_rx: mpsc::Receiver<Cmd>,
         Reports { status, landed }: Reports,
     ) -> Self {
-        let metainfo = role.metainfo().clone();
+        let metainfo = role.metainfo();
         let first = match &role {
             Role::Leech(partial) => first_absent(partial, 0),
             Role::Seed(_) => metainfo.piece_count(),
+            Role::Growing { metainfo, .. } => metainfo.known(),
         };
         let pipeline = upgrade(&inner)
             .map(|i| PickerConfig::new(&i.config.dispatch, metainfo.piece_length()))
@@ -202,13 +235,18 @@ impl Torrent {
                 metainfo.piece_length(),
             ));
         let state = match role {
-            Role::Leech(partial) => State::Leech {
-                picker: Box::new(PiecePicker::new(partial.bitfield(), pipeline)),
-                partial,
-                writing: 0,
-                finishing: false,
-            },
+            Role::Leech(partial) => {
+                let mut picker = Box::new(PiecePicker::new(partial.bitfield(), pipeline));
+                picker.set_pickable(metainfo.known());
+                State::Leech {
+                    picker,
+                    partial,
+                    writing: 0,
+                    finishing: false,
+                }
+            }
             Role::Seed(blob) => State::Seed(blob),
+            Role::Growing { file, .. } => State::Growing(file),
         };
         let (events_tx, events_rx) = mpsc::channel(256);
         let now = Instant::now();
@@ -216,6 +254,7 @@ impl Torrent {
             inner,
             tasks,
             namespace,
+            hashes: watch::channel(metainfo.clone()).0,
             metainfo,
             state,
             peers: HashMap::new(),
@@ -242,6 +281,9 @@ impl Torrent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A leecher that is already complete (every piece on disk before a restart).
         self.maybe_finish();
+        if matches!(self.state, State::Leech { .. }) && !self.metainfo.is_complete() {
+            self.poll_hashes();
+        }
         let why = loop {
             tokio::select! {
                 Some(event) = self.events_rx.recv() => self.on_event(event),
@@ -290,11 +332,141 @@ impl Torrent {
         matches!(self.state, State::Seed(_))
     }
 
+    /// A seed, or an origin seeding a blob as it fetches it: nothing to download from peers.
+    fn is_source(&self) -> bool {
+        matches!(self.state, State::Seed(_) | State::Growing(_))
+    }
+
     fn have(&self) -> Bitfield {
         match &self.state {
             State::Leech { partial, .. } => partial.bitfield(),
             State::Seed(_) => Bitfield::full(self.metainfo.piece_count()),
+            State::Growing(_) => {
+                let mut have = Bitfield::empty(self.metainfo.piece_count());
+                for i in 0..self.metainfo.known() {
+                    have.set(PieceIndex(i), true);
+                }
+                have
+            }
         }
+    }
+
+    /// While this download knows only a prefix of the hashes: asks the tracker for the blob's
+    /// metainfo every [`HASH_POLL`] and hands each longer one to the owner, until one is
+    /// complete or the torrent stops. Errors for [`HASH_POLL_GIVE_UP`] (or the leecher TTI)
+    /// in a row (the origin's fetch failed) abort the torrent.
+    fn poll_hashes(&self) {
+        let inner = self.inner.clone();
+        let tx = self.cmd_tx.clone();
+        let namespace = self.namespace.clone();
+        let digest = self.metainfo.digest().clone();
+        let mut known = self.metainfo.known();
+        self.tasks.spawn(async move {
+            let mut failing_since: Option<Instant> = None;
+            loop {
+                tokio::time::sleep(HASH_POLL).await;
+                if tx.is_closed() {
+                    return;
+                }
+                let Some(inner) = upgrade(&inner) else {
+                    return;
+                };
+                let error = match inner.tracker.metainfo(&namespace, &digest).await {
+                    Ok(Some(m)) if m.digest() != &digest => {
+                        format!("the tracker sent the metainfo of {}", m.digest())
+                    }
+                    Ok(Some(m)) => {
+                        failing_since = None;
+                        if m.known() > known {
+                            known = m.known();
+                            let complete = m.is_complete();
+                            if tx.send(Cmd::Hashes(Arc::new(m))).await.is_err() || complete {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    // Pending: the origin restarted its fetch; its hashes come again.
+                    Ok(None) => {
+                        failing_since = None;
+                        continue;
+                    }
+                    Err(e) => e.to_string(),
+                };
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::debug!(%digest, %error, "asking for more piece hashes failed");
+                if since.elapsed() >= HASH_POLL_GIVE_UP.min(inner.config.leecher_tti.get()) {
+                    let why = format!("the rest of the piece hashes did not come: {error}");
+                    let _ = tx.send(Cmd::Abort(why)).await;
+                    return;
+                }
+            }
+        });
+    }
+
+    /// A metainfo that knows more hashes: verify against it, and ask for (or, growing, offer)
+    /// the pieces it adds.
+    fn on_hashes(&mut self, newer: Arc<Metainfo>) {
+        if !self.metainfo.agrees_with(&newer) {
+            let why = "the blob's piece hashes changed while it was downloaded (its origin \
+                       fetched other bytes)";
+            let _ = self.status.send(Status::Failed(why.to_owned()));
+            return;
+        }
+        if newer.known() <= self.metainfo.known() {
+            return;
+        }
+        let before = self.metainfo.known();
+        match &mut self.state {
+            State::Leech {
+                partial, picker, ..
+            } => {
+                if let Err(e) = partial.learn(&newer) {
+                    let _ = self.status.send(Status::Failed(e.to_string()));
+                    return;
+                }
+                picker.set_pickable(newer.known());
+            }
+            State::Growing(_) => {
+                self.last_progress = Instant::now();
+                for index in (before..newer.known()).map(PieceIndex) {
+                    for p in self.peers.values() {
+                        p.handle.send(Frame::AnnouncePiece { index });
+                    }
+                }
+                self.first_absent = newer.known();
+                self.landed
+                    .send_replace(prefix_bytes(&newer, newer.known()));
+            }
+            State::Seed(_) => return,
+        }
+        self.metainfo = newer.clone();
+        self.hashes.send_replace(newer);
+    }
+
+    /// The blob a growing torrent served is complete: offer its remaining pieces and seed.
+    fn on_seed(&mut self, blob: CompleteBlob) {
+        if !matches!(self.state, State::Growing(_)) {
+            return;
+        }
+        if blob.metainfo().info_hash() != self.metainfo.info_hash() {
+            return;
+        }
+        let before = self.metainfo.known();
+        self.metainfo = blob.metainfo().clone();
+        self.hashes.send_replace(self.metainfo.clone());
+        for p in self.peers.values() {
+            for index in (before..self.metainfo.piece_count()).map(PieceIndex) {
+                p.handle.send(Frame::AnnouncePiece { index });
+            }
+            p.handle.send(Frame::Complete);
+        }
+        self.first_absent = self.metainfo.piece_count();
+        self.landed.send_replace(blob.len());
+        self.state = State::Seed(blob.clone());
+        let _ = self.status.send(Status::Done(blob));
+        self.last_progress = Instant::now();
+        self.next_announce = Instant::now();
     }
 
     /// Ended lends: the peers refused a piece meanwhile may ask the origin again.
@@ -324,6 +496,8 @@ impl Torrent {
             if now.duration_since(self.last_progress) >= tti {
                 return Some(format!("no piece arrived for {tti:?} (leecher TTI)"));
             }
+        } else if matches!(self.state, State::Growing(_)) {
+            // Lives as long as its import: the fetch ends it ([`Cmd::Seed`], [`Cmd::Abort`]).
         } else {
             if !self.peers.is_empty() {
                 // An open connection counts as activity until its own TTI closes it.
@@ -428,7 +602,7 @@ impl Torrent {
                             );
                         }
                         let useful = self.dial(&inner, reply.peers);
-                        let retry = !self.is_seed() && useful == 0 && self.peers.is_empty();
+                        let retry = !self.is_source() && useful == 0 && self.peers.is_empty();
                         let wait = if retry {
                             self.empty_announces += 1;
                             retry_empty(self.empty_announces)
@@ -463,6 +637,11 @@ impl Torrent {
                     picker.prefer_front();
                 }
             }
+            Cmd::Hashes(newer) => self.on_hashes(newer),
+            Cmd::Seed(blob) => self.on_seed(blob),
+            Cmd::Abort(why) => {
+                let _ = self.status.send(Status::Failed(why));
+            }
         }
     }
 
@@ -493,7 +672,7 @@ impl Torrent {
 
     /// Dials handed-out peers while there is room; returns how many could give us pieces.
     fn dial(&mut self, inner: &Arc<Inner>, peers: Vec<PeerAddr>) -> usize {
-        if self.is_seed() {
+        if self.is_source() {
             // A seeder waits to be dialed: it has nothing to ask for.
             return 0;
         }
@@ -554,7 +733,7 @@ impl Torrent {
             stream,
             leftover,
             peer,
-            self.metainfo.clone(),
+            self.hashes.subscribe(),
             inner.conn.clone(),
             self.events_tx.clone(),
         );
@@ -673,7 +852,7 @@ impl Torrent {
         let handle = p.handle.clone();
         let now = Instant::now();
         self.last_progress = self.last_progress.max(now);
-        if self.is_seed() && upgrade(&self.inner).is_some_and(|i| i.me.origin) {
+        if self.is_source() && upgrade(&self.inner).is_some_and(|i| i.me.origin) {
             let peers = &self.peers;
             let connected = |id: &PeerId| peers.contains_key(id);
             if self.lent.ask(index, peer, now, connected) == Decision::Refuse {
@@ -688,9 +867,24 @@ impl Torrent {
         enum Source {
             Partial(PartialBlob),
             Complete(CompleteBlob),
+            Growing(Arc<std::fs::File>, std::ops::Range<u64>),
         }
         let source = match &self.state {
             State::Seed(blob) => Source::Complete(blob.clone()),
+            State::Growing(file) if index.0 < self.metainfo.known() => {
+                match self.metainfo.piece_range(index) {
+                    Ok(range) => Source::Growing(file.clone(), range),
+                    Err(_) => return,
+                }
+            }
+            State::Growing(_) => {
+                handle.send(Frame::Error {
+                    index,
+                    code: ErrorCode::PieceUnavailable,
+                    message: "not fetched from the backend yet".into(),
+                });
+                return;
+            }
             State::Leech { partial, .. } if partial.has(index) => Source::Partial(partial.clone()),
             State::Leech { .. } => {
                 handle.send(Frame::Error {
@@ -705,6 +899,7 @@ impl Torrent {
             let read = match source {
                 Source::Partial(p) => p.read_piece(index).await,
                 Source::Complete(c) => c.read_piece(index).await,
+                Source::Growing(file, range) => read_growing(file, range).await,
             };
             let frame = match read {
                 Ok(data) => Frame::PiecePayload { index, data },
@@ -885,6 +1080,30 @@ impl Torrent {
         for id in broken {
             self.drop_peer(&id);
         }
+    }
+}
+
+/// A piece of a growing torrent's file, read off the runtime.
+async fn read_growing(
+    file: Arc<std::fs::File>,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes, StoreError> {
+    use std::os::unix::fs::FileExt;
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        file.read_exact_at(&mut buf, range.start).map(|()| buf)
+    })
+    .await;
+    match read {
+        Ok(Ok(buf)) => Ok(bytes::Bytes::from(buf)),
+        Ok(Err(e)) => Err(StoreError::Io {
+            path: std::path::PathBuf::from("(import)"),
+            source: e,
+        }),
+        Err(e) => Err(StoreError::Io {
+            path: std::path::PathBuf::from("(import)"),
+            source: std::io::Error::other(e),
+        }),
     }
 }
 

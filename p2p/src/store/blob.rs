@@ -160,7 +160,8 @@ pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(25
 
 pub(crate) struct PartialInner {
     store: Arc<StoreInner>,
-    pub(crate) metainfo: Arc<Metainfo>,
+    /// Replaced by one that knows more hashes as a prefix grows ([`PartialBlob::learn`]).
+    metainfo: std::sync::RwLock<Arc<Metainfo>>,
     data_path: PathBuf,
     sidecar_path: PathBuf,
     /// `None` only for a handle made for a blob that was already complete.
@@ -181,6 +182,7 @@ impl Drop for PartialInner {
     /// (synchronously: this runs once per download), so a reopen resumes from them.
     fn drop(&mut self) {
         let persisted = *self.persisted.get_mut();
+        let metainfo = self.metainfo();
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         if state.discarded || state.done.is_some() || state.generation <= persisted {
             return;
@@ -191,9 +193,9 @@ impl Drop for PartialInner {
         let flushed = file
             .sync_data()
             .map_err(io_at(&self.data_path))
-            .and_then(|()| write_sidecar(&self.sidecar_path, &self.metainfo, &state.have));
+            .and_then(|()| write_sidecar(&self.sidecar_path, &metainfo, &state.have));
         if let Err(e) = flushed {
-            tracing::warn!(digest = %self.metainfo.digest(), %e, "flushing a dropped download failed");
+            tracing::warn!(digest = %metainfo.digest(), %e, "flushing a dropped download failed");
         }
     }
 }
@@ -215,7 +217,7 @@ impl fmt::Debug for PartialBlob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.lock();
         f.debug_struct("PartialBlob")
-            .field("digest", self.0.metainfo.digest())
+            .field("digest", self.0.metainfo().digest())
             .field("have", &s.have.count_ones())
             .field("pieces", &s.have.len())
             .finish()
@@ -234,7 +236,7 @@ impl PartialInner {
     ) -> Self {
         PartialInner {
             store,
-            metainfo,
+            metainfo: std::sync::RwLock::new(metainfo),
             data_path,
             sidecar_path,
             file: Some(file),
@@ -251,6 +253,14 @@ impl PartialInner {
         }
     }
 
+    /// The metainfo pieces are verified against now.
+    pub(crate) fn metainfo(&self) -> Arc<Metainfo> {
+        self.metainfo
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, PartialState> {
         // Nothing panics while holding it; if something did, the bitfield is still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -258,7 +268,7 @@ impl PartialInner {
 
     fn discarded(&self) -> StoreError {
         StoreError::Discarded {
-            digest: self.metainfo.digest().to_string(),
+            digest: self.metainfo().digest().to_string(),
         }
     }
 
@@ -291,16 +301,37 @@ impl PartialBlob {
                 discarded: false,
                 done: Some(complete),
             }),
-            metainfo,
+            metainfo: std::sync::RwLock::new(metainfo),
             persisted: tokio::sync::Mutex::new(0),
             flush_due: std::sync::atomic::AtomicBool::new(false),
             finishing: tokio::sync::Mutex::new(()),
         }))
     }
 
-    /// The metainfo this download verifies pieces against.
-    pub fn metainfo(&self) -> &Arc<Metainfo> {
-        &self.0.metainfo
+    /// The metainfo this download verifies pieces against (the latest it learned).
+    pub fn metainfo(&self) -> Arc<Metainfo> {
+        self.0.metainfo()
+    }
+
+    /// Adopts `newer` when it is the same torrent and knows more hashes (a longer prefix, or
+    /// all of them); returns whether it did. Hashes the two disagree on refuse it
+    /// (`MetainfoConflict`): someone lied.
+    pub fn learn(&self, newer: &Arc<Metainfo>) -> Result<bool, StoreError> {
+        let mut m = self
+            .0
+            .metainfo
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !m.agrees_with(newer) {
+            return Err(StoreError::MetainfoConflict {
+                digest: m.digest().to_string(),
+            });
+        }
+        if newer.known() <= m.known() {
+            return Ok(false);
+        }
+        *m = newer.clone();
+        Ok(true)
     }
 
     /// The pieces on disk now (a snapshot), for the handshake and the picker.
@@ -317,7 +348,7 @@ impl PartialBlob {
 
     /// Bytes of the pieces on disk now (a snapshot): how far the download has come.
     pub fn bytes_present(&self) -> u64 {
-        let m = &self.0.metainfo;
+        let m = self.0.metainfo();
         let have = self.0.lock().have.clone();
         have.ones().map(|i| m.piece_size(i).unwrap_or(0)).sum()
     }
@@ -358,8 +389,8 @@ impl PartialBlob {
         verify: bool,
     ) -> Result<bool, StoreError> {
         let inner = &self.0;
-        if index.0 >= inner.metainfo.piece_count() {
-            return Err(no_such_piece(&inner.metainfo, index));
+        if index.0 >= inner.metainfo().piece_count() {
+            return Err(no_such_piece(&inner.metainfo(), index));
         }
         {
             let s = inner.lock();
@@ -377,9 +408,9 @@ impl PartialBlob {
             blocking(move || {
                 let bad = |source| StoreError::BadPiece { index, source };
                 if verify {
-                    inner.metainfo.verify_piece(index, &data).map_err(bad)?;
+                    inner.metainfo().verify_piece(index, &data).map_err(bad)?;
                 } else {
-                    let expected = inner.metainfo.piece_size(index).map_err(bad)?;
+                    let expected = inner.metainfo().piece_size(index).map_err(bad)?;
                     if data.len() as u64 != expected {
                         return Err(bad(crate::error::MetainfoError::PieceSize {
                             index,
@@ -392,7 +423,7 @@ impl PartialBlob {
                     return Ok(());
                 };
                 let start = inner
-                    .metainfo
+                    .metainfo()
                     .piece_range(index)
                     .map_err(|source| StoreError::BadPiece { index, source })?
                     .start;
@@ -444,7 +475,7 @@ impl PartialBlob {
             let this = PartialBlob(inner);
             this.0.flush_due.store(false, Ordering::Release);
             if let Err(e) = this.flush().await {
-                tracing::warn!(digest = %this.0.metainfo.digest(), %e, "flushing a download's sidecar failed");
+                tracing::warn!(digest = %this.0.metainfo().digest(), %e, "flushing a download's sidecar failed");
             }
         });
     }
@@ -468,7 +499,7 @@ impl PartialBlob {
             if let Some(file) = &inner.file {
                 file.sync_data().map_err(io_at(&inner.data_path))?;
             }
-            write_sidecar(&inner.sidecar_path, &inner.metainfo, &have)
+            write_sidecar(&inner.sidecar_path, &inner.metainfo(), &have)
         })
         .await?;
         *persisted = snapshot;
@@ -479,9 +510,9 @@ impl PartialBlob {
     pub async fn read_piece(&self, index: PieceIndex) -> Result<Bytes, StoreError> {
         let range = self
             .0
-            .metainfo
+            .metainfo()
             .piece_range(index)
-            .map_err(|_| no_such_piece(&self.0.metainfo, index))?;
+            .map_err(|_| no_such_piece(&self.0.metainfo(), index))?;
         let done = {
             let s = self.0.lock();
             if !s.have.get(index) {
@@ -525,7 +556,14 @@ impl PartialBlob {
             let inner = inner.clone();
             blocking(move || hash_file(&inner)).await?
         };
-        let digest = inner.metainfo.digest();
+        let metainfo = inner.metainfo();
+        if !metainfo.is_complete() {
+            return Err(StoreError::Incomplete {
+                missing: metainfo.piece_count() - metainfo.known(),
+                count: metainfo.piece_count(),
+            });
+        }
+        let digest = metainfo.digest();
         let store = inner.store.clone();
         let mut state = store.state.lock().await;
         let _persist = inner.persisted.lock().await;
@@ -565,7 +603,7 @@ impl PartialBlob {
                 let complete = store
                     .install(
                         &mut state,
-                        inner.metainfo.clone(),
+                        inner.metainfo(),
                         inner.data_path.clone(),
                         inner.access.clone(),
                     )
@@ -587,13 +625,13 @@ impl PartialBlob {
 /// its verified pieces prove it; syncs the file after.
 fn hash_file(inner: &PartialInner) -> Result<Digest, StoreError> {
     let file = inner.blob_file().ok_or_else(|| no_file(&inner.data_path))?;
-    if inner.metainfo.pieces_prove_digest() {
+    if inner.metainfo().pieces_prove_digest() {
         file.sync_all().map_err(io_at(&inner.data_path))?;
-        return Ok(inner.metainfo.digest().clone());
+        return Ok(inner.metainfo().digest().clone());
     }
-    let mut digester = Digester::new(inner.metainfo.digest().algorithm());
+    let mut digester = Digester::new(inner.metainfo().digest().algorithm());
     let mut buf = vec![0u8; HASH_CHUNK];
-    let length = inner.metainfo.length();
+    let length = inner.metainfo().length();
     let mut at = 0u64;
     while at < length {
         let n = (length - at).min(HASH_CHUNK as u64) as usize;

@@ -33,6 +33,10 @@ pub struct ImportProgress {
     pub bytes: u64,
     /// Whether all of them are there and matched the digest.
     pub verified: bool,
+    /// The metainfo of the pieces in `file` so far, once a first one is whole (a chained
+    /// blob whose `length` is known: see [`crate::metainfo`]'s hashes known so far), for an
+    /// origin that seeds them while it fetches the rest.
+    pub hashes: Option<std::sync::Arc<crate::metainfo::Metainfo>>,
 }
 
 /// The body of a complete blob's `file` (in `cache/`), `len` bytes.

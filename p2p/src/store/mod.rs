@@ -379,11 +379,13 @@ fn load_complete(
 /// Opens (creating if needed) the data file of a download and the bitfield to resume from: the
 /// sidecar's, if it parses, is for this very metainfo and the file has the blob's length;
 /// otherwise the download starts over from an empty, zero-filled file.
+/// Opens a download's file, resuming from its sidecar when that describes the same torrent;
+/// the metainfo to use is whichever of the sidecar's and `metainfo` knows more hashes.
 fn open_download(
     path: &Path,
     side: &Path,
-    metainfo: &Metainfo,
-) -> Result<(File, Bitfield), StoreError> {
+    metainfo: Arc<Metainfo>,
+) -> Result<(File, Bitfield, Arc<Metainfo>), StoreError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -394,7 +396,13 @@ fn open_download(
     let len = file.metadata().map_err(io_at(path))?.len();
     let resumed = match fs::read(side) {
         Ok(bytes) => match sidecar::decode(&bytes) {
-            Ok(sc) if sc.metainfo == *metainfo && len == metainfo.length() => Some(sc.bitfield),
+            Ok(sc) if sc.metainfo.agrees_with(&metainfo) && len == metainfo.length() => {
+                let best = match sc.metainfo.known() > metainfo.known() {
+                    true => Arc::new(sc.metainfo),
+                    false => metainfo.clone(),
+                };
+                Some((sc.bitfield, best))
+            }
             Ok(_) => {
                 tracing::info!(digest = %metainfo.digest(), "download sidecar has another metainfo; starting over");
                 None
@@ -407,8 +415,8 @@ fn open_download(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_at(side)(e)),
     };
-    if let Some(bitfield) = resumed {
-        return Ok((file, bitfield));
+    if let Some((bitfield, metainfo)) = resumed {
+        return Ok((file, bitfield, metainfo));
     }
     // Start over in a new, zero-filled (sparse) file: no stale bytes from an earlier attempt
     // remain, and the old file is unlinked rather than truncated, so a map of its pieces that
@@ -423,8 +431,8 @@ fn open_download(
         .map_err(io_at(path))?;
     file.set_len(metainfo.length()).map_err(io_at(path))?;
     let bitfield = Bitfield::empty(metainfo.piece_count());
-    write_sidecar(side, metainfo, &bitfield)?;
-    Ok((file, bitfield))
+    write_sidecar(side, &metainfo, &bitfield)?;
+    Ok((file, bitfield, metainfo))
 }
 
 impl PieceStore {
@@ -525,19 +533,17 @@ impl PieceStore {
         if let Some(entry) = state.downloads.get(&d)
             && let Some(live) = entry.handle.upgrade()
         {
-            if *live.metainfo != *metainfo {
-                return Err(StoreError::MetainfoConflict {
-                    digest: d.to_string(),
-                });
-            }
+            // The same torrent, perhaps knowing more hashes (or fewer) than the live one.
+            let live = PartialBlob(live);
+            live.learn(&metainfo)?;
             entry.access.touch();
-            return Ok(PartialBlob(live));
+            return Ok(live);
         }
         let path = self.inner.download_path(&d);
         let side = with_suffix(&path, ".meta");
-        let (file, have) = {
+        let (file, have, metainfo) = {
             let (m, path, side) = (metainfo.clone(), path.clone(), side.clone());
-            blocking(move || open_download(&path, &side, &m)).await?
+            blocking(move || open_download(&path, &side, m)).await?
         };
         let access = match state.downloads.get(&d) {
             Some(e) => e.access.clone(),
@@ -612,6 +618,8 @@ impl PieceStore {
             p.send_modify(|p| p.file = Some(tmp.path.clone()));
         }
         let mut offset = 0u64;
+        // Whole pieces whose hashes `progress` was last given.
+        let mut published = 0usize;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
         loop {
@@ -648,7 +656,21 @@ impl PieceStore {
                 offset += batched as u64;
                 batched = 0;
                 if let Some(p) = progress {
-                    p.send_modify(|p| p.bytes = offset);
+                    // A piece became whole: the hashes known so far, for seeding as it lands.
+                    let length = p.borrow().length;
+                    let hashes = match length {
+                        Some(length) if builder.pieces_done() > published => {
+                            published = builder.pieces_done();
+                            builder.prefix(d, length).map(Arc::new)
+                        }
+                        _ => None,
+                    };
+                    p.send_modify(|p| {
+                        p.bytes = offset;
+                        if hashes.is_some() {
+                            p.hashes = hashes;
+                        }
+                    });
                 }
             }
             if end {

@@ -57,7 +57,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 async fn write_all(p: &PartialBlob, data: &[u8]) {
     for i in 0..p.metainfo().piece_count() {
-        p.write_piece(PieceIndex(i), piece(data, p.metainfo(), i))
+        p.write_piece(PieceIndex(i), piece(data, &p.metainfo(), i))
             .await
             .unwrap();
     }

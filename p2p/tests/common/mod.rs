@@ -151,6 +151,28 @@ pub async fn tls_node(
     origin: bool,
     tls: Option<PeerTls>,
 ) -> Scheduler {
+    node_with_tracker(dir, name, tracker, config, origin, tls).await
+}
+
+/// A scheduler on loopback with any tracker.
+pub async fn node_on(
+    dir: &Path,
+    name: &str,
+    tracker: Arc<dyn Tracker>,
+    config: SchedulerConfig,
+    origin: bool,
+) -> Scheduler {
+    node_with_tracker(dir, name, tracker, config, origin, None).await
+}
+
+async fn node_with_tracker(
+    dir: &Path,
+    name: &str,
+    tracker: Arc<dyn Tracker>,
+    config: SchedulerConfig,
+    origin: bool,
+    tls: Option<PeerTls>,
+) -> Scheduler {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = PieceStore::open(&dir.join(name), &StoreConfig::default()).unwrap();
