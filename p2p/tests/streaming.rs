@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{FakeTracker, NS, blob, config, digest_of, node, read_all};
+use common::{FakeTracker, NS, blob, config, digest_of, read_all};
 use shoal_p2p::error::SchedulerError;
 use shoal_p2p::metainfo::Metainfo;
 use shoal_p2p::store::ImportProgress;
