@@ -293,3 +293,53 @@ async fn a_get_of_a_blob_no_backend_holds_is_404() {
     let r = get(&cluster, &digest, "").await;
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// An agent's first pull of a blob no origin holds: the origin seeds the pieces it has written
+/// while it fetches the rest, so the agent's client gets bytes before the backend sent the
+/// whole blob, and the whole verified blob after, from the one backend fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_streams_a_blob_its_origin_is_still_fetching() {
+    let cluster = Cluster::start(Spec {
+        origins: 1,
+        agents: 1,
+        max_replica: 1,
+        ..Spec::default()
+    })
+    .await;
+    // Pieces of 1 MiB (the cluster's `metainfogen`); the backend stops after three and a bit.
+    let piece = 1usize << 20;
+    let blob = noise(6 * piece + 12_345, 45);
+    let digest = digest_of(&blob);
+    cluster
+        .backend
+        .insert(NS, digest.strip_prefix("sha256:").unwrap(), blob.clone());
+    let before = cluster.backend.downloads();
+    cluster
+        .flaky
+        .hold_downloads_after(3 * piece as u64 + 1000, true);
+
+    let url = cluster.url(cluster.agents[0].http, &format!("/v2/{NS}/blobs/{digest}"));
+    let mut resp = cluster.http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // Three pieces reach the client while the backend holds the rest.
+    let mut got = Vec::new();
+    while got.len() < 3 * piece {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("the pieces the origin had fetched did not reach the agent's client")
+            .unwrap()
+            .expect("the body ended early");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(&got[..], &blob[..got.len()]);
+    assert!(got.len() < blob.len());
+    // The origin still fetches: it hands out the hashes it knows, not the whole metainfo.
+    let meta = get(&cluster, &digest, "/metainfo").await;
+    assert_eq!(meta.status().as_u16(), 200);
+    let m = shoal_p2p::Metainfo::decode(&meta.bytes().await.unwrap()).unwrap();
+    assert!(!m.is_complete() && m.known() >= 3, "{} known", m.known());
+
+    cluster.flaky.hold_downloads(false);
+    assert_eq!(drain(resp, got).await, (blob.clone(), true));
+    assert_eq!(cluster.backend.downloads() - before, 1);
+}

@@ -12,11 +12,17 @@ use shoal_storage::{
     Backend, BackendError, BlobInfo, ByteRange, ByteStream, Download, ListPage, MemoryBackend,
 };
 
+/// The size of a held download's chunks.
+const CHUNK: usize = 64 << 10;
+
 /// [`MemoryBackend`] with uploads that fail on demand.
 pub struct FlakyBackend {
     inner: Arc<MemoryBackend>,
-    /// While true, a download sends its first 64 KiB and then waits until it is false.
+    /// While true, a download sends its first `hold_after` bytes and then waits until it is
+    /// false.
     held: tokio::sync::watch::Sender<bool>,
+    /// Bytes a held download sends first: 64 KiB unless [`FlakyBackend::hold_downloads_after`].
+    hold_after: AtomicU64,
     /// Uploads still to fail; `u32::MAX` fails every one until changed.
     failing: AtomicU32,
     failed: AtomicU64,
@@ -28,6 +34,7 @@ impl FlakyBackend {
         Arc::new(FlakyBackend {
             inner,
             held: tokio::sync::watch::Sender::new(false),
+            hold_after: AtomicU64::new(CHUNK as u64),
             failing: AtomicU32::new(0),
             failed: AtomicU64::new(0),
         })
@@ -40,6 +47,12 @@ impl FlakyBackend {
 
     /// Holds downloads after their first 64 KiB (`true`) or lets them go on (`false`).
     pub fn hold_downloads(&self, held: bool) {
+        self.hold_downloads_after(CHUNK as u64, held);
+    }
+
+    /// Holds downloads after their first `bytes` (rounded up to 64 KiB), or lets them go on.
+    pub fn hold_downloads_after(&self, bytes: u64, held: bool) {
+        self.hold_after.store(bytes, Ordering::SeqCst);
         self.held.send_replace(held);
     }
 
@@ -80,13 +93,18 @@ impl Backend for FlakyBackend {
         if !*self.held.borrow() {
             return Ok(download);
         }
-        // Re-chunked into 64 KiB pieces, the second waiting for the hold to be lifted.
+        // Re-chunked into 64 KiB pieces, the one after `hold_after` bytes waiting for the hold
+        // to be lifted.
         let held = self.held.subscribe();
+        let wait_at = self
+            .hold_after
+            .load(Ordering::SeqCst)
+            .div_ceil(CHUNK as u64) as usize;
         let chunks = download.body.flat_map(|chunk| {
             let pieces: Vec<std::io::Result<Bytes>> = match chunk {
                 Ok(b) => (0..b.len())
-                    .step_by(64 << 10)
-                    .map(|at| Ok(b.slice(at..(at + (64 << 10)).min(b.len()))))
+                    .step_by(CHUNK)
+                    .map(|at| Ok(b.slice(at..(at + CHUNK).min(b.len()))))
                     .collect(),
                 Err(e) => vec![Err(e)],
             };
@@ -94,8 +112,8 @@ impl Backend for FlakyBackend {
         });
         let body = futures_util::stream::unfold(
             (Box::pin(chunks), held, 0usize),
-            |(mut chunks, mut held, sent)| async move {
-                if sent == 1 {
+            move |(mut chunks, mut held, sent)| async move {
+                if sent == wait_at {
                     let _ = held.wait_for(|h| !*h).await;
                 }
                 let next = chunks.next().await?;
