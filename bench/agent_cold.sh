@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks an agent's first GET of a blob no node holds yet (release build): the agent asks
 # the tracker for the metainfo, the origin fetches the blob from an upstream registry (Debian's
-# docker-registry through the `registry_blob` backend) and answers 202 until it holds it all,
-# then the agent downloads it from the origin and streams it to the client. For each of RUNS
-# blobs of BLOB_MIB random bytes, in one run: a GET straight from the upstream (the baseline:
-# about what the origin's fetch takes, without its hashing and writing), then the agent's cold
-# GET: when the origin held the blob (its log line), the client's first byte and its end, and
-# the time from the origin holding the blob to the client's first byte (the agent asking for
-# the metainfo again, and the first piece; polling the tracker while the origin fetched added
-# up to the poll's 2 s backoff to it). The agent's body is hashed.
+# docker-registry through the `registry_blob` backend) and seeds each piece as it lands (it
+# answers 202 until a first piece is whole, then the hashes known so far); the agent downloads
+# the pieces from the origin and streams them to the client. For each of RUNS blobs of
+# BLOB_MIB random bytes, in one run: a GET straight from the upstream (the baseline: about
+# what the origin's fetch takes, without its hashing and writing), then the agent's cold GET:
+# when the origin held the whole blob (its log line), the client's first byte and its end,
+# and the first byte's time from the origin holding the blob (negative: before it). Ratios
+# against the upstream GET's total: the agent's first byte (before streaming, the origin's
+# whole fetch came first: above 1) and its total. The agent's body is hashed.
 # Everything listens on 127.0.0.1 on free ports and is stopped on exit.
 # Usage: bench/agent_cold.sh [BLOB_MIB (256)] [RUNS (5)]
 set -euo pipefail
@@ -66,6 +67,8 @@ for line in open(sys.argv[1], errors="replace"):
 PY
 }
 GAPS=()
+FIRSTS=()
+TOTALS=()
 for HEX in "${HEXES[@]}"; do
   UTOT=$(curl -fsS -o /dev/null -w '%{time_total}' "http://$UP/v2/library/big/blobs/sha256:$HEX")
   START=$(now)
@@ -76,9 +79,14 @@ for HEX in "${HEXES[@]}"; do
   FETCH=$(echo "$HELD - $START" | bc -l)
   GAP=$(echo "$START + $AT - $HELD" | bc -l)
   GAPS+=("$GAP")
-  printf 'cold %d MiB: upstream GET %.2f s; origin held it after %.2f s; agent first byte %.2f s (total %.2f s): %.2f s after the origin held it\n' \
-    "$BLOB_MIB" "$UTOT" "$FETCH" "$AT" "$ATOT" "$GAP"
+  FIRSTS+=("$(echo "$AT / $UTOT" | bc -l)")
+  TOTALS+=("$(echo "$ATOT / $UTOT" | bc -l)")
+  printf 'cold %d MiB: upstream GET %.2f s; origin held it after %.2f s; agent first byte %.2f s (total %.2f s): %.2f s after the origin held it; first byte %.2fx, total %.2fx the upstream GET\n' \
+    "$BLOB_MIB" "$UTOT" "$FETCH" "$AT" "$ATOT" "$GAP" "${FIRSTS[-1]}" "${TOTALS[-1]}"
 done
-MED=$(printf '%s\n' "${GAPS[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-MAX=$(printf '%s\n' "${GAPS[@]}" | sort -n | tail -1)
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf 'agent first byte / upstream GET: median %.2fx; agent total / upstream GET: median %.2fx\n' \
+  "$(median "${FIRSTS[@]}")" "$(median "${TOTALS[@]}")"
+MED=$(median "${GAPS[@]}")
+MAX=$(printf '%s\n' "${GAPS[@]}" | sort -g | tail -1)
 printf 'agent first byte after the origin held the blob: median %.2f s, max %.2f s\n' "$MED" "$MAX"
