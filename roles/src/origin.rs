@@ -363,7 +363,13 @@ async fn metainfo(
         }
         match o.fetch_state(&p.repo, &p.digest)? {
             Fetch::Running(progress) => {
-                if let Some(prefix) = progress.borrow().hashes.clone() {
+                // Hashes beyond what the asker knows (`?known=`), if any.
+                let beyond = |p: &ImportProgress| {
+                    p.hashes
+                        .clone()
+                        .filter(|h| wait.known.is_none_or(|k| h.known() > k))
+                };
+                if let Some(prefix) = beyond(&progress.borrow()) {
                     return Ok((
                         StatusCode::OK,
                         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -381,7 +387,7 @@ async fn metainfo(
                 // a first whole piece ends the wait too.
                 let ended = async move {
                     let mut progress = progress;
-                    let _ = progress.wait_for(|p| p.hashes.is_some()).await;
+                    let _ = progress.wait_for(|p| beyond(p).is_some()).await;
                 };
                 if tokio::time::timeout_at(deadline, ended).await.is_err() {
                     return Ok(fetching());

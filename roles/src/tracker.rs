@@ -146,6 +146,20 @@ impl Tracker for ClientTracker {
         let hold = self.0.hold();
         metainfo_reply(self.0.metainfo_within(namespace, digest, hold).await)
     }
+
+    async fn more_hashes(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        known: u32,
+    ) -> Result<Option<Metainfo>, SchedulerError> {
+        let hold = self.0.hold();
+        metainfo_reply(
+            self.0
+                .metainfo_beyond(namespace, digest, Some(known), hold)
+                .await,
+        )
+    }
 }
 
 fn metainfo_reply(

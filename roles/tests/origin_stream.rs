@@ -338,8 +338,26 @@ async fn an_agent_streams_a_blob_its_origin_is_still_fetching() {
     assert_eq!(meta.status().as_u16(), 200);
     let m = shoal_p2p::Metainfo::decode(&meta.bytes().await.unwrap()).unwrap();
     assert!(!m.is_complete() && m.known() >= 3, "{} known", m.known());
+    // Asking for more than that is held until there are more (what agents ask the tracker).
+    let more = {
+        let url = blob_url(&cluster, &digest, "/metainfo");
+        let url = format!("{url}?wait_ms=2000&known={}", m.known());
+        let http = cluster.http.clone();
+        tokio::spawn(async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        })
+    };
+    assert!(
+        held_at(&cluster, 1).await,
+        "the ask for more hashes was not held"
+    );
 
     cluster.flaky.hold_downloads(false);
+    let (status, body) = more.await.unwrap();
+    assert_eq!(status, 200);
+    let longer = shoal_p2p::Metainfo::decode(&body).unwrap();
+    assert!(longer.known() > m.known() && longer.agrees_with(&m));
     assert_eq!(drain(resp, got).await, (blob.clone(), true));
     assert_eq!(cluster.backend.downloads() - before, 1);
 }

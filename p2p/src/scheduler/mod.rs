@@ -109,6 +109,19 @@ pub trait Tracker: Send + Sync + 'static {
     ) -> Result<Option<Metainfo>, SchedulerError> {
         self.metainfo(namespace, digest).await
     }
+
+    /// For a download that knows `known` hashes of the blob's metainfo prefix: the metainfo
+    /// once it knows more, held (a second or two) until it does; `None` while it does not.
+    /// The default asks [`metainfo`](Tracker::metainfo) and leaves the comparing to the caller.
+    async fn more_hashes(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        known: u32,
+    ) -> Result<Option<Metainfo>, SchedulerError> {
+        let _ = known;
+        self.metainfo(namespace, digest).await
+    }
 }
 
 /// Who this scheduler is.

@@ -37,8 +37,10 @@ const TICK: Duration = Duration::from_millis(500);
 const RETRY_EMPTY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_EMPTY: Duration = Duration::from_millis(500);
 
-/// How often a download that knows only a prefix of the piece hashes asks for more.
-const HASH_POLL: Duration = Duration::from_millis(200);
+/// The least time between a download's asks for more piece hashes while it knows only a
+/// prefix: each ask is held at the origin until there are more (or a second or two passed),
+/// and the pause lets several pieces' hashes come in one answer.
+const HASH_POLL: Duration = Duration::from_millis(250);
 
 /// How long a download that knows only a prefix keeps asking for the rest while every answer
 /// is an error (the origin's fetch failed, no tracker answers) before it gives up: this, or
@@ -351,8 +353,9 @@ impl Torrent {
         }
     }
 
-    /// While this download knows only a prefix of the hashes: asks the tracker for the blob's
-    /// metainfo every [`HASH_POLL`] and hands each longer one to the owner, until one is
+    /// While this download knows only a prefix of the hashes: asks the tracker for more (held
+    /// until there are, at most every [`HASH_POLL`]) and hands each longer metainfo to the
+    /// owner, until one is
     /// complete or the torrent stops. Errors for [`HASH_POLL_GIVE_UP`] (or the leecher TTI)
     /// in a row (the origin's fetch failed) abort the torrent.
     fn poll_hashes(&self) {
@@ -363,15 +366,17 @@ impl Torrent {
         let mut known = self.metainfo.known();
         self.tasks.spawn(async move {
             let mut failing_since: Option<Instant> = None;
+            let mut asked = tokio::time::Instant::now();
             loop {
-                tokio::time::sleep(HASH_POLL).await;
+                tokio::time::sleep_until(asked + HASH_POLL).await;
                 if tx.is_closed() {
                     return;
                 }
                 let Some(inner) = upgrade(&inner) else {
                     return;
                 };
-                let error = match inner.tracker.metainfo(&namespace, &digest).await {
+                asked = tokio::time::Instant::now();
+                let error = match inner.tracker.more_hashes(&namespace, &digest, known).await {
                     Ok(Some(m)) if m.digest() != &digest => {
                         format!("the tracker sent the metainfo of {}", m.digest())
                     }

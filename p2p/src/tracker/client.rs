@@ -177,12 +177,25 @@ impl TrackerClient {
         digest: &Digest,
         wait: Duration,
     ) -> Result<MetainfoReply, TrackerError> {
+        self.metainfo_beyond(namespace, digest, None, wait).await
+    }
+
+    /// As [`metainfo_within`](TrackerClient::metainfo_within), for a download that knows
+    /// `known` hashes of a metainfo prefix: a prefix knowing no more counts as pending
+    /// (`?known=`, see [`MetainfoWait`](super::MetainfoWait)).
+    pub async fn metainfo_beyond(
+        &self,
+        namespace: &str,
+        digest: &Digest,
+        known: Option<u32>,
+        wait: Duration,
+    ) -> Result<MetainfoReply, TrackerError> {
         check_namespace(namespace, "namespace").map_err(TrackerError::InvalidRequest)?;
         let answer = self
             .call(digest, MAX_METAINFO_BYTES, |host| {
-                Ok(self
-                    .http
-                    .get(metainfo_url(&self.http, host, namespace, digest, wait)?))
+                Ok(self.http.get(metainfo_url(
+                    &self.http, host, namespace, digest, wait, known,
+                )?))
             })
             .await?;
         match answer.status {

@@ -40,11 +40,18 @@ pub const MAX_METAINFO_WAIT: Duration = Duration::from_secs(2);
 /// when the fetch ends or after N milliseconds (at most [`MAX_METAINFO_WAIT`]), whichever
 /// comes first, instead of 202 at once. An agent polling a cold blob learns its metainfo the
 /// moment the origin has it rather than at its next poll.
+///
+/// With `?known=K` as well (a download that knows `K` hashes of a metainfo prefix, asking for
+/// more): a prefix that knows no more than `K` counts as pending too, so the answer waits for
+/// more hashes (or the fetch's end) as it would for the first ones.
 #[derive(Clone, Copy, Debug, Default, serde::Deserialize)]
 pub struct MetainfoWait {
     /// Milliseconds; none or 0: answer at once.
     #[serde(default)]
     pub wait_ms: u64,
+    /// Hashes the asker knows already (see above).
+    #[serde(default)]
+    pub known: Option<u32>,
 }
 
 impl MetainfoWait {
@@ -55,19 +62,24 @@ impl MetainfoWait {
 }
 
 /// Where `host` (a tracker or an origin) serves the metainfo of `digest`, asked to hold a
-/// pending answer up to `wait` (none when zero).
+/// pending answer up to `wait` (none when zero), for an asker that knows `known` hashes.
 fn metainfo_url(
     http: &ClusterHttp,
     host: &HostPort,
     ns: &str,
     digest: &Digest,
     wait: Duration,
+    known: Option<u32>,
 ) -> Result<reqwest::Url, String> {
     let digest = digest.to_string();
     let mut url = url(http, host, &["namespace", ns, "blobs", &digest, "metainfo"])?;
     if !wait.is_zero() {
         url.query_pairs_mut()
             .append_pair("wait_ms", &wait.as_millis().to_string());
+    }
+    if let Some(known) = known {
+        url.query_pairs_mut()
+            .append_pair("known", &known.to_string());
     }
     Ok(url)
 }

@@ -58,8 +58,9 @@ pub struct TrackerState {
     http: ClusterHttp,
     /// Metainfo lookups that wait on an origin's fetch (`?wait_ms=`), shared by every request
     /// for the same blob: thousands of agents polling one cold blob hold one request at its
-    /// origin, not one each.
-    shared: Mutex<HashMap<(String, Digest), SharedLookup>>,
+    /// origin, not one each (one per count of hashes known, for downloads asking for more
+    /// hashes of a prefix: `?known=`).
+    shared: Mutex<HashMap<LookupKey, SharedLookup>>,
     /// Requests waiting on a shared lookup now.
     waiting: AtomicUsize,
 }
@@ -318,7 +319,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 /// skipped, and so is one whose metainfo does not parse or names another blob. All skipped:
 /// 502 if any lied, else 503. A `?wait_ms=` ([`MetainfoWait`], capped) goes on to the owner,
 /// which holds its 202 that long unless its fetch ends first; such requests for one blob share
-/// one lookup (see [`TrackerState`]), each answering 202 when its own wait passes first.
+/// one lookup (see [`TrackerState`]), each answering 202 when its own wait passes first. A
+/// `?known=` goes on to the owner too, and only requests with the same one share a lookup.
 async fn metainfo(
     State(state): State<Arc<TrackerState>>,
     Path((ns, digest)): Path<(String, String)>,
@@ -332,11 +334,14 @@ async fn metainfo(
             "this tracker has no origins configured (origin.hosts)",
         ));
     }
+    let known = wait.known;
     let wait = wait.duration();
     if wait.is_zero() {
-        return lookup(&state, &ns, &digest, Duration::ZERO).await.respond();
+        return lookup(&state, &ns, &digest, Duration::ZERO, known)
+            .await
+            .respond();
     }
-    let mut shared = join_lookup(&state, ns, digest);
+    let mut shared = join_lookup(&state, (ns, digest, known));
     let _counted = Counted::new(&state.waiting);
     match tokio::time::timeout(wait, shared.wait_for(Option::is_some)).await {
         Ok(Ok(answer)) => answer.clone().expect("waited for Some").respond(),
@@ -351,8 +356,7 @@ async fn metainfo(
 /// The running shared lookup of the blob, or a new one: it asks the owners with the longest
 /// wait, in a task of its own (a requester that leaves does not end it), and is forgotten once
 /// it answered.
-fn join_lookup(state: &Arc<TrackerState>, ns: String, digest: Digest) -> SharedLookup {
-    let key = (ns, digest);
+fn join_lookup(state: &Arc<TrackerState>, key: LookupKey) -> SharedLookup {
     let mut shared = state.shared.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(rx) = shared.get(&key) {
         return rx.clone();
@@ -361,8 +365,8 @@ fn join_lookup(state: &Arc<TrackerState>, ns: String, digest: Digest) -> SharedL
     shared.insert(key.clone(), rx.clone());
     let state = state.clone();
     tokio::spawn(async move {
-        let (ns, digest) = &key;
-        let answer = lookup(&state, ns, digest, MAX_METAINFO_WAIT).await;
+        let (ns, digest, known) = &key;
+        let answer = lookup(&state, ns, digest, MAX_METAINFO_WAIT, *known).await;
         let mut shared = state.shared.lock().unwrap_or_else(|e| e.into_inner());
         if shared
             .get(&key)
@@ -378,6 +382,9 @@ fn join_lookup(state: &Arc<TrackerState>, ns: String, digest: Digest) -> SharedL
 
 /// A shared lookup's answer, `None` until it has one.
 type SharedLookup = watch::Receiver<Option<Answer>>;
+
+/// What requests sharing a lookup agree on: the blob, and the hashes known (`?known=`).
+type LookupKey = (String, Digest, Option<u32>);
 
 /// What the tracker answers a metainfo request with.
 #[derive(Clone, Debug)]
@@ -409,8 +416,14 @@ impl Answer {
     }
 }
 
-/// Asks the blob's owners in score order (see [`metainfo`]), passing `wait` on.
-async fn lookup(state: &TrackerState, ns: &str, digest: &Digest, wait: Duration) -> Answer {
+/// Asks the blob's owners in score order (see [`metainfo`]), passing `wait` and `known` on.
+async fn lookup(
+    state: &TrackerState,
+    ns: &str,
+    digest: &Digest,
+    wait: Duration,
+    known: Option<u32>,
+) -> Answer {
     let Some(ring) = &state.origins else {
         return Answer::Failed(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -421,7 +434,7 @@ async fn lookup(state: &TrackerState, ns: &str, digest: &Digest, wait: Duration)
     let mut unreachable = None;
     let healthy = |h: &HostPort| (state.origin_health)(h);
     for origin in ring.owners(digest, state.origin_replicas, healthy) {
-        match fetch_metainfo(&state.http, origin, ns, digest, wait).await {
+        match fetch_metainfo(&state.http, origin, ns, digest, wait, known).await {
             Ok(Fetched::Ready(bytes)) => return Answer::Ready(bytes),
             Ok(Fetched::Pending) => {
                 return Answer::Pending(format!("origin {origin} is still fetching {digest}"));
@@ -470,8 +483,10 @@ async fn fetch_metainfo(
     ns: &str,
     digest: &Digest,
     wait: Duration,
+    known: Option<u32>,
 ) -> Result<Fetched, OriginFailure> {
-    let url = metainfo_url(http, origin, ns, digest, wait).map_err(OriginFailure::Unreachable)?;
+    let url =
+        metainfo_url(http, origin, ns, digest, wait, known).map_err(OriginFailure::Unreachable)?;
     let response = http
         .get(url)
         .send()

@@ -385,6 +385,9 @@ async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
         // A wait shares a lookup that asks the origin for the longest wait.
         ("?wait_ms=500", Some("wait_ms=2000")),
         ("?wait_ms=99999999999", Some("wait_ms=2000")),
+        // A download asking for more hashes of a prefix: the count goes on too.
+        ("?wait_ms=500&known=3", Some("wait_ms=2000&known=3")),
+        ("?known=3", Some("known=3")),
     ] {
         let (status, _) = send(&app, with_query(query)).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{query}");
@@ -393,7 +396,9 @@ async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
     }
     let (status, _) = send(&app, with_query("?wait_ms=soon")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(origin.hits.load(Ordering::SeqCst), 4);
+    let (status, _) = send(&app, with_query("?known=-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(origin.hits.load(Ordering::SeqCst), 6);
 
     let tracker = RunningTracker::start(config(50, &[origin.addr])).await;
     for (timeout, hold) in [(5000, 2000), (1000, 500)] {
@@ -411,6 +416,12 @@ async fn a_metainfo_wait_goes_on_to_the_origin_capped() {
         );
         let asked = origin.queries.lock().unwrap().pop().unwrap();
         assert_eq!(asked.as_deref(), Some("wait_ms=2000"));
+        client
+            .metainfo_beyond(NS, &d, Some(5), client.hold())
+            .await
+            .unwrap();
+        let asked = origin.queries.lock().unwrap().pop().unwrap();
+        assert_eq!(asked.as_deref(), Some("wait_ms=2000&known=5"));
         client.metainfo(NS, &d).await.unwrap();
         assert_eq!(origin.queries.lock().unwrap().pop().unwrap(), None);
     }
