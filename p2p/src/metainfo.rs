@@ -338,9 +338,10 @@ impl Metainfo {
     }
 
     /// True when pieces that all passed [`Metainfo::verify_piece`] are, together, the blob
-    /// that hashes to the digest (the chained scheme), so a download needs no second pass.
+    /// that hashes to the digest (the chained scheme, every hash known), so a download needs
+    /// no second pass.
     pub fn pieces_prove_digest(&self) -> bool {
-        self.scheme == Scheme::Chained
+        self.scheme == Scheme::Chained && self.is_complete()
     }
 
     /// The torrent's name on the wire and at the tracker.

@@ -580,8 +580,11 @@ impl Scheduler {
         if let Some(e) = torrents.get(&info_hash)
             && !e.cmd.is_closed()
         {
-            // A growing torrent of this blob becomes its seed (others ignore it).
-            if let torrent::Role::Seed(blob) = role {
+            // A growing torrent of this blob becomes its seed (a leech ignores it; a seed has
+            // nothing to become).
+            if let torrent::Role::Seed(blob) = role
+                && matches!(*e.status.borrow(), Status::Running)
+            {
                 let cmd = e.cmd.clone();
                 self.inner
                     .conn

@@ -355,9 +355,8 @@ impl Torrent {
 
     /// While this download knows only a prefix of the hashes: asks the tracker for more (held
     /// until there are, at most every [`HASH_POLL`]) and hands each longer metainfo to the
-    /// owner, until one is
-    /// complete or the torrent stops. Errors for [`HASH_POLL_GIVE_UP`] (or the leecher TTI)
-    /// in a row (the origin's fetch failed) abort the torrent.
+    /// owner, until one is complete or the torrent stops. Errors for [`HASH_POLL_GIVE_UP`] (or
+    /// the leecher TTI) in a row (the origin's fetch failed) abort the torrent.
     fn poll_hashes(&self) {
         let inner = self.inner.clone();
         let tx = self.cmd_tx.clone();

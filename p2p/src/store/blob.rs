@@ -552,10 +552,8 @@ impl PartialBlob {
                 });
             }
         }
-        let actual = {
-            let inner = inner.clone();
-            blocking(move || hash_file(&inner)).await?
-        };
+        // Every piece present but not every hash known: pieces past a prefix were never
+        // verified (only a caller that skipped the checks could have written them).
         let metainfo = inner.metainfo();
         if !metainfo.is_complete() {
             return Err(StoreError::Incomplete {
@@ -563,6 +561,10 @@ impl PartialBlob {
                 count: metainfo.piece_count(),
             });
         }
+        let actual = {
+            let inner = inner.clone();
+            blocking(move || hash_file(&inner)).await?
+        };
         let digest = metainfo.digest();
         let store = inner.store.clone();
         let mut state = store.state.lock().await;

@@ -377,10 +377,10 @@ fn load_complete(
 }
 
 /// Opens (creating if needed) the data file of a download and the bitfield to resume from: the
-/// sidecar's, if it parses, is for this very metainfo and the file has the blob's length;
-/// otherwise the download starts over from an empty, zero-filled file.
-/// Opens a download's file, resuming from its sidecar when that describes the same torrent;
-/// the metainfo to use is whichever of the sidecar's and `metainfo` knows more hashes.
+/// sidecar's, if it parses, describes the same torrent (hashes both know agree) and the file
+/// has the blob's length; otherwise the download starts over from an empty, zero-filled file.
+/// Also returns the metainfo to use: whichever of the sidecar's and `metainfo` knows more
+/// hashes.
 fn open_download(
     path: &Path,
     side: &Path,

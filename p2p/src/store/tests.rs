@@ -246,6 +246,74 @@ async fn a_restart_resumes_the_bitfield() {
     assert_eq!(std::fs::read(c.path()).unwrap(), data);
 }
 
+/// A download that began on a prefix of the hashes (an origin still fetching): pieces past it
+/// are refused, a restart resumes from the prefix in the sidecar, and the whole metainfo,
+/// once learned, lets it finish; a metainfo whose hashes disagree is a conflict.
+#[tokio::test]
+async fn a_download_on_a_prefix_of_the_hashes_learns_the_rest_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(6 * PIECE as usize + 10, 5);
+    let whole = meta_of(&data, PIECE);
+    let prefix = Arc::new(
+        Metainfo::chained_prefix(
+            whole.digest().clone(),
+            whole.length(),
+            PIECE,
+            whole.piece_hashes()[..3].to_vec(),
+        )
+        .unwrap(),
+    );
+    {
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let p = store.download(prefix.clone()).await.unwrap();
+        for i in [1, 0] {
+            p.write_piece(PieceIndex(i), piece(&data, &whole, i))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            p.write_piece(PieceIndex(4), piece(&data, &whole, 4)).await,
+            Err(StoreError::BadPiece {
+                source: crate::error::MetainfoError::HashUnknown { .. },
+                ..
+            })
+        ));
+        assert!(!p.has(PieceIndex(4)));
+        p.flush().await.unwrap();
+    }
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    // Asked for with the prefix again: the pieces on disk are kept.
+    let p = store.download(prefix.clone()).await.unwrap();
+    assert_eq!(p.bitfield().ones().map(|i| i.0).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(p.metainfo().known(), 3);
+    // Hashes that disagree with those known are refused.
+    let mut lying = whole.piece_hashes().to_vec();
+    lying[0][0] ^= 1;
+    let lie = Arc::new(
+        Metainfo::chained_prefix(
+            whole.digest().clone(),
+            whole.length(),
+            PIECE,
+            lying[..5].to_vec(),
+        )
+        .unwrap(),
+    );
+    assert!(matches!(
+        p.learn(&lie),
+        Err(StoreError::MetainfoConflict { .. })
+    ));
+    assert!(p.learn(&whole).unwrap());
+    assert!(
+        !p.learn(&prefix).unwrap(),
+        "a shorter prefix is not adopted"
+    );
+    write_all(&p, &data).await;
+    let c = p.finish().await.unwrap();
+    assert_eq!(std::fs::read(c.path()).unwrap(), data);
+    assert!(c.metainfo().is_complete());
+    assert_eq!(c.metainfo().info_hash(), prefix.info_hash());
+}
+
 #[tokio::test]
 async fn a_corrupt_sidecar_starts_over() {
     let dir = tempfile::tempdir().unwrap();
