@@ -10,9 +10,12 @@
 # first byte of a GET straight from the origin that holds the blob), the origins' piece egress
 # divided by the blob size (per round), the CPU seconds every process used, and the floor
 # under them: what `dd` spends writing the same bytes into fresh page cache here.
+# With COLD=1 the fan-out's origins are restarted with empty piece stores after the push was
+# written back to their (shared `fs`) backend, so the agents' pulls make each origin fetch the
+# blob from the backend and seed it while it lands (an origin's first pull of a blob).
 # Every process gets its own 127.0.0.x address and free ports; all are stopped on exit.
 # Usage: bench/p2p.sh [BLOB_MIB (default 1024)] [AGENTS (default 8)] [MBIT_PER_SEC (default 400)]
-#                     [ORIGINS (default 1)] [ROUNDS (default 1)]
+#                     [ORIGINS (default 1)] [ROUNDS (default 1)] [COLD (default 0)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BLOB_MIB=${1:-1024}
@@ -20,6 +23,7 @@ AGENTS=${2:-8}
 MBIT=${3:-400}
 ORIGINS=${4:-1}
 ROUNDS=${5:-1}
+COLD=${6:-0}
 B_BYTES=$((MBIT * 1000 * 1000 / 8))
 
 source bench/lib.sh
@@ -83,6 +87,7 @@ EOF
   "$SHOAL" origin --config "$dir/origin$k.yaml" --data-dir "$dir/o$k" 2>"$dir/origin$k.log" &
   PIDS+=($!); ORIGIN_PIDS+=($!)
   done
+  CLUSTER_DIR=$dir
   AGENT_HTTP=(); AGENT_PIDS=()
   for i in $(seq 1 "$n"); do
     local aip=127.0.$base.$((10 + i))
@@ -125,6 +130,28 @@ push_blob() {
       sleep 0.05
     done
   done
+}
+
+# COLD: waits until the backend holds DIGEST whole (the origin's write-back), then restarts
+# every origin of the current cluster with an empty piece store.
+cold_origins() {
+  local dir=$CLUSTER_DIR hex=${DIGEST#sha256:} size=$((BLOB_MIB << 20))
+  for _ in $(seq 1 1200); do
+    local f; f=$(find "$dir/backend" -type f -name "*$hex*" -size "${size}c" 2>/dev/null | head -1)
+    [ -n "$f" ] && break
+    sleep 0.1
+  done
+  [ -n "$f" ] || { echo "the backend never held $DIGEST" >&2; exit 1; }
+  local k pids=()
+  for k in "${!ORIGIN_PIDS[@]}"; do
+    kill "${ORIGIN_PIDS[$k]}"; wait "${ORIGIN_PIDS[$k]}" 2>/dev/null || true
+    rm -rf "$dir/o$((k + 1))"
+    "$SHOAL" origin --config "$dir/origin$((k + 1)).yaml" --data-dir "$dir/o$((k + 1))" \
+      2>>"$dir/origin$((k + 1)).log" &
+    PIDS+=($!); pids+=($!)
+  done
+  ORIGIN_PIDS=("${pids[@]}")
+  for o in "${ORIGIN_HTTP[@]}"; do wait_http "http://$o/health"; done
 }
 
 # The origins' piece bytes sent so far, summed.
@@ -198,5 +225,6 @@ start_cluster fanout "$AGENTS" 2 "$ORIGINS"
 for r in $(seq 1 "$ROUNDS"); do
   push_blob fanout
   label=fanout; [ "$ROUNDS" -gt 1 ] && label="round$r"
+  if [ "$COLD" = 1 ]; then cold_origins; label="cold-$label"; fi
   pull_all "$label"
 done
