@@ -355,8 +355,9 @@ impl Torrent {
 
     /// While this download knows only a prefix of the hashes: asks the tracker for more (held
     /// until there are, at most every [`HASH_POLL`]) and hands each longer metainfo to the
-    /// owner, until one is complete or the torrent stops. Errors for [`HASH_POLL_GIVE_UP`] (or
-    /// the leecher TTI) in a row (the origin's fetch failed) abort the torrent.
+    /// owner, until one is complete or the torrent stops. [`HASH_POLL_GIVE_UP`] (or the
+    /// leecher TTI) from a failed ask without more hashes since (the origin's fetch failed,
+    /// perhaps again after a retry) aborts the torrent.
     fn poll_hashes(&self) {
         let inner = self.inner.clone();
         let tx = self.cmd_tx.clone();
@@ -380,8 +381,10 @@ impl Torrent {
                         format!("the tracker sent the metainfo of {}", m.digest())
                     }
                     Ok(Some(m)) => {
-                        failing_since = None;
                         if m.known() > known {
+                            // Only more hashes end a run of failures: a fetch that fails again
+                            // and again answers between its failures with what it had.
+                            failing_since = None;
                             known = m.known();
                             let complete = m.is_complete();
                             if tx.send(Cmd::Hashes(Arc::new(m))).await.is_err() || complete {
@@ -391,10 +394,7 @@ impl Torrent {
                         continue;
                     }
                     // Pending: the origin restarted its fetch; its hashes come again.
-                    Ok(None) => {
-                        failing_since = None;
-                        continue;
-                    }
+                    Ok(None) => continue,
                     Err(e) => e.to_string(),
                 };
                 let since = *failing_since.get_or_insert_with(Instant::now);
