@@ -208,7 +208,10 @@ async fn respond(
         bytes_in.clone(),
         options.metrics.clone(),
     );
-    let mut response = if options.allows(peer.ip()) {
+    let mut response = if let Some(why) = host_trouble(&request) {
+        span.in_scope(|| tracing::debug!(%peer, why, "refused a request"));
+        bad_host(why)
+    } else if options.allows(peer.ip()) {
         let mut request = request.map(|body| {
             Body::new(MinRate::new(
                 body,
@@ -241,6 +244,29 @@ async fn respond(
         .insert(X_REQUEST_ID, id.header_value());
     log.responded(&response);
     response.map(|body| Body::new(Sent::new(body, span, log, busy)))
+}
+
+/// What is wrong with a request's `Host`, if anything: an HTTP/1.1 request must carry exactly
+/// one (RFC 9112, section 3.2; hyper does not check).
+fn host_trouble<B>(request: &Request<B>) -> Option<&'static str> {
+    let mut hosts = request.headers().get_all(axum::http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == axum::http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request needs a Host header")
+        }
+        (Some(_), Some(_)) => Some("a request has one Host header, not several"),
+        _ => None,
+    }
+}
+
+/// 400 for a request with a missing or repeated `Host`; the connection closes after it.
+fn bad_host(why: &'static str) -> Response<Body> {
+    let mut response = (axum::http::StatusCode::BAD_REQUEST, why).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// 403 `DENIED`, in the distribution spec's error form.

@@ -378,3 +378,31 @@ async fn shutdown_lets_a_request_in_progress_finish() {
     );
     server.await.unwrap().unwrap();
 }
+
+/// RFC 9112, section 3.2: an HTTP/1.1 request without a Host, or with two, is answered 400
+/// and its connection closed; HTTP/1.0 needs none.
+#[tokio::test]
+async fn a_request_without_exactly_one_host_is_refused() {
+    let (addr, _server) = start(options()).await;
+    for head in [
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+    ] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let got = closed_within(&mut conn, Duration::from_secs(30))
+            .await
+            .expect("the connection stayed open");
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 400"), "{head:?}: {got}");
+        assert!(got.contains("Host"), "{got}");
+    }
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let got = closed_within(&mut conn, Duration::from_secs(30))
+        .await
+        .expect("an HTTP/1.0 connection closes after its answer");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.0 200"), "{got}");
+    assert!(got.ends_with("ok"), "{got}");
+}
