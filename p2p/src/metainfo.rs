@@ -1129,6 +1129,42 @@ mod tests {
         }
 
         #[test]
+        fn a_prefix_at_any_point_of_a_feed_agrees_with_the_whole_and_round_trips(
+            len in 1usize..2000, blocks in 1u64..8, fed in 0usize..2000,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..3)
+        ) {
+            let data = blob(len);
+            let piece = blocks * 64;
+            let whole = build(&data, piece);
+            let fed = fed.min(len);
+            let Some(p) = prefix_after(&data, piece, fed) else {
+                // Nothing whole yet, or only the last piece's bytes: nothing to hand out.
+                prop_assert!((fed as u64) < piece || whole.piece_count() == 1);
+                return Ok(());
+            };
+            prop_assert!(p.known() >= 1 && p.known() < whole.piece_count());
+            prop_assert_eq!(u64::from(p.known()), (fed as u64 / piece).min(u64::from(whole.piece_count()) - 1));
+            prop_assert!(p.agrees_with(&whole) && whole.agrees_with(&p));
+            prop_assert_eq!(p.info_hash(), whole.info_hash());
+            let enc = p.encode();
+            prop_assert_eq!(Metainfo::decode(&enc).unwrap(), p.clone());
+            for i in 0..p.piece_count() {
+                let r = p.piece_range(PieceIndex(i)).unwrap();
+                let ok = p.verify_piece(PieceIndex(i), &data[r.start as usize..r.end as usize]).is_ok();
+                prop_assert_eq!(ok, i < p.known());
+            }
+            // A mangled prefix either does not decode, or re-encodes to itself.
+            let mut bad = enc.clone();
+            for (at, x) in flips {
+                let i = at % bad.len();
+                bad[i] ^= x;
+            }
+            if let Ok(m) = Metainfo::decode(&bad) {
+                prop_assert_eq!(m.encode(), bad);
+            }
+        }
+
+        #[test]
         fn every_piece_verifies(len in 1usize..300, piece in 1u64..64) {
             let data = blob(len);
             let m = build(&data, piece);
