@@ -108,6 +108,8 @@ enum PieceState {
 struct PeerView {
     bitfield: Bitfield,
     outstanding: u32,
+    /// An origin: it only sends ([`PiecePicker::mark_origin`]).
+    origin: bool,
 }
 
 /// What [`PiecePicker::piece_verified`] decided.
@@ -193,9 +195,22 @@ impl PiecePicker {
         self.front_first = true;
     }
 
-    /// Whether ties of rarity go to the lowest index now (see [`PiecePicker::prefer_front`]).
+    /// Whether ties of rarity go to the lowest index now (see [`PiecePicker::prefer_front`]):
+    /// every peer holds the whole blob or is an origin (one still fetching the blob holds only
+    /// a front, and asks nothing of us).
     fn in_order(&self) -> bool {
-        self.front_first && self.peers.values().all(|v| v.bitfield.is_full())
+        self.front_first
+            && self
+                .peers
+                .values()
+                .all(|v| v.origin || v.bitfield.is_full())
+    }
+
+    /// `peer` is an origin: it counts as complete for [`PiecePicker::prefer_front`].
+    pub fn mark_origin(&mut self, peer: PeerId) {
+        if let Some(v) = self.peers.get_mut(&peer) {
+            v.origin = true;
+        }
     }
 
     fn piece_count(&self) -> u32 {
@@ -254,14 +269,14 @@ impl PiecePicker {
     pub fn add_peer(&mut self, peer: PeerId, bitfield: Bitfield) -> Result<(), PickerError> {
         bitfield.check_len(self.piece_count())?;
         // A replaced bitfield keeps the peer's requests, and so its outstanding count.
-        let outstanding = match self.peers.remove(&peer) {
+        let (outstanding, origin) = match self.peers.remove(&peer) {
             Some(old) => {
                 for i in old.bitfield.ones() {
                     self.availability[i.as_usize()] -= 1;
                 }
-                old.outstanding
+                (old.outstanding, old.origin)
             }
-            None => 0,
+            None => (0, false),
         };
         for i in bitfield.ones() {
             self.availability[i.as_usize()] += 1;
@@ -271,6 +286,7 @@ impl PiecePicker {
             PeerView {
                 bitfield,
                 outstanding,
+                origin,
             },
         );
         Ok(())

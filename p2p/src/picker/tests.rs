@@ -650,3 +650,41 @@ fn pieces_past_the_known_hashes_are_not_picked_until_more_are_known() {
     rest.sort();
     assert_eq!(rest, idx(&[2, 3, 4, 5]));
 }
+
+#[test]
+fn a_followed_download_picks_in_order_from_an_origin_that_holds_only_a_front() {
+    let now = Instant::now();
+    let front: Vec<u32> = (0..40).collect();
+    let origin = peer(9);
+    // An origin still fetching the blob holds its first 40 pieces.
+    let mut p = picker(64, 8);
+    p.set_pickable(40);
+    p.add_peer(origin, bits(64, &front)).unwrap();
+    p.prefer_front();
+    let picked = p.pick_capped(origin, now, 1, |_| true);
+    assert_ne!(
+        picked,
+        idx(&(0..8).collect::<Vec<_>>()),
+        "not yet known as an origin"
+    );
+    let mut p = picker(64, 8);
+    p.set_pickable(40);
+    p.add_peer(origin, bits(64, &front)).unwrap();
+    p.mark_origin(origin);
+    p.prefer_front();
+    assert_eq!(
+        p.pick_capped(origin, now, 1, |_| true),
+        idx(&(0..8).collect::<Vec<_>>())
+    );
+    // A bitfield replaced later keeps the mark: the next picks are the next front.
+    for i in 0..8 {
+        p.piece_verified(origin, PieceIndex(i)).unwrap();
+    }
+    p.add_peer(origin, bits(64, &(0..50).collect::<Vec<_>>()))
+        .unwrap();
+    p.set_pickable(50);
+    assert_eq!(
+        p.pick_capped(origin, now, 1, |_| true),
+        idx(&(8..16).collect::<Vec<_>>())
+    );
+}

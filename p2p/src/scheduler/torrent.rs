@@ -742,12 +742,15 @@ impl Torrent {
             self.events_tx.clone(),
         );
         let complete = handshake.bitfield.is_full();
-        if let State::Leech { picker, .. } = &mut self.state
-            && let Err(e) = picker.add_peer(peer, handshake.bitfield)
-        {
-            tracing::debug!(%peer, %e, "bitfield refused");
-            handle.close();
-            return;
+        if let State::Leech { picker, .. } = &mut self.state {
+            if let Err(e) = picker.add_peer(peer, handshake.bitfield) {
+                tracing::debug!(%peer, %e, "bitfield refused");
+                handle.close();
+                return;
+            }
+            if self.origins.contains(&peer) {
+                picker.mark_origin(peer);
+            }
         }
         if self.is_seed() {
             handle.send(Frame::Complete);
