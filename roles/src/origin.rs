@@ -352,14 +352,9 @@ async fn metainfo(
     let deadline = tokio::time::Instant::now() + wait.duration();
     loop {
         if let Some(blob) = o.complete(&p.digest).await? {
-            let body = blob.metainfo().encode();
+            let answer = metainfo_answer(blob.metainfo());
             o.scheduler.seed(p.repo.as_str(), blob);
-            return Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                body,
-            )
-                .into_response());
+            return Ok(answer);
         }
         match o.fetch_state(&p.repo, &p.digest)? {
             Fetch::Running(progress) => {
@@ -370,12 +365,7 @@ async fn metainfo(
                         .filter(|h| wait.known.is_none_or(|k| h.known() > k))
                 };
                 if let Some(prefix) = beyond(&progress.borrow()) {
-                    return Ok((
-                        StatusCode::OK,
-                        [(header::CONTENT_TYPE, "application/octet-stream")],
-                        prefix.encode(),
-                    )
-                        .into_response());
+                    return Ok(metainfo_answer(&prefix));
                 }
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(fetching());
@@ -403,6 +393,16 @@ async fn metainfo(
             Fetch::Failed(why, _) => return Err(HttpError::bad_gateway(why)),
         }
     }
+}
+
+/// 200 with a metainfo's canonical bytes (whole, or the hashes known so far).
+fn metainfo_answer(m: &shoal_p2p::Metainfo) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        m.encode(),
+    )
+        .into_response()
 }
 
 /// The answer while the blob's fetch runs.

@@ -176,8 +176,8 @@ enum State {
     },
     Seed(CompleteBlob),
     /// An origin's import still running: the pieces below the metainfo's `known` are in
-    /// the file.
-    Growing(Arc<std::fs::File>),
+    /// the file (open, and its path for errors).
+    Growing(Arc<std::fs::File>, std::path::PathBuf),
 }
 
 pub(crate) struct Torrent {
@@ -248,7 +248,7 @@ impl Torrent {
                 }
             }
             Role::Seed(blob) => State::Seed(blob),
-            Role::Growing { file, .. } => State::Growing(file),
+            Role::Growing { file, path, .. } => State::Growing(file, path),
         };
         let (events_tx, events_rx) = mpsc::channel(256);
         let now = Instant::now();
@@ -336,14 +336,14 @@ impl Torrent {
 
     /// A seed, or an origin seeding a blob as it fetches it: nothing to download from peers.
     fn is_source(&self) -> bool {
-        matches!(self.state, State::Seed(_) | State::Growing(_))
+        matches!(self.state, State::Seed(_) | State::Growing(..))
     }
 
     fn have(&self) -> Bitfield {
         match &self.state {
             State::Leech { partial, .. } => partial.bitfield(),
             State::Seed(_) => Bitfield::full(self.metainfo.piece_count()),
-            State::Growing(_) => {
+            State::Growing(..) => {
                 let mut have = Bitfield::empty(self.metainfo.piece_count());
                 for i in 0..self.metainfo.known() {
                     have.set(PieceIndex(i), true);
@@ -431,7 +431,7 @@ impl Torrent {
                 }
                 picker.set_pickable(newer.known());
             }
-            State::Growing(_) => {
+            State::Growing(..) => {
                 self.last_progress = Instant::now();
                 for index in (before..newer.known()).map(PieceIndex) {
                     for p in self.peers.values() {
@@ -450,7 +450,7 @@ impl Torrent {
 
     /// The blob a growing torrent served is complete: offer its remaining pieces and seed.
     fn on_seed(&mut self, blob: CompleteBlob) {
-        if !matches!(self.state, State::Growing(_)) {
+        if !matches!(self.state, State::Growing(..)) {
             return;
         }
         if blob.metainfo().info_hash() != self.metainfo.info_hash() {
@@ -500,7 +500,7 @@ impl Torrent {
             if now.duration_since(self.last_progress) >= tti {
                 return Some(format!("no piece arrived for {tti:?} (leecher TTI)"));
             }
-        } else if matches!(self.state, State::Growing(_)) {
+        } else if matches!(self.state, State::Growing(..)) {
             // Lives as long as its import: the fetch ends it ([`Cmd::Seed`], [`Cmd::Abort`]).
         } else {
             if !self.peers.is_empty() {
@@ -874,17 +874,17 @@ impl Torrent {
         enum Source {
             Partial(PartialBlob),
             Complete(CompleteBlob),
-            Growing(Arc<std::fs::File>, std::ops::Range<u64>),
+            Growing(Arc<std::fs::File>, std::path::PathBuf, std::ops::Range<u64>),
         }
         let source = match &self.state {
             State::Seed(blob) => Source::Complete(blob.clone()),
-            State::Growing(file) if index.0 < self.metainfo.known() => {
+            State::Growing(file, path) if index.0 < self.metainfo.known() => {
                 match self.metainfo.piece_range(index) {
-                    Ok(range) => Source::Growing(file.clone(), range),
+                    Ok(range) => Source::Growing(file.clone(), path.clone(), range),
                     Err(_) => return,
                 }
             }
-            State::Growing(_) => {
+            State::Growing(..) => {
                 handle.send(Frame::Error {
                     index,
                     code: ErrorCode::PieceUnavailable,
@@ -906,7 +906,10 @@ impl Torrent {
             let read = match source {
                 Source::Partial(p) => p.read_piece(index).await,
                 Source::Complete(c) => c.read_piece(index).await,
-                Source::Growing(file, range) => read_growing(file, range).await,
+                // Read-only maps of the import file, as a complete blob's pieces are sent.
+                Source::Growing(file, path, range) => {
+                    crate::store::read_at(file, path, range.start, range.end - range.start).await
+                }
             };
             let frame = match read {
                 Ok(data) => Frame::PiecePayload { index, data },
@@ -1087,34 +1090,6 @@ impl Torrent {
         for id in broken {
             self.drop_peer(&id);
         }
-    }
-}
-
-/// A piece of a growing torrent's file: a read-only map of its page cache (sent without a
-/// copy, as a complete blob's pieces are), made off the runtime.
-async fn read_growing(
-    file: Arc<std::fs::File>,
-    range: std::ops::Range<u64>,
-) -> Result<bytes::Bytes, StoreError> {
-    let io = |source| StoreError::Io {
-        path: std::path::PathBuf::from("(the import of a blob being fetched)"),
-        source,
-    };
-    let mapped = tokio::task::spawn_blocking(move || {
-        // SAFETY: the range is a piece whose hash is known, so the import wrote all of it
-        // before publishing that hash, and it never writes there again; an import file is
-        // created new, never truncated, and unlinking or renaming it keeps the pages valid.
-        #[allow(unsafe_code)]
-        let map = unsafe {
-            shoal_registry::store::map_window(&file, range.start, range.end - range.start)
-        };
-        map.map(bytes::Bytes::from_owner)
-    })
-    .await;
-    match mapped {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(io(e)),
-        Err(e) => Err(io(std::io::Error::other(e))),
     }
 }
 

@@ -50,8 +50,16 @@ fn no_such_piece(metainfo: &Metainfo, index: PieceIndex) -> StoreError {
 
 /// A handle's open file; `None` for a download handle made for an already complete blob,
 /// which never reads or writes its own file.
-trait BlobFile: Send + Sync + 'static {
+pub(crate) trait BlobFile: Send + Sync + 'static {
     fn blob_file(&self) -> Option<&File>;
+}
+
+/// An open file of a blob being written (an origin's import): the pieces whose hashes are
+/// known in it are written once and never change.
+impl BlobFile for File {
+    fn blob_file(&self) -> Option<&File> {
+        Some(self)
+    }
 }
 
 impl BlobFile for CompleteInner {
@@ -75,8 +83,9 @@ fn no_file(path: &Path) -> StoreError {
 ///
 /// Callers map only bytes that never change: a complete blob's, or a partial blob's pieces
 /// that are on disk (a piece is written once; a download that starts over writes a new file,
-/// see `open_download`).
-async fn read_at<T: BlobFile>(
+/// see `open_download`), or an import's pieces whose hashes are known (the import wrote them
+/// before it published those hashes, and never writes there again).
+pub(crate) async fn read_at<T: BlobFile>(
     holder: Arc<T>,
     path: PathBuf,
     offset: u64,

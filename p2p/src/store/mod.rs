@@ -59,6 +59,7 @@ use crate::bitfield::Bitfield;
 use crate::error::{MetainfoError, StoreError};
 use crate::metainfo::{Metainfo, MetainfoBuilder};
 
+pub(crate) use blob::read_at;
 pub use blob::{CompleteBlob, PartialBlob};
 use blob::{CompleteInner, PartialInner};
 use evict::{Candidate, Limits};
