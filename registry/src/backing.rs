@@ -55,6 +55,10 @@ pub struct Landing {
     /// How many bytes from the start are in the file and verified; the sender is dropped when
     /// nothing more will land.
     pub landed: tokio::sync::watch::Receiver<u64>,
+    /// Whether the file is written around the page cache ([`crate::store::direct`]): its
+    /// clients are then sent it read the same way, into reused buffers, not as maps that would
+    /// fill the page cache with a copy of it.
+    pub direct: bool,
     /// The verdict: the file of the whole blob, verified against its digest (it may have been
     /// moved from `path`), which the store hard-links as [`Backing::get_blob_file`]'s.
     pub done: Pin<Box<dyn std::future::Future<Output = ApiResult<std::path::PathBuf>> + Send>>,
@@ -66,6 +70,7 @@ impl std::fmt::Debug for Landing {
             .field("length", &self.length)
             .field("path", &self.path)
             .field("landed", &*self.landed.borrow())
+            .field("direct", &self.direct)
             .finish_non_exhaustive()
     }
 }

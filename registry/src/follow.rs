@@ -45,6 +45,8 @@ enum FillState {
         tmp: PathBuf,
         written: watch::Receiver<Progress>,
         recent: Recent,
+        /// `tmp` is written around the page cache ([`Landing::direct`]).
+        direct: bool,
     },
     /// Committed to the local store (or it was there already).
     Local,
@@ -117,9 +119,9 @@ impl Registry {
                     tmp,
                     written,
                     recent,
-                } => match tokio::fs::File::open(&tmp).await {
+                    direct,
+                } => match open_followed(tmp, direct).await {
                     Ok(file) => {
-                        let file = file.into_std().await;
                         let body = follow(file, length, written, recent, state);
                         return Ok(Fetched::Follow {
                             length,
@@ -193,6 +195,7 @@ impl Registry {
             tmp: tmp.clone(),
             written,
             recent: followers.recent.clone(),
+            direct: false,
         });
         self.store
             .put_blob_followed(repo, d, length, body, &tmp, &followers)
@@ -216,6 +219,7 @@ impl Registry {
             length,
             path,
             mut landed,
+            direct,
             mut done,
         } = landing;
         let front = *landed.borrow_and_update();
@@ -228,6 +232,7 @@ impl Registry {
             tmp: path,
             written,
             recent: Recent::default(),
+            direct,
         });
         let mut watching = true;
         let file = loop {
@@ -266,15 +271,52 @@ impl Registry {
 /// `recent` are sent from memory; a client that fell further behind is sent windows of the
 /// file mapped read-only (the written part of a scratch file never changes), so neither path
 /// copies the bytes before the connection does.
-fn follow(
+/// A follower's handles of the file it follows: `direct` (opened for direct I/O) when the
+/// file is written around the page cache and its filesystem does direct I/O.
+struct Followed {
     file: std::fs::File,
+    direct: Option<std::fs::File>,
+}
+
+impl Followed {
+    /// `n` bytes at `pos`, which are written and never change.
+    fn read(&self, pos: u64, n: u64) -> io::Result<Bytes> {
+        if let Some(direct) = &self.direct {
+            let n = usize::try_from(n).map_err(io::Error::other)?;
+            return crate::store::direct::read_at(direct, &self.file, pos, n);
+        }
+        // SAFETY: `pos + n` never passes what the writer reported written: a scratch file is
+        // written front to back, each byte once; a backing's landing file piece by piece,
+        // each once, and only its landed front is reported.
+        #[allow(unsafe_code)]
+        let map = unsafe { map_window(&self.file, pos, n) }?;
+        Ok(Bytes::from_owner(map))
+    }
+}
+
+/// Opens `path` for a follower (see [`Followed`]).
+async fn open_followed(path: PathBuf, direct: bool) -> io::Result<Followed> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let direct = match direct {
+            true => crate::store::direct::open(&path, false)?,
+            false => None,
+        };
+        Ok(Followed { file, direct })
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+fn follow(
+    file: Followed,
     length: u64,
     written: watch::Receiver<Progress>,
     recent: Recent,
     state: watch::Receiver<FillState>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct Reader {
-        file: std::fs::File,
+        file: Arc<Followed>,
         pos: u64,
         length: u64,
         written: watch::Receiver<Progress>,
@@ -294,7 +336,7 @@ fn follow(
         }
     }
     let reader = Reader {
-        file,
+        file: Arc::new(file),
         pos: 0,
         length,
         written,
@@ -334,15 +376,21 @@ fn follow(
             }
             if r.pos < available {
                 let n = (available - r.pos).min(SEND_CHUNK);
-                // SAFETY: `available` never passes what the writer reported written: a scratch
-                // file is written front to back, each byte once; a backing's landing file
-                // piece by piece, each once, and only its landed front is reported.
-                #[allow(unsafe_code)]
-                let mapped = unsafe { map_window(&r.file, r.pos, n) };
-                return match mapped {
-                    Ok(map) => {
+                // Off the runtime: a map faults its pages in as it is sent, a direct read
+                // waits for the disk here.
+                let read = match r.file.direct.is_some() {
+                    true => {
+                        let (file, pos) = (r.file.clone(), r.pos);
+                        tokio::task::spawn_blocking(move || file.read(pos, n))
+                            .await
+                            .unwrap_or_else(|e| Err(io::Error::other(e)))
+                    }
+                    false => r.file.read(r.pos, n),
+                };
+                return match read {
+                    Ok(bytes) => {
                         r.pos += n;
-                        Some((Ok(Bytes::from_owner(map)), r))
+                        Some((Ok(bytes), r))
                     }
                     Err(e) => {
                         r.failed = true;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use common::backed;
 use http_body_util::BodyExt;
 use shoal_registry::error::ApiResult;
+use shoal_registry::store::direct;
 use shoal_registry::{Backing, BodyStream, Digest, RepoName, Tag};
 use tokio::sync::Notify;
 use tower::ServiceExt;
@@ -269,6 +270,8 @@ struct Landed {
     release: Arc<Notify>,
     fail: AtomicBool,
     landings: AtomicUsize,
+    /// Written around the page cache, as the agent's piece store writes.
+    direct: bool,
 }
 
 #[async_trait::async_trait]
@@ -288,9 +291,17 @@ impl Backing for Landed {
     ) -> ApiResult<Option<shoal_registry::Landing>> {
         let n = self.landings.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.path().join(format!("landing{n}"));
-        let half = self.data.len() / 2;
+        let half = self.front();
         let file = std::fs::File::create(&path).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&file, &self.data[..half], 0).unwrap();
+        let direct = self.direct;
+        let write = move |file: &std::fs::File, data: &[u8], at: usize| match direct {
+            true => {
+                let d = direct::open(&path_of(file), true).unwrap().unwrap();
+                direct::write_at(&d, file, data, at as u64).unwrap();
+            }
+            false => std::os::unix::fs::FileExt::write_all_at(file, data, at as u64).unwrap(),
+        };
+        write(&file, &self.data[..half], 0);
         let (tx, landed) = tokio::sync::watch::channel(half as u64);
         let (release, data) = (self.release.clone(), self.data.clone());
         let (done_path, fail) = (
@@ -307,7 +318,7 @@ impl Backing for Landed {
                     "a piece never came",
                 ));
             }
-            std::os::unix::fs::FileExt::write_all_at(&file, &data[half..], half as u64).unwrap();
+            write(&file, &data[half..], half);
             tx.send_replace(data.len() as u64);
             std::fs::rename(&landing_path, &done_path).unwrap();
             Ok(done_path)
@@ -316,6 +327,7 @@ impl Backing for Landed {
             length: self.data.len() as u64,
             path,
             landed,
+            direct: self.direct,
             done: Box::pin(done),
         }))
     }
@@ -333,6 +345,37 @@ impl Backing for Landed {
     }
 }
 
+impl Landed {
+    /// The bytes landed before `release`: half, on a page boundary when written direct.
+    fn front(&self) -> usize {
+        match self.direct {
+            true => self.data.len() / 2 / direct::ALIGN * direct::ALIGN,
+            false => self.data.len() / 2,
+        }
+    }
+}
+
+/// The path an open file was opened at (Linux).
+fn path_of(file: &std::fs::File) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap()
+}
+
+/// Bytes of the file at `path` in the page cache, as util-linux's `fincore` counts them.
+fn resident(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux-extra; scripts/install-test-deps installs it)");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn landed(data: Vec<u8>) -> Arc<Landed> {
     Arc::new(Landed {
         data,
@@ -340,6 +383,7 @@ fn landed(data: Vec<u8>) -> Arc<Landed> {
         release: Arc::new(Notify::new()),
         fail: AtomicBool::new(false),
         landings: AtomicUsize::new(0),
+        direct: false,
     })
 }
 
@@ -366,6 +410,32 @@ async fn clients_follow_a_blob_landing_in_the_backings_file_and_it_is_linked_in(
     let done = std::fs::metadata(backing.dir.path().join("done0")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::nlink(&done), 2);
     assert_eq!(backing.landings.load(Ordering::SeqCst), 1);
+}
+
+/// A landing written around the page cache (the agent's piece store writes its downloads so)
+/// is read around it too: its clients get every byte, and the file is not in the page cache
+/// after them but for the page of its unaligned end, which is written through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_landing_written_direct_read_it_around_the_page_cache() {
+    let data = blob((3 << 20) + 777);
+    let d = Digest::sha256_of(&data);
+    let mut backing = landed(data.clone());
+    Arc::get_mut(&mut backing).unwrap().direct = true;
+    let reg = backed(backing.clone()).await;
+    let uri = format!("/v2/team/app/blobs/{d}");
+
+    two_clients_share_one_miss(&reg.app, &uri, &data, backing.front(), &backing.release).await;
+    let file = backing.dir.path().join("done0");
+    let cached = resident(&file);
+    assert!(
+        cached <= direct::ALIGN as u64,
+        "{cached} bytes of the landed file are in the page cache"
+    );
+    // Without direct reads the same clients leave the whole file cached (this check can fail).
+    let plain = landed(data.clone());
+    let reg = backed(plain.clone()).await;
+    two_clients_share_one_miss(&reg.app, &uri, &data, plain.front(), &plain.release).await;
+    assert!(resident(&plain.dir.path().join("done0")) >= data.len() as u64);
 }
 
 /// A landing that fails completes no client and leaves nothing in the store.

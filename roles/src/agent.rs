@@ -229,6 +229,8 @@ impl Backing for P2pBacking {
             length: landing.length(),
             path: landing.path().to_owned(),
             landed: landing.landed(),
+            // The piece store writes downloads around the page cache where it can.
+            direct: true,
             done: Box::pin(async move {
                 let blob = landing
                     .finished()

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use shoal_registry::{Digest, Digester};
 
+use shoal_registry::store::direct;
+
 use super::{Access, StoreInner, blocking, io_at, remove_if_exists, write_sidecar};
 use crate::bitfield::Bitfield;
 use crate::error::StoreError;
@@ -24,6 +26,9 @@ pub(crate) struct CompleteInner {
     pub(crate) metainfo: Arc<Metainfo>,
     pub(crate) path: PathBuf,
     pub(crate) file: File,
+    /// For a blob this node downloaded around the page cache: its handle for direct I/O, which
+    /// peers' pieces are read through (see [`PartialInner::direct`]).
+    pub(crate) direct: Option<File>,
     pub(crate) access: Access,
 }
 
@@ -106,6 +111,44 @@ pub(crate) async fn read_at<T: BlobFile>(
     .await
 }
 
+/// A handle's file opened for direct I/O, next to its ordinary one.
+pub(crate) trait DirectFile: BlobFile {
+    fn direct_file(&self) -> Option<&File>;
+}
+
+impl DirectFile for CompleteInner {
+    fn direct_file(&self) -> Option<&File> {
+        self.direct.as_ref()
+    }
+}
+
+impl DirectFile for PartialInner {
+    fn direct_file(&self) -> Option<&File> {
+        self.direct.as_ref()
+    }
+}
+
+/// The bytes of `range` of the handle's file read around the page cache into a reused buffer
+/// (made off the runtime); through [`read_at`]'s map when the handle has no direct file.
+/// Callers read only bytes that never change, as for [`read_at`].
+async fn read_direct<T: DirectFile>(
+    holder: Arc<T>,
+    path: PathBuf,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, StoreError> {
+    let len = range.end - range.start;
+    if holder.direct_file().is_none() {
+        return read_at(holder, path, range.start, len).await;
+    }
+    blocking(move || {
+        let file = holder.blob_file().ok_or_else(|| no_file(&path))?;
+        let direct = holder.direct_file().ok_or_else(|| no_file(&path))?;
+        let len = usize::try_from(len).map_err(|e| io_at(&path)(io::Error::other(e)))?;
+        direct::read_at(direct, file, range.start, len).map_err(io_at(&path))
+    })
+    .await
+}
+
 impl CompleteBlob {
     /// The blob's metainfo, as stored in its sidecar.
     pub fn metainfo(&self) -> &Arc<Metainfo> {
@@ -139,6 +182,10 @@ impl CompleteBlob {
             .metainfo
             .piece_range(index)
             .map_err(|_| no_such_piece(&self.0.metainfo, index))?;
+        if self.0.direct.is_some() {
+            self.0.access.touch();
+            return read_direct(self.0.clone(), self.0.path.clone(), range).await;
+        }
         self.read_range(range.start, range.end - range.start).await
     }
 
@@ -175,6 +222,11 @@ pub(crate) struct PartialInner {
     sidecar_path: PathBuf,
     /// `None` only for a handle made for a blob that was already complete.
     file: Option<File>,
+    /// The same file opened for direct I/O, when its pieces can go around the page cache
+    /// (aligned piece length, a filesystem that does it): pieces are written through it and
+    /// read back through it for peers, so a download does not grow the page cache by its
+    /// length (see [`shoal_registry::store::direct`] for why that matters).
+    direct: Option<File>,
     access: Access,
     state: Mutex<PartialState>,
     /// The generation last written to the sidecar. Held while a sidecar is written, and by
@@ -240,6 +292,7 @@ impl PartialInner {
         data_path: PathBuf,
         sidecar_path: PathBuf,
         file: File,
+        direct: Option<File>,
         have: Bitfield,
         access: Access,
     ) -> Self {
@@ -249,6 +302,7 @@ impl PartialInner {
             data_path,
             sidecar_path,
             file: Some(file),
+            direct,
             access,
             state: Mutex::new(PartialState {
                 have,
@@ -303,6 +357,7 @@ impl PartialBlob {
             data_path: complete.0.path.clone(),
             sidecar_path: PathBuf::new(),
             file: None,
+            direct: None,
             access,
             state: Mutex::new(PartialState {
                 have: Bitfield::full(metainfo.piece_count()),
@@ -436,8 +491,11 @@ impl PartialBlob {
                     .piece_range(index)
                     .map_err(|source| StoreError::BadPiece { index, source })?
                     .start;
-                file.write_all_at(&data, start)
-                    .map_err(io_at(&inner.data_path))
+                match &inner.direct {
+                    Some(direct) => direct::write_at(direct, file, &data, start),
+                    None => file.write_all_at(&data, start),
+                }
+                .map_err(io_at(&inner.data_path))
             })
             .await?;
         }
@@ -529,12 +587,11 @@ impl PartialBlob {
             }
             s.done.clone()
         };
-        let len = range.end - range.start;
         if let Some(complete) = done {
-            return complete.read_range(range.start, len).await;
+            return complete.read_piece(index).await;
         }
         self.0.access.touch();
-        read_at(self.0.clone(), self.0.data_path.clone(), range.start, len).await
+        read_direct(self.0.clone(), self.0.data_path.clone(), range).await
     }
 
     /// Completes the download once every piece is present: checks the whole file against the
@@ -616,6 +673,7 @@ impl PartialBlob {
                         &mut state,
                         inner.metainfo(),
                         inner.data_path.clone(),
+                        inner.direct.as_ref().and_then(|d| d.try_clone().ok()),
                         inner.access.clone(),
                     )
                     .await?;
@@ -646,9 +704,19 @@ fn hash_file(inner: &PartialInner) -> Result<Digest, StoreError> {
     let mut at = 0u64;
     while at < length {
         let n = (length - at).min(HASH_CHUNK as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)
-            .map_err(io_at(&inner.data_path))?;
-        digester.update(&buf[..n]);
+        // Read the way the pieces were written: a download around the page cache stays so.
+        match &inner.direct {
+            Some(direct) => {
+                let chunk =
+                    direct::read_at(direct, file, at, n).map_err(io_at(&inner.data_path))?;
+                digester.update(&chunk);
+            }
+            None => {
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(io_at(&inner.data_path))?;
+                digester.update(&buf[..n]);
+            }
+        }
         at += n as u64;
     }
     file.sync_all().map_err(io_at(&inner.data_path))?;

@@ -53,6 +53,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use shoal_config::StoreConfig;
+use shoal_registry::store::direct;
 use shoal_registry::{Algorithm, Digest};
 
 use crate::bitfield::Bitfield;
@@ -274,6 +275,7 @@ impl StoreInner {
                     metainfo: Arc::new(metainfo),
                     path,
                     file,
+                    direct: None,
                     access: entry.access.clone(),
                 });
                 entry.handle = Arc::downgrade(&inner);
@@ -294,11 +296,14 @@ impl StoreInner {
 
     /// Moves a whole, verified, fsynced blob file from `src` into `cache/` (sidecar first) and
     /// indexes it. The caller holds the index lock and has checked `d` is not cached yet.
+    /// `direct`, a download's direct-I/O handle of the file, keeps serving its pieces to peers
+    /// around the page cache.
     async fn install(
         &self,
         state: &mut State,
         metainfo: Arc<Metainfo>,
         src: PathBuf,
+        direct: Option<File>,
         access: Access,
     ) -> Result<CompleteBlob, StoreError> {
         let d = metainfo.digest().clone();
@@ -327,6 +332,7 @@ impl StoreInner {
             metainfo: metainfo.clone(),
             path,
             file,
+            direct,
             access: access.clone(),
         });
         state.cache.insert(
@@ -386,7 +392,7 @@ fn open_download(
     path: &Path,
     side: &Path,
     metainfo: Arc<Metainfo>,
-) -> Result<(File, Bitfield, Arc<Metainfo>), StoreError> {
+) -> Result<(File, Option<File>, Bitfield, Arc<Metainfo>), StoreError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -417,7 +423,8 @@ fn open_download(
         Err(e) => return Err(io_at(side)(e)),
     };
     if let Some((bitfield, metainfo)) = resumed {
-        return Ok((file, bitfield, metainfo));
+        let direct = open_direct(path, &metainfo);
+        return Ok((file, direct, bitfield, metainfo));
     }
     // Start over in a new, zero-filled (sparse) file: no stale bytes from an earlier attempt
     // remain, and the old file is unlinked rather than truncated, so a map of its pieces that
@@ -433,7 +440,24 @@ fn open_download(
     file.set_len(metainfo.length()).map_err(io_at(path))?;
     let bitfield = Bitfield::empty(metainfo.piece_count());
     write_sidecar(side, &metainfo, &bitfield)?;
-    Ok((file, bitfield, metainfo))
+    let direct = open_direct(path, &metainfo);
+    Ok((file, direct, bitfield, metainfo))
+}
+
+/// A second handle of a download's file for writing and reading its pieces around the page
+/// cache ([`shoal_registry::store::direct`]), when its pieces start on aligned offsets and
+/// the filesystem does direct I/O; `None` otherwise (the pieces go through the page cache).
+fn open_direct(path: &Path, metainfo: &Metainfo) -> Option<File> {
+    if !metainfo.piece_length().is_multiple_of(direct::ALIGN as u64) {
+        return None;
+    }
+    match direct::open(path, true) {
+        Ok(direct) => direct,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), %e, "no direct I/O for a download");
+            None
+        }
+    }
 }
 
 impl PieceStore {
@@ -542,7 +566,7 @@ impl PieceStore {
         }
         let path = self.inner.download_path(&d);
         let side = with_suffix(&path, ".meta");
-        let (file, have, metainfo) = {
+        let (file, direct, have, metainfo) = {
             let (m, path, side) = (metainfo.clone(), path.clone(), side.clone());
             blocking(move || open_download(&path, &side, m)).await?
         };
@@ -557,6 +581,7 @@ impl PieceStore {
             path,
             side,
             file,
+            direct,
             have,
             access.clone(),
         ));
@@ -705,7 +730,7 @@ impl PieceStore {
         };
         let blob = self
             .inner
-            .install(&mut state, metainfo, tmp.path.clone(), access)
+            .install(&mut state, metainfo, tmp.path.clone(), None, access)
             .await?;
         tmp.armed = false;
         Ok(blob)

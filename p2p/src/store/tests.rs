@@ -1088,3 +1088,74 @@ async fn a_follower_of_a_broken_body_ends_in_an_error() {
     assert!(body.is_err());
     assert!(matches!(import, Err(StoreError::Body(_))));
 }
+
+/// Bytes of the file at `path` in the page cache, as util-linux's `fincore` counts them.
+fn resident(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux-extra; scripts/install-test-deps installs it)");
+    assert!(out.status.success(), "fincore: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A download whose pieces start on page boundaries goes around the page cache: pieces
+/// written out of order, read back for peers before and after a restart and after `finish`,
+/// leave only the page of the blob's unaligned end cached, and the finished file is the blob.
+#[tokio::test]
+async fn a_download_in_aligned_pieces_writes_and_reads_around_the_page_cache() {
+    const ALIGNED: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let data = blob(5 * ALIGNED as usize + 1000, 9);
+    let m = meta_of(&data, ALIGNED);
+    let path = {
+        let store = PieceStore::open(dir.path(), &config()).unwrap();
+        let p = store.download(m.clone()).await.unwrap();
+        for i in [3, 5, 0] {
+            p.write_piece(PieceIndex(i), piece(&data, &m, i))
+                .await
+                .unwrap();
+        }
+        for i in [0, 3, 5] {
+            assert_eq!(
+                p.read_piece(PieceIndex(i)).await.unwrap(),
+                piece(&data, &m, i)
+            );
+        }
+        p.flush().await.unwrap();
+        p.path().to_owned()
+    };
+    assert!(
+        resident(&path) <= direct::ALIGN as u64,
+        "{}",
+        resident(&path)
+    );
+
+    let store = PieceStore::open(dir.path(), &config()).unwrap();
+    let p = store.download(m.clone()).await.unwrap();
+    assert_eq!(
+        p.read_piece(PieceIndex(3)).await.unwrap(),
+        piece(&data, &m, 3)
+    );
+    write_all(&p, &data).await;
+    let c = p.finish().await.unwrap();
+    for i in 0..m.piece_count() {
+        assert_eq!(
+            c.read_piece(PieceIndex(i)).await.unwrap(),
+            piece(&data, &m, i)
+        );
+    }
+    let cached = resident(c.path());
+    assert!(cached <= direct::ALIGN as u64, "{cached} bytes cached");
+    assert_eq!(std::fs::read(c.path()).unwrap(), data);
+    // The same download in 1000-byte pieces goes through the page cache (this check can fail).
+    let unaligned = meta_of(&blob(5000, 4), 1000);
+    let q = store.download(unaligned.clone()).await.unwrap();
+    write_all(&q, &blob(5000, 4)).await;
+    assert!(resident(q.path()) >= 5000);
+}

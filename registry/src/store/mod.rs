@@ -17,6 +17,7 @@
 //! commit.
 
 mod blobs;
+pub mod direct;
 mod fence;
 pub mod gc;
 mod index;
