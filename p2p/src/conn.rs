@@ -310,18 +310,26 @@ impl Reader {
 
     /// Reads the rest of the `len`-byte frame whose start is in `buf` (all of `buf`, since
     /// every whole frame before it was taken) into a pooled buffer, and parses it.
+    ///
+    /// The frame is placed so that a piece payload's data starts on a page boundary: the piece
+    /// store writes it to disk from there without copying it into an aligned buffer first
+    /// ([`shoal_registry::store::direct`]).
     async fn read_frame(&mut self, len: usize) -> Result<Frame, ConnError> {
-        let mut frame = crate::buffers::take(len);
+        const ALIGN: usize = shoal_registry::store::direct::ALIGN;
+        let mut buf = crate::buffers::take(len + ALIGN);
+        let start = (buf.as_ptr() as usize + crate::wire::PAYLOAD_HEAD).next_multiple_of(ALIGN)
+            - crate::wire::PAYLOAD_HEAD
+            - buf.as_ptr() as usize;
+        let frame = &mut buf[start..start + len];
         let have = self.buf.len();
         frame[..have].copy_from_slice(&self.buf);
         self.buf.clear();
         let mut at = have;
         while at < len {
-            at += self.read_into(&mut frame[at..]).await?;
+            at += self.read_into(&mut buf[start + at..start + len]).await?;
         }
-        self.decoder
-            .decode_frame(crate::buffers::freeze(frame))
-            .map_err(ConnError::Wire)
+        let frame = crate::buffers::freeze(buf).slice(start..start + len);
+        self.decoder.decode_frame(frame).map_err(ConnError::Wire)
     }
 
     /// Reads more bytes, giving up when closed or idle past the TTI.
@@ -573,6 +581,12 @@ mod tests {
                 assert_eq!(index, PieceIndex(1));
                 assert!(verified);
                 assert_eq!(&got[..], &data[PIECE..2 * PIECE]);
+                // Where the piece store can write it to disk without a copy (`read_frame`).
+                assert_eq!(
+                    got.as_ptr().align_offset(4096),
+                    0,
+                    "payload not page-aligned"
+                );
             }
             other => panic!("expected piece 1, got {other:?}"),
         }

@@ -35,6 +35,9 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 
+/// Bytes of a piece payload frame before its data: length prefix, type, piece index.
+pub const PAYLOAD_HEAD: usize = LENGTH_PREFIX + 1 + 4;
+
 /// The largest first frame an incoming connection may send: a handshake with a bitfield of up
 /// to 256 KiB (two million pieces).
 pub const HANDSHAKE_FRAME_MAX: u64 = (256 << 10) + FRAME_HEADROOM;
