@@ -291,8 +291,7 @@ impl PartialInner {
         metainfo: Arc<Metainfo>,
         data_path: PathBuf,
         sidecar_path: PathBuf,
-        file: File,
-        direct: Option<File>,
+        (file, direct): (File, Option<File>),
         have: Bitfield,
         access: Access,
     ) -> Self {

@@ -580,8 +580,7 @@ impl PieceStore {
             metainfo.clone(),
             path,
             side,
-            file,
-            direct,
+            (file, direct),
             have,
             access.clone(),
         ));
