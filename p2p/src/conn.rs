@@ -23,6 +23,7 @@ use crate::peer_id::PeerId;
 use crate::piece::PieceIndex;
 use crate::tls::{PeerStream, PeerTls};
 use crate::wire::{Frame, FrameDecoder, Handshake, encode, encode_payload_head};
+use shoal_registry::store::direct;
 
 /// Frames the owner may queue to one peer before [`ConnHandle::send`] reports it full.
 pub const SEND_QUEUE: usize = 64;
@@ -289,7 +290,7 @@ impl Reader {
             // A piece-sized frame is read straight into a reused buffer that its payload then
             // shares: no fresh memory per piece, and no copy out of the read buffer.
             if let Some(len) = self.decoder.frame_len(&self.buf)
-                && len >= crate::buffers::MIN_POOLED
+                && len >= direct::MIN_POOLED
             {
                 match self.read_frame(len).await {
                     Ok(frame) => {
@@ -315,20 +316,18 @@ impl Reader {
     /// store writes it to disk from there without copying it into an aligned buffer first
     /// ([`shoal_registry::store::direct`]).
     async fn read_frame(&mut self, len: usize) -> Result<Frame, ConnError> {
-        const ALIGN: usize = shoal_registry::store::direct::ALIGN;
-        let mut buf = crate::buffers::take(len + ALIGN);
-        let start = (buf.as_ptr() as usize + crate::wire::PAYLOAD_HEAD).next_multiple_of(ALIGN)
-            - crate::wire::PAYLOAD_HEAD
-            - buf.as_ptr() as usize;
-        let frame = &mut buf[start..start + len];
+        // The buffer starts on a boundary; the frame starts its head's length before the next.
+        let start = direct::ALIGN - crate::wire::PAYLOAD_HEAD;
+        let mut buf = direct::take(start + len);
+        let frame = &mut buf.as_mut()[start..];
         let have = self.buf.len();
         frame[..have].copy_from_slice(&self.buf);
         self.buf.clear();
         let mut at = have;
         while at < len {
-            at += self.read_into(&mut buf[start + at..start + len]).await?;
+            at += self.read_into(&mut buf.as_mut()[start + at..]).await?;
         }
-        let frame = crate::buffers::freeze(buf).slice(start..start + len);
+        let frame = buf.freeze().slice(start..);
         self.decoder.decode_frame(frame).map_err(ConnError::Wire)
     }
 

@@ -16,7 +16,6 @@
 #![warn(missing_docs)]
 
 pub mod bitfield;
-pub mod buffers;
 pub mod conn;
 pub mod counted;
 pub mod error;

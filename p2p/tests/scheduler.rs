@@ -7,7 +7,7 @@ mod common;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shoal_config::{BandwidthConfig, SchedulerConfig};
 use shoal_p2p::testing::{CorruptPeer, GatedPeer, TestCa};
@@ -362,4 +362,99 @@ async fn a_followed_download_lands_its_front_first_and_says_how_far() {
     assert_eq!(*again.landed().borrow(), bytes.len() as u64);
     assert_eq!(again.path(), blob.path());
     assert_eq!(again.finished().await.unwrap().len(), bytes.len() as u64);
+}
+
+/// A peer that asks for every piece at once and reads nothing meanwhile gets at most
+/// `UPLOADS_PER_PEER` pieces read and queued for it; the seeder refuses every request beyond
+/// those (`PieceUnavailable`, counted in its stats) and, once the peer reads, sends exactly the
+/// pieces it took on, each once and whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_asking_for_more_pieces_than_it_reads_is_refused_the_excess() {
+    use bytes::BytesMut;
+    use shoal_p2p::scheduler::UPLOADS_PER_PEER;
+    use shoal_p2p::wire::{ErrorCode, Frame, FrameDecoder, Handshake, encode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Arc::new(FakeTracker::default());
+    let seeder = node(dir.path(), "seed", tracker.clone(), config(), false).await;
+    let bytes = blob(96 << 20, 8);
+    let m = seed_blob(&seeder, &bytes, 1 << 20).await;
+    let count = m.piece_count() as u64;
+
+    let mut tcp = tokio::net::TcpStream::connect(seeder.identity().advertise)
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    let hello = Frame::Handshake(Handshake {
+        peer_id: shoal_p2p::PeerId::random(),
+        info_hash: m.info_hash(),
+        digest: m.digest().clone(),
+        namespace: NS.into(),
+        bitfield: shoal_p2p::Bitfield::empty(m.piece_count()),
+    });
+    encode(&hello, &mut out).unwrap();
+    for i in 0..m.piece_count() {
+        encode(
+            &Frame::PieceRequest {
+                index: PieceIndex(i),
+            },
+            &mut out,
+        )
+        .unwrap();
+    }
+    tcp.write_all(&out).await.unwrap();
+
+    // Reading nothing, the peer's socket takes a few MiB: the seeder sends some pieces, holds
+    // at most 16 more, and refuses the rest. Wait until it has looked at every request (no
+    // more than 16 can be neither sent nor refused).
+    let refused = || seeder.stats().requests_refused_busy;
+    common::eventually(Duration::from_secs(60), "every request looked at", || {
+        let s = seeder.stats();
+        s.requests_refused_busy > 0
+            && s.requests_refused_busy + s.pieces_sent + UPLOADS_PER_PEER as u64 >= count
+    })
+    .await;
+
+    // Now it reads until every request is accounted for: sent to it or refused. Exactly the
+    // pieces taken on arrive, each whole, each once.
+    let decoder = FrameDecoder::for_torrent(&m);
+    let mut buf = BytesMut::new();
+    let mut sent = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        while let Ok(Some((frame, used))) = decoder.decode(&buf) {
+            let _ = buf.split_to(used);
+            match frame {
+                Frame::PiecePayload { index, data } => {
+                    let range = m.piece_range(index).unwrap();
+                    assert!(data[..] == bytes[range.start as usize..range.end as usize]);
+                    assert!(sent.insert(index.0), "piece {index} sent twice");
+                }
+                Frame::Error { code, .. } => assert_eq!(code, ErrorCode::PieceUnavailable),
+                _ => {}
+            }
+        }
+        if sent.len() as u64 + refused() == count {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, tcp.read_buf(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} sent, {} refused of {count} within 60 s",
+                    sent.len(),
+                    refused()
+                )
+            })
+            .unwrap();
+        assert!(n > 0, "the seeder closed the connection");
+    }
+    let taken = sent.len() as u64;
+    assert!(
+        taken >= UPLOADS_PER_PEER as u64 && taken < count / 2,
+        "{taken} of {count} requests taken on"
+    );
+    assert_eq!(seeder.stats().pieces_sent, taken);
 }

@@ -139,6 +139,11 @@ impl Collect for P2p {
         )
         .add(&[("result", "verified")], s.pieces_verified as f64)
         .add(&[("result", "corrupt")], s.pieces_corrupt as f64);
+        out.counter(
+            "shoal_p2p_piece_requests_refused_busy_total",
+            "Piece requests refused because the asking peer already had 16 pieces on their way to it.",
+            s.requests_refused_busy,
+        );
         out.gauge("shoal_p2p_torrents", "Torrents running.", s.torrents as f64);
         out.gauge("shoal_p2p_peers", "Peer connections open.", s.peers as f64);
         out.counter(

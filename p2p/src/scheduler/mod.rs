@@ -36,6 +36,7 @@ use crate::wire::{FrameDecoder, Handshake};
 
 pub use stats::{ANNOUNCE_WARNING_EVERY, Stats};
 use stats::{Counters, Throttle};
+pub use torrent::UPLOADS_PER_PEER;
 use torrent::{Cmd, Status, Torrent};
 
 /// How long a peer has to send its handshake.
@@ -652,6 +653,7 @@ impl Scheduler {
             blacklisted: c.blacklisted.load(Relaxed),
             announces_ok: c.announces_ok.load(Relaxed),
             announces_failed: c.announces_failed.load(Relaxed),
+            requests_refused_busy: c.requests_refused_busy.load(Relaxed),
             torrents: self.active_torrents() as u64,
             peers: u64::try_from(c.peers.load(Relaxed)).unwrap_or(0),
         }

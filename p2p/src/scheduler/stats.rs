@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     pub(crate) announces_failed: AtomicU64,
     /// Peer connections open now.
     pub(crate) peers: AtomicI64,
+    /// Piece requests refused for the asker's pieces already in flight.
+    pub(crate) requests_refused_busy: AtomicU64,
 }
 
 /// A scheduler's counts since start (gauges where said).
@@ -43,6 +45,9 @@ pub struct Stats {
     pub announces_ok: u64,
     /// Announces that failed (no tracker answered, or it answered an error).
     pub announces_failed: u64,
+    /// Piece requests refused because the asker already had
+    /// [`UPLOADS_PER_PEER`](super::UPLOADS_PER_PEER) pieces on their way to it.
+    pub requests_refused_busy: u64,
     /// Gauge: torrents running now.
     pub torrents: u64,
     /// Gauge: peer connections open now.

@@ -31,6 +31,12 @@ use crate::wire::{ErrorCode, Frame, FrameDecoder, Handshake};
 /// How often the owner checks timeouts.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Pieces read for one peer and not yet written to its socket, at most: each is a piece-sized
+/// buffer (or map) until it is sent. A peer keeps its pipeline limit of requests in flight (3
+/// by default); one asking for more than this is answered `PieceUnavailable` for the excess,
+/// so a peer that requests without reading costs bounded memory.
+pub const UPLOADS_PER_PEER: usize = 16;
+
 /// How soon to announce again when the tracker handed out nobody to download from: the first
 /// time (an origin that just answered the metainfo may not have announced its seed yet), and
 /// at most, doubling in between.
@@ -162,8 +168,22 @@ pub(crate) enum Cmd {
 struct Peer {
     handle: ConnHandle,
     complete: bool,
+    /// [`UPLOADS_PER_PEER`] permits; a piece sent to the peer holds one until it is written.
+    uploads: Arc<tokio::sync::Semaphore>,
     /// Counted in the scheduler's open connections while it lives.
     _connected: Connected,
+}
+
+/// A piece's bytes on their way to a peer, holding one of its upload permits.
+struct Upload {
+    data: bytes::Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Upload {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 enum State {
@@ -762,6 +782,7 @@ impl Torrent {
             Peer {
                 handle,
                 complete,
+                uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS_PER_PEER)),
                 _connected: connected,
             },
         );
@@ -857,6 +878,20 @@ impl Torrent {
             return;
         };
         let handle = p.handle.clone();
+        let Ok(upload) = p.uploads.clone().try_acquire_owned() else {
+            if let Some(inner) = upgrade(&self.inner) {
+                inner
+                    .counters
+                    .requests_refused_busy
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            handle.send(Frame::Error {
+                index,
+                code: ErrorCode::PieceUnavailable,
+                message: format!("more than {UPLOADS_PER_PEER} pieces in flight to you"),
+            });
+            return;
+        };
         let now = Instant::now();
         self.last_progress = self.last_progress.max(now);
         if self.is_source() && upgrade(&self.inner).is_some_and(|i| i.me.origin) {
@@ -912,7 +947,14 @@ impl Torrent {
                 }
             };
             let frame = match read {
-                Ok(data) => Frame::PiecePayload { index, data },
+                // The permit goes when the connection's writer drops the bytes, once sent.
+                Ok(data) => Frame::PiecePayload {
+                    index,
+                    data: bytes::Bytes::from_owner(Upload {
+                        data,
+                        _permit: upload,
+                    }),
+                },
                 Err(e) => Frame::Error {
                     index,
                     code: ErrorCode::StorageFailure,
