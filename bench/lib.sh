@@ -34,6 +34,10 @@ upstream_blobs() {
 CONF
 }
 metric() { curl -fsS "http://$1/metrics" | awk -v k="$2" '$1 == k { print $2 }'; } # HOST:PORT NAME
+rss_kb() { # PID FIELD: a size from /proc/PID/status (VmRSS, VmHWM), in KiB
+  awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"
+}
+
 cpu_secs() { # utime + stime of a pid, in seconds
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
 }

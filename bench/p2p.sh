@@ -8,8 +8,9 @@
 # capped. Prints, per agent, its rate against B and when its client got the first byte (an
 # agent streams the blob's verified front while it downloads; the baseline also prints the
 # first byte of a GET straight from the origin that holds the blob), the origins' piece egress
-# divided by the blob size (per round), the CPU seconds every process used, and the floor
-# under them: what `dd` spends writing the same bytes into fresh page cache here.
+# divided by the blob size (per round), the CPU seconds and peak resident size every process
+# used, and the floor under them: what `dd` spends writing the same bytes into fresh page cache
+# here.
 # With COLD=1 the fan-out's origins are restarted with empty piece stores after the push was
 # written back to their (shared `fs`) backend, so the agents' pulls make each origin fetch the
 # blob from the backend and seed it while it lands (an origin's first pull of a blob).
@@ -208,6 +209,11 @@ pull_all() {
   cpu="$cpu s, agents"
   for p in "${AGENT_PIDS[@]}"; do cpu="$cpu $(cpu_secs "$p")"; done
   echo "  $label CPU: $cpu s"
+  local hwm="origins" p
+  for p in "${ORIGIN_PIDS[@]}"; do hwm="$hwm $(( $(rss_kb "$p" VmHWM) / 1024 ))"; done
+  hwm="$hwm MB, agents"
+  for p in "${AGENT_PIDS[@]}"; do hwm="$hwm $(( $(rss_kb "$p" VmHWM) / 1024 ))"; done
+  echo "  $label peak resident size (VmHWM): $hwm MB"
 }
 
 echo "blob ${BLOB_MIB} MiB, agents' ingress cap B = ${MBIT} Mbit/s (${B_BYTES} B/s), built-in limiter"

@@ -80,7 +80,6 @@ BLOB_RATIO=$(awk '{print $1/$2}' "$WORK/pairs" | median)
 
 # --- (c) peak resident size under four readers of the blob -----------------------------------
 SHOAL_PID=${PIDS[0]}
-rss_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
 RSS_BEFORE=$(rss_kb "$SHOAL_PID" VmRSS)
 echo 5 >"/proc/$SHOAL_PID/clear_refs" # resets VmHWM to the current resident size
 READERS=()
