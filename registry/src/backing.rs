@@ -55,9 +55,9 @@ pub struct Landing {
     /// How many bytes from the start are in the file and verified; the sender is dropped when
     /// nothing more will land.
     pub landed: tokio::sync::watch::Receiver<u64>,
-    /// Whether the file is written around the page cache ([`crate::store::direct`]): its
-    /// clients are then sent it read the same way, into reused buffers, not as maps that would
-    /// fill the page cache with a copy of it.
+    /// Whether the file is written around the page cache ([`crate::store::direct`]): its first
+    /// client is then sent it read the same way, into reused buffers, not as maps that would
+    /// fill the page cache with a copy of it; more clients share maps of the page cache.
     pub direct: bool,
     /// The verdict: the file of the whole blob, verified against its digest (it may have been
     /// moved from `path`), which the store hard-links as [`Backing::get_blob_file`]'s.

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -45,8 +46,11 @@ enum FillState {
         tmp: PathBuf,
         written: watch::Receiver<Progress>,
         recent: Recent,
-        /// `tmp` is written around the page cache ([`Landing::direct`]).
-        direct: bool,
+        /// `tmp` is written around the page cache ([`Landing::direct`]): set until its first
+        /// follower takes it and reads the file the same way. Later followers read maps of the
+        /// page cache, which they share (direct reads would each read the disk, into buffers
+        /// of their own).
+        direct: Option<Arc<std::sync::atomic::AtomicBool>>,
     },
     /// Committed to the local store (or it was there already).
     Local,
@@ -120,18 +124,20 @@ impl Registry {
                     written,
                     recent,
                     direct,
-                } => match open_followed(tmp, direct).await {
-                    Ok(file) => {
-                        let body = follow(file, length, written, recent, state);
-                        return Ok(Fetched::Follow {
-                            length,
-                            body: Box::pin(body),
-                        });
+                } => {
+                    match open_followed(tmp, direct.is_some_and(|d| !d.swap(true, SeqCst))).await {
+                        Ok(file) => {
+                            let body = follow(file, length, written, recent, state);
+                            return Ok(Fetched::Follow {
+                                length,
+                                body: Box::pin(body),
+                            });
+                        }
+                        // Committed (renamed away) or failed meanwhile: the next state says which.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
                     }
-                    // Committed (renamed away) or failed meanwhile: the next state says which.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                },
+                }
             }
             if state.changed().await.is_err() {
                 let last = state.borrow().clone();
@@ -195,7 +201,7 @@ impl Registry {
             tmp: tmp.clone(),
             written,
             recent: followers.recent.clone(),
-            direct: false,
+            direct: None,
         });
         self.store
             .put_blob_followed(repo, d, length, body, &tmp, &followers)
@@ -232,7 +238,7 @@ impl Registry {
             tmp: path,
             written,
             recent: Recent::default(),
-            direct,
+            direct: direct.then(Arc::default),
         });
         let mut watching = true;
         let file = loop {
