@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use shoal_registry::{Digest, Digester};
-
 use shoal_registry::store::direct;
+use shoal_registry::{Digest, Digester};
 
 use super::{Access, StoreInner, blocking, io_at, remove_if_exists, write_sidecar};
 use crate::bitfield::Bitfield;

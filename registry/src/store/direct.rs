@@ -59,7 +59,7 @@ pub fn write_at(direct: &File, cached: &File, data: &[u8], offset: u64) -> io::R
     }
     let front = data.len() / ALIGN * ALIGN;
     let mut done = 0;
-    if is_aligned(data) {
+    if data.as_ptr().align_offset(ALIGN) == 0 {
         done = write_direct(direct, &data[..front], offset)?;
     } else {
         // Through one reused aligned buffer, a piece at a time.
@@ -211,10 +211,6 @@ pub fn take(len: usize) -> Aligned {
     let buf = vec![0; (len + 1).next_multiple_of(MIN_POOLED) + ALIGN];
     let at = buf.as_ptr().align_offset(ALIGN);
     Aligned { buf, at, len }
-}
-
-fn is_aligned(data: &[u8]) -> bool {
-    data.as_ptr().align_offset(ALIGN) == 0 && data.len().is_multiple_of(ALIGN)
 }
 
 #[cfg(test)]
