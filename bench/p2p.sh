@@ -15,6 +15,7 @@
 # written back to their (shared `fs`) backend, so the agents' pulls make each origin fetch the
 # blob from the backend and seed it while it lands (an origin's first pull of a blob).
 # Every process gets its own 127.0.0.x address and free ports; all are stopped on exit.
+# PIPELINE=N sets every node's `scheduler.dispatch.pipeline_limit` (default: the config's, 3).
 # Usage: bench/p2p.sh [BLOB_MIB (default 1024)] [AGENTS (default 8)] [MBIT_PER_SEC (default 400)]
 #                     [ORIGINS (default 1)] [ROUNDS (default 1)] [COLD (default 0)]
 set -euo pipefail
@@ -49,6 +50,11 @@ start_cluster() {
   local origins; origins=$(printf '"%s", ' "${ORIGIN_HTTP[@]}"); origins="[${origins%, }]"
   local sched="scheduler:
   announce_interval: 500ms"
+  if [[ -n "${PIPELINE:-}" ]]; then
+    sched="$sched
+  dispatch:
+    pipeline_limit: $PIPELINE"
+  fi
   local client="tracker:
   hosts:
     static: [\"$TRACKER\"]"
