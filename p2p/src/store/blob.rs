@@ -181,11 +181,8 @@ impl CompleteBlob {
             .metainfo
             .piece_range(index)
             .map_err(|_| no_such_piece(&self.0.metainfo, index))?;
-        if self.0.direct.is_some() {
-            self.0.access.touch();
-            return read_direct(self.0.clone(), self.0.path.clone(), range).await;
-        }
-        self.read_range(range.start, range.end - range.start).await
+        self.0.access.touch();
+        read_direct(self.0.clone(), self.0.path.clone(), range).await
     }
 
     /// `len` bytes from `offset`, for range requests; counts as an access. At most
@@ -697,7 +694,10 @@ fn hash_file(inner: &PartialInner) -> Result<Digest, StoreError> {
         return Ok(inner.metainfo().digest().clone());
     }
     let mut digester = Digester::new(inner.metainfo().digest().algorithm());
-    let mut buf = vec![0u8; HASH_CHUNK];
+    let mut buf = match inner.direct {
+        Some(_) => Vec::new(),
+        None => vec![0u8; HASH_CHUNK],
+    };
     let length = inner.metainfo().length();
     let mut at = 0u64;
     while at < length {
