@@ -193,6 +193,8 @@ pull_all() {
   local label=$1 size=$((BLOB_MIB << 20))
   local i=0 pids=() before; before=$(origin_sent)
   local each_before; each_before=$(origin_each)
+  local got_before=() a
+  for a in "${AGENT_HTTP[@]}"; do got_before+=("$(metric "$a" shoal_p2p_piece_bytes_received_total)"); done
   for a in "${AGENT_HTTP[@]}"; do
     i=$((i + 1))
     ( timed_get "http://$a/v2/bench/blob/blobs/$DIGEST" >"$WORK/$label.time$i" ) &
@@ -210,6 +212,13 @@ pull_all() {
   done
   local sent; sent=$(( $(origin_sent) - before ))
   printf '  %s: slowest agent %s of B; origin piece egress %.2f x the blob (MiB sent by each origin, before:%s after:%s)\n' "$label" "$worst" "$(python3 -c "print($sent/$size)")" "$each_before" "$(origin_each)"
+  # Piece bytes each agent received over the blob: above 1.00 is pieces received twice.
+  local got="" k=0
+  for a in "${AGENT_HTTP[@]}"; do
+    got="$got $(python3 -c "print(f'{($(metric "$a" shoal_p2p_piece_bytes_received_total) - ${got_before[$k]}) / $size:.3f}')")"
+    k=$((k + 1))
+  done
+  echo "  $label piece bytes received / blob, per agent:$got"
   local cpu="tracker $(cpu_secs "$TRACKER_PID") s, origins" p
   for p in "${ORIGIN_PIDS[@]}"; do cpu="$cpu $(cpu_secs "$p")"; done
   cpu="$cpu s, agents"

@@ -61,7 +61,19 @@ pub struct PickerConfig {
     pub pipeline_limit: u32,
     /// How long a request may go unanswered before the piece is asked of someone else.
     pub request_timeout: Duration,
+    /// Pieces from the first one not held that a followed download in a swarm asks for before
+    /// any others ([`PiecePicker::prefer_front`]).
+    pub follow_window: u32,
 }
+
+/// The bytes a followed download in a swarm keeps its picks within, from its first piece not
+/// held: what its client may still have to read once the last piece lands. The random picks
+/// that spread a swarm's pieces stay random within it.
+pub const FOLLOW_WINDOW_BYTES: u64 = 128 << 20;
+
+/// The fewest pieces in that window, however long the pieces: enough for every peer's
+/// pipeline to find pieces in it that the others have not asked for.
+pub const MIN_FOLLOW_WINDOW: u32 = 32;
 
 /// Kraken's dispatcher allows at least 4 s per piece request, and 4 s per MiB of piece.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
@@ -72,9 +84,11 @@ impl PickerConfig {
     /// grows with the piece length (as Kraken's `piece_request_timeout_per_mb`).
     pub fn new(dispatch: &DispatchConfig, piece_length: u64) -> Self {
         let mib = piece_length.div_ceil(1 << 20).min(u64::from(u32::MAX)) as u32;
+        let window = (FOLLOW_WINDOW_BYTES / piece_length.max(1)).min(u64::from(u32::MAX)) as u32;
         PickerConfig {
             pipeline_limit: dispatch.pipeline_limit.max(1),
             request_timeout: MIN_REQUEST_TIMEOUT.max(REQUEST_TIMEOUT_PER_MIB * mib),
+            follow_window: window.max(MIN_FOLLOW_WINDOW),
         }
     }
 }
@@ -145,6 +159,8 @@ pub struct PiecePicker {
     /// Pieces from this index on are never picked: their hashes are not known yet
     /// ([`PiecePicker::set_pickable`]).
     pickable: u32,
+    /// The first piece not held (the piece count when complete).
+    front: u32,
 }
 
 impl PiecePicker {
@@ -174,6 +190,20 @@ impl PiecePicker {
             piece_time: None,
             front_first: false,
             pickable: u32::MAX,
+            front: 0,
+        }
+        .advance_front()
+    }
+
+    /// Moves `front` past the pieces held.
+    fn advance_front(mut self) -> Self {
+        self.step_front();
+        self
+    }
+
+    fn step_front(&mut self) {
+        while self.front < self.piece_count() && self.have.get(PieceIndex(self.front)) {
+            self.front += 1;
         }
     }
 
@@ -187,10 +217,15 @@ impl PiecePicker {
     /// A client reads the blob as it lands: from now on, while every connected peer has the
     /// whole blob (an origin, complete agents), ties of rarity go to the lowest index instead
     /// of a random one, so the verified front a client is sent grows with the download. While
-    /// other leechers are connected (a fan-out) the ties stay random: leechers all asking for
-    /// the same front pieces would queue on the same holders and make the origins send pieces
-    /// twice (measured: origin egress 1.5x -> 1.9x the blob with 8 agents), and random picks
-    /// are what spreads a swarm's pieces.
+    /// other leechers are connected (a fan-out) the picks stay rarest first with random ties,
+    /// but among the [`PickerConfig::follow_window`] pieces from the first one not held before
+    /// any others: leechers all asking for the same front pieces would queue on the same
+    /// holders and make the origins send pieces twice (measured: origin egress 1.5x -> 1.9x
+    /// the blob with 8 agents), and random picks are what spreads a swarm's pieces; without
+    /// the window the front stays short until the last pieces land, and the client is sent
+    /// nearly the whole blob only after them (8 agents read 8 GiB off one disk at once).
+    /// A peer with no missing piece in the window is asked for others, so no connection
+    /// idles for it.
     pub fn prefer_front(&mut self) {
         self.front_first = true;
     }
@@ -405,7 +440,13 @@ impl PiecePicker {
             candidates.sort_by_key(|&(requesters, avail, i)| (requesters, avail, i));
         } else {
             candidates.shuffle(&mut self.rng);
-            candidates.sort_by_key(|&(requesters, avail, _)| (requesters, avail));
+            let window_end = if self.front_first {
+                self.front.saturating_add(self.config.follow_window)
+            } else {
+                u32::MAX
+            };
+            candidates
+                .sort_by_key(|&(requesters, avail, i)| (requesters, i.0 >= window_end, avail));
         }
         let picked: Vec<PieceIndex> = candidates
             .into_iter()
@@ -485,6 +526,7 @@ impl PiecePicker {
             PieceState::Requested(reqs) => reqs,
         };
         self.have.set(index, true);
+        self.step_front();
         let mut cancel = Vec::with_capacity(others.len());
         for r in others {
             if let Some(view) = self.peers.get_mut(&r.peer) {

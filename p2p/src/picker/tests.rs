@@ -4,11 +4,13 @@ use super::*;
 use std::collections::HashSet;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+const WINDOW: u32 = 24;
 
 fn config(pipeline_limit: u32) -> PickerConfig {
     PickerConfig {
         pipeline_limit,
         request_timeout: TIMEOUT,
+        follow_window: WINDOW,
     }
 }
 
@@ -581,12 +583,20 @@ fn a_followed_download_picks_the_front_among_equally_rare_pieces() {
     p.piece_verified(peer(1), PieceIndex(2)).unwrap();
     assert_eq!(p.pick(peer(1), now), idx(&[4]));
 
-    // Rarity still comes first: a piece only one of two peers has beats a common front piece.
+    // Rarity still comes first within the window: a piece only one of two peers has beats a
+    // common front piece; past the window, the window's pieces come first.
+    let without = |gone: u32| -> Vec<u32> { all.iter().copied().filter(|&i| i != gone).collect() };
     let mut p = picker(64, 1);
     p.add_peer(peer(1), bits(64, &all)).unwrap();
-    p.add_peer(peer(2), bits(64, &all[..63])).unwrap();
+    p.add_peer(peer(2), bits(64, &without(20))).unwrap();
     p.prefer_front();
-    assert_eq!(p.pick(peer(1), now), idx(&[63]));
+    assert_eq!(p.pick(peer(1), now), idx(&[20]));
+    let mut p = picker(64, 1);
+    p.add_peer(peer(1), bits(64, &all)).unwrap();
+    p.add_peer(peer(2), bits(64, &without(63))).unwrap();
+    p.prefer_front();
+    let picked = p.pick(peer(1), now);
+    assert!(picked[0].0 < WINDOW, "{picked:?}");
 }
 
 #[test]
@@ -631,6 +641,53 @@ fn a_followed_download_picks_in_order_only_while_every_peer_is_complete() {
         .take(16)
         .collect();
     assert_eq!(p.pick_capped(origin, now, 1, |_| true), lowest);
+}
+
+#[test]
+fn a_followed_download_in_a_swarm_picks_at_random_within_a_window_from_its_front() {
+    let now = Instant::now();
+    let all: Vec<u32> = (0..256).collect();
+    let origin = peer(9);
+    let mut p = picker(256, 16);
+    p.add_peer(origin, bits(256, &all)).unwrap();
+    p.add_peer(peer(1), bits(256, &all)).unwrap();
+    p.add_peer(peer(2), bits(256, &[3])).unwrap();
+    p.prefer_front();
+    let first = p.pick(peer(1), now);
+    assert_eq!(first.len(), 16);
+    assert!(first.iter().all(|i| i.0 < WINDOW), "{first:?}");
+    assert_ne!(first, idx(&(0..16).collect::<Vec<_>>()), "random within it");
+    // Rarest first still rules inside the window: piece 3 is held by two peers of three.
+    assert!(!first.contains(&PieceIndex(3)), "{first:?}");
+    // The window holds 24 - 16 = 8 more: the next peer gets those, then pieces past it.
+    let second = p.pick(origin, now);
+    let (inside, outside): (Vec<PieceIndex>, Vec<PieceIndex>) =
+        second.iter().partition(|i| i.0 < WINDOW);
+    assert_eq!(inside.len(), (WINDOW - 16) as usize, "{second:?}");
+    assert_eq!(outside.len(), 8, "a full window leaves no connection idle");
+    // The window moves with the first piece not held.
+    for i in first.iter().chain(&inside) {
+        p.piece_verified(peer(1), *i).unwrap();
+    }
+    for i in outside {
+        p.request_refused(origin, i).unwrap();
+    }
+    let third = p.pick(peer(1), now);
+    assert!(
+        third.iter().all(|i| (WINDOW..2 * WINDOW).contains(&i.0)),
+        "{third:?}"
+    );
+}
+
+#[test]
+fn a_download_nobody_follows_spreads_its_picks_over_the_blob() {
+    let now = Instant::now();
+    let all: Vec<u32> = (0..256).collect();
+    let mut p = picker(256, 16);
+    p.add_peer(peer(1), bits(256, &all)).unwrap();
+    p.add_peer(peer(2), bits(256, &[3])).unwrap();
+    let picked = p.pick(peer(1), now);
+    assert!(picked.iter().any(|i| i.0 >= WINDOW), "{picked:?}");
 }
 
 #[test]
