@@ -232,11 +232,8 @@ mod tests {
 
     #[tokio::test]
     async fn nobody_answering_names_each_host_and_why() {
-        // Bound and released: nothing listens there now.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // Free, and out of the range the kernel hands to other tests' listeners.
+        let port = shoal_p2p::testing::daemon_port();
         let readiness = Readiness::new()
             .any_answers(
                 "tracker",

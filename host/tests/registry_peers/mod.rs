@@ -10,7 +10,7 @@
 pub mod misbehaving;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,12 +135,9 @@ impl Drop for Registry {
     }
 }
 
+/// A port for docker-registry, out of the kernel's way ([`shoal_p2p::testing::daemon_port`]).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    shoal_p2p::testing::daemon_port()
 }
 
 fn unique() -> usize {

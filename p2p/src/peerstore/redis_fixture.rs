@@ -31,10 +31,7 @@ impl Drop for RedisServer {
 }
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding a free port")
+    crate::testing::daemon_port()
 }
 
 /// Starts Redis, or returns `None` to skip when it is not installed, unless

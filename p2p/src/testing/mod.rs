@@ -11,6 +11,12 @@
 //! test of a download read while it lands needs to see the front arrive before the rest.
 //!
 //! [`TestCa`] makes certificates for TLS tests with the `openssl` command.
+//!
+//! [`daemon_port`] is the port for a daemon a test starts (Redis, docker-registry, moto).
+
+mod ports;
+
+pub use ports::daemon_port;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
