@@ -15,7 +15,7 @@
 //!
 //! | event | from | to |
 //! |---|---|---|
-//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break, or the lowest index for a followed download among seeders only ([`prefer_front`](PiecePicker::prefer_front)), up to `pipeline_limit` per peer) |
+//! | [`pick`](PiecePicker::pick) | Missing | Requested (rarest first, random tie-break; for a followed download ([`prefer_front`](PiecePicker::prefer_front)) the lowest index among seeders only, and in a swarm within `follow_window` pieces of the first one not held first; up to `pipeline_limit` per peer) |
 //! | [`pick`](PiecePicker::pick) in endgame | Requested | Requested by one more peer |
 //! | [`piece_verified`](PiecePicker::piece_verified) | Requested / Missing | Have; other requesters are returned to be cancelled |
 //! | [`piece_failed`](PiecePicker::piece_failed) | Requested | Missing (or still Requested from others); the sender is returned for blacklisting |
@@ -180,7 +180,7 @@ impl PiecePicker {
                 }
             })
             .collect();
-        PiecePicker {
+        let mut picker = PiecePicker {
             pieces,
             availability: vec![0; have.len() as usize],
             have,
@@ -191,16 +191,12 @@ impl PiecePicker {
             front_first: false,
             pickable: u32::MAX,
             front: 0,
-        }
-        .advance_front()
+        };
+        picker.step_front();
+        picker
     }
 
     /// Moves `front` past the pieces held.
-    fn advance_front(mut self) -> Self {
-        self.step_front();
-        self
-    }
-
     fn step_front(&mut self) {
         while self.front < self.piece_count() && self.have.get(PieceIndex(self.front)) {
             self.front += 1;
