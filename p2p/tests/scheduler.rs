@@ -458,3 +458,98 @@ async fn a_peer_asking_for_more_pieces_than_it_reads_is_refused_the_excess() {
     );
     assert_eq!(seeder.stats().pieces_sent, taken);
 }
+
+/// Peers that ask for pieces and read nothing, together, get at most the host's upload
+/// buffer of pieces read for them; once they read, every piece arrives, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_do_not_read_hold_at_most_the_upload_buffer_together() {
+    use bytes::BytesMut;
+    use shoal_p2p::scheduler::UPLOADS_PER_PEER;
+    use shoal_p2p::wire::{Frame, FrameDecoder, Handshake, encode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const BUFFER: u64 = 8 << 20;
+    const PEERS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let tracker = Arc::new(FakeTracker::default());
+    let seeder =
+        common::node_with_upload_buffer(dir.path(), "seed", tracker.clone(), config(), BUFFER)
+            .await;
+    let bytes = blob(96 << 20, 9);
+    let m = seed_blob(&seeder, &bytes, 1 << 20).await;
+
+    // Each peer asks for its own 16 pieces: 80 MiB in all, more than five sockets take.
+    let mut peers = Vec::new();
+    for p in 0..PEERS {
+        let mut tcp = tokio::net::TcpStream::connect(seeder.identity().advertise)
+            .await
+            .unwrap();
+        let mut out = BytesMut::new();
+        let hello = Frame::Handshake(Handshake {
+            peer_id: shoal_p2p::PeerId::random(),
+            info_hash: m.info_hash(),
+            digest: m.digest().clone(),
+            namespace: NS.into(),
+            bitfield: shoal_p2p::Bitfield::empty(m.piece_count()),
+        });
+        encode(&hello, &mut out).unwrap();
+        let asked: Vec<u32> = (0..UPLOADS_PER_PEER as u32)
+            .map(|i| p as u32 * UPLOADS_PER_PEER as u32 + i)
+            .collect();
+        for &i in &asked {
+            encode(
+                &Frame::PieceRequest {
+                    index: PieceIndex(i),
+                },
+                &mut out,
+            )
+            .unwrap();
+        }
+        tcp.write_all(&out).await.unwrap();
+        peers.push((tcp, asked));
+    }
+
+    // The host fills its buffer and waits there: never more than the buffer held.
+    common::eventually(Duration::from_secs(60), "the upload buffer full", || {
+        let held = seeder.stats().upload_bytes_buffered;
+        assert!(
+            held <= BUFFER,
+            "{held} bytes held for peers that read nothing"
+        );
+        held == BUFFER
+    })
+    .await;
+    assert_eq!(seeder.stats().requests_refused_busy, 0);
+
+    // They read: every piece asked for arrives whole, once.
+    let decoder = FrameDecoder::for_torrent(&m);
+    for (tcp, asked) in &mut peers {
+        let mut buf = BytesMut::new();
+        let mut got = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < asked.len() {
+            while let Ok(Some((frame, used))) = decoder.decode(&buf) {
+                let _ = buf.split_to(used);
+                if let Frame::PiecePayload { index, data } = frame {
+                    let range = m.piece_range(index).unwrap();
+                    assert!(data[..] == bytes[range.start as usize..range.end as usize]);
+                    assert!(asked.contains(&index.0), "piece {index} not asked for");
+                    assert!(got.insert(index.0), "piece {index} sent twice");
+                }
+            }
+            if got.len() == asked.len() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = tokio::time::timeout(left, tcp.read_buf(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{} of {} pieces within 60 s", got.len(), asked.len()))
+                .unwrap();
+            assert!(n > 0, "the seeder closed the connection");
+        }
+    }
+    common::eventually(Duration::from_secs(30), "the upload buffer empty", || {
+        seeder.stats().upload_bytes_buffered == 0
+    })
+    .await;
+}

@@ -144,6 +144,11 @@ impl Collect for P2p {
             "Piece requests refused because the asking peer already had 16 pieces on their way to it.",
             s.requests_refused_busy,
         );
+        out.gauge(
+            "shoal_p2p_upload_bytes_buffered",
+            "Bytes of pieces read for peers and not yet sent, besides each peer's first (256 MiB at most).",
+            s.upload_bytes_buffered as f64,
+        );
         out.gauge("shoal_p2p_torrents", "Torrents running.", s.torrents as f64);
         out.gauge("shoal_p2p_peers", "Peer connections open.", s.peers as f64);
         out.counter(

@@ -11,6 +11,7 @@
 mod lend;
 mod stats;
 mod torrent;
+mod upload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub use stats::{ANNOUNCE_WARNING_EVERY, Stats};
 use stats::{Counters, Throttle};
 pub use torrent::UPLOADS_PER_PEER;
 use torrent::{Cmd, Status, Torrent};
+pub use upload::UPLOAD_BUFFER_BYTES;
+use upload::UploadBudget;
 
 /// How long a peer has to send its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -153,6 +156,8 @@ pub(crate) struct Inner {
     /// Announce failures in the log: the first of a run, then a summary at most every
     /// [`ANNOUNCE_WARNING_EVERY`], over all torrents.
     pub(crate) announce_warnings: Mutex<Throttle>,
+    /// Room for pieces read for peers and not yet sent, over every torrent.
+    pub(crate) uploads: UploadBudget,
     torrents: Mutex<HashMap<InfoHash, TorrentEntry>>,
 }
 
@@ -262,9 +267,20 @@ impl Scheduler {
                 conn,
                 counters: Counters::default(),
                 announce_warnings: Mutex::new(Throttle::new(ANNOUNCE_WARNING_EVERY)),
+                uploads: UploadBudget::new(UPLOAD_BUFFER_BYTES),
                 torrents: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The same scheduler holding at most `bytes` of pieces read for peers and not yet sent
+    /// ([`UPLOAD_BUFFER_BYTES`] by default); for tests and embedders. Call it on a new
+    /// scheduler: it panics on one already cloned or serving.
+    pub fn with_upload_buffer(mut self, bytes: u64) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_upload_buffer on a scheduler already shared")
+            .uploads = UploadBudget::new(bytes);
+        self
     }
 
     /// This peer's identity.
@@ -654,6 +670,7 @@ impl Scheduler {
             announces_ok: c.announces_ok.load(Relaxed),
             announces_failed: c.announces_failed.load(Relaxed),
             requests_refused_busy: c.requests_refused_busy.load(Relaxed),
+            upload_bytes_buffered: self.inner.uploads.held(),
             torrents: self.active_torrents() as u64,
             peers: u64::try_from(c.peers.load(Relaxed)).unwrap_or(0),
         }

@@ -48,6 +48,9 @@ pub struct Stats {
     /// Piece requests refused because the asker already had
     /// [`UPLOADS_PER_PEER`](super::UPLOADS_PER_PEER) pieces on their way to it.
     pub requests_refused_busy: u64,
+    /// Gauge: bytes of pieces read for peers and not yet sent, besides each peer's first
+    /// ([`UPLOAD_BUFFER_BYTES`](super::UPLOAD_BUFFER_BYTES) at most).
+    pub upload_bytes_buffered: u64,
     /// Gauge: torrents running now.
     pub torrents: u64,
     /// Gauge: peer connections open now.

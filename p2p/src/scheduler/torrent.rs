@@ -170,14 +170,18 @@ struct Peer {
     complete: bool,
     /// [`UPLOADS_PER_PEER`] permits; a piece sent to the peer holds one until it is written.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Its pieces read or being read and not yet sent, for the host's upload budget.
+    buffered: super::upload::Buffered,
     /// Counted in the scheduler's open connections while it lives.
     _connected: Connected,
 }
 
-/// A piece's bytes on their way to a peer, holding one of its upload permits.
+/// A piece's bytes on their way to a peer, holding one of its upload permits and their room
+/// in the scheduler's upload budget.
 struct Upload {
     data: bytes::Bytes,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _room: super::upload::Slot,
 }
 
 impl AsRef<[u8]> for Upload {
@@ -783,6 +787,7 @@ impl Torrent {
                 handle,
                 complete,
                 uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS_PER_PEER)),
+                buffered: Default::default(),
                 _connected: connected,
             },
         );
@@ -878,6 +883,7 @@ impl Torrent {
             return;
         };
         let handle = p.handle.clone();
+        let buffered = p.buffered.clone();
         let Ok(upload) = p.uploads.clone().try_acquire_owned() else {
             if let Some(inner) = upgrade(&self.inner) {
                 inner
@@ -937,7 +943,17 @@ impl Torrent {
                 return;
             }
         };
+        let Some(budget) = upgrade(&self.inner).map(|i| i.uploads.clone()) else {
+            return;
+        };
+        let len = self
+            .metainfo
+            .piece_range(index)
+            .map_or(0, |r| r.end - r.start);
         self.tasks.spawn(async move {
+            // Room first: a read waits while the host holds its budget of unsent pieces
+            // (unless this peer has none buffered; see `upload.rs`).
+            let room = budget.take(len, &buffered).await;
             let read = match source {
                 Source::Partial(p) => p.read_piece(index).await,
                 Source::Complete(c) => c.read_piece(index).await,
@@ -953,6 +969,7 @@ impl Torrent {
                     data: bytes::Bytes::from_owner(Upload {
                         data,
                         _permit: upload,
+                        _room: room,
                     }),
                 },
                 Err(e) => Frame::Error {

@@ -151,7 +151,19 @@ pub async fn tls_node(
     origin: bool,
     tls: Option<PeerTls>,
 ) -> Scheduler {
-    node_with_tracker(dir, name, tracker, config, origin, tls).await
+    node_with_tracker(dir, name, tracker, config, origin, tls, None).await
+}
+
+/// A scheduler like [`node`] that holds at most `bytes` of pieces read for peers and not yet
+/// sent ([`Scheduler::with_upload_buffer`]).
+pub async fn node_with_upload_buffer(
+    dir: &Path,
+    name: &str,
+    tracker: Arc<FakeTracker>,
+    config: SchedulerConfig,
+    bytes: u64,
+) -> Scheduler {
+    node_with_tracker(dir, name, tracker, config, false, None, Some(bytes)).await
 }
 
 /// A scheduler on loopback with any tracker.
@@ -162,7 +174,7 @@ pub async fn node_on(
     config: SchedulerConfig,
     origin: bool,
 ) -> Scheduler {
-    node_with_tracker(dir, name, tracker, config, origin, None).await
+    node_with_tracker(dir, name, tracker, config, origin, None, None).await
 }
 
 async fn node_with_tracker(
@@ -172,6 +184,7 @@ async fn node_with_tracker(
     config: SchedulerConfig,
     origin: bool,
     tls: Option<PeerTls>,
+    upload_buffer: Option<u64>,
 ) -> Scheduler {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -181,7 +194,10 @@ async fn node_with_tracker(
         advertise: addr,
         origin,
     };
-    let s = Scheduler::new(me, config, store, tracker, tls).unwrap();
+    let mut s = Scheduler::new(me, config, store, tracker, tls).unwrap();
+    if let Some(bytes) = upload_buffer {
+        s = s.with_upload_buffer(bytes);
+    }
     let serving = s.clone();
     tokio::spawn(async move { serving.serve(listener).await });
     s
