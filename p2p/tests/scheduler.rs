@@ -372,8 +372,8 @@ async fn a_followed_download_lands_its_front_first_and_says_how_far() {
 async fn a_peer_asking_for_more_pieces_than_it_reads_is_refused_the_excess() {
     use bytes::BytesMut;
     use shoal_p2p::scheduler::UPLOADS_PER_PEER;
-    use shoal_p2p::wire::{ErrorCode, Frame, FrameDecoder, Handshake, encode};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use shoal_p2p::wire::{ErrorCode, Frame, FrameDecoder};
+    use tokio::io::AsyncReadExt;
 
     let dir = tempfile::tempdir().unwrap();
     let tracker = Arc::new(FakeTracker::default());
@@ -382,28 +382,8 @@ async fn a_peer_asking_for_more_pieces_than_it_reads_is_refused_the_excess() {
     let m = seed_blob(&seeder, &bytes, 1 << 20).await;
     let count = m.piece_count() as u64;
 
-    let mut tcp = tokio::net::TcpStream::connect(seeder.identity().advertise)
-        .await
-        .unwrap();
-    let mut out = BytesMut::new();
-    let hello = Frame::Handshake(Handshake {
-        peer_id: shoal_p2p::PeerId::random(),
-        info_hash: m.info_hash(),
-        digest: m.digest().clone(),
-        namespace: NS.into(),
-        bitfield: shoal_p2p::Bitfield::empty(m.piece_count()),
-    });
-    encode(&hello, &mut out).unwrap();
-    for i in 0..m.piece_count() {
-        encode(
-            &Frame::PieceRequest {
-                index: PieceIndex(i),
-            },
-            &mut out,
-        )
-        .unwrap();
-    }
-    tcp.write_all(&out).await.unwrap();
+    let all: Vec<u32> = (0..m.piece_count()).collect();
+    let mut tcp = raw_peer_asking(&seeder, &m, &all).await;
 
     // Reading nothing, the peer's socket takes a few MiB: the seeder sends some pieces, holds
     // at most 16 more, and refuses the rest. Wait until it has looked at every request (no
@@ -465,8 +445,8 @@ async fn a_peer_asking_for_more_pieces_than_it_reads_is_refused_the_excess() {
 async fn peers_that_do_not_read_hold_at_most_the_upload_buffer_together() {
     use bytes::BytesMut;
     use shoal_p2p::scheduler::UPLOADS_PER_PEER;
-    use shoal_p2p::wire::{Frame, FrameDecoder, Handshake, encode};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use shoal_p2p::wire::{Frame, FrameDecoder};
+    use tokio::io::AsyncReadExt;
 
     const BUFFER: u64 = 8 << 20;
     const PEERS: usize = 5;
@@ -481,31 +461,10 @@ async fn peers_that_do_not_read_hold_at_most_the_upload_buffer_together() {
     // Each peer asks for its own 16 pieces: 80 MiB in all, more than five sockets take.
     let mut peers = Vec::new();
     for p in 0..PEERS {
-        let mut tcp = tokio::net::TcpStream::connect(seeder.identity().advertise)
-            .await
-            .unwrap();
-        let mut out = BytesMut::new();
-        let hello = Frame::Handshake(Handshake {
-            peer_id: shoal_p2p::PeerId::random(),
-            info_hash: m.info_hash(),
-            digest: m.digest().clone(),
-            namespace: NS.into(),
-            bitfield: shoal_p2p::Bitfield::empty(m.piece_count()),
-        });
-        encode(&hello, &mut out).unwrap();
         let asked: Vec<u32> = (0..UPLOADS_PER_PEER as u32)
             .map(|i| p as u32 * UPLOADS_PER_PEER as u32 + i)
             .collect();
-        for &i in &asked {
-            encode(
-                &Frame::PieceRequest {
-                    index: PieceIndex(i),
-                },
-                &mut out,
-            )
-            .unwrap();
-        }
-        tcp.write_all(&out).await.unwrap();
+        let tcp = raw_peer_asking(&seeder, &m, &asked).await;
         peers.push((tcp, asked));
     }
 
@@ -552,4 +511,37 @@ async fn peers_that_do_not_read_hold_at_most_the_upload_buffer_together() {
         seeder.stats().upload_bytes_buffered == 0
     })
     .await;
+}
+
+/// A connection to `seeder` that has sent a handshake for `m`'s torrent (holding nothing) and
+/// a request for each of `pieces`, and has read nothing.
+async fn raw_peer_asking(
+    seeder: &Scheduler,
+    m: &shoal_p2p::Metainfo,
+    pieces: &[u32],
+) -> tokio::net::TcpStream {
+    use bytes::BytesMut;
+    use shoal_p2p::wire::{Frame, Handshake, encode};
+    use tokio::io::AsyncWriteExt;
+
+    let mut tcp = tokio::net::TcpStream::connect(seeder.identity().advertise)
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    let hello = Frame::Handshake(Handshake {
+        peer_id: shoal_p2p::PeerId::random(),
+        info_hash: m.info_hash(),
+        digest: m.digest().clone(),
+        namespace: NS.into(),
+        bitfield: shoal_p2p::Bitfield::empty(m.piece_count()),
+    });
+    encode(&hello, &mut out).unwrap();
+    for &i in pieces {
+        let request = Frame::PieceRequest {
+            index: PieceIndex(i),
+        };
+        encode(&request, &mut out).unwrap();
+    }
+    tcp.write_all(&out).await.unwrap();
+    tcp
 }
